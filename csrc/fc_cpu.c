@@ -1,0 +1,125 @@
+/* CPU feature detection, micro-kernel dispatch and floating-point mode. */
+#include <stdlib.h>
+#include <string.h>
+#include "fc_gemm.h"
+
+#if FC_X86
+#include <immintrin.h>
+#endif
+
+static const fc_kernel_info KERNELS[] = {
+    {FC_ISA_GENERIC, "generic", FC_GENERIC_MR_S, FC_GENERIC_NR_S, FC_GENERIC_MR_D, FC_GENERIC_NR_D,
+     fc_ukr_generic_s, fc_ukr_generic_d},
+#if FC_X86
+    {FC_ISA_AVX2, "avx2", FC_AVX2_MR_S, FC_AVX2_NR_S, FC_AVX2_MR_D, FC_AVX2_NR_D,
+     fc_ukr_avx2_s, fc_ukr_avx2_d},
+    {FC_ISA_AVX512, "avx512", FC_AVX512_MR_S, FC_AVX512_NR_S, FC_AVX512_MR_D, FC_AVX512_NR_D,
+     fc_ukr_avx512_s, fc_ukr_avx512_d},
+#endif
+};
+#define N_KERNELS ((int)(sizeof(KERNELS) / sizeof(KERNELS[0])))
+
+static const fc_kernel_info *current = NULL;
+
+int fc_isa_supported(int isa)
+{
+    if (isa == FC_ISA_GENERIC) return 1;
+#if FC_X86 && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (isa == FC_ISA_AVX2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == FC_ISA_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+            && __builtin_cpu_supports("fma");
+#endif
+    return 0;
+}
+
+static int best_isa(void)
+{
+    int best = FC_ISA_GENERIC;
+    for (int i = 0; i < N_KERNELS; i++)
+        if (fc_isa_supported(KERNELS[i].isa) && KERNELS[i].isa > best) best = KERNELS[i].isa;
+    return best;
+}
+
+int fc_set_isa(int isa)
+{
+    if (isa == FC_ISA_AUTO) isa = best_isa();
+    if (!fc_isa_supported(isa)) return -1;
+    for (int i = 0; i < N_KERNELS; i++)
+        if (KERNELS[i].isa == isa) { current = &KERNELS[i]; return 0; }
+    return -1;
+}
+
+void fc_init(void)
+{
+    if (current == NULL) fc_set_isa(FC_ISA_AUTO);
+}
+
+const fc_kernel_info *fc_kernel(void)
+{
+    if (current == NULL) fc_init();
+    return current;
+}
+
+int fc_get_isa(void) { return fc_kernel()->isa; }
+
+const char *fc_isa_name(int isa)
+{
+    switch (isa) {
+    case FC_ISA_AVX512: return "avx512";
+    case FC_ISA_AVX2: return "avx2";
+    default: return "generic";
+    }
+}
+
+int fc_openmp_enabled(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+const char *fc_compiler(void)
+{
+#if defined(__clang__)
+    return "clang " __clang_version__;
+#elif defined(__GNUC__)
+    return "gcc " __VERSION__;
+#else
+    return "unknown";
+#endif
+}
+
+unsigned fc_fpmode_enter(void)
+{
+#if FC_X86
+    unsigned saved = _mm_getcsr();
+    _mm_setcsr(saved | 0x8040u);   /* FTZ | DAZ */
+    return saved;
+#else
+    return 0;
+#endif
+}
+
+void fc_fpmode_leave(unsigned saved)
+{
+#if FC_X86
+    _mm_setcsr(saved);
+#else
+    (void)saved;
+#endif
+}
+
+void *fc_aligned_alloc(size_t bytes)
+{
+    void *p = NULL;
+    if (bytes == 0) bytes = 64;
+    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+    return p;
+}
+
+void fc_aligned_free(void *p) { free(p); }

@@ -1,0 +1,130 @@
+/* fastcnn GEMM engine: public interface.
+ *
+ * BLIS-style layering: fc_pack.c packs operands into MR/NR panels,
+ * fc_ukr_<isa>.c hold the register-blocked micro-kernels, fc_gemm.c runs the
+ * cache-blocking loops and the epilogue, fc_cpu.c picks the micro-kernel.
+ */
+#ifndef FC_GEMM_H
+#define FC_GEMM_H
+
+#include <stddef.h>
+
+#ifndef FC_X86
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+#define FC_X86 1
+#else
+#define FC_X86 0
+#endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { FC_ISA_AUTO = -1, FC_ISA_GENERIC = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
+enum { FC_ACT_NONE = 0, FC_ACT_RELU = 1, FC_ACT_LEAKY = 2 };
+enum { FC_BIAS_NONE = 0, FC_BIAS_ROW = 1, FC_BIAS_COL = 2 };
+enum { FC_VIEW_DENSE = 0, FC_VIEW_PATCH = 1 };
+
+/* Geometry of a 2-D convolution of one image group (C channels of H x W)
+ * producing P x Q output pixels with an R x S kernel. */
+typedef struct {
+    int C, H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw;
+} fc_conv_geom;
+
+/* A matrix operand as the packing routines see it.
+ *  DENSE: element (i, j) is p[i * rs + j * cs].
+ *  PATCH: the implicit im2col matrix of one image (pointer p to its C x H x W
+ *         block): rows (c, r, s), columns (oh, ow); with trans = 1 the
+ *         transpose (rows are pixels, columns are (c, r, s)). Out-of-image
+ *         taps read as zero. */
+typedef struct {
+    int kind;
+    int trans;
+    const void *p;
+    long rs, cs;
+    fc_conv_geom g;
+} fc_view;
+
+/* Applied to each finished tile of C: add bias (per row or per column), then
+ * ReLU / LeakyReLU. */
+typedef struct {
+    int bias_mode;
+    const void *bias;
+    int act;
+    double slope;
+} fc_epilogue;
+
+typedef void (*fc_ukr_s_t)(long k, const float *a, const float *b, float *c,
+                           long rs_c, long cs_c, float alpha, float beta);
+typedef void (*fc_ukr_d_t)(long k, const double *a, const double *b, double *c,
+                           long rs_c, long cs_c, double alpha, double beta);
+
+typedef struct {
+    int isa;
+    const char *name;
+    int mr_s, nr_s, mr_d, nr_d;
+    fc_ukr_s_t ukr_s;
+    fc_ukr_d_t ukr_d;
+} fc_kernel_info;
+
+/* fc_cpu.c: feature detection and dispatch */
+void fc_init(void);
+const fc_kernel_info *fc_kernel(void);
+int fc_isa_supported(int isa);
+int fc_set_isa(int isa);               /* 0 on success, -1 if the CPU cannot run it */
+int fc_get_isa(void);
+const char *fc_isa_name(int isa);
+int fc_openmp_enabled(void);
+const char *fc_compiler(void);
+unsigned fc_fpmode_enter(void);        /* flush-to-zero / denormals-are-zero on */
+void fc_fpmode_leave(unsigned saved);
+
+/* fc_pack.c: pack rows [i0, i0+ni) x cols [p0, p0+kc) of op into panels of
+ * width w: dst[(panel * kc + p) * w + i], zero-padding the last panel.
+ * "rows" here is the panel dimension: for A that is A's rows; for B pass
+ * fc_view_t(B) so the panel dimension is B's columns. */
+void fc_pack_s(const fc_view *v, int i0, int ni, int p0, int kc, int w, float *dst);
+void fc_pack_d(const fc_view *v, int i0, int ni, int p0, int kc, int w, double *dst);
+fc_view fc_view_t(const fc_view *v);   /* transposed view */
+
+/* fc_gemm.c: C (m x n, row stride ldc) = alpha * A (m x k) * B (k x n) + beta * C,
+ * then the epilogue. nthreads == 1 runs serially in the calling thread (safe
+ * inside an outer parallel region). ws: workspace of fc_gemm_ws_*() elements
+ * (64-byte aligned) or NULL to allocate one.
+ * Results do not depend on nthreads. Returns 0, or -1 if memory ran out. */
+size_t fc_gemm_ws_s(int m, int n, int k, int nthreads);
+size_t fc_gemm_ws_d(int m, int n, int k, int nthreads);
+int fc_gemm_s(int m, int n, int k, float alpha, const fc_view *A, const fc_view *B,
+              float beta, float *C, long ldc, const fc_epilogue *epi, int nthreads, float *ws);
+int fc_gemm_d(int m, int n, int k, double alpha, const fc_view *A, const fc_view *B,
+              double beta, double *C, long ldc, const fc_epilogue *epi, int nthreads, double *ws);
+
+void *fc_aligned_alloc(size_t bytes);
+void fc_aligned_free(void *p);
+
+/* micro-kernels (one file each) */
+void fc_ukr_generic_s(long k, const float *a, const float *b, float *c, long rs_c, long cs_c, float alpha, float beta);
+void fc_ukr_generic_d(long k, const double *a, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
+void fc_ukr_avx2_s(long k, const float *a, const float *b, float *c, long rs_c, long cs_c, float alpha, float beta);
+void fc_ukr_avx2_d(long k, const double *a, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
+void fc_ukr_avx512_s(long k, const float *a, const float *b, float *c, long rs_c, long cs_c, float alpha, float beta);
+void fc_ukr_avx512_d(long k, const double *a, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
+
+#define FC_GENERIC_MR_S 4
+#define FC_GENERIC_NR_S 8
+#define FC_GENERIC_MR_D 4
+#define FC_GENERIC_NR_D 4
+#define FC_AVX2_MR_S 6
+#define FC_AVX2_NR_S 16
+#define FC_AVX2_MR_D 6
+#define FC_AVX2_NR_D 8
+#define FC_AVX512_MR_S 6
+#define FC_AVX512_NR_S 32
+#define FC_AVX512_MR_D 6
+#define FC_AVX512_NR_D 16
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,167 @@
+/* Cache-blocking GEMM driver, instantiated for float and double by fc_gemm.c
+ * (T = element type, FN(name) = name with the type suffix, KC/MC/NC blocks).
+ *
+ * Loop order (BLIS): jc over NC columns -> pc over KC depth (B block packed by
+ * all threads) -> tasks over (MC rows x a range of NR panels) -> jr -> ir ->
+ * micro-kernel. Every element of C is owned by one task and accumulates its
+ * KC blocks in order, so results do not depend on the number of threads.
+ */
+
+static inline void FN(epilogue_tile)(T *c, long ldc, int mr, int nr, int row0, int col0,
+                                     const fc_epilogue *e)
+{
+    const T *bias = (const T *)e->bias;
+    const T slope = (T)e->slope;
+    for (int i = 0; i < mr; i++) {
+        T *ci = c + (long)i * ldc;
+        if (e->bias_mode == FC_BIAS_ROW) {
+            T bv = bias[row0 + i];
+            for (int j = 0; j < nr; j++) ci[j] += bv;
+        } else if (e->bias_mode == FC_BIAS_COL) {
+            const T *bv = bias + col0;
+            for (int j = 0; j < nr; j++) ci[j] += bv[j];
+        }
+        if (e->act == FC_ACT_RELU) {
+            for (int j = 0; j < nr; j++) ci[j] = ci[j] < 0 ? (T)0 : ci[j];
+        } else if (e->act == FC_ACT_LEAKY) {
+            for (int j = 0; j < nr; j++) ci[j] = ci[j] < 0 ? ci[j] * slope : ci[j];
+        }
+    }
+}
+
+static int FN(epilogue_active)(const fc_epilogue *e)
+{
+    return e != NULL && (e->bias_mode != FC_BIAS_NONE || e->act != FC_ACT_NONE);
+}
+
+/* Workspace layout: the shared B block, then per thread an A block and an
+ * edge tile; every part starts on a 64-byte boundary. */
+static void FN(ws_layout)(int m, int n, int k, const fc_kernel_info *ki,
+                          long *b_elems, long *a_elems, long *thread_elems)
+{
+    const int MR = FN(KMR)(ki), NR = FN(KNR)(ki);
+    long kc = k < KC ? k : KC;
+    long nc = n < NC ? n : NC;
+    long mc = m < MC ? m : MC;
+    if (kc < 1) kc = 1;
+    nc = (nc + NR - 1) / NR * NR;
+    mc = (mc + MR - 1) / MR * MR;
+    *b_elems = (kc * nc + 15) & ~15L;
+    *a_elems = (mc * kc + 15) & ~15L;
+    *thread_elems = *a_elems + (((long)MR * NR + 15) & ~15L);
+}
+
+size_t FN(fc_gemm_ws)(int m, int n, int k, int nthreads)
+{
+    long b_elems, a_elems, thread_elems;
+    FN(ws_layout)(m, n, k, fc_kernel(), &b_elems, &a_elems, &thread_elems);
+    return (size_t)(b_elems + (long)(nthreads < 1 ? 1 : nthreads) * thread_elems);
+}
+
+int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B,
+                T beta, T *C, long ldc, const fc_epilogue *epi, int nthreads, T *ws)
+{
+    if (m <= 0 || n <= 0) return 0;
+    if (nthreads < 1) nthreads = 1;
+    const int has_epi = FN(epilogue_active)(epi);
+    if (k <= 0) {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                T *c = C + (long)i * ldc + j;
+                *c = beta == 0 ? (T)0 : beta * *c;
+            }
+        if (has_epi) FN(epilogue_tile)(C, ldc, m, n, 0, 0, epi);
+        return 0;
+    }
+    const fc_kernel_info *ki = fc_kernel();
+    const int MR = FN(KMR)(ki), NR = FN(KNR)(ki);
+    void (*ukr)(long, const T *, const T *, T *, long, long, T, T) = FN(KUKR)(ki);
+
+    T *own = NULL;
+    if (ws == NULL) {
+        own = (T *)fc_aligned_alloc(FN(fc_gemm_ws)(m, n, k, nthreads) * sizeof(T));
+        if (own == NULL) return -1;
+        ws = own;
+    }
+    long b_elems, a_elems, thread_elems;
+    FN(ws_layout)(m, n, k, ki, &b_elems, &a_elems, &thread_elems);
+    T *bpack = ws;
+    T *thread_ws = ws + b_elems;
+    const fc_view Bt = fc_view_t(B);
+
+#if FC_OPENMP
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+#endif
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        unsigned fpmode = fc_fpmode_enter();
+        T *apack = thread_ws + (long)tid * thread_elems;
+        T *tile = apack + a_elems;
+        for (int jc = 0; jc < n; jc += NC) {
+            const int nc = n - jc < NC ? n - jc : NC;
+            const int npanels = (nc + NR - 1) / NR;
+            for (int pc = 0; pc < k; pc += KC) {
+                const int kc = k - pc < KC ? k - pc : KC;
+                const T beta_eff = pc == 0 ? beta : (T)1;
+                const int last = pc + kc == k;
+#if FC_OPENMP
+#pragma omp for schedule(static)
+#endif
+                for (int jp = 0; jp < npanels; jp++) {
+                    int w = nc - jp * NR < NR ? nc - jp * NR : NR;
+                    FN(fc_pack)(&Bt, jc + jp * NR, w, pc, kc, NR, bpack + (long)jp * kc * NR);
+                }
+                const int n_ic = (m + MC - 1) / MC;
+                int n_js = 1;
+                while (n_ic * n_js < 4 * nthreads && n_js * 2 <= npanels) n_js *= 2;
+                const int ntasks = n_ic * n_js;
+                int packed_ic = -1;
+#if FC_OPENMP
+#pragma omp for schedule(static)
+#endif
+                for (int task = 0; task < ntasks; task++) {
+                    const int ic = (task / n_js) * MC;
+                    const int js = task % n_js;
+                    const int mc = m - ic < MC ? m - ic : MC;
+                    if (ic != packed_ic) {
+                        FN(fc_pack)(A, ic, mc, pc, kc, MR, apack);
+                        packed_ic = ic;
+                    }
+                    const int jp0 = (int)((long)js * npanels / n_js);
+                    const int jp1 = (int)((long)(js + 1) * npanels / n_js);
+                    for (int jp = jp0; jp < jp1; jp++) {
+                        const int j = jp * NR;
+                        const int nr = nc - j < NR ? nc - j : NR;
+                        const T *bp = bpack + (long)jp * kc * NR;
+                        for (int ir = 0; ir < mc; ir += MR) {
+                            const int mr = mc - ir < MR ? mc - ir : MR;
+                            const T *ap = apack + (long)(ir / MR) * kc * MR;
+                            T *cij = C + (long)(ic + ir) * ldc + (jc + j);
+                            if (mr == MR && nr == NR) {
+                                ukr(kc, ap, bp, cij, ldc, 1, alpha, beta_eff);
+                            } else {
+                                ukr(kc, ap, bp, tile, NR, 1, alpha, (T)0);
+                                for (int i = 0; i < mr; i++)
+                                    for (int jj = 0; jj < nr; jj++) {
+                                        T *c = cij + (long)i * ldc + jj;
+                                        T t = tile[i * NR + jj];
+                                        if (beta_eff == 0) *c = t;
+                                        else if (beta_eff == 1) *c += t;
+                                        else *c = beta_eff * *c + t;
+                                    }
+                            }
+                            if (last && has_epi)
+                                FN(epilogue_tile)(cij, ldc, mr, nr, ic + ir, jc + j, epi);
+                        }
+                    }
+                }
+            }
+        }
+        fc_fpmode_leave(fpmode);
+    }
+    if (own) fc_aligned_free(own);
+    return 0;
+}

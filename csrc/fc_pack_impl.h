@@ -1,0 +1,126 @@
+/* Packing routines, instantiated for float and double by fc_pack.c
+ * (T = element type, FN(name) = name with the type suffix). */
+
+/* Dense operand: rows [i0, i0+ni) are the panel dimension, [p0, p0+kc) the depth. */
+static void FN(pack_dense)(const fc_view *v, int i0, int ni, int p0, int kc, int w, T *dst)
+{
+    const T *src = (const T *)v->p;
+    long rs = v->rs, cs = v->cs;
+    for (int ip = 0; ip < ni; ip += w) {
+        int wi = ni - ip < w ? ni - ip : w;
+        T *d = dst + (long)(ip / w) * kc * w;
+        const T *s0 = src + (long)(i0 + ip) * rs + (long)p0 * cs;
+        if (rs == 1) {
+            /* panel rows are contiguous in memory */
+            for (int p = 0; p < kc; p++) {
+                const T *s = s0 + (long)p * cs;
+                int i = 0;
+                for (; i < wi; i++) d[(long)p * w + i] = s[i];
+                for (; i < w; i++) d[(long)p * w + i] = 0;
+            }
+        } else {
+            for (int i = 0; i < wi; i++) {
+                const T *s = s0 + (long)i * rs;
+                if (cs == 1)
+                    for (int p = 0; p < kc; p++) d[(long)p * w + i] = s[p];
+                else
+                    for (int p = 0; p < kc; p++) d[(long)p * w + i] = s[(long)p * cs];
+            }
+            for (int i = wi; i < w; i++)
+                for (int p = 0; p < kc; p++) d[(long)p * w + i] = 0;
+        }
+    }
+}
+
+/* Patch operand with the panel dimension along pixels (oh, ow) and the depth
+ * along taps (c, r, s): used for B of the forward convolution. */
+static void FN(pack_patch_pix)(const fc_view *v, int i0, int ni, int p0, int kc, int w, T *dst)
+{
+    const fc_conv_geom *g = &v->g;
+    const T *x = (const T *)v->p;
+    const int RS = g->R * g->S;
+    for (int ip = 0; ip < ni; ip += w) {
+        int wi = ni - ip < w ? ni - ip : w;
+        T *d = dst + (long)(ip / w) * kc * w;
+        int pix0 = i0 + ip;
+        int oh0 = pix0 / g->Q, ow0 = pix0 % g->Q;
+        for (int p = 0; p < kc; p++) {
+            int t = p0 + p;
+            int c = t / RS, rs = t % RS, r = rs / g->S, s = rs % g->S;
+            const T *xc = x + (long)c * g->H * g->W;
+            int hoff = r * g->dh - g->ph, woff = s * g->dw - g->pw;
+            T *dp = d + (long)p * w;
+            int oh = oh0, ow = ow0, i = 0;
+            while (i < wi) {
+                /* a run of pixels along one output row */
+                int run = g->Q - ow;
+                if (run > wi - i) run = wi - i;
+                int h = oh * g->sh + hoff;
+                if (h < 0 || h >= g->H) {
+                    for (int u = 0; u < run; u++) dp[i + u] = 0;
+                } else {
+                    const T *xr = xc + (long)h * g->W;
+                    int wpos = ow * g->sw + woff;
+                    if (g->sw == 1 && wpos >= 0 && wpos + run <= g->W) {
+                        for (int u = 0; u < run; u++) dp[i + u] = xr[wpos + u];
+                    } else {
+                        for (int u = 0; u < run; u++, wpos += g->sw)
+                            dp[i + u] = (wpos >= 0 && wpos < g->W) ? xr[wpos] : (T)0;
+                    }
+                }
+                i += run;
+                ow += run;
+                if (ow == g->Q) { ow = 0; oh++; }
+            }
+            for (; i < w; i++) dp[i] = 0;
+        }
+    }
+}
+
+/* Patch operand with the panel dimension along taps (c, r, s) and the depth
+ * along pixels: used for B of the weight gradient (B = patches^T). */
+static void FN(pack_patch_tap)(const fc_view *v, int i0, int ni, int p0, int kc, int w, T *dst)
+{
+    const fc_conv_geom *g = &v->g;
+    const T *x = (const T *)v->p;
+    const int RS = g->R * g->S;
+    for (int ip = 0; ip < ni; ip += w) {
+        int wi = ni - ip < w ? ni - ip : w;
+        T *d = dst + (long)(ip / w) * kc * w;
+        for (int i = 0; i < wi; i++) {
+            int t = i0 + ip + i;
+            int c = t / RS, rs = t % RS, r = rs / g->S, s = rs % g->S;
+            const T *xc = x + (long)c * g->H * g->W;
+            int hoff = r * g->dh - g->ph, woff = s * g->dw - g->pw;
+            int oh = p0 / g->Q, ow = p0 % g->Q, p = 0;
+            while (p < kc) {
+                int run = g->Q - ow;
+                if (run > kc - p) run = kc - p;
+                int h = oh * g->sh + hoff;
+                if (h < 0 || h >= g->H) {
+                    for (int u = 0; u < run; u++) d[(long)(p + u) * w + i] = 0;
+                } else {
+                    const T *xr = xc + (long)h * g->W;
+                    int wpos = ow * g->sw + woff;
+                    for (int u = 0; u < run; u++, wpos += g->sw)
+                        d[(long)(p + u) * w + i] = (wpos >= 0 && wpos < g->W) ? xr[wpos] : (T)0;
+                }
+                p += run;
+                ow += run;
+                if (ow == g->Q) { ow = 0; oh++; }
+            }
+        }
+        for (int i = wi; i < w; i++)
+            for (int p = 0; p < kc; p++) d[(long)p * w + i] = 0;
+    }
+}
+
+void FN(fc_pack)(const fc_view *v, int i0, int ni, int p0, int kc, int w, T *dst)
+{
+    if (v->kind == FC_VIEW_DENSE)
+        FN(pack_dense)(v, i0, ni, p0, kc, w, dst);
+    else if (v->trans)
+        FN(pack_patch_pix)(v, i0, ni, p0, kc, w, dst);
+    else
+        FN(pack_patch_tap)(v, i0, ni, p0, kc, w, dst);
+}

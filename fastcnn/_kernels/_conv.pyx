@@ -1,0 +1,419 @@
+# cython: language_level=3
+"""Convolution kernels: implicit GEMM on the csrc engine.
+
+conv2d_forward          y = W * x (+ bias, activation)      -- patches packed from NCHW
+conv2d_backward_data    dx = col2im(W^T dy)                   -- per (image, channel block)
+conv2d_backward_weight  dW = sum_n dy_n patches_n^T          -- per-chunk partials, fixed-order sum
+
+Transposed convolution uses the same three with roles swapped (see
+fastcnn.functional.conv). Work is split by problem size only, so results are
+bitwise identical for any thread count.
+"""
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.string cimport memset
+cimport numpy as cnp
+import numpy as np
+
+from fastcnn._kernels.fc_gemm cimport *
+
+cnp.import_array()
+fc_init()
+
+
+def set_isa(str name):
+    cdef dict table = {"generic": FC_ISA_GENERIC, "avx2": FC_ISA_AVX2, "avx512": FC_ISA_AVX512,
+                       "auto": FC_ISA_AUTO}
+    if fc_set_isa(table[name]) != 0:
+        raise ValueError(f"isa {name!r} is not supported by this CPU")
+
+
+ctypedef struct Geom:
+    int N, G, Cg, H, W, Kg, R, S, P, Q, sh, sw, ph, pw, dh, dw
+
+
+cdef Geom make_geom(cnp.ndarray x, cnp.ndarray w, int groups, int P, int Q,
+                    tuple stride, tuple padding, tuple dilation):
+    """x: the convolution's input (N, C, H, W); w: its weight (K, C/groups, R, S)."""
+    cdef Geom g
+    g.N = x.shape[0]
+    g.G = groups
+    g.Cg = x.shape[1] // groups
+    g.H = x.shape[2]
+    g.W = x.shape[3]
+    g.Kg = w.shape[0] // groups
+    g.R = w.shape[2]
+    g.S = w.shape[3]
+    g.P = P
+    g.Q = Q
+    g.sh, g.sw = stride
+    g.ph, g.pw = padding
+    g.dh, g.dw = dilation
+    return g
+
+
+cdef inline fc_conv_geom conv_geom(const Geom *g) noexcept nogil:
+    cdef fc_conv_geom cg
+    cg.C = g.Cg
+    cg.H = g.H
+    cg.W = g.W
+    cg.R = g.R
+    cg.S = g.S
+    cg.P = g.P
+    cg.Q = g.Q
+    cg.sh = g.sh
+    cg.sw = g.sw
+    cg.ph = g.ph
+    cg.pw = g.pw
+    cg.dh = g.dh
+    cg.dw = g.dw
+    return cg
+
+
+cdef inline fc_view dense(const void *p, long rs, long cs) noexcept nogil:
+    cdef fc_view v
+    v.kind = FC_VIEW_DENSE
+    v.trans = 0
+    v.p = p
+    v.rs = rs
+    v.cs = cs
+    return v
+
+
+cdef inline fc_view patches(const void *p, const Geom *g, int trans) noexcept nogil:
+    """The implicit im2col matrix of one image group: (Cg*R*S) x (P*Q), or its transpose."""
+    cdef fc_view v
+    v.kind = FC_VIEW_PATCH
+    v.trans = trans
+    v.p = p
+    v.rs = 0
+    v.cs = 0
+    v.g = conv_geom(g)
+    return v
+
+
+cdef inline int gemm(floating *C, int m, int n, int k, const fc_view *A, const fc_view *B,
+                     floating beta, long ldc, const fc_epilogue *epi, int nthreads,
+                     floating *ws) noexcept nogil:
+    if floating is float:
+        return fc_gemm_s(m, n, k, 1.0, A, B, beta, C, ldc, epi, nthreads, ws)
+    else:
+        return fc_gemm_d(m, n, k, 1.0, A, B, beta, C, ldc, epi, nthreads, ws)
+
+
+cdef size_t gemm_ws(int itemsize, int m, int n, int k, int nthreads):
+    if itemsize == 4:
+        return fc_gemm_ws_s(m, n, k, nthreads)
+    return fc_gemm_ws_d(m, n, k, nthreads)
+
+
+cdef class Workspace:
+    """Per-thread scratch taken from one 64-byte-aligned block sized once per call."""
+    cdef object buf
+    cdef char *base
+    cdef Py_ssize_t stride
+
+    def __init__(self, int nthreads, Py_ssize_t nbytes):
+        self.stride = (nbytes + 63) // 64 * 64
+        self.buf = np.empty(self.stride * nthreads + 64, dtype=np.uint8)
+        cdef char *p = <char *>cnp.PyArray_DATA(self.buf)
+        self.base = p + ((64 - (<size_t>p) % 64) % 64)
+
+
+cdef inline void *ws_for(Workspace ws, int tid) noexcept nogil:
+    return ws.base + tid * ws.stride
+
+
+# Tasks per thread below which one problem is split across threads instead.
+DEF TASKS_PER_THREAD = 4
+
+
+# ---------------------------------------------------------------------------
+# forward
+
+cdef int _forward(floating *x, floating *w, floating *bias, floating *y, Geom g,
+                  int act, double slope, int n_threads, Workspace ws) noexcept nogil:
+    cdef int ntasks = g.N * g.G
+    cdef int crs = g.Cg * g.R * g.S
+    cdef int pq = g.P * g.Q
+    cdef int t, n, gi, rc = 0, inner
+    cdef fc_view A, B
+    cdef fc_epilogue epi
+    cdef floating *wsp
+    cdef bint outer = ntasks >= TASKS_PER_THREAD * n_threads or n_threads == 1
+    inner = 1 if outer else n_threads
+    for t in prange(ntasks, schedule='static', num_threads=n_threads if outer else 1):
+        n = t // g.G
+        gi = t % g.G
+        A = dense(w + <long>gi * g.Kg * crs, crs, 1)
+        B = patches(x + (<long>n * g.G * g.Cg + <long>gi * g.Cg) * g.H * g.W, &g, 0)
+        epi.bias_mode = FC_BIAS_ROW if bias != NULL else FC_BIAS_NONE
+        epi.bias = (bias + <long>gi * g.Kg) if bias != NULL else NULL
+        epi.act = act
+        epi.slope = slope
+        wsp = <floating *>ws_for(ws, threadid() if outer else 0)
+        rc |= gemm(y + (<long>n * g.G * g.Kg + <long>gi * g.Kg) * pq, g.Kg, pq, crs, &A, &B,
+                   <floating>0, pq, &epi, inner, wsp)
+    return rc
+
+
+def conv2d_forward(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, int groups,
+                   tuple stride, tuple padding, tuple dilation, int act=0, double slope=0.01,
+                   int n_threads=1):
+    """y (N, K, P, Q) = conv(x (N, C, H, W), w (K, C/groups, R, S)) + bias, then activation."""
+    cdef Geom g = make_geom(x, w, groups, y.shape[2], y.shape[3],
+                            stride, padding, dilation)
+    cdef int crs = g.Cg * g.R * g.S, pq = g.P * g.Q
+    cdef bint outer = g.N * g.G >= TASKS_PER_THREAD * n_threads or n_threads == 1
+    cdef int wthreads = n_threads if outer else 1
+    cdef Workspace ws = Workspace(wthreads, x.itemsize * gemm_ws(x.itemsize, g.Kg, pq, crs,
+                                                                   1 if outer else n_threads))
+    cdef void *bp = NULL if bias is None else cnp.PyArray_DATA(bias)
+    cdef int rc
+    if x.dtype == np.float32:
+        with nogil:
+            rc = _forward(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(w), <float *>bp,
+                          <float *>cnp.PyArray_DATA(y), g, act, slope, n_threads, ws)
+    else:
+        with nogil:
+            rc = _forward(<double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(w), <double *>bp,
+                          <double *>cnp.PyArray_DATA(y), g, act, slope, n_threads, ws)
+    if rc:
+        raise MemoryError("fastcnn: out of memory in conv2d")
+    return y
+
+
+# ---------------------------------------------------------------------------
+# backward data: dx = col2im(W^T dy)
+
+cdef inline void col2im_channels(const floating *col, floating *dx, int nch, const Geom *g) noexcept nogil:
+    """dx[c] = sum over taps of col[(c, r, s), (oh, ow)] for nch channels (dx zeroed first)."""
+    cdef int c, r, s, oh, ow, h, wpos
+    cdef long pq = <long>g.P * g.Q
+    cdef const floating *cr
+    cdef floating *xr
+    memset(dx, 0, <size_t>nch * g.H * g.W * sizeof(floating))
+    for c in range(nch):
+        for r in range(g.R):
+            for s in range(g.S):
+                cr = col + ((<long>c * g.R + r) * g.S + s) * pq
+                for oh in range(g.P):
+                    h = oh * g.sh - g.ph + r * g.dh
+                    if h < 0 or h >= g.H:
+                        continue
+                    xr = dx + (<long>c * g.H + h) * g.W
+                    wpos = -g.pw + s * g.dw
+                    if g.sw == 1 and wpos >= 0 and wpos + g.Q <= g.W:
+                        for ow in range(g.Q):
+                            xr[wpos + ow] += cr[oh * g.Q + ow]
+                    else:
+                        for ow in range(g.Q):
+                            if wpos >= 0 and wpos < g.W:
+                                xr[wpos] += cr[oh * g.Q + ow]
+                            wpos = wpos + g.sw
+
+
+cdef int _backward_data(floating *dy, floating *w, floating *dx, Geom g, int cb,
+                        int n_threads, Workspace ws, long col_elems) noexcept nogil:
+    cdef int ncb = (g.Cg + cb - 1) // cb
+    cdef int ntasks = g.N * g.G * ncb
+    cdef int crs = g.Cg * g.R * g.S, rs = g.R * g.S
+    cdef int pq = g.P * g.Q
+    cdef int t, n, gi, bi, c0, nch, rc = 0
+    cdef fc_view A, B
+    cdef floating *col
+    for t in prange(ntasks, schedule='static', num_threads=n_threads):
+        n = t // (g.G * ncb)
+        gi = (t // ncb) % g.G
+        bi = t % ncb
+        c0 = bi * cb
+        nch = g.Cg - c0 if g.Cg - c0 < cb else cb
+        col = <floating *>ws_for(ws, threadid())
+        # rows (c0 .. c0+nch) x (r, s) of W_g^T: element (tap, k) at w[k * crs + tap]
+        A = dense(w + <long>gi * g.Kg * crs + <long>c0 * rs, 1, crs)
+        B = dense(dy + (<long>n * g.G * g.Kg + <long>gi * g.Kg) * pq, pq, 1)
+        rc |= gemm(col, nch * rs, pq, g.Kg, &A, &B, <floating>0, pq, NULL, 1, col + col_elems)
+        col2im_channels(col, dx + ((<long>n * g.G + gi) * g.Cg + c0) * g.H * g.W, nch, &g)
+    return rc
+
+
+def conv2d_backward_data(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray dx, int groups,
+                         tuple stride, tuple padding, tuple dilation, int n_threads=1):
+    """dx (N, C, H, W) = gradient of conv2d wrt its input, given dy (N, K, P, Q)."""
+    cdef Geom g = make_geom(dx, w, groups, dy.shape[2], dy.shape[3],
+                            stride, padding, dilation)
+    cdef int rs = g.R * g.S, pq = g.P * g.Q
+    cdef long isz = dy.itemsize
+    # channel block: a col buffer of at most ~512 KiB, but enough tasks for the threads
+    cdef int cb = max(1, min(g.Cg, <int>((512 * 1024) // (isz * rs * pq + 1))))
+    while cb > 1 and g.N * g.G * ((g.Cg + cb - 1) // cb) < TASKS_PER_THREAD * n_threads:
+        cb = (cb + 1) // 2
+    cdef long col_elems = (<long>cb * rs * pq + 15) // 16 * 16
+    cdef Workspace ws = Workspace(n_threads, isz * (col_elems + gemm_ws(isz, cb * rs, pq, g.Kg, 1)))
+    cdef int rc
+    if dy.dtype == np.float32:
+        with nogil:
+            rc = _backward_data(<float *>cnp.PyArray_DATA(dy), <float *>cnp.PyArray_DATA(w),
+                                <float *>cnp.PyArray_DATA(dx), g, cb, n_threads, ws, col_elems)
+    else:
+        with nogil:
+            rc = _backward_data(<double *>cnp.PyArray_DATA(dy), <double *>cnp.PyArray_DATA(w),
+                                <double *>cnp.PyArray_DATA(dx), g, cb, n_threads, ws, col_elems)
+    if rc:
+        raise MemoryError("fastcnn: out of memory in conv2d backward")
+    return dx
+
+
+# ---------------------------------------------------------------------------
+# backward weight: dW = sum over images of dy_n patches_n^T, in fixed-order chunks
+
+cdef int _backward_weight(floating *x, floating *dy, floating *part, Geom g, int nchunks,
+                          bint trans, int n_threads, Workspace ws) noexcept nogil:
+    cdef int ntasks = nchunks * g.G
+    cdef int crs = g.Cg * g.R * g.S
+    cdef int pq = g.P * g.Q
+    cdef long wsz = <long>g.Kg * crs
+    cdef int t, ch, gi, n, n0, n1, rc = 0, inner
+    cdef fc_view A, B
+    cdef floating *cp
+    cdef floating *wsp
+    cdef floating *xn
+    cdef floating *dyn
+    cdef bint outer = ntasks >= n_threads or n_threads == 1
+    inner = 1 if outer else n_threads
+    for t in prange(ntasks, schedule='static', num_threads=n_threads if outer else 1):
+        ch = t // g.G
+        gi = t % g.G
+        n0 = <int>((<long>ch * g.N) // nchunks)
+        n1 = <int>((<long>(ch + 1) * g.N) // nchunks)
+        cp = part + (<long>ch * g.G + gi) * wsz
+        wsp = <floating *>ws_for(ws, threadid() if outer else 0)
+        for n in range(n0, n1):
+            xn = x + (<long>n * g.G * g.Cg + <long>gi * g.Cg) * g.H * g.W
+            dyn = dy + (<long>n * g.G * g.Kg + <long>gi * g.Kg) * pq
+            if trans:
+                # dW^T (crs x Kg) = patches (crs x pq) . dy^T (pq x Kg)
+                A = patches(xn, &g, 0)
+                B = dense(dyn, 1, pq)
+                rc |= gemm(cp, crs, g.Kg, pq, &A, &B, <floating>(0 if n == n0 else 1), g.Kg,
+                           NULL, inner, wsp)
+            else:
+                # dW (Kg x crs) = dy (Kg x pq) . patches^T (pq x crs)
+                A = dense(dyn, pq, 1)
+                B = patches(xn, &g, 1)
+                rc |= gemm(cp, g.Kg, crs, pq, &A, &B, <floating>(0 if n == n0 else 1), crs,
+                           NULL, inner, wsp)
+    return rc
+
+
+cdef void _reduce_chunks(floating *part, floating *dw, int nchunks, int G, int Kg, int crs,
+                         bint trans, int n_threads) noexcept nogil:
+    """dw[g, k, t] = sum over chunks in order of part[chunk, g, (k, t) or (t, k)]."""
+    cdef long wsz = <long>Kg * crs
+    cdef long e, total = wsz * G, src
+    cdef int ch, gi, k, tap
+    cdef floating acc
+    for e in prange(total, schedule='static', num_threads=n_threads):
+        gi = <int>(e // wsz)
+        k = <int>((e % wsz) // crs)
+        tap = <int>(e % crs)
+        src = <long>gi * wsz + ((<long>tap * Kg + k) if trans else (<long>k * crs + tap))
+        acc = part[src]
+        for ch in range(1, nchunks):
+            acc = acc + part[<long>ch * G * wsz + src]
+        dw[e] = acc
+
+
+def conv2d_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, int groups,
+                           tuple stride, tuple padding, tuple dilation, int n_threads=1):
+    """dw (K, C/groups, R, S) = gradient of conv2d wrt its weight."""
+    cdef Geom g = make_geom(x, dw, groups, dy.shape[2], dy.shape[3],
+                            stride, padding, dilation)
+    cdef int crs = g.Cg * g.R * g.S, pq = g.P * g.Q
+    cdef long isz = x.itemsize
+    cdef long wsz = <long>g.Kg * crs
+    # chunks of images: by problem size only (at most 16, partials at most ~64 MiB)
+    cdef long cap = max(1, (64 * 1024 * 1024) // (isz * wsz * g.G))
+    cdef int nchunks = <int>min(g.N, 16, cap)
+    # orientation with the least micro-tile padding
+    cdef bint trans = (((g.Kg + 15) // 16) * 16 * crs) > (((crs + 15) // 16) * 16 * g.Kg)
+    cdef bint outer = nchunks * g.G >= n_threads or n_threads == 1
+    cdef int m = crs if trans else g.Kg
+    cdef int n = g.Kg if trans else crs
+    cdef Workspace ws = Workspace(n_threads if outer else 1,
+                                  isz * gemm_ws(isz, m, n, pq, 1 if outer else n_threads))
+    cdef cnp.ndarray part = np.empty(nchunks * g.G * wsz, dtype=x.dtype)
+    cdef int rc
+    if x.dtype == np.float32:
+        with nogil:
+            rc = _backward_weight(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(dy),
+                                  <float *>cnp.PyArray_DATA(part), g, nchunks, trans, n_threads, ws)
+            if rc == 0:
+                _reduce_chunks(<float *>cnp.PyArray_DATA(part), <float *>cnp.PyArray_DATA(dw),
+                               nchunks, g.G, g.Kg, crs, trans, n_threads)
+    else:
+        with nogil:
+            rc = _backward_weight(<double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(dy),
+                                  <double *>cnp.PyArray_DATA(part), g, nchunks, trans, n_threads, ws)
+            if rc == 0:
+                _reduce_chunks(<double *>cnp.PyArray_DATA(part), <double *>cnp.PyArray_DATA(dw),
+                               nchunks, g.G, g.Kg, crs, trans, n_threads)
+    if rc:
+        raise MemoryError("fastcnn: out of memory in conv2d backward")
+    return dw
+
+
+# ---------------------------------------------------------------------------
+# per-channel helpers: bias gradient and bias addition (NCHW or NC)
+
+cdef void _channel_sum(const floating *dy, floating *out, int N, int C, long HW,
+                       int n_threads) noexcept nogil:
+    cdef int c, n
+    cdef long i
+    cdef double acc
+    cdef const floating *p
+    for c in prange(C, schedule='static', num_threads=n_threads):
+        acc = 0
+        for n in range(N):
+            p = dy + (<long>n * C + c) * HW
+            for i in range(HW):
+                acc = acc + p[i]
+        out[c] = <floating>acc
+
+
+def channel_sum(cnp.ndarray dy, cnp.ndarray out, int n_threads=1):
+    """out[c] = sum of dy[:, c, ...] (fixed order, double accumulation)."""
+    cdef int N = dy.shape[0], C = dy.shape[1]
+    cdef long HW = dy.size // max(1, N * C)
+    if dy.dtype == np.float32:
+        with nogil:
+            _channel_sum(<float *>cnp.PyArray_DATA(dy), <float *>cnp.PyArray_DATA(out), N, C, HW, n_threads)
+    else:
+        with nogil:
+            _channel_sum(<double *>cnp.PyArray_DATA(dy), <double *>cnp.PyArray_DATA(out), N, C, HW, n_threads)
+    return out
+
+
+cdef void _add_channel_bias(floating *y, const floating *b, int N, int C, long HW,
+                            int n_threads) noexcept nogil:
+    cdef long t, i
+    cdef floating bv
+    cdef floating *p
+    for t in prange(<long>N * C, schedule='static', num_threads=n_threads):
+        bv = b[t % C]
+        p = y + t * HW
+        for i in range(HW):
+            p[i] = p[i] + bv
+
+
+def add_channel_bias(cnp.ndarray y, cnp.ndarray b, int n_threads=1):
+    """y[:, c, ...] += b[c] in place."""
+    cdef int N = y.shape[0], C = y.shape[1]
+    cdef long HW = y.size // max(1, N * C)
+    if y.dtype == np.float32:
+        with nogil:
+            _add_channel_bias(<float *>cnp.PyArray_DATA(y), <float *>cnp.PyArray_DATA(b), N, C, HW, n_threads)
+    else:
+        with nogil:
+            _add_channel_bias(<double *>cnp.PyArray_DATA(y), <double *>cnp.PyArray_DATA(b), N, C, HW, n_threads)
+    return y

@@ -1,0 +1,88 @@
+# cython: language_level=3
+"""GEMM entry point and engine configuration (ISA dispatch, OpenMP)."""
+from libc.stdint cimport intptr_t
+cimport numpy as cnp
+import numpy as np
+
+from fastcnn._kernels.fc_gemm cimport *
+
+cnp.import_array()
+fc_init()
+
+_ISA_BY_NAME = {"generic": FC_ISA_GENERIC, "avx2": FC_ISA_AVX2, "avx512": FC_ISA_AVX512, "auto": FC_ISA_AUTO}
+
+
+def supported_isas():
+    """ISA paths this CPU can run, best first."""
+    return [name for name in ("avx512", "avx2", "generic") if fc_isa_supported(_ISA_BY_NAME[name])]
+
+
+def set_isa(str name):
+    if fc_set_isa(_ISA_BY_NAME[name]) != 0:
+        raise ValueError(f"isa {name!r} is not supported by this CPU")
+
+
+def get_isa():
+    return fc_isa_name(fc_get_isa()).decode()
+
+
+def openmp_enabled():
+    return bool(fc_openmp_enabled())
+
+
+def compiler():
+    return fc_compiler().decode()
+
+
+cdef inline fc_view dense_view(cnp.ndarray a, bint trans):
+    """A dense view of a 2-D array (any strides), transposed when asked."""
+    cdef fc_view v
+    cdef Py_ssize_t isz = a.itemsize
+    v.kind = FC_VIEW_DENSE
+    v.trans = 0
+    v.p = cnp.PyArray_DATA(a)
+    if trans:
+        v.rs = a.strides[1] // isz
+        v.cs = a.strides[0] // isz
+    else:
+        v.rs = a.strides[0] // isz
+        v.cs = a.strides[1] // isz
+    return v
+
+
+def gemm(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, bint trans_a=False, bint trans_b=False,
+         double alpha=1.0, double beta=0.0, bias=None, int bias_mode=0, int act=0,
+         double slope=0.01, int n_threads=1):
+    """c = alpha * op(a) @ op(b) + beta * c, then bias and activation.
+
+    a, b: 2-D arrays of c's dtype with element-aligned strides (any sign);
+    c: C-contiguous rows (row stride >= n, unit column stride). Arguments are
+    trusted: fastcnn.functional checks them.
+    """
+    cdef int m = c.shape[0], n = c.shape[1]
+    cdef int k = a.shape[0] if trans_a else a.shape[1]
+    cdef fc_view A = dense_view(a, trans_a)
+    cdef fc_view B = dense_view(b, trans_b)
+    cdef fc_epilogue epi
+    cdef cnp.ndarray bias_arr
+    epi.bias_mode = FC_BIAS_NONE
+    epi.bias = NULL
+    epi.act = act
+    epi.slope = slope
+    if bias is not None:
+        bias_arr = bias
+        epi.bias_mode = bias_mode
+        epi.bias = cnp.PyArray_DATA(bias_arr)
+    cdef long ldc = c.strides[0] // c.itemsize
+    cdef int rc
+    if c.dtype == np.float32:
+        with nogil:
+            rc = fc_gemm_s(m, n, k, <float>alpha, &A, &B, <float>beta, <float *>cnp.PyArray_DATA(c),
+                           ldc, &epi, n_threads, NULL)
+    else:
+        with nogil:
+            rc = fc_gemm_d(m, n, k, alpha, &A, &B, beta, <double *>cnp.PyArray_DATA(c),
+                           ldc, &epi, n_threads, NULL)
+    if rc != 0:
+        raise MemoryError("fastcnn: could not allocate the GEMM workspace")
+    return c

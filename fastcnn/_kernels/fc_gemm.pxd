@@ -1,0 +1,50 @@
+# Declarations of the C GEMM engine (csrc/fc_gemm.h).
+cdef extern from "fc_gemm.h" nogil:
+    enum:
+        FC_ISA_AUTO
+        FC_ISA_GENERIC
+        FC_ISA_AVX2
+        FC_ISA_AVX512
+        FC_ACT_NONE
+        FC_ACT_RELU
+        FC_ACT_LEAKY
+        FC_BIAS_NONE
+        FC_BIAS_ROW
+        FC_BIAS_COL
+        FC_VIEW_DENSE
+        FC_VIEW_PATCH
+
+    ctypedef struct fc_conv_geom:
+        int C, H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw
+
+    ctypedef struct fc_view:
+        int kind
+        int trans
+        const void *p
+        long rs, cs
+        fc_conv_geom g
+
+    ctypedef struct fc_epilogue:
+        int bias_mode
+        const void *bias
+        int act
+        double slope
+
+    void fc_init()
+    int fc_isa_supported(int isa)
+    int fc_set_isa(int isa)
+    int fc_get_isa()
+    const char *fc_isa_name(int isa)
+    int fc_openmp_enabled()
+    const char *fc_compiler()
+    unsigned fc_fpmode_enter()
+    void fc_fpmode_leave(unsigned saved)
+    void *fc_aligned_alloc(size_t nbytes)
+    void fc_aligned_free(void *p)
+
+    size_t fc_gemm_ws_s(int m, int n, int k, int nthreads)
+    size_t fc_gemm_ws_d(int m, int n, int k, int nthreads)
+    int fc_gemm_s(int m, int n, int k, float alpha, const fc_view *A, const fc_view *B,
+                  float beta, float *C, long ldc, const fc_epilogue *epi, int nthreads, float *ws)
+    int fc_gemm_d(int m, int n, int k, double alpha, const fc_view *A, const fc_view *B,
+                  double beta, double *C, long ldc, const fc_epilogue *epi, int nthreads, double *ws)

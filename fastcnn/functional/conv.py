@@ -1,0 +1,200 @@
+"""Convolution and transposed convolution, forward and backward.
+
+Semantics are PyTorch's (``torch.nn.functional.conv2d`` / ``conv_transpose2d``):
+NCHW, weights ``(K, C/groups, R, S)`` and ``(C_in, C_out/groups, R, S)``.
+Transposed convolution runs the convolution kernels with roles swapped: its
+forward is convolution's backward-data, its backward-data is convolution's
+forward and its weight gradient is convolution's weight gradient with input
+and output gradient exchanged.
+"""
+import numpy as np
+
+from .._kernels import _conv
+from ._checks import as_float_array, check_int, check_size, n_threads, pair
+from .linalg import _activation
+
+__all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward",
+           "conv2d_output_size", "conv_transpose2d_output_size"]
+
+
+def _input(x, name):
+    """4-D input, or 3-D (C, H, W) treated as a batch of one; returns (x, was_3d)."""
+    x = as_float_array(x, name, ndim=(3, 4))
+    if x.ndim == 3:
+        return x[None], True
+    return x, False
+
+
+def _padding(padding, weight_hw, dilation, stride):
+    """Returns (left_h, left_w, total_h, total_w)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0, 0, 0, 0
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError("padding='same' is not supported for strided convolutions "
+                                 f"(stride={stride})")
+            th = dilation[0] * (weight_hw[0] - 1)
+            tw = dilation[1] * (weight_hw[1] - 1)
+            return th // 2, tw // 2, th, tw
+        raise ValueError(f"padding must be an int, a pair of ints, 'same' or 'valid', got {padding!r}")
+    ph, pw = pair(padding, "padding", minimum=0)
+    return ph, pw, 2 * ph, 2 * pw
+
+
+def conv2d_output_size(hw, kernel_size, stride, total_padding, dilation):
+    return tuple((hw[i] + total_padding[i] - dilation[i] * (kernel_size[i] - 1) - 1) // stride[i] + 1
+                 for i in range(2))
+
+
+def _conv_args(x, weight, bias, stride, padding, dilation, groups, what="conv2d"):
+    weight = as_float_array(weight, "weight", ndim=4, dtype=x.dtype)
+    groups = check_int(groups, "groups", minimum=1)
+    stride = pair(stride, "stride", minimum=1)
+    dilation = pair(dilation, "dilation", minimum=1)
+    N, C, H, W = x.shape
+    K, Cg, R, S = weight.shape
+    if C % groups:
+        raise ValueError(f"{what}: groups={groups} must divide the input channels ({C})")
+    if K % groups:
+        raise ValueError(f"{what}: groups={groups} must divide the output channels (weight.shape[0]={K})")
+    if Cg != C // groups:
+        raise ValueError(f"{what}: input has {C} channels, so weight must have shape "
+                         f"({K}, {C // groups}, {R}, {S}) for groups={groups}; got {weight.shape}")
+    if R < 1 or S < 1:
+        raise ValueError(f"{what}: weight kernel size must be at least 1x1, got {weight.shape}")
+    ph, pw, th, tw = _padding(padding, (R, S), dilation, stride)
+    P, Q = conv2d_output_size((H, W), (R, S), stride, (th, tw), dilation)
+    if P < 1 or Q < 1:
+        raise ValueError(f"{what}: output size ({P}, {Q}) is less than 1: input {H}x{W} with "
+                         f"padding ({th}, {tw}) is smaller than the dilated kernel "
+                         f"{dilation[0] * (R - 1) + 1}x{dilation[1] * (S - 1) + 1}")
+    if bias is not None:
+        bias = as_float_array(bias, "bias", ndim=1, dtype=x.dtype)
+        if bias.shape[0] != K:
+            raise ValueError(f"{what}: bias must have shape ({K},), got {bias.shape}")
+    check_size((N, K, P, Q), "conv2d output")
+    return weight, bias, groups, stride, (ph, pw), dilation, (P, Q)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           activation=None, negative_slope=0.01):
+    """2-D convolution of ``x`` (N, C, H, W) with ``weight`` (K, C/groups, R, S).
+
+    ``padding``: int, pair, 'same' or 'valid'. ``activation`` None, 'relu' or
+    'leaky_relu' is applied in the GEMM epilogue together with the bias.
+    """
+    x, unbatched = _input(x, "x")
+    weight, bias, groups, stride, pad, dilation, (P, Q) = _conv_args(
+        x, weight, bias, stride, padding, dilation, groups)
+    act = _activation(activation)
+    y = np.empty((x.shape[0], weight.shape[0], P, Q), dtype=x.dtype)
+    _conv.conv2d_forward(x, weight, bias, y, groups, stride, pad, dilation, act,
+                         float(negative_slope), n_threads())
+    return y[0] if unbatched else y
+
+
+def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1,
+                    need_grad_input=True):
+    """Gradients of ``conv2d``: (grad_x or None, grad_weight, grad_bias)."""
+    x, unbatched = _input(x, "x")
+    weight, _, groups, stride, pad, dilation, (P, Q) = _conv_args(
+        x, weight, None, stride, padding, dilation, groups, "conv2d_backward")
+    grad_out = as_float_array(grad_out, "grad_out", ndim=(3, 4), dtype=x.dtype)
+    if unbatched and grad_out.ndim == 3:
+        grad_out = grad_out[None]
+    expected = (x.shape[0], weight.shape[0], P, Q)
+    if grad_out.shape != expected:
+        raise ValueError(f"conv2d_backward: grad_out must have shape {expected}, got {grad_out.shape}")
+    nt = n_threads()
+    gx = None
+    if need_grad_input:
+        gx = np.empty_like(x)
+        _conv.conv2d_backward_data(grad_out, weight, gx, groups, stride, pad, dilation, nt)
+        if unbatched:
+            gx = gx[0]
+    gw = np.empty_like(weight)
+    _conv.conv2d_backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt)
+    gb = _conv.channel_sum(grad_out, np.empty(weight.shape[0], dtype=x.dtype), nt)
+    return gx, gw, gb
+
+
+def conv_transpose2d_output_size(hw, kernel_size, stride, padding, output_padding, dilation):
+    return tuple((hw[i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel_size[i] - 1)
+                 + output_padding[i] + 1 for i in range(2))
+
+
+def _convt_args(x, weight, bias, stride, padding, output_padding, groups, dilation,
+                what="conv_transpose2d"):
+    weight = as_float_array(weight, "weight", ndim=4, dtype=x.dtype)
+    groups = check_int(groups, "groups", minimum=1)
+    stride = pair(stride, "stride", minimum=1)
+    dilation = pair(dilation, "dilation", minimum=1)
+    if isinstance(padding, str):
+        raise ValueError(f"{what}: padding must be an int or a pair of ints, got {padding!r}")
+    padding = pair(padding, "padding", minimum=0)
+    output_padding = pair(output_padding, "output_padding", minimum=0)
+    for i in range(2):
+        if output_padding[i] >= stride[i] and output_padding[i] >= dilation[i]:
+            raise ValueError(f"{what}: output_padding {output_padding} must be smaller than either "
+                             f"stride {stride} or dilation {dilation}")
+    N, Cin, H, W = x.shape
+    if weight.shape[0] != Cin:
+        raise ValueError(f"{what}: input has {Cin} channels, so weight must have shape "
+                         f"({Cin}, C_out/groups, R, S); got {weight.shape}")
+    if Cin % groups:
+        raise ValueError(f"{what}: groups={groups} must divide the input channels ({Cin})")
+    R, S = weight.shape[2:]
+    if R < 1 or S < 1 or weight.shape[1] < 1:
+        raise ValueError(f"{what}: weight must have non-empty output channels and kernel, got {weight.shape}")
+    Cout = weight.shape[1] * groups
+    Ho, Wo = conv_transpose2d_output_size((H, W), (R, S), stride, padding, output_padding, dilation)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"{what}: output size ({Ho}, {Wo}) is less than 1 for input {H}x{W}, "
+                         f"kernel {R}x{S}, stride {stride}, padding {padding}")
+    if bias is not None:
+        bias = as_float_array(bias, "bias", ndim=1, dtype=x.dtype)
+        if bias.shape[0] != Cout:
+            raise ValueError(f"{what}: bias must have shape ({Cout},), got {bias.shape}")
+    check_size((N, Cout, Ho, Wo), "conv_transpose2d output")
+    return weight, bias, groups, stride, padding, dilation, (N, Cout, Ho, Wo)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Transposed convolution of ``x`` (N, C_in, H, W) with ``weight`` (C_in, C_out/groups, R, S)."""
+    x, unbatched = _input(x, "x")
+    weight, bias, groups, stride, padding, dilation, out_shape = _convt_args(
+        x, weight, bias, stride, padding, output_padding, groups, dilation)
+    nt = n_threads()
+    y = np.empty(out_shape, dtype=x.dtype)
+    _conv.conv2d_backward_data(x, weight, y, groups, stride, padding, dilation, nt)
+    if bias is not None:
+        _conv.add_channel_bias(y, bias, nt)
+    return y[0] if unbatched else y
+
+
+def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_padding=0,
+                              groups=1, dilation=1, need_grad_input=True):
+    """Gradients of ``conv_transpose2d``: (grad_x or None, grad_weight, grad_bias)."""
+    x, unbatched = _input(x, "x")
+    weight, _, groups, stride, padding, dilation, out_shape = _convt_args(
+        x, weight, None, stride, padding, output_padding, groups, dilation,
+        "conv_transpose2d_backward")
+    grad_out = as_float_array(grad_out, "grad_out", ndim=(3, 4), dtype=x.dtype)
+    if unbatched and grad_out.ndim == 3:
+        grad_out = grad_out[None]
+    if grad_out.shape != out_shape:
+        raise ValueError(f"conv_transpose2d_backward: grad_out must have shape {out_shape}, "
+                         f"got {grad_out.shape}")
+    nt = n_threads()
+    gx = None
+    if need_grad_input:
+        gx = np.empty_like(x)
+        _conv.conv2d_forward(grad_out, weight, None, gx, groups, stride, padding, dilation, 0, 0.0, nt)
+        if unbatched:
+            gx = gx[0]
+    gw = np.empty_like(weight)
+    _conv.conv2d_backward_weight(grad_out, x, gw, groups, stride, padding, dilation, nt)
+    gb = _conv.channel_sum(grad_out, np.empty(out_shape[1], dtype=x.dtype), nt)
+    return gx, gw, gb

@@ -1,0 +1,69 @@
+"""Matrix products: matmul and Linear, on the GEMM engine."""
+import numpy as np
+
+from .._kernels import _gemm, _conv
+from ._checks import as_float_array, n_threads
+
+__all__ = ["matmul", "linear", "linear_backward"]
+
+_ACT = {None: 0, "relu": 1, "leaky_relu": 2}
+
+
+def _activation(activation):
+    try:
+        return _ACT[activation]
+    except (KeyError, TypeError):
+        raise ValueError(f"activation must be None, 'relu' or 'leaky_relu', got {activation!r}") from None
+
+
+def _strided_ok(a):
+    return all(s % a.itemsize == 0 for s in a.strides)
+
+
+def matmul(a, b):
+    """``a @ b`` for 2-D float32/float64 arrays of one dtype (any strides)."""
+    a = as_float_array(a, "a", ndim=2, contiguous=False)
+    b = as_float_array(b, "b", ndim=2, dtype=a.dtype, contiguous=False)
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"matmul: a has shape {a.shape} and b has shape {b.shape}; "
+                         f"expected b with {a.shape[1]} rows")
+    if not _strided_ok(a):
+        a = np.ascontiguousarray(a)
+    if not _strided_ok(b):
+        b = np.ascontiguousarray(b)
+    c = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    return _gemm.gemm(a, b, c, n_threads=n_threads())
+
+
+def linear(x, weight, bias=None, activation=None, negative_slope=0.01):
+    """``x @ weight.T + bias`` (then ReLU/LeakyReLU if asked); x (N, in), weight (out, in)."""
+    x = as_float_array(x, "x", ndim=2)
+    weight = as_float_array(weight, "weight", ndim=2, dtype=x.dtype)
+    if weight.shape[1] != x.shape[1]:
+        raise ValueError(f"linear: x has {x.shape[1]} features but weight has shape {weight.shape}; "
+                         f"expected weight of shape (out_features, {x.shape[1]})")
+    act = _activation(activation)
+    if bias is not None:
+        bias = as_float_array(bias, "bias", ndim=1, dtype=x.dtype)
+        if bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    y = np.empty((x.shape[0], weight.shape[0]), dtype=x.dtype)
+    return _gemm.gemm(x, weight, y, False, True, bias=bias, bias_mode=2, act=act,
+                      slope=float(negative_slope), n_threads=n_threads())
+
+
+def linear_backward(grad_out, x, weight, need_grad_input=True):
+    """Gradients of ``linear``: (grad_x or None, grad_weight, grad_bias)."""
+    x = as_float_array(x, "x", ndim=2)
+    weight = as_float_array(weight, "weight", ndim=2, dtype=x.dtype)
+    grad_out = as_float_array(grad_out, "grad_out", ndim=2, dtype=x.dtype)
+    if grad_out.shape != (x.shape[0], weight.shape[0]) or weight.shape[1] != x.shape[1]:
+        raise ValueError(f"linear_backward: grad_out must have shape {(x.shape[0], weight.shape[0])} "
+                         f"for x {x.shape} and weight {weight.shape}, got {grad_out.shape}")
+    nt = n_threads()
+    gx = None
+    if need_grad_input:
+        gx = _gemm.gemm(grad_out, weight, np.empty_like(x), n_threads=nt)
+    gw = _gemm.gemm(grad_out, x, np.empty_like(weight), True, False, n_threads=nt)
+    gb = _conv.channel_sum(grad_out, np.empty(weight.shape[0], dtype=x.dtype), nt)
+    return gx, gw, gb
