@@ -92,6 +92,16 @@ cdef inline fc_view patches(const void *p, const Geom *g, int trans) noexcept no
     return v
 
 
+cdef inline fc_epilogue row_epilogue(const void *bias, int act, double slope) noexcept nogil:
+    """Bias per output row (channel), then the activation."""
+    cdef fc_epilogue e
+    e.bias_mode = FC_BIAS_ROW if bias != NULL else FC_BIAS_NONE
+    e.bias = bias
+    e.act = act
+    e.slope = slope
+    return e
+
+
 cdef inline int gemm(floating *C, int m, int n, int k, const fc_view *A, const fc_view *B,
                      floating beta, long ldc, const fc_epilogue *epi, int nthreads,
                      floating *ws) noexcept nogil:
@@ -147,10 +157,7 @@ cdef int _forward(floating *x, floating *w, floating *bias, floating *y, Geom g,
         gi = t % g.G
         A = dense(w + <long>gi * g.Kg * crs, crs, 1)
         B = patches(x + (<long>n * g.G * g.Cg + <long>gi * g.Cg) * g.H * g.W, &g, 0)
-        epi.bias_mode = FC_BIAS_ROW if bias != NULL else FC_BIAS_NONE
-        epi.bias = (bias + <long>gi * g.Kg) if bias != NULL else NULL
-        epi.act = act
-        epi.slope = slope
+        epi = row_epilogue((bias + <long>gi * g.Kg) if bias != NULL else NULL, act, slope)
         wsp = <floating *>ws_for(ws, threadid() if outer else 0)
         rc |= gemm(y + (<long>n * g.G * g.Kg + <long>gi * g.Kg) * pq, g.Kg, pq, crs, &A, &B,
                    <floating>0, pq, &epi, inner, wsp)
@@ -335,6 +342,9 @@ def conv2d_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, int gr
     # chunks of images: by problem size only (at most 16, partials at most ~64 MiB)
     cdef long cap = max(1, (64 * 1024 * 1024) // (isz * wsz * g.G))
     cdef int nchunks = <int>min(g.N, 16, cap)
+    if nchunks == 0:
+        dw[...] = 0
+        return dw
     # orientation with the least micro-tile padding
     cdef bint trans = (((g.Kg + 15) // 16) * 16 * crs) > (((crs + 15) // 16) * 16 * g.Kg)
     cdef bint outer = nchunks * g.G >= n_threads or n_threads == 1

@@ -1,0 +1,277 @@
+"""Conv2d and ConvTranspose2d: forward and all gradients against the naive reference
+and PyTorch, finite differences, thread invariance, bad input."""
+import numpy as np
+import pytest
+
+import fastcnn
+import fastcnn.functional as F
+from conftest import numeric_grad
+
+import reference as ref
+
+# (N, C, H, W, K, R, S, stride, padding, dilation, groups)
+CASES = {
+    "basic3x3": (2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1),
+    "1x1image": (2, 3, 1, 1, 5, 1, 1, 1, 0, 1, 1),
+    "1x1image_pad_k3": (1, 2, 1, 1, 3, 3, 3, 1, 1, 1, 1),
+    "kernel_gt_input_pad": (2, 2, 3, 3, 3, 5, 5, 1, 2, 1, 1),
+    "stride2": (2, 4, 9, 8, 6, 3, 3, 2, 1, 1, 1),
+    "stride3": (1, 3, 11, 10, 5, 3, 3, 3, 0, 1, 1),
+    "stride_gt_kernel": (2, 3, 8, 8, 5, 2, 2, 3, 0, 1, 1),
+    "nonsquare": (2, 5, 9, 12, 7, 3, 2, (2, 1), (0, 3), 1, 1),
+    "pad3": (1, 2, 5, 5, 3, 3, 3, 1, 3, 1, 1),
+    "dilation2": (2, 3, 10, 9, 4, 3, 3, 1, 2, 2, 1),
+    "dilation3_stride2": (1, 2, 13, 13, 3, 3, 3, 2, 1, 3, 1),
+    "nonsquare_dilation": (2, 8, 10, 12, 8, 3, 3, (2, 1), (0, 3), (1, 2), 2),
+    "groups2": (2, 4, 6, 6, 6, 3, 3, 1, 1, 1, 2),
+    "depthwise": (1, 6, 9, 8, 6, 3, 3, 1, 2, 2, 6),
+    "depthwise_mult2": (2, 4, 7, 7, 8, 3, 3, 2, 1, 1, 4),
+    "pointwise1x1": (3, 7, 5, 5, 9, 1, 1, 1, 0, 1, 1),
+    "batch1_c1": (1, 1, 12, 12, 5, 3, 3, 1, 1, 1, 1),
+    "c3_k4_s2": (2, 3, 16, 16, 8, 4, 4, 2, 1, 1, 1),
+    "channels_not_mult8": (2, 13, 9, 9, 19, 3, 3, 1, 1, 1, 1),
+    "wide_channels": (2, 33, 8, 8, 70, 3, 3, 1, 1, 1, 1),
+    "large_kernel_5x5": (2, 3, 8, 8, 4, 5, 5, 1, 2, 1, 1),
+    "big_image": (1, 2, 40, 37, 3, 3, 3, 1, 1, 1, 1),
+}
+DTYPES = {"f64": (np.float64, 1e-9), "f32": (np.float32, 1e-4)}
+
+
+def _args(case):
+    N, C, H, W, K, R, S, st, pd, dl, g = case
+    as2 = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
+    return (N, C, H, W, K, R, S), as2(st), as2(pd), as2(dl), g
+
+
+def _close(actual, expected, tol, what):
+    scale = max(1.0, float(np.abs(expected).max()) if expected.size else 1.0)
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale, err_msg=what)
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=list(DTYPES))
+@pytest.mark.parametrize("name", CASES, ids=list(CASES))
+def test_conv2d_vs_reference_and_torch(name, dt, rng, torch):
+    dtype, tol = DTYPES[dt]
+    (N, C, H, W, K, R, S), st, pd, dl, g = _args(CASES[name])
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C // g, R, S)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    y = F.conv2d(x, w, b, st, pd, dl, g)
+    _close(y, ref.conv2d(x, w, b, st, pd, dl, g), tol, "forward vs reference")
+    xt, wt, bt = (torch.tensor(v, requires_grad=True) for v in (x, w, b))
+    yt = torch.nn.functional.conv2d(xt, wt, bt, st, pd, dl, g)
+    _close(y, yt.detach().numpy(), tol, "forward vs torch")
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    yt.backward(torch.tensor(dy))
+    gx, gw, gb = F.conv2d_backward(dy, x, w, st, pd, dl, g)
+    rgx, rgw, rgb = ref.conv2d_backward(dy, x, w, st, pd, dl, g)
+    _close(gx, rgx, tol, "grad_x vs reference")
+    _close(gw, rgw, tol, "grad_w vs reference")
+    _close(gb, rgb, tol, "grad_b vs reference")
+    _close(gx, xt.grad.numpy(), tol, "grad_x vs torch")
+    _close(gw, wt.grad.numpy(), tol, "grad_w vs torch")
+    _close(gb, bt.grad.numpy(), tol, "grad_b vs torch")
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=list(DTYPES))
+@pytest.mark.parametrize("name", CASES, ids=list(CASES))
+def test_conv_transpose2d_vs_reference_and_torch(name, dt, rng, torch):
+    dtype, tol = DTYPES[dt]
+    (N, C, H, W, K, R, S), st, pd, dl, g = _args(CASES[name])
+    # ConvTranspose2d(K -> C): the adjoint of the convolution above
+    Hin, Win = (H + 2 * pd[0] - dl[0] * (R - 1) - 1) // st[0] + 1, (W + 2 * pd[1] - dl[1] * (S - 1) - 1) // st[1] + 1
+    for op in {(0, 0), (min(st[0], dl[0]) and max(st[0], dl[0]) - 1, 0)}:
+        x = rng.standard_normal((N, K, Hin, Win)).astype(dtype)
+        w = rng.standard_normal((K, C // g, R, S)).astype(dtype)
+        b = rng.standard_normal(C).astype(dtype)
+        try:
+            expected = torch.nn.functional.conv_transpose2d(
+                torch.tensor(x), torch.tensor(w), torch.tensor(b), st, pd, op, g, dl).numpy()
+        except RuntimeError:
+            with pytest.raises(ValueError):
+                F.conv_transpose2d(x, w, b, st, pd, op, g, dl)
+            continue
+        y = F.conv_transpose2d(x, w, b, st, pd, op, g, dl)
+        _close(y, expected, tol, f"forward vs torch (output_padding={op})")
+        _close(y, ref.conv_transpose2d(x, w, b, st, pd, op, g, dl), tol, "forward vs reference")
+        xt, wt, bt = (torch.tensor(v, requires_grad=True) for v in (x, w, b))
+        yt = torch.nn.functional.conv_transpose2d(xt, wt, bt, st, pd, op, g, dl)
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        yt.backward(torch.tensor(dy))
+        gx, gw, gb = F.conv_transpose2d_backward(dy, x, w, st, pd, op, g, dl)
+        _close(gx, xt.grad.numpy(), tol, "grad_x vs torch")
+        _close(gw, wt.grad.numpy(), tol, "grad_w vs torch")
+        _close(gb, bt.grad.numpy(), tol, "grad_b vs torch")
+
+
+@pytest.mark.parametrize("padding,dilation,kernel", [("same", 1, 3), ("same", 2, 3), ("same", 1, 4),
+                                                      ("same", (2, 1), (3, 2)), ("valid", 1, 3)])
+def test_string_padding_matches_torch(padding, dilation, kernel, rng, torch):
+    R, S = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+    x = rng.standard_normal((2, 3, 9, 8))
+    w = rng.standard_normal((4, 3, R, S))
+    y = F.conv2d(x, w, None, 1, padding, dilation)
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, None, 1, padding, dilation)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-10)
+    dy = rng.standard_normal(y.shape)
+    yt.backward(torch.tensor(dy))
+    gx, gw, _ = F.conv2d_backward(dy, x, w, 1, padding, dilation)
+    np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gw, wt.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("activation,slope", [("relu", 0.0), ("leaky_relu", 0.2)])
+def test_fused_bias_activation(activation, slope, rng):
+    x = rng.standard_normal((2, 3, 8, 8))
+    w = rng.standard_normal((5, 3, 3, 3))
+    b = rng.standard_normal(5)
+    y = F.conv2d(x, w, b, 1, 1, activation=activation, negative_slope=slope)
+    plain = ref.conv2d(x, w, b, (1, 1), (1, 1))
+    expected = np.maximum(plain, 0) if activation == "relu" else np.where(plain < 0, slope * plain, plain)
+    np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_noncontiguous_inputs(rng, torch):
+    xb = rng.standard_normal((2, 6, 10, 10))
+    x = xb[:, ::2, ::-1, 1:]
+    w = np.asfortranarray(rng.standard_normal((4, 3, 3, 3)))
+    y = F.conv2d(x, w, None, 1, 1)
+    np.testing.assert_allclose(y, ref.conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w), None, (1, 1), (1, 1)),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_unbatched_input(rng):
+    x = rng.standard_normal((3, 6, 6))
+    w = rng.standard_normal((2, 3, 3, 3))
+    np.testing.assert_allclose(F.conv2d(x, w, padding=1), F.conv2d(x[None], w, padding=1)[0])
+
+
+def test_need_grad_input_false_skips_it(rng):
+    x = rng.standard_normal((2, 3, 6, 6))
+    w = rng.standard_normal((2, 3, 3, 3))
+    gx, gw, gb = F.conv2d_backward(np.ones((2, 2, 4, 4)), x, w, need_grad_input=False)
+    assert gx is None and gw.shape == w.shape and gb.shape == (2,)
+
+
+@pytest.mark.parametrize("kind", ["conv", "convT"])
+def test_finite_differences_float64(kind, rng):
+    x = rng.standard_normal((2, 4, 5, 6))
+    if kind == "conv":
+        w = rng.standard_normal((6, 2, 3, 2))
+        b = rng.standard_normal(6)
+        kw = dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2)
+        fwd = lambda: F.conv2d(x, w, b, **kw)  # noqa: E731
+        bwd = lambda dy: F.conv2d_backward(dy, x, w, **kw)  # noqa: E731
+    else:
+        w = rng.standard_normal((4, 3, 3, 3))
+        b = rng.standard_normal(6)
+        kw = dict(stride=2, padding=1, output_padding=1, groups=2)
+        fwd = lambda: F.conv_transpose2d(x, w, b, **kw)  # noqa: E731
+        bwd = lambda dy: F.conv_transpose2d_backward(dy, x, w, **kw)  # noqa: E731
+    dy = rng.standard_normal(fwd().shape)
+    loss = lambda: float(np.sum(fwd() * dy))  # noqa: E731
+    gx, gw, gb = bwd(dy)
+    np.testing.assert_allclose(gx, numeric_grad(loss, x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gw, numeric_grad(loss, w), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, numeric_grad(loss, b), rtol=1e-6, atol=1e-7)
+
+
+SHAPES_FOR_THREADS = {
+    "many_images": ((16, 8, 12, 12), (16, 8, 3, 3), 1, 1),
+    "batch1": ((1, 16, 20, 20), (24, 16, 3, 3), 1, 1),
+    "strided": ((5, 6, 15, 15), (12, 6, 4, 4), 2, 1),
+    "tiny_c1": ((9, 1, 28, 28), (8, 1, 3, 3), 1, 1),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", SHAPES_FOR_THREADS)
+def test_bitwise_identical_for_any_thread_count(name, dtype, rng):
+    xs, ws, st, pd = SHAPES_FOR_THREADS[name]
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    outs = []
+    for t in (1, 2, 3):
+        with fastcnn.threads(t):
+            y = F.conv2d(x, w, b, st, pd, activation="relu")
+            dy = np.cos(np.arange(y.size, dtype=dtype)).reshape(y.shape)
+            grads = F.conv2d_backward(dy, x, w, st, pd)
+            yt = F.conv_transpose2d(y, w, None, st, pd)
+            gt = F.conv_transpose2d_backward(yt, y, w, st, pd)
+            outs.append((y, yt) + grads + gt)
+    for other in outs[1:]:
+        for a, b_ in zip(outs[0], other):
+            assert np.array_equal(a, b_)
+
+
+@pytest.mark.parametrize("isa", fastcnn.supported_isas())
+def test_every_isa_path(isa, rng):
+    x = rng.standard_normal((3, 5, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((3, 7, 9, 9)).astype(np.float32)
+    try:
+        fastcnn.set_isa(isa)
+        y = F.conv2d(x, w, None, 1, 1)
+        gx, gw, _ = F.conv2d_backward(dy, x, w, 1, 1)
+    finally:
+        fastcnn.set_isa("auto")
+    rgx, rgw, _ = ref.conv2d_backward(dy, x, w, (1, 1), (1, 1))
+    _close(y, ref.conv2d(x, w, None, (1, 1), (1, 1)), 1e-4, "forward")
+    _close(gx, rgx, 1e-4, "grad_x")
+    _close(gw, rgw, 1e-4, "grad_w")
+
+
+def test_zero_size_batch():
+    y = F.conv2d(np.zeros((0, 3, 5, 5)), np.ones((2, 3, 3, 3)))
+    assert y.shape == (0, 2, 3, 3)
+    gx, gw, gb = F.conv2d_backward(np.zeros((0, 2, 3, 3)), np.zeros((0, 3, 5, 5)), np.ones((2, 3, 3, 3)))
+    assert gx.shape == (0, 3, 5, 5) and np.all(gw == 0) and np.all(gb == 0)
+
+
+def test_nan_propagates(rng):
+    x = rng.standard_normal((1, 2, 5, 5))
+    x[0, 0, 2, 2] = np.nan
+    y = F.conv2d(x, np.ones((1, 2, 3, 3)), padding=1, activation="relu")
+    assert np.isnan(y[0, 0, 1:4, 1:4]).all() and not np.isnan(y[0, 0, 0, 0])
+
+
+X = np.ones((2, 4, 8, 8))
+W = np.ones((6, 4, 3, 3))
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: F.conv2d(X, np.ones((6, 3, 3, 3))), ValueError, r"weight must have shape \(6, 4, 3, 3\)"),
+    (lambda: F.conv2d(X, np.ones((6, 2, 3, 3)), groups=3), ValueError, "groups=3 must divide the input channels"),
+    (lambda: F.conv2d(X, np.ones((5, 2, 3, 3)), groups=2), ValueError, "must divide the output channels"),
+    (lambda: F.conv2d(X, np.ones((6, 4, 9, 9))), ValueError, "output size"),
+    (lambda: F.conv2d(X, W, padding=-1), ValueError, "padding must be >= 0"),
+    (lambda: F.conv2d(X, W, padding="full"), ValueError, "padding must be"),
+    (lambda: F.conv2d(X, W, padding="same", stride=2), ValueError, "same"),
+    (lambda: F.conv2d(X, W, stride=0), ValueError, "stride must be >= 1"),
+    (lambda: F.conv2d(X, W, dilation=0), ValueError, "dilation must be >= 1"),
+    (lambda: F.conv2d(X, W, groups=0), ValueError, "groups must be >= 1"),
+    (lambda: F.conv2d(X, W, stride=1.5), TypeError, "stride must be an int"),
+    (lambda: F.conv2d(X, W, stride=(1, 2, 3)), ValueError, "stride must be an int or a pair"),
+    (lambda: F.conv2d(X, W, np.ones(5)), ValueError, r"bias must have shape \(6,\)"),
+    (lambda: F.conv2d(X[0, 0], W), ValueError, "x must be 3 or 4-D"),
+    (lambda: F.conv2d(X[None], W), ValueError, "x must be 3 or 4-D"),
+    (lambda: F.conv2d(X, W[0]), ValueError, "weight must be 4-D"),
+    (lambda: F.conv2d(X.astype(np.float32), W), TypeError, "weight must have dtype float32"),
+    (lambda: F.conv2d(X.astype(int), W), TypeError, "x must have dtype"),
+    (lambda: F.conv2d(X.astype(complex), W), TypeError, "x must have dtype"),
+    (lambda: F.conv2d(X, W, activation="tanh"), ValueError, "activation"),
+    (lambda: F.conv2d_backward(np.ones((2, 6, 5, 5)), X, W), ValueError, r"grad_out must have shape \(2, 6, 6, 6\)"),
+    (lambda: F.conv_transpose2d(X, np.ones((3, 2, 3, 3))), ValueError, "input has 4 channels"),
+    (lambda: F.conv_transpose2d(X, np.ones((4, 2, 3, 3)), stride=2, output_padding=2), ValueError, "output_padding"),
+    (lambda: F.conv_transpose2d(X, np.ones((4, 2, 3, 3)), groups=3), ValueError, "groups=3"),
+    (lambda: F.conv_transpose2d(X, np.ones((4, 2, 3, 3)), padding=5), ValueError, "output size"),
+    (lambda: F.conv_transpose2d(X, np.ones((4, 2, 3, 3)), padding=-1), ValueError, "padding must be >= 0"),
+    (lambda: F.conv_transpose2d(X, np.ones((4, 2, 3, 3)), np.ones(3)), ValueError, r"bias must have shape \(2,\)"),
+    (lambda: F.conv_transpose2d_backward(np.ones((2, 2, 5, 5)), X, np.ones((4, 2, 3, 3))), ValueError, "grad_out"),
+    (lambda: F.conv_transpose2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 1, 1)), stride=2 ** 30), ValueError, "too large"),
+])
+def test_bad_input(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()

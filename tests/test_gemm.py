@@ -1,0 +1,164 @@
+"""GEMM engine: matmul and linear against numpy, every ISA path, thread invariance, bad input."""
+import numpy as np
+import pytest
+
+import fastcnn
+import fastcnn.functional as F
+from fastcnn._kernels import _gemm
+
+import reference as ref
+
+SHAPES = [(1, 1, 1), (1, 7, 1), (7, 1, 5), (5, 3, 1), (6, 16, 8), (7, 17, 9), (13, 33, 65),
+          (37, 5, 300), (100, 37, 257), (3, 700, 2), (200, 3, 70), (145, 130, 260), (64, 3136, 9)]
+ISAS = fastcnn.supported_isas()
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    fastcnn.set_isa(request.param)
+    yield request.param
+    fastcnn.set_isa("auto")
+
+
+def _tol(dtype, k):
+    return dict(rtol=1e-12 * max(1, k), atol=1e-12 * max(1, k)) if dtype == np.float64 else \
+        dict(rtol=2e-5 * max(1, np.sqrt(k)), atol=2e-5 * max(1, np.sqrt(k)))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("m,n,k", SHAPES, ids=[f"{m}x{n}x{k}" for m, n, k in SHAPES])
+def test_matmul_matches_numpy(isa, dtype, m, n, k, rng):
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    np.testing.assert_allclose(F.matmul(a, b), ref.matmul(a, b), **_tol(dtype, k))
+    assert F.matmul(a, b).dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("ta,tb", [(0, 0), (0, 1), (1, 0), (1, 1)])
+@pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (2.5, 0.0), (1.0, 1.0), (-0.5, 0.75)])
+def test_gemm_transposes_alpha_beta(isa, dtype, ta, tb, alpha, beta, rng):
+    m, n, k = 23, 37, 29
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    c = c0.copy()
+    _gemm.gemm(a, b, c, ta, tb, alpha, beta, n_threads=2)
+    expected = alpha * ((a.T if ta else a).astype(np.float64) @ (b.T if tb else b)) + beta * c0
+    np.testing.assert_allclose(c, expected, **_tol(dtype, k))
+
+
+@pytest.mark.parametrize("layout", ["transposed", "strided", "negative", "fortran", "readonly"])
+def test_matmul_any_strides(layout, rng):
+    base_a = rng.standard_normal((40, 60))
+    base_b = rng.standard_normal((60, 50))
+    if layout == "transposed":
+        a, b = base_a.T.copy().T, base_b.T.copy().T
+    elif layout == "strided":
+        a, b = base_a[::2, ::3], base_b[::3, ::2]
+    elif layout == "negative":
+        a, b = base_a[::-1, ::-2], base_b[::-2, ::-1]
+    elif layout == "fortran":
+        a, b = np.asfortranarray(base_a), np.asfortranarray(base_b)
+    else:
+        a, b = base_a.copy(), base_b.copy()
+        a.flags.writeable = False
+        b.flags.writeable = False
+    np.testing.assert_allclose(F.matmul(a, b), a @ b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matmul_bitwise_identical_for_any_thread_count(dtype, rng):
+    a = rng.standard_normal((300, 520)).astype(dtype)
+    b = rng.standard_normal((520, 333)).astype(dtype)
+    results = []
+    for t in (1, 2, 3):
+        with fastcnn.threads(t):
+            results.append(F.matmul(a, b))
+    assert np.array_equal(results[0], results[1]) and np.array_equal(results[0], results[2])
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "leaky_relu"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_linear_epilogue(isa, activation, dtype, rng):
+    x = rng.standard_normal((19, 33)).astype(dtype)
+    w = rng.standard_normal((21, 33)).astype(dtype)
+    b = rng.standard_normal(21).astype(dtype)
+    y = F.linear(x, w, b, activation=activation, negative_slope=0.2)
+    expected = x.astype(np.float64) @ w.T + b
+    if activation == "relu":
+        expected = np.maximum(expected, 0)
+    elif activation == "leaky_relu":
+        expected = np.where(expected < 0, 0.2 * expected, expected)
+    np.testing.assert_allclose(y, expected, **_tol(dtype, 33))
+
+
+def test_linear_backward_matches_torch(torch, rng):
+    x = rng.standard_normal((17, 30))
+    w = rng.standard_normal((11, 30))
+    b = rng.standard_normal(11)
+    dy = rng.standard_normal((17, 11))
+    xt, wt, bt = (torch.tensor(v, requires_grad=True) for v in (x, w, b))
+    torch.nn.functional.linear(xt, wt, bt).backward(torch.tensor(dy))
+    gx, gw, gb = F.linear_backward(dy, x, w)
+    np.testing.assert_allclose(F.linear(x, w, b), torch.nn.functional.linear(xt, wt, bt).detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gw, wt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gb, bt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    assert F.linear_backward(dy, x, w, need_grad_input=False)[0] is None
+
+
+def test_matmul_empty_and_k0():
+    assert F.matmul(np.zeros((0, 3)), np.zeros((3, 4))).shape == (0, 4)
+    np.testing.assert_array_equal(F.matmul(np.ones((2, 0)), np.ones((0, 3))), np.zeros((2, 3)))
+
+
+def test_denormals_flushed_do_not_change_normal_results(rng):
+    a = rng.standard_normal((8, 8)).astype(np.float32)
+    b = np.full((8, 8), 1e-41, dtype=np.float32)   # denormal inputs are treated as zero
+    assert np.all(F.matmul(a, b) == 0)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: F.matmul(np.ones((2, 3)), np.ones((4, 2))), ValueError, "rows"),
+    (lambda: F.matmul(np.ones(3), np.ones((3, 2))), ValueError, "a must be 2-D"),
+    (lambda: F.matmul(np.ones((2, 3)), np.ones((3, 2, 1))), ValueError, "b must be 2-D"),
+    (lambda: F.matmul(np.ones((2, 3), np.float32), np.ones((3, 2))), TypeError, "b must have dtype float32"),
+    (lambda: F.matmul(np.ones((2, 3), int), np.ones((3, 2), int)), TypeError, "a must have dtype"),
+    (lambda: F.matmul(np.ones((2, 3), complex), np.ones((3, 2))), TypeError, "a must have dtype"),
+    (lambda: F.matmul(np.ones((2, 3), bool), np.ones((3, 2))), TypeError, "a must have dtype"),
+    (lambda: F.matmul(np.ones((2, 3), object), np.ones((3, 2))), TypeError, "a must have dtype"),
+    (lambda: F.matmul("abc", np.ones((3, 2))), TypeError, "a must have dtype"),
+    (lambda: F.linear(np.ones((2, 3)), np.ones((4, 5))), ValueError, "weight"),
+    (lambda: F.linear(np.ones((2, 3)), np.ones((4, 3)), np.ones(5)), ValueError, "bias"),
+    (lambda: F.linear(np.ones((2, 3)), np.ones((4, 3)), activation="gelu"), ValueError, "activation"),
+])
+def test_bad_input(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5, "2", None, True])
+def test_invalid_thread_counts(n):
+    with pytest.raises(ValueError):
+        fastcnn.set_num_threads(n)
+    with pytest.raises(ValueError):
+        with fastcnn.threads(n):
+            pass
+
+
+def test_threads_context_restores():
+    fastcnn.set_num_threads(2)
+    with fastcnn.threads(1):
+        assert fastcnn.get_num_threads() == 1
+    assert fastcnn.get_num_threads() == 2
+
+
+def test_forcing_an_unsupported_isa_is_refused():
+    unsupported = [i for i in ("avx512", "avx2", "generic") if i not in ISAS]
+    for name in unsupported:
+        with pytest.raises(ValueError, match="not supported"):
+            fastcnn.set_isa(name)
+    with pytest.raises(ValueError):
+        fastcnn.set_isa("sse9")
+    assert fastcnn.get_isa() == ISAS[0]
