@@ -32,6 +32,27 @@ static void FN(pack_dense)(const fc_view *v, int i0, int ni, int p0, int kc, int
     }
 }
 
+/* Copy a run of n taps along one input row: dst[u] = row[w0 + u * sw] where
+ * 0 <= w0 + u * sw < W, zero elsewhere. */
+static inline void FN(copy_row_run)(const T *row, int W, int w0, int sw, int n, T *dst, long dstride)
+{
+    int u0 = 0, u1 = n;
+    if (w0 < 0) u0 = (-w0 + sw - 1) / sw;
+    if (u0 > n) u0 = n;
+    /* last valid u: w0 + u * sw <= W - 1 */
+    if (w0 + (long)(n - 1) * sw > W - 1) u1 = (W - 1 - w0) < 0 ? 0 : (W - 1 - w0) / sw + 1;
+    if (u1 < u0) u1 = u0;
+    int u = 0;
+    for (; u < u0; u++) dst[u * dstride] = 0;
+    const T *src = row + w0;
+    if (sw == 1) {
+        for (; u < u1; u++) dst[u * dstride] = src[u];
+    } else {
+        for (; u < u1; u++) dst[u * dstride] = src[(long)u * sw];
+    }
+    for (; u < n; u++) dst[u * dstride] = 0;
+}
+
 /* Patch operand with the panel dimension along pixels (oh, ow) and the depth
  * along taps (c, r, s): used for B of the forward convolution. */
 static void FN(pack_patch_pix)(const fc_view *v, int i0, int ni, int p0, int kc, int w, T *dst)
@@ -59,14 +80,7 @@ static void FN(pack_patch_pix)(const fc_view *v, int i0, int ni, int p0, int kc,
                 if (h < 0 || h >= g->H) {
                     for (int u = 0; u < run; u++) dp[i + u] = 0;
                 } else {
-                    const T *xr = xc + (long)h * g->W;
-                    int wpos = ow * g->sw + woff;
-                    if (g->sw == 1 && wpos >= 0 && wpos + run <= g->W) {
-                        for (int u = 0; u < run; u++) dp[i + u] = xr[wpos + u];
-                    } else {
-                        for (int u = 0; u < run; u++, wpos += g->sw)
-                            dp[i + u] = (wpos >= 0 && wpos < g->W) ? xr[wpos] : (T)0;
-                    }
+                    FN(copy_row_run)(xc + (long)h * g->W, g->W, ow * g->sw + woff, g->sw, run, dp + i, 1);
                 }
                 i += run;
                 ow += run;
@@ -100,10 +114,8 @@ static void FN(pack_patch_tap)(const fc_view *v, int i0, int ni, int p0, int kc,
                 if (h < 0 || h >= g->H) {
                     for (int u = 0; u < run; u++) d[(long)(p + u) * w + i] = 0;
                 } else {
-                    const T *xr = xc + (long)h * g->W;
-                    int wpos = ow * g->sw + woff;
-                    for (int u = 0; u < run; u++, wpos += g->sw)
-                        d[(long)(p + u) * w + i] = (wpos >= 0 && wpos < g->W) ? xr[wpos] : (T)0;
+                    FN(copy_row_run)(xc + (long)h * g->W, g->W, ow * g->sw + woff, g->sw, run,
+                                     d + (long)p * w + i, w);
                 }
                 p += run;
                 ow += run;

@@ -12,8 +12,23 @@ from .._threads import get_num_threads
 FLOAT_DTYPES = (np.float32, np.float64)
 
 
-def n_threads():
-    return get_num_threads()
+# Work (flops or elements) below which one more thread does not pay off.
+WORK_PER_THREAD = 2_000_000
+
+
+def n_threads(work=None, grain=None):
+    """Threads for a kernel call: the configured count, fewer for small problems.
+
+    ``work`` is the call's cost (flops or elements); below ``grain`` units per
+    thread, extra threads cost more in start-up and barriers than they save.
+    Kernels give identical results for any thread count, so this only
+    affects speed.
+    """
+    nt = get_num_threads()
+    if work is None or nt == 1:
+        return nt
+    grain = WORK_PER_THREAD if grain is None else grain
+    return int(max(1, min(nt, work // max(1, grain))))
 
 
 def as_float_array(x, name, ndim=None, dtype=None, contiguous=True):

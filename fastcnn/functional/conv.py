@@ -17,6 +17,12 @@ __all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_ba
            "conv2d_output_size", "conv_transpose2d_output_size"]
 
 
+def _flops(out, weight):
+    """Multiply-adds x 2 of a convolution with output ``out`` (for a transposed
+    convolution: its input) and ``weight``."""
+    return 2 * out.size * weight[0].size
+
+
 def _input(x, name):
     """4-D input, or 3-D (C, H, W) treated as a batch of one; returns (x, was_3d)."""
     x = as_float_array(x, name, ndim=(3, 4))
@@ -90,7 +96,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     act = _activation(activation)
     y = np.empty((x.shape[0], weight.shape[0], P, Q), dtype=x.dtype)
     _conv.conv2d_forward(x, weight, bias, y, groups, stride, pad, dilation, act,
-                         float(negative_slope), n_threads())
+                         float(negative_slope), n_threads(_flops(y, weight)))
     return y[0] if unbatched else y
 
 
@@ -106,7 +112,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     expected = (x.shape[0], weight.shape[0], P, Q)
     if grad_out.shape != expected:
         raise ValueError(f"conv2d_backward: grad_out must have shape {expected}, got {grad_out.shape}")
-    nt = n_threads()
+    nt = n_threads(_flops(grad_out, weight))
     gx = None
     if need_grad_input:
         gx = np.empty_like(x)
@@ -166,7 +172,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     x, unbatched = _input(x, "x")
     weight, bias, groups, stride, padding, dilation, out_shape = _convt_args(
         x, weight, bias, stride, padding, output_padding, groups, dilation)
-    nt = n_threads()
+    nt = n_threads(_flops(x, weight))
     y = np.empty(out_shape, dtype=x.dtype)
     _conv.conv2d_backward_data(x, weight, y, groups, stride, padding, dilation, nt)
     if bias is not None:
@@ -187,7 +193,7 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
     if grad_out.shape != out_shape:
         raise ValueError(f"conv_transpose2d_backward: grad_out must have shape {out_shape}, "
                          f"got {grad_out.shape}")
-    nt = n_threads()
+    nt = n_threads(_flops(x, weight))
     gx = None
     if need_grad_input:
         gx = np.empty_like(x)

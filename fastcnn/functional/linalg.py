@@ -32,7 +32,7 @@ def matmul(a, b):
     if not _strided_ok(b):
         b = np.ascontiguousarray(b)
     c = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-    return _gemm.gemm(a, b, c, n_threads=n_threads())
+    return _gemm.gemm(a, b, c, n_threads=n_threads(2 * c.size * a.shape[1]))
 
 
 def linear(x, weight, bias=None, activation=None, negative_slope=0.01):
@@ -49,7 +49,7 @@ def linear(x, weight, bias=None, activation=None, negative_slope=0.01):
             raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
     y = np.empty((x.shape[0], weight.shape[0]), dtype=x.dtype)
     return _gemm.gemm(x, weight, y, False, True, bias=bias, bias_mode=2, act=act,
-                      slope=float(negative_slope), n_threads=n_threads())
+                      slope=float(negative_slope), n_threads=n_threads(2 * y.size * x.shape[1]))
 
 
 def linear_backward(grad_out, x, weight, need_grad_input=True):
@@ -60,7 +60,7 @@ def linear_backward(grad_out, x, weight, need_grad_input=True):
     if grad_out.shape != (x.shape[0], weight.shape[0]) or weight.shape[1] != x.shape[1]:
         raise ValueError(f"linear_backward: grad_out must have shape {(x.shape[0], weight.shape[0])} "
                          f"for x {x.shape} and weight {weight.shape}, got {grad_out.shape}")
-    nt = n_threads()
+    nt = n_threads(2 * grad_out.size * x.shape[1])
     gx = None
     if need_grad_input:
         gx = _gemm.gemm(grad_out, weight, np.empty_like(x), n_threads=nt)
