@@ -16,6 +16,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import warnings
 from glob import glob
 
@@ -118,9 +119,14 @@ class BuildExt(build_ext):
         self.common_cflags = common + omp + ["-DFC_OPENMP=%d" % (1 if omp else 0)]
         self.common_ldflags = link + omp
         self.isa_objects = None
+        self.isa_lock = threading.Lock()
         super().build_extensions()
 
     def _compile_isa_objects(self, ext):
+        with self.isa_lock:
+            return self._compile_isa_objects_once()
+
+    def _compile_isa_objects_once(self):
         if self.isa_objects is not None:
             return self.isa_objects
         objs = []

@@ -24,7 +24,7 @@ extern "C" {
 enum { FC_ISA_AUTO = -1, FC_ISA_GENERIC = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
 enum { FC_ACT_NONE = 0, FC_ACT_RELU = 1, FC_ACT_LEAKY = 2 };
 enum { FC_BIAS_NONE = 0, FC_BIAS_ROW = 1, FC_BIAS_COL = 2 };
-enum { FC_VIEW_DENSE = 0, FC_VIEW_PATCH = 1 };
+enum { FC_VIEW_DENSE = 0, FC_VIEW_PATCH = 1, FC_VIEW_PACKED = 2, FC_VIEW_SHIFT = 3 };
 
 /* Geometry of a 2-D convolution of one image group (C channels of H x W)
  * producing P x Q output pixels with an R x S kernel. */
@@ -37,13 +37,21 @@ typedef struct {
  *  PATCH: the implicit im2col matrix of one image (pointer p to its C x H x W
  *         block): rows (c, r, s), columns (oh, ow); with trans = 1 the
  *         transpose (rows are pixels, columns are (c, r, s)). Out-of-image
- *         taps read as zero. */
+ *         taps read as zero.
+ *  PACKED: an A operand already packed by fc_gemm_pack_*() for this m and k.
+ *  SHIFT:  an operand whose row i is contiguous at p + offs[i] (a stride-1
+ *          convolution over a zero-padded image: every row of the patch
+ *          matrix is a shifted view of the image). Read in place, never
+ *          packed. As B, the memory must extend NR elements past the last
+ *          column of every row; as A, offs must have m rounded up to MR
+ *          entries. */
 typedef struct {
     int kind;
     int trans;
     const void *p;
     long rs, cs;
     fc_conv_geom g;
+    const long *offs;
 } fc_view;
 
 /* Applied to each finished tile of C: add bias (per row or per column), then
@@ -60,12 +68,28 @@ typedef void (*fc_ukr_s_t)(long k, const float *a, const float *b, float *c,
 typedef void (*fc_ukr_d_t)(long k, const double *a, const double *b, double *c,
                            long rs_c, long cs_c, double alpha, double beta);
 
+typedef void (*fc_ukri_s_t)(long k, const float *a, const float *b, const long *boff, float *c,
+                            long rs_c, long cs_c, float alpha, float beta);
+typedef void (*fc_ukri_d_t)(long k, const double *a, const double *b, const long *boff, double *c,
+                            long rs_c, long cs_c, double alpha, double beta);
+
+typedef void (*fc_ukra_s_t)(long k, const float *a, const long *aoff, const float *b, float *c,
+                            long rs_c, long cs_c, float alpha, float beta);
+typedef void (*fc_ukra_d_t)(long k, const double *a, const long *aoff, const double *b, double *c,
+                            long rs_c, long cs_c, double alpha, double beta);
+
+/* One instruction set's micro-kernels: B packed (ukr), B rows in place
+ * (ukri), A rows in place (ukra). */
 typedef struct {
     int isa;
     const char *name;
     int mr_s, nr_s, mr_d, nr_d;
     fc_ukr_s_t ukr_s;
     fc_ukr_d_t ukr_d;
+    fc_ukri_s_t ukri_s;
+    fc_ukri_d_t ukri_d;
+    fc_ukra_s_t ukra_s;
+    fc_ukra_d_t ukra_d;
 } fc_kernel_info;
 
 /* fc_cpu.c: feature detection and dispatch */
@@ -100,6 +124,12 @@ int fc_gemm_s(int m, int n, int k, float alpha, const fc_view *A, const fc_view 
 int fc_gemm_d(int m, int n, int k, double alpha, const fc_view *A, const fc_view *B,
               double beta, double *C, long ldc, const fc_epilogue *epi, int nthreads, double *ws);
 
+/* Pack all of A (m x k) once, for several products with the same A. */
+size_t fc_gemm_packed_a_size_s(int m, int k);
+size_t fc_gemm_packed_a_size_d(int m, int k);
+void fc_gemm_pack_a_s(int m, int k, const fc_view *A, float *dst);
+void fc_gemm_pack_a_d(int m, int k, const fc_view *A, double *dst);
+
 void *fc_aligned_alloc(size_t bytes);
 void fc_aligned_free(void *p);
 
@@ -110,6 +140,20 @@ void fc_ukr_avx2_s(long k, const float *a, const float *b, float *c, long rs_c, 
 void fc_ukr_avx2_d(long k, const double *a, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
 void fc_ukr_avx512_s(long k, const float *a, const float *b, float *c, long rs_c, long cs_c, float alpha, float beta);
 void fc_ukr_avx512_d(long k, const double *a, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
+
+void fc_ukri_generic_s(long k, const float *a, const float *b, const long *boff, float *c, long rs_c, long cs_c, float alpha, float beta);
+void fc_ukri_generic_d(long k, const double *a, const double *b, const long *boff, double *c, long rs_c, long cs_c, double alpha, double beta);
+void fc_ukri_avx2_s(long k, const float *a, const float *b, const long *boff, float *c, long rs_c, long cs_c, float alpha, float beta);
+void fc_ukri_avx2_d(long k, const double *a, const double *b, const long *boff, double *c, long rs_c, long cs_c, double alpha, double beta);
+void fc_ukri_avx512_s(long k, const float *a, const float *b, const long *boff, float *c, long rs_c, long cs_c, float alpha, float beta);
+void fc_ukri_avx512_d(long k, const double *a, const double *b, const long *boff, double *c, long rs_c, long cs_c, double alpha, double beta);
+
+void fc_ukra_generic_s(long k, const float *a, const long *aoff, const float *b, float *c, long rs_c, long cs_c, float alpha, float beta);
+void fc_ukra_generic_d(long k, const double *a, const long *aoff, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
+void fc_ukra_avx2_s(long k, const float *a, const long *aoff, const float *b, float *c, long rs_c, long cs_c, float alpha, float beta);
+void fc_ukra_avx2_d(long k, const double *a, const long *aoff, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
+void fc_ukra_avx512_s(long k, const float *a, const long *aoff, const float *b, float *c, long rs_c, long cs_c, float alpha, float beta);
+void fc_ukra_avx512_d(long k, const double *a, const long *aoff, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
 
 #define FC_GENERIC_MR_S 4
 #define FC_GENERIC_NR_S 8

@@ -29,6 +29,15 @@ static inline void FN(epilogue_tile)(T *c, long ldc, int mr, int nr, int row0, i
     }
 }
 
+/* Depth block: k split into equal blocks of at most KC (a short tail block
+ * costs as much C traffic as a full one). */
+static inline int FN(depth_block)(int k)
+{
+    int nb = (k + KC - 1) / KC;
+    if (nb < 1) nb = 1;
+    return (k + nb - 1) / nb;
+}
+
 static int FN(epilogue_active)(const fc_epilogue *e)
 {
     return e != NULL && (e->bias_mode != FC_BIAS_NONE || e->act != FC_ACT_NONE);
@@ -40,7 +49,7 @@ static void FN(ws_layout)(int m, int n, int k, const fc_kernel_info *ki,
                           long *b_elems, long *a_elems, long *thread_elems)
 {
     const int MR = FN(KMR)(ki), NR = FN(KNR)(ki);
-    long kc = k < KC ? k : KC;
+    long kc = FN(depth_block)(k);
     long nc = n < NC ? n : NC;
     long mc = m < MC ? m : MC;
     if (kc < 1) kc = 1;
@@ -56,6 +65,23 @@ size_t FN(fc_gemm_ws)(int m, int n, int k, int nthreads)
     long b_elems, a_elems, thread_elems;
     FN(ws_layout)(m, n, k, fc_kernel(), &b_elems, &a_elems, &thread_elems);
     return (size_t)(b_elems + (long)(nthreads < 1 ? 1 : nthreads) * thread_elems);
+}
+
+size_t FN(fc_gemm_packed_a_size)(int m, int k)
+{
+    const int MR = FN(KMR)(fc_kernel());
+    return (size_t)((long)(m + MR - 1) / MR * MR * (k < 1 ? 1 : k));
+}
+
+void FN(fc_gemm_pack_a)(int m, int k, const fc_view *A, T *dst)
+{
+    const int MR = FN(KMR)(fc_kernel());
+    const int KCB = FN(depth_block)(k);
+    const long mpad = (long)(m + MR - 1) / MR * MR;
+    for (int pc = 0; pc < k; pc += KCB) {
+        const int kc = k - pc < KCB ? k - pc : KCB;
+        FN(fc_pack)(A, 0, m, pc, kc, MR, dst + (long)pc * mpad);
+    }
 }
 
 int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B,
@@ -75,7 +101,14 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
     }
     const fc_kernel_info *ki = fc_kernel();
     const int MR = FN(KMR)(ki), NR = FN(KNR)(ki);
+    const int KCB = FN(depth_block)(k);
+    const long mpad = (long)(m + MR - 1) / MR * MR;
+    const int prepacked = A->kind == FC_VIEW_PACKED;
     void (*ukr)(long, const T *, const T *, T *, long, long, T, T) = FN(KUKR)(ki);
+    void (*ukri)(long, const T *, const T *, const long *, T *, long, long, T, T) = FN(KUKRI)(ki);
+    void (*ukra)(long, const T *, const long *, const T *, T *, long, long, T, T) = FN(KUKRA)(ki);
+    const int shifted = B->kind == FC_VIEW_SHIFT;
+    const int a_inplace = A->kind == FC_VIEW_SHIFT;
 
     T *own = NULL;
     if (ws == NULL) {
@@ -103,14 +136,14 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
         for (int jc = 0; jc < n; jc += NC) {
             const int nc = n - jc < NC ? n - jc : NC;
             const int npanels = (nc + NR - 1) / NR;
-            for (int pc = 0; pc < k; pc += KC) {
-                const int kc = k - pc < KC ? k - pc : KC;
+            for (int pc = 0; pc < k; pc += KCB) {
+                const int kc = k - pc < KCB ? k - pc : KCB;
                 const T beta_eff = pc == 0 ? beta : (T)1;
                 const int last = pc + kc == k;
 #if FC_OPENMP
 #pragma omp for schedule(static)
 #endif
-                for (int jp = 0; jp < npanels; jp++) {
+                for (int jp = 0; jp < (shifted ? 0 : npanels); jp++) {
                     int w = nc - jp * NR < NR ? nc - jp * NR : NR;
                     FN(fc_pack)(&Bt, jc + jp * NR, w, pc, kc, NR, bpack + (long)jp * kc * NR);
                 }
@@ -126,24 +159,39 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
                     const int ic = (task / n_js) * MC;
                     const int js = task % n_js;
                     const int mc = m - ic < MC ? m - ic : MC;
-                    if (ic != packed_ic) {
-                        FN(fc_pack)(A, ic, mc, pc, kc, MR, apack);
-                        packed_ic = ic;
+                    const T *ablk;
+                    if (a_inplace) {
+                        ablk = NULL;
+                    } else if (prepacked) {
+                        ablk = (const T *)A->p + (long)pc * mpad + (long)ic * kc;
+                    } else {
+                        if (ic != packed_ic) {
+                            FN(fc_pack)(A, ic, mc, pc, kc, MR, apack);
+                            packed_ic = ic;
+                        }
+                        ablk = apack;
                     }
                     const int jp0 = (int)((long)js * npanels / n_js);
                     const int jp1 = (int)((long)(js + 1) * npanels / n_js);
                     for (int jp = jp0; jp < jp1; jp++) {
                         const int j = jp * NR;
                         const int nr = nc - j < NR ? nc - j : NR;
-                        const T *bp = bpack + (long)jp * kc * NR;
+                        const T *bp = shifted ? (const T *)B->p + jc + j : bpack + (long)jp * kc * NR;
+                        const long *boff = shifted ? B->offs + pc : NULL;
                         for (int ir = 0; ir < mc; ir += MR) {
                             const int mr = mc - ir < MR ? mc - ir : MR;
-                            const T *ap = apack + (long)(ir / MR) * kc * MR;
+                            const T *ap = a_inplace ? NULL : ablk + (long)(ir / MR) * kc * MR;
                             T *cij = C + (long)(ic + ir) * ldc + (jc + j);
+                            const T *abase = a_inplace ? (const T *)A->p + pc : NULL;
+                            const long *aoff = a_inplace ? A->offs + ic + ir : NULL;
                             if (mr == MR && nr == NR) {
-                                ukr(kc, ap, bp, cij, ldc, 1, alpha, beta_eff);
+                                if (a_inplace) ukra(kc, abase, aoff, bp, cij, ldc, 1, alpha, beta_eff);
+                                else if (shifted) ukri(kc, ap, bp, boff, cij, ldc, 1, alpha, beta_eff);
+                                else ukr(kc, ap, bp, cij, ldc, 1, alpha, beta_eff);
                             } else {
-                                ukr(kc, ap, bp, tile, NR, 1, alpha, (T)0);
+                                if (a_inplace) ukra(kc, abase, aoff, bp, tile, NR, 1, alpha, (T)0);
+                                else if (shifted) ukri(kc, ap, bp, boff, tile, NR, 1, alpha, (T)0);
+                                else ukr(kc, ap, bp, tile, NR, 1, alpha, (T)0);
                                 for (int i = 0; i < mr; i++)
                                     for (int jj = 0; jj < nr; jj++) {
                                         T *c = cij + (long)i * ldc + jj;

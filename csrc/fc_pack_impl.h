@@ -54,29 +54,28 @@ static inline void FN(copy_row_run)(const T *row, int W, int w0, int sw, int n, 
 }
 
 /* Patch operand with the panel dimension along pixels (oh, ow) and the depth
- * along taps (c, r, s): used for B of the forward convolution. */
+ * along taps (c, r, s): used for B of the forward convolution. Taps are
+ * walked incrementally (no divisions), each one over all panels. */
 static void FN(pack_patch_pix)(const fc_view *v, int i0, int ni, int p0, int kc, int w, T *dst)
 {
     const fc_conv_geom *g = &v->g;
     const T *x = (const T *)v->p;
     const int RS = g->R * g->S;
-    for (int ip = 0; ip < ni; ip += w) {
-        int wi = ni - ip < w ? ni - ip : w;
-        T *d = dst + (long)(ip / w) * kc * w;
-        int pix0 = i0 + ip;
-        int oh0 = pix0 / g->Q, ow0 = pix0 % g->Q;
-        for (int p = 0; p < kc; p++) {
-            int t = p0 + p;
-            int c = t / RS, rs = t % RS, r = rs / g->S, s = rs % g->S;
-            const T *xc = x + (long)c * g->H * g->W;
-            int hoff = r * g->dh - g->ph, woff = s * g->dw - g->pw;
-            T *dp = d + (long)p * w;
-            int oh = oh0, ow = ow0, i = 0;
+    const int npanels = (ni + w - 1) / w;
+    int c = p0 / RS, r = (p0 % RS) / g->S, s = p0 % g->S;
+    for (int p = 0; p < kc; p++) {
+        const T *xc = x + (long)c * g->H * g->W;
+        const int hoff = r * g->dh - g->ph, woff = s * g->dw - g->pw;
+        int oh = i0 / g->Q, ow = i0 % g->Q;
+        for (int ip = 0; ip < npanels; ip++) {
+            const int wi = ni - ip * w < w ? ni - ip * w : w;
+            T *dp = dst + ((long)ip * kc + p) * w;
+            int i = 0;
             while (i < wi) {
                 /* a run of pixels along one output row */
                 int run = g->Q - ow;
                 if (run > wi - i) run = wi - i;
-                int h = oh * g->sh + hoff;
+                const int h = oh * g->sh + hoff;
                 if (h < 0 || h >= g->H) {
                     for (int u = 0; u < run; u++) dp[i + u] = 0;
                 } else {
@@ -87,6 +86,10 @@ static void FN(pack_patch_pix)(const fc_view *v, int i0, int ni, int p0, int kc,
                 if (ow == g->Q) { ow = 0; oh++; }
             }
             for (; i < w; i++) dp[i] = 0;
+        }
+        if (++s == g->S) {
+            s = 0;
+            if (++r == g->R) { r = 0; c++; }
         }
     }
 }

@@ -1,22 +1,24 @@
-/* AVX-512F micro-kernels: float 6 x 32, double 6 x 16 (12 accumulators each).
+/* AVX-512F micro-kernels: float 6 x 32, double 6 x 16 (12 accumulators each),
+ * from a packed B panel or from B rows addressed through offsets.
  * Compiled with -mavx512f -mavx512dq -mfma; only called when the CPU has them. */
 #include "fc_gemm.h"
 
 #if FC_X86
 #include <immintrin.h>
 
-#define UKR512(T, VT, MR, NR, W, LOAD, BCAST, FMADD, STORE, ZERO)                 \
+#define UKR512(T, VT, MR, NR, W, BROW, LOADB, BCAST, FMADD, STORE, ZERO, AEL, AADV) \
+    enum { MR_ = MR };                                                           \
     VT acc[MR][2];                                                               \
     for (int i = 0; i < MR; i++) { acc[i][0] = ZERO(); acc[i][1] = ZERO(); }     \
     for (long p = 0; p < k; p++) {                                               \
-        VT b0 = LOAD(b), b1 = LOAD(b + W);                                       \
+        const T *bp = (BROW);                                                    \
+        VT b0 = LOADB(bp), b1 = LOADB(bp + W);                                   \
         for (int i = 0; i < MR; i++) {                                           \
-            VT ai = BCAST(a[i]);                                                 \
+            VT ai = BCAST(AEL(i));                                               \
             acc[i][0] = FMADD(ai, b0, acc[i][0]);                                \
             acc[i][1] = FMADD(ai, b1, acc[i][1]);                                \
         }                                                                        \
-        a += MR;                                                                 \
-        b += NR;                                                                 \
+        AADV;                                                                    \
     }                                                                            \
     T t[MR * NR] __attribute__((aligned(64)));                                   \
     for (int i = 0; i < MR; i++) {                                               \
@@ -32,17 +34,51 @@
             else *cij = beta * *cij + v;                                         \
         }
 
+#define PACKED_A(i) a[i]
+#define ADV_PACKED a += MR_
+#define INPLACE_A(i) a[aoff[i] + p]
+#define ADV_NONE
+
 void fc_ukr_avx512_s(long k, const float *a, const float *b, float *c,
                      long rs_c, long cs_c, float alpha, float beta)
 {
-    UKR512(float, __m512, FC_AVX512_MR_S, FC_AVX512_NR_S, 16, _mm512_load_ps,
-           _mm512_set1_ps, _mm512_fmadd_ps, _mm512_store_ps, _mm512_setzero_ps)
+    UKR512(float, __m512, FC_AVX512_MR_S, FC_AVX512_NR_S, 16, b + p * FC_AVX512_NR_S,
+           _mm512_load_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_store_ps, _mm512_setzero_ps, PACKED_A, ADV_PACKED)
+}
+
+void fc_ukri_avx512_s(long k, const float *a, const float *b, const long *boff, float *c,
+                      long rs_c, long cs_c, float alpha, float beta)
+{
+    UKR512(float, __m512, FC_AVX512_MR_S, FC_AVX512_NR_S, 16, b + boff[p],
+           _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_store_ps, _mm512_setzero_ps, PACKED_A, ADV_PACKED)
 }
 
 void fc_ukr_avx512_d(long k, const double *a, const double *b, double *c,
                      long rs_c, long cs_c, double alpha, double beta)
 {
-    UKR512(double, __m512d, FC_AVX512_MR_D, FC_AVX512_NR_D, 8, _mm512_load_pd,
-           _mm512_set1_pd, _mm512_fmadd_pd, _mm512_store_pd, _mm512_setzero_pd)
+    UKR512(double, __m512d, FC_AVX512_MR_D, FC_AVX512_NR_D, 8, b + p * FC_AVX512_NR_D,
+           _mm512_load_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_store_pd, _mm512_setzero_pd, PACKED_A, ADV_PACKED)
+}
+
+void fc_ukri_avx512_d(long k, const double *a, const double *b, const long *boff, double *c,
+                      long rs_c, long cs_c, double alpha, double beta)
+{
+    UKR512(double, __m512d, FC_AVX512_MR_D, FC_AVX512_NR_D, 8, b + boff[p],
+           _mm512_loadu_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_store_pd, _mm512_setzero_pd, PACKED_A, ADV_PACKED)
+}
+void fc_ukra_avx512_s(long k, const float *a, const long *aoff, const float *b, float *c,
+                      long rs_c, long cs_c, float alpha, float beta)
+{
+    UKR512(float, __m512, FC_AVX512_MR_S, FC_AVX512_NR_S, 16, b + p * FC_AVX512_NR_S,
+           _mm512_load_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_store_ps, _mm512_setzero_ps,
+           INPLACE_A, ADV_NONE)
+}
+
+void fc_ukra_avx512_d(long k, const double *a, const long *aoff, const double *b, double *c,
+                      long rs_c, long cs_c, double alpha, double beta)
+{
+    UKR512(double, __m512d, FC_AVX512_MR_D, FC_AVX512_NR_D, 8, b + p * FC_AVX512_NR_D,
+           _mm512_load_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_store_pd, _mm512_setzero_pd,
+           INPLACE_A, ADV_NONE)
 }
 #endif

@@ -1,14 +1,16 @@
-/* Portable micro-kernels: C (MR x NR) = alpha * A_panel * B_panel + beta * C. */
+/* Portable micro-kernels: C (MR x NR) = alpha * A_panel * B + beta * C, with B
+ * from a packed panel (row p at b + p * NR) or through row offsets (b + boff[p]). */
 #include "fc_gemm.h"
 
-#define UKR_BODY(T, MR, NR)                                                   \
+#define UKR_BODY(T, MR, NR, BROW, AEL)                                        \
     T acc[MR][NR];                                                            \
     for (int i = 0; i < MR; i++)                                              \
         for (int j = 0; j < NR; j++) acc[i][j] = 0;                           \
     for (long p = 0; p < k; p++) {                                            \
+        const T *bp = (BROW);                                                 \
         for (int i = 0; i < MR; i++) {                                        \
-            T ai = a[p * MR + i];                                             \
-            for (int j = 0; j < NR; j++) acc[i][j] += ai * b[p * NR + j];     \
+            T ai = AEL;                                                       \
+            for (int j = 0; j < NR; j++) acc[i][j] += ai * bp[j];             \
         }                                                                     \
     }                                                                         \
     for (int i = 0; i < MR; i++)                                              \
@@ -23,11 +25,35 @@
 void fc_ukr_generic_s(long k, const float *a, const float *b, float *c,
                       long rs_c, long cs_c, float alpha, float beta)
 {
-    UKR_BODY(float, FC_GENERIC_MR_S, FC_GENERIC_NR_S)
+    UKR_BODY(float, FC_GENERIC_MR_S, FC_GENERIC_NR_S, b + p * FC_GENERIC_NR_S, a[p * FC_GENERIC_MR_S + i])
+}
+
+void fc_ukri_generic_s(long k, const float *a, const float *b, const long *boff, float *c,
+                       long rs_c, long cs_c, float alpha, float beta)
+{
+    UKR_BODY(float, FC_GENERIC_MR_S, FC_GENERIC_NR_S, b + boff[p], a[p * FC_GENERIC_MR_S + i])
 }
 
 void fc_ukr_generic_d(long k, const double *a, const double *b, double *c,
                       long rs_c, long cs_c, double alpha, double beta)
 {
-    UKR_BODY(double, FC_GENERIC_MR_D, FC_GENERIC_NR_D)
+    UKR_BODY(double, FC_GENERIC_MR_D, FC_GENERIC_NR_D, b + p * FC_GENERIC_NR_D, a[p * FC_GENERIC_MR_D + i])
+}
+
+void fc_ukri_generic_d(long k, const double *a, const double *b, const long *boff, double *c,
+                       long rs_c, long cs_c, double alpha, double beta)
+{
+    UKR_BODY(double, FC_GENERIC_MR_D, FC_GENERIC_NR_D, b + boff[p], a[p * FC_GENERIC_MR_D + i])
+}
+
+void fc_ukra_generic_s(long k, const float *a, const long *aoff, const float *b, float *c,
+                       long rs_c, long cs_c, float alpha, float beta)
+{
+    UKR_BODY(float, FC_GENERIC_MR_S, FC_GENERIC_NR_S, b + p * FC_GENERIC_NR_S, a[aoff[i] + p])
+}
+
+void fc_ukra_generic_d(long k, const double *a, const long *aoff, const double *b, double *c,
+                       long rs_c, long cs_c, double alpha, double beta)
+{
+    UKR_BODY(double, FC_GENERIC_MR_D, FC_GENERIC_NR_D, b + p * FC_GENERIC_NR_D, a[aoff[i] + p])
 }

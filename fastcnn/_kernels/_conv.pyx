@@ -11,7 +11,7 @@ bitwise identical for any thread count.
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.string cimport memset
+from libc.string cimport memset, memcpy
 cimport numpy as cnp
 import numpy as np
 
@@ -141,26 +141,115 @@ DEF TASKS_PER_THREAD = 4
 # ---------------------------------------------------------------------------
 # forward
 
+cdef inline void pack_a(floating *dst, int m, int k, const fc_view *A) noexcept nogil:
+    if floating is float:
+        fc_gemm_pack_a_s(m, k, A, dst)
+    else:
+        fc_gemm_pack_a_d(m, k, A, dst)
+
+
+cdef inline fc_view shifted(const void *p, const long *offs) noexcept nogil:
+    cdef fc_view v
+    v.kind = FC_VIEW_SHIFT
+    v.trans = 0
+    v.p = p
+    v.rs = 0
+    v.cs = 0
+    v.offs = offs
+    return v
+
+
+cdef inline fc_view packed(const void *p) noexcept nogil:
+    cdef fc_view v
+    v.kind = FC_VIEW_PACKED
+    v.trans = 0
+    v.p = p
+    v.rs = 0
+    v.cs = 0
+    return v
+
+
+cdef inline bint use_shift(const Geom *g) noexcept nogil:
+    """Stride-1 convolutions read B in place from a zero-padded copy of the image,
+    computing (Wp - Q) extra columns per output row; worth it unless those dominate."""
+    return g.sh == 1 and g.sw == 1 and 4 * g.dw * (g.S - 1) <= g.Q + 8
+
+
+cdef inline void pad_image(const floating *x, floating *xp, const Geom *g, int Hp, int Wp,
+                           long total) noexcept nogil:
+    """xp (Cg x Hp x Wp, then zeros up to total) = x placed at (ph, pw) with zero borders."""
+    cdef int c, h, hp
+    cdef int w0 = g.pw, wn = g.W if g.W < Wp - g.pw else Wp - g.pw
+    memset(xp, 0, <size_t>total * sizeof(floating))
+    if wn <= 0:
+        return
+    for c in range(g.Cg):
+        for h in range(g.H):
+            hp = h + g.ph
+            if hp >= Hp:
+                break
+            memcpy(xp + (<long>c * Hp + hp) * Wp + w0, x + (<long>c * g.H + h) * g.W,
+                   <size_t>wn * sizeof(floating))
+
+
+cdef cnp.ndarray shift_offsets(const Geom *g, int Hp, int Wp):
+    """Offset of every tap (c, r, s) in a zero-padded Cg x Hp x Wp image, padded
+    with zeros to a multiple of 16 entries."""
+    cdef int crs = g.Cg * g.R * g.S
+    c_, r_, s_ = np.meshgrid(np.arange(g.Cg), np.arange(g.R), np.arange(g.S), indexing="ij")
+    offs = np.zeros((crs + 15) // 16 * 16, dtype=np.int64)
+    offs[:crs] = (c_ * (Hp * Wp) + r_ * (g.dh * Wp) + s_ * g.dw).reshape(-1)
+    return offs
+
+
+cdef inline long padded_image_elems(const Geom *g, int Hp, int Wp) noexcept nogil:
+    """A padded image plus the slack that in-place reads run past its end."""
+    return (<long>g.Cg * Hp * Wp + g.dw * (g.S - 1) + 64 + 15) // 16 * 16
+
+
 cdef int _forward(floating *x, floating *w, floating *bias, floating *y, Geom g,
-                  int act, double slope, int n_threads, Workspace ws) noexcept nogil:
+                  int act, double slope, int n_threads, Workspace ws, floating *wpack,
+                  long wpack_elems, const long *offs, long xp_elems) noexcept nogil:
     cdef int ntasks = g.N * g.G
     cdef int crs = g.Cg * g.R * g.S
     cdef int pq = g.P * g.Q
-    cdef int t, n, gi, rc = 0, inner
+    cdef int t, n, gi, rc = 0, inner, k, oh
     cdef fc_view A, B
     cdef fc_epilogue epi
     cdef floating *wsp
+    cdef floating *xp
+    cdef floating *ct
+    cdef floating *yt
+    cdef bint shift = offs != NULL
+    cdef int Hp = g.P + g.dh * (g.R - 1), Wp = g.Q + g.dw * (g.S - 1)
+    cdef long ct_elems = (<long>g.Kg * g.P * Wp + 15) // 16 * 16
     cdef bint outer = ntasks >= TASKS_PER_THREAD * n_threads or n_threads == 1
     inner = 1 if outer else n_threads
+    # the weights are packed once per group and shared by every image
+    for gi in range(g.G):
+        A = dense(w + <long>gi * g.Kg * crs, crs, 1)
+        pack_a(wpack + gi * wpack_elems, g.Kg, crs, &A)
     for t in prange(ntasks, schedule='static', num_threads=n_threads if outer else 1):
         n = t // g.G
         gi = t % g.G
-        A = dense(w + <long>gi * g.Kg * crs, crs, 1)
-        B = patches(x + (<long>n * g.G * g.Cg + <long>gi * g.Cg) * g.H * g.W, &g, 0)
+        A = packed(wpack + gi * wpack_elems)
         epi = row_epilogue((bias + <long>gi * g.Kg) if bias != NULL else NULL, act, slope)
         wsp = <floating *>ws_for(ws, threadid() if outer else 0)
-        rc |= gemm(y + (<long>n * g.G * g.Kg + <long>gi * g.Kg) * pq, g.Kg, pq, crs, &A, &B,
-                   <floating>0, pq, &epi, inner, wsp)
+        yt = y + (<long>n * g.G * g.Kg + <long>gi * g.Kg) * pq
+        if shift:
+            xp = wsp
+            ct = wsp + xp_elems
+            pad_image(x + (<long>n * g.G * g.Cg + <long>gi * g.Cg) * g.H * g.W, xp, &g, Hp, Wp, xp_elems)
+            B = shifted(xp, offs)
+            rc |= gemm(ct, g.Kg, g.P * Wp, crs, &A, &B, <floating>0, g.P * Wp, &epi, inner,
+                       ct + ct_elems)
+            for k in range(g.Kg):
+                for oh in range(g.P):
+                    memcpy(yt + (<long>k * g.P + oh) * g.Q, ct + (<long>k * g.P + oh) * Wp,
+                           <size_t>g.Q * sizeof(floating))
+        else:
+            B = patches(x + (<long>n * g.G * g.Cg + <long>gi * g.Cg) * g.H * g.W, &g, 0)
+            rc |= gemm(yt, g.Kg, pq, crs, &A, &B, <floating>0, pq, &epi, inner, wsp)
     return rc
 
 
@@ -173,18 +262,36 @@ def conv2d_forward(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, int groups
     cdef int crs = g.Cg * g.R * g.S, pq = g.P * g.Q
     cdef bint outer = g.N * g.G >= TASKS_PER_THREAD * n_threads or n_threads == 1
     cdef int wthreads = n_threads if outer else 1
-    cdef Workspace ws = Workspace(wthreads, x.itemsize * gemm_ws(x.itemsize, g.Kg, pq, crs,
-                                                                   1 if outer else n_threads))
+    cdef int inner = 1 if outer else n_threads
+    cdef long isz = x.itemsize
+    cdef int Hp = g.P + g.dh * (g.R - 1), Wp = g.Q + g.dw * (g.S - 1)
+    cdef long xp_elems = 0, per_thread
+    cdef cnp.ndarray offs_arr = None
+    cdef const long *offs = NULL
+    if use_shift(&g):
+        xp_elems = padded_image_elems(&g, Hp, Wp)
+        per_thread = xp_elems + (<long>g.Kg * g.P * Wp + 15) // 16 * 16 + \
+            <long>gemm_ws(isz, g.Kg, g.P * Wp, crs, inner)
+        offs_arr = shift_offsets(&g, Hp, Wp)
+        offs = <const long *>cnp.PyArray_DATA(offs_arr)
+    else:
+        per_thread = gemm_ws(isz, g.Kg, pq, crs, inner)
+    cdef Workspace ws = Workspace(wthreads, isz * per_thread)
     cdef void *bp = NULL if bias is None else cnp.PyArray_DATA(bias)
+    cdef long pelems = (<long>(fc_gemm_packed_a_size_s(g.Kg, crs) if isz == 4
+                               else fc_gemm_packed_a_size_d(g.Kg, crs)) + 15) // 16 * 16
+    cdef Workspace wpack = Workspace(1, isz * pelems * g.G)
     cdef int rc
     if x.dtype == np.float32:
         with nogil:
             rc = _forward(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(w), <float *>bp,
-                          <float *>cnp.PyArray_DATA(y), g, act, slope, n_threads, ws)
+                          <float *>cnp.PyArray_DATA(y), g, act, slope, n_threads, ws,
+                          <float *>ws_for(wpack, 0), pelems, offs, xp_elems)
     else:
         with nogil:
             rc = _forward(<double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(w), <double *>bp,
-                          <double *>cnp.PyArray_DATA(y), g, act, slope, n_threads, ws)
+                          <double *>cnp.PyArray_DATA(y), g, act, slope, n_threads, ws,
+                          <double *>ws_for(wpack, 0), pelems, offs, xp_elems)
     if rc:
         raise MemoryError("fastcnn: out of memory in conv2d")
     return y
@@ -275,7 +382,8 @@ def conv2d_backward_data(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray dx, int grou
 # backward weight: dW = sum over images of dy_n patches_n^T, in fixed-order chunks
 
 cdef int _backward_weight(floating *x, floating *dy, floating *part, Geom g, int nchunks,
-                          bint trans, int n_threads, Workspace ws) noexcept nogil:
+                          bint trans, int n_threads, Workspace ws, const long *offs,
+                          long xp_elems) noexcept nogil:
     cdef int ntasks = nchunks * g.G
     cdef int crs = g.Cg * g.R * g.S
     cdef int pq = g.P * g.Q
@@ -298,7 +406,12 @@ cdef int _backward_weight(floating *x, floating *dy, floating *part, Geom g, int
         for n in range(n0, n1):
             xn = x + (<long>n * g.G * g.Cg + <long>gi * g.Cg) * g.H * g.W
             dyn = dy + (<long>n * g.G * g.Kg + <long>gi * g.Kg) * pq
-            if trans:
+            if offs != NULL:
+                # stride 1: dW^T (crs x Kg) = shifted rows of the padded image
+                # (crs x P*Wp, read in place) . dy^T padded with zero columns
+                rc |= _backward_weight_shift(xn, dyn, cp, &g, offs, xp_elems, <floating>(0 if n == n0 else 1),
+                                             inner, wsp)
+            elif trans:
                 # dW^T (crs x Kg) = patches (crs x pq) . dy^T (pq x Kg)
                 A = patches(xn, &g, 0)
                 B = dense(dyn, 1, pq)
@@ -311,6 +424,27 @@ cdef int _backward_weight(floating *x, floating *dy, floating *part, Geom g, int
                 rc |= gemm(cp, g.Kg, crs, pq, &A, &B, <floating>(0 if n == n0 else 1), crs,
                            NULL, inner, wsp)
     return rc
+
+
+cdef int _backward_weight_shift(const floating *xn, const floating *dyn, floating *cp,
+                                const Geom *g, const long *offs, long xp_elems, floating beta,
+                                int nthreads, floating *wsp) noexcept nogil:
+    cdef int Hp = g.P + g.dh * (g.R - 1), Wp = g.Q + g.dw * (g.S - 1)
+    cdef int crs = g.Cg * g.R * g.S, k, oh
+    cdef long pw = <long>g.P * Wp
+    cdef floating *xp = wsp
+    cdef floating *dyp = wsp + xp_elems
+    cdef fc_view A, B
+    pad_image(xn, xp, g, Hp, Wp, xp_elems)
+    memset(dyp, 0, <size_t>g.Kg * pw * sizeof(floating))
+    for k in range(g.Kg):
+        for oh in range(g.P):
+            memcpy(dyp + k * pw + <long>oh * Wp, dyn + (<long>k * g.P + oh) * g.Q,
+                   <size_t>g.Q * sizeof(floating))
+    A = shifted(xp, offs)
+    B = dense(dyp, 1, pw)
+    return gemm(cp, crs, g.Kg, <int>pw, &A, &B, beta, g.Kg, NULL, nthreads,
+                dyp + (<long>g.Kg * pw + 15) // 16 * 16)
 
 
 cdef void _reduce_chunks(floating *part, floating *dw, int nchunks, int G, int Kg, int crs,
@@ -348,23 +482,36 @@ def conv2d_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, int gr
     # orientation with the least micro-tile padding
     cdef bint trans = (((g.Kg + 15) // 16) * 16 * crs) > (((crs + 15) // 16) * 16 * g.Kg)
     cdef bint outer = nchunks * g.G >= n_threads or n_threads == 1
-    cdef int m = crs if trans else g.Kg
-    cdef int n = g.Kg if trans else crs
-    cdef Workspace ws = Workspace(n_threads if outer else 1,
-                                  isz * gemm_ws(isz, m, n, pq, 1 if outer else n_threads))
+    cdef int inner = 1 if outer else n_threads
+    cdef int Hp = g.P + g.dh * (g.R - 1), Wp = g.Q + g.dw * (g.S - 1)
+    cdef long xp_elems = 0, per_thread
+    cdef cnp.ndarray offs_arr = None
+    cdef const long *offs = NULL
+    if use_shift(&g):
+        trans = True
+        xp_elems = padded_image_elems(&g, Hp, Wp)
+        per_thread = xp_elems + (<long>g.Kg * g.P * Wp + 15) // 16 * 16 + \
+            <long>gemm_ws(isz, crs, g.Kg, g.P * Wp, inner)
+        offs_arr = shift_offsets(&g, Hp, Wp)
+        offs = <const long *>cnp.PyArray_DATA(offs_arr)
+    else:
+        per_thread = gemm_ws(isz, crs if trans else g.Kg, g.Kg if trans else crs, pq, inner)
+    cdef Workspace ws = Workspace(n_threads if outer else 1, isz * per_thread)
     cdef cnp.ndarray part = np.empty(nchunks * g.G * wsz, dtype=x.dtype)
     cdef int rc
     if x.dtype == np.float32:
         with nogil:
             rc = _backward_weight(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(dy),
-                                  <float *>cnp.PyArray_DATA(part), g, nchunks, trans, n_threads, ws)
+                                  <float *>cnp.PyArray_DATA(part), g, nchunks, trans, n_threads, ws,
+                                  offs, xp_elems)
             if rc == 0:
                 _reduce_chunks(<float *>cnp.PyArray_DATA(part), <float *>cnp.PyArray_DATA(dw),
                                nchunks, g.G, g.Kg, crs, trans, n_threads)
     else:
         with nogil:
             rc = _backward_weight(<double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(dy),
-                                  <double *>cnp.PyArray_DATA(part), g, nchunks, trans, n_threads, ws)
+                                  <double *>cnp.PyArray_DATA(part), g, nchunks, trans, n_threads, ws,
+                                  offs, xp_elems)
             if rc == 0:
                 _reduce_chunks(<double *>cnp.PyArray_DATA(part), <double *>cnp.PyArray_DATA(dw),
                                nchunks, g.G, g.Kg, crs, trans, n_threads)

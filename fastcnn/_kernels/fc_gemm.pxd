@@ -13,6 +13,8 @@ cdef extern from "fc_gemm.h" nogil:
         FC_BIAS_COL
         FC_VIEW_DENSE
         FC_VIEW_PATCH
+        FC_VIEW_PACKED
+        FC_VIEW_SHIFT
 
     ctypedef struct fc_conv_geom:
         int C, H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw
@@ -23,6 +25,7 @@ cdef extern from "fc_gemm.h" nogil:
         const void *p
         long rs, cs
         fc_conv_geom g
+        const long *offs
 
     ctypedef struct fc_epilogue:
         int bias_mode
@@ -42,6 +45,10 @@ cdef extern from "fc_gemm.h" nogil:
     void *fc_aligned_alloc(size_t nbytes)
     void fc_aligned_free(void *p)
 
+    size_t fc_gemm_packed_a_size_s(int m, int k)
+    size_t fc_gemm_packed_a_size_d(int m, int k)
+    void fc_gemm_pack_a_s(int m, int k, const fc_view *A, float *dst)
+    void fc_gemm_pack_a_d(int m, int k, const fc_view *A, double *dst)
     size_t fc_gemm_ws_s(int m, int n, int k, int nthreads)
     size_t fc_gemm_ws_d(int m, int n, int k, int nthreads)
     int fc_gemm_s(int m, int n, int k, float alpha, const fc_view *A, const fc_view *B,

@@ -10,7 +10,7 @@ and output gradient exchanged.
 import numpy as np
 
 from .._kernels import _conv
-from ._checks import as_float_array, check_int, check_size, n_threads, pair
+from ._checks import as_float_array, check_index_range, check_int, check_size, n_threads, pair
 from .linalg import _activation
 
 __all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward",
@@ -23,9 +23,34 @@ def _flops(out, weight):
     return 2 * out.size * weight[0].size
 
 
+def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt):
+    """Gradient of a convolution wrt its input, written into ``out`` (N, C, H, W).
+
+    Stride 1 with padding inside the dilated kernel: a stride-1 convolution of
+    ``grad_out`` with the flipped, transposed weights (a gather: parallel over
+    pixels, no scatter); otherwise the GEMM-and-col2im kernel.
+    """
+    K, Cg, R, S = weight.shape
+    top, left = dilation[0] * (R - 1) - pad[0], dilation[1] * (S - 1) - pad[1]
+    if stride == (1, 1) and top >= 0 and left >= 0:
+        Kg = K // groups
+        flipped = np.ascontiguousarray(
+            weight.reshape(groups, Kg, Cg, R, S)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+        ).reshape(groups * Cg, Kg, R, S)
+        _conv.conv2d_forward(grad_out, flipped, None, out, groups, (1, 1), (top, left), dilation,
+                             0, 0.0, nt)
+    else:
+        _conv.conv2d_backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt)
+    return out
+
+
 def _input(x, name):
-    """4-D input, or 3-D (C, H, W) treated as a batch of one; returns (x, was_3d)."""
-    x = as_float_array(x, name, ndim=(3, 4))
+    """4-D input, or 3-D (C, H, W) treated as a batch of one; returns (x, was_3d).
+
+    ``x`` is not made contiguous here: the sizes are checked first, so that a
+    huge strided view is refused before anything is copied.
+    """
+    x = as_float_array(x, name, ndim=(3, 4), contiguous=False)
     if x.ndim == 3:
         return x[None], True
     return x, False
@@ -54,7 +79,7 @@ def conv2d_output_size(hw, kernel_size, stride, total_padding, dilation):
 
 
 def _conv_args(x, weight, bias, stride, padding, dilation, groups, what="conv2d"):
-    weight = as_float_array(weight, "weight", ndim=4, dtype=x.dtype)
+    weight = as_float_array(weight, "weight", ndim=4, dtype=x.dtype, contiguous=False)
     groups = check_int(groups, "groups", minimum=1)
     stride = pair(stride, "stride", minimum=1)
     dilation = pair(dilation, "dilation", minimum=1)
@@ -79,8 +104,10 @@ def _conv_args(x, weight, bias, stride, padding, dilation, groups, what="conv2d"
         bias = as_float_array(bias, "bias", ndim=1, dtype=x.dtype)
         if bias.shape[0] != K:
             raise ValueError(f"{what}: bias must have shape ({K},), got {bias.shape}")
-    check_size((N, K, P, Q), "conv2d output")
-    return weight, bias, groups, stride, (ph, pw), dilation, (P, Q)
+    check_index_range(what, C_H_W=C * H * W, K_P_Q=K * P * Q, Cg_R_S=Cg * R * S,
+                      Cg_R_S_P_Q=Cg * R * S * P * Q, N_C=N * C, N_K=N * K, K_Cg_R_S=K * Cg * R * S)
+    check_size((N, K, P, Q), f"{what} output", x.itemsize)
+    return np.ascontiguousarray(weight), bias, groups, stride, (ph, pw), dilation, (P, Q)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
@@ -93,6 +120,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     x, unbatched = _input(x, "x")
     weight, bias, groups, stride, pad, dilation, (P, Q) = _conv_args(
         x, weight, bias, stride, padding, dilation, groups)
+    x = np.ascontiguousarray(x)
     act = _activation(activation)
     y = np.empty((x.shape[0], weight.shape[0], P, Q), dtype=x.dtype)
     _conv.conv2d_forward(x, weight, bias, y, groups, stride, pad, dilation, act,
@@ -106,17 +134,18 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     x, unbatched = _input(x, "x")
     weight, _, groups, stride, pad, dilation, (P, Q) = _conv_args(
         x, weight, None, stride, padding, dilation, groups, "conv2d_backward")
-    grad_out = as_float_array(grad_out, "grad_out", ndim=(3, 4), dtype=x.dtype)
+    grad_out = as_float_array(grad_out, "grad_out", ndim=(3, 4), dtype=x.dtype, contiguous=False)
     if unbatched and grad_out.ndim == 3:
         grad_out = grad_out[None]
     expected = (x.shape[0], weight.shape[0], P, Q)
     if grad_out.shape != expected:
         raise ValueError(f"conv2d_backward: grad_out must have shape {expected}, got {grad_out.shape}")
+    x = np.ascontiguousarray(x)
+    grad_out = np.ascontiguousarray(grad_out)
     nt = n_threads(_flops(grad_out, weight))
     gx = None
     if need_grad_input:
-        gx = np.empty_like(x)
-        _conv.conv2d_backward_data(grad_out, weight, gx, groups, stride, pad, dilation, nt)
+        gx = _backward_data(grad_out, weight, np.empty_like(x), groups, stride, pad, dilation, nt)
         if unbatched:
             gx = gx[0]
     gw = np.empty_like(weight)
@@ -132,7 +161,7 @@ def conv_transpose2d_output_size(hw, kernel_size, stride, padding, output_paddin
 
 def _convt_args(x, weight, bias, stride, padding, output_padding, groups, dilation,
                 what="conv_transpose2d"):
-    weight = as_float_array(weight, "weight", ndim=4, dtype=x.dtype)
+    weight = as_float_array(weight, "weight", ndim=4, dtype=x.dtype, contiguous=False)
     groups = check_int(groups, "groups", minimum=1)
     stride = pair(stride, "stride", minimum=1)
     dilation = pair(dilation, "dilation", minimum=1)
@@ -162,8 +191,13 @@ def _convt_args(x, weight, bias, stride, padding, output_padding, groups, dilati
         bias = as_float_array(bias, "bias", ndim=1, dtype=x.dtype)
         if bias.shape[0] != Cout:
             raise ValueError(f"{what}: bias must have shape ({Cout},), got {bias.shape}")
-    check_size((N, Cout, Ho, Wo), "conv_transpose2d output")
-    return weight, bias, groups, stride, padding, dilation, (N, Cout, Ho, Wo)
+    # the kernels run the convolution whose input is this output and whose output is x
+    Cog = weight.shape[1]
+    check_index_range(what, C_in_H_W=Cin * H * W, C_out_Ho_Wo=Cout * Ho * Wo, Cog_R_S=Cog * R * S,
+                      Cog_R_S_H_W=Cog * R * S * H * W, N_C_in=N * Cin, N_C_out=N * Cout,
+                      C_in_Cog_R_S=Cin * Cog * R * S)
+    check_size((N, Cout, Ho, Wo), f"{what} output", x.itemsize)
+    return np.ascontiguousarray(weight), bias, groups, stride, padding, dilation, (N, Cout, Ho, Wo)
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
@@ -172,9 +206,9 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     x, unbatched = _input(x, "x")
     weight, bias, groups, stride, padding, dilation, out_shape = _convt_args(
         x, weight, bias, stride, padding, output_padding, groups, dilation)
+    x = np.ascontiguousarray(x)
     nt = n_threads(_flops(x, weight))
-    y = np.empty(out_shape, dtype=x.dtype)
-    _conv.conv2d_backward_data(x, weight, y, groups, stride, padding, dilation, nt)
+    y = _backward_data(x, weight, np.empty(out_shape, dtype=x.dtype), groups, stride, padding, dilation, nt)
     if bias is not None:
         _conv.add_channel_bias(y, bias, nt)
     return y[0] if unbatched else y
@@ -187,12 +221,14 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
     weight, _, groups, stride, padding, dilation, out_shape = _convt_args(
         x, weight, None, stride, padding, output_padding, groups, dilation,
         "conv_transpose2d_backward")
-    grad_out = as_float_array(grad_out, "grad_out", ndim=(3, 4), dtype=x.dtype)
+    grad_out = as_float_array(grad_out, "grad_out", ndim=(3, 4), dtype=x.dtype, contiguous=False)
     if unbatched and grad_out.ndim == 3:
         grad_out = grad_out[None]
     if grad_out.shape != out_shape:
         raise ValueError(f"conv_transpose2d_backward: grad_out must have shape {out_shape}, "
                          f"got {grad_out.shape}")
+    x = np.ascontiguousarray(x)
+    grad_out = np.ascontiguousarray(grad_out)
     nt = n_threads(_flops(x, weight))
     gx = None
     if need_grad_input:
