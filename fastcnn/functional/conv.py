@@ -23,13 +23,84 @@ def _flops(out, weight):
     return 2 * out.size * weight[0].size
 
 
-def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt):
-    """Gradient of a convolution wrt its input, written into ``out`` (N, C, H, W).
+# ---------------------------------------------------------------------------
+# the three kernels, each choosing its formulation by shape
+#
+# Strided convolutions whose kernel is a multiple of the stride are rewritten
+# as stride-1 convolutions over the stride x stride phases of the image
+# (space-to-depth): no FLOP is wasted and the stride-1 kernels read patches in
+# place. Stride-1 input gradients are a stride-1 convolution with the flipped,
+# transposed kernel (a gather, parallel over pixels).
 
-    Stride 1 with padding inside the dilated kernel: a stride-1 convolution of
-    ``grad_out`` with the flipped, transposed weights (a gather: parallel over
-    pixels, no scatter); otherwise the GEMM-and-col2im kernel.
-    """
+def _phased(weight, stride, dilation):
+    R, S = weight.shape[2:]
+    return (stride != (1, 1) and dilation == (1, 1)
+            and R % stride[0] == 0 and S % stride[1] == 0)
+
+
+def _phase_weight(weight, stride):
+    """(K, Cg, R, S) -> (K, Cg*sh*sw, R/sh, S/sw): w'[k, (c, a, b), i, j] = w[k, c, i*sh+a, j*sw+b]."""
+    K, Cg, R, S = weight.shape
+    sh, sw = stride
+    return np.ascontiguousarray(weight.reshape(K, Cg, R // sh, sh, S // sw, sw).transpose(0, 1, 3, 5, 2, 4)
+                                ).reshape(K, Cg * sh * sw, R // sh, S // sw)
+
+
+def _unphase_weight(wph, shape, stride):
+    K, Cg, R, S = shape
+    sh, sw = stride
+    return np.ascontiguousarray(wph.reshape(K, Cg, sh, sw, R // sh, S // sw).transpose(0, 1, 4, 2, 5, 3)
+                                ).reshape(shape)
+
+
+def _phase_shape(out_hw, weight, stride):
+    R, S = weight.shape[2:]
+    return out_hw[0] + R // stride[0] - 1, out_hw[1] + S // stride[1] - 1
+
+
+def _phase_image(x, stride, pad, hs_ws):
+    """x (N, C, H, W) -> (N, C*sh*sw, Hs, Ws): the phases of x zero-padded by ``pad``."""
+    N, C, H, W = x.shape
+    (sh, sw), (Hs, Ws) = stride, hs_ws
+    xpad = np.zeros((N, C, Hs * sh, Ws * sw), dtype=x.dtype)
+    h, w = min(H, Hs * sh - pad[0]), min(W, Ws * sw - pad[1])
+    xpad[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w] = x[:, :, :h, :w]
+    return np.ascontiguousarray(xpad.reshape(N, C, Hs, sh, Ws, sw).transpose(0, 1, 3, 5, 2, 4)
+                                ).reshape(N, C * sh * sw, Hs, Ws)
+
+
+def _unphase_image(xph, out, stride, pad):
+    """Inverse of _phase_image: out (N, C, H, W) = the un-padded image of the phases."""
+    N, C, H, W = out.shape
+    sh, sw = stride
+    Hs, Ws = xph.shape[2:]
+    xpad = xph.reshape(N, C, sh, sw, Hs, Ws).transpose(0, 1, 4, 2, 5, 3).reshape(N, C, Hs * sh, Ws * sw)
+    h, w = min(H, Hs * sh - pad[0]), min(W, Ws * sw - pad[1])
+    if h < H or w < W:
+        out[...] = 0
+    out[:, :, :h, :w] = xpad[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w]
+    return out
+
+
+def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt):
+    """y = conv(x, weight) + bias, activation (y preallocated: N, K, P, Q)."""
+    if _phased(weight, stride, dilation):
+        xph = _phase_image(x, stride, pad, _phase_shape(y.shape[2:], weight, stride))
+        _conv.conv2d_forward(xph, _phase_weight(weight, stride), bias, y, groups, (1, 1), (0, 0),
+                             (1, 1), act, slope, nt)
+    else:
+        _conv.conv2d_forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt)
+    return y
+
+
+def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt):
+    """Gradient of a convolution wrt its input, written into ``out`` (N, C, H, W)."""
+    if _phased(weight, stride, dilation):
+        hs_ws = _phase_shape(grad_out.shape[2:], weight, stride)
+        wph = _phase_weight(weight, stride)
+        gph = np.empty((out.shape[0], wph.shape[1] * groups) + hs_ws, dtype=out.dtype)
+        _backward_data(grad_out, wph, gph, groups, (1, 1), (0, 0), (1, 1), nt)
+        return _unphase_image(gph, out, stride, pad)
     K, Cg, R, S = weight.shape
     top, left = dilation[0] * (R - 1) - pad[0], dilation[1] * (S - 1) - pad[1]
     if stride == (1, 1) and top >= 0 and left >= 0:
@@ -42,6 +113,19 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt):
     else:
         _conv.conv2d_backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt)
     return out
+
+
+def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt):
+    """Gradient of a convolution wrt its weight, written into ``gw``."""
+    if _phased(gw, stride, dilation):
+        xph = _phase_image(x, stride, pad, _phase_shape(grad_out.shape[2:], gw, stride))
+        K, Cg, R, S = gw.shape
+        gph = np.empty((K, Cg * stride[0] * stride[1], R // stride[0], S // stride[1]), dtype=gw.dtype)
+        _conv.conv2d_backward_weight(xph, grad_out, gph, groups, (1, 1), (0, 0), (1, 1), nt)
+        gw[...] = _unphase_weight(gph, gw.shape, stride)
+    else:
+        _conv.conv2d_backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt)
+    return gw
 
 
 def _input(x, name):
@@ -104,8 +188,9 @@ def _conv_args(x, weight, bias, stride, padding, dilation, groups, what="conv2d"
         bias = as_float_array(bias, "bias", ndim=1, dtype=x.dtype)
         if bias.shape[0] != K:
             raise ValueError(f"{what}: bias must have shape ({K},), got {bias.shape}")
-    check_index_range(what, C_H_W=C * H * W, K_P_Q=K * P * Q, Cg_R_S=Cg * R * S,
-                      Cg_R_S_P_Q=Cg * R * S * P * Q, N_C=N * C, N_K=N * K, K_Cg_R_S=K * Cg * R * S)
+    check_index_range(what, {"C*H*W": C * H * W, "K*P*Q": K * P * Q, "(C/groups)*R*S": Cg * R * S,
+                             "(C/groups)*R*S*P*Q": Cg * R * S * P * Q, "N*C": N * C, "N*K": N * K,
+                             "weight size": K * Cg * R * S})
     check_size((N, K, P, Q), f"{what} output", x.itemsize)
     return np.ascontiguousarray(weight), bias, groups, stride, (ph, pw), dilation, (P, Q)
 
@@ -123,8 +208,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     x = np.ascontiguousarray(x)
     act = _activation(activation)
     y = np.empty((x.shape[0], weight.shape[0], P, Q), dtype=x.dtype)
-    _conv.conv2d_forward(x, weight, bias, y, groups, stride, pad, dilation, act,
-                         float(negative_slope), n_threads(_flops(y, weight)))
+    _forward(x, weight, bias, y, groups, stride, pad, dilation, act, float(negative_slope),
+             n_threads(_flops(y, weight)))
     return y[0] if unbatched else y
 
 
@@ -149,7 +234,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
         if unbatched:
             gx = gx[0]
     gw = np.empty_like(weight)
-    _conv.conv2d_backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt)
+    _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt)
     gb = _conv.channel_sum(grad_out, np.empty(weight.shape[0], dtype=x.dtype), nt)
     return gx, gw, gb
 
@@ -193,9 +278,9 @@ def _convt_args(x, weight, bias, stride, padding, output_padding, groups, dilati
             raise ValueError(f"{what}: bias must have shape ({Cout},), got {bias.shape}")
     # the kernels run the convolution whose input is this output and whose output is x
     Cog = weight.shape[1]
-    check_index_range(what, C_in_H_W=Cin * H * W, C_out_Ho_Wo=Cout * Ho * Wo, Cog_R_S=Cog * R * S,
-                      Cog_R_S_H_W=Cog * R * S * H * W, N_C_in=N * Cin, N_C_out=N * Cout,
-                      C_in_Cog_R_S=Cin * Cog * R * S)
+    check_index_range(what, {"C_in*H*W": Cin * H * W, "C_out*H_out*W_out": Cout * Ho * Wo,
+                             "(C_out/groups)*R*S": Cog * R * S, "(C_out/groups)*R*S*H*W": Cog * R * S * H * W,
+                             "N*C_in": N * Cin, "N*C_out": N * Cout, "weight size": Cin * Cog * R * S})
     check_size((N, Cout, Ho, Wo), f"{what} output", x.itemsize)
     return np.ascontiguousarray(weight), bias, groups, stride, padding, dilation, (N, Cout, Ho, Wo)
 
@@ -233,10 +318,10 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
     gx = None
     if need_grad_input:
         gx = np.empty_like(x)
-        _conv.conv2d_forward(grad_out, weight, None, gx, groups, stride, padding, dilation, 0, 0.0, nt)
+        _forward(grad_out, weight, None, gx, groups, stride, padding, dilation, 0, 0.0, nt)
         if unbatched:
             gx = gx[0]
     gw = np.empty_like(weight)
-    _conv.conv2d_backward_weight(grad_out, x, gw, groups, stride, padding, dilation, nt)
+    _backward_weight(grad_out, x, gw, groups, stride, padding, dilation, nt)
     gb = _conv.channel_sum(grad_out, np.empty(out_shape[1], dtype=x.dtype), nt)
     return gx, gw, gb
