@@ -193,11 +193,11 @@ cdef inline void pad_image(const floating *x, floating *xp, const Geom *g, int H
 
 
 cdef cnp.ndarray shift_offsets(const Geom *g, int Hp, int Wp):
-    """Offset of every tap (c, r, s) in a zero-padded Cg x Hp x Wp image, padded
-    with zeros to a multiple of 16 entries."""
+    """Offset of every tap (c, r, s) in a zero-padded Cg x Hp x Wp image, followed
+    by 16 zeros (the rows a last partial micro-tile of A reads)."""
     cdef int crs = g.Cg * g.R * g.S
     c_, r_, s_ = np.meshgrid(np.arange(g.Cg), np.arange(g.R), np.arange(g.S), indexing="ij")
-    offs = np.zeros((crs + 15) // 16 * 16, dtype=np.int64)
+    offs = np.zeros(crs + 16, dtype=np.int64)
     offs[:crs] = (c_ * (Hp * Wp) + r_ * (g.dh * Wp) + s_ * g.dw).reshape(-1)
     return offs
 
