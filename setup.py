@@ -28,7 +28,8 @@ from setuptools.command.build_ext import build_ext
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # The GEMM engine: portable sources compiled with the common flags ...
-CSRC_COMMON = ["csrc/fc_cpu.c", "csrc/fc_pack.c", "csrc/fc_gemm.c", "csrc/fc_ukr_generic.c"]
+CSRC_COMMON = ["csrc/fc_cpu.c", "csrc/fc_pack.c", "csrc/fc_gemm.c", "csrc/fc_gemv.c",
+               "csrc/fc_ukr_generic.c"]
 # ... and the micro-kernels that need their own instruction-set flags (x86-64 only).
 CSRC_ISA = {
     "csrc/fc_ukr_avx2.c": ["-mavx2", "-mfma"],

@@ -90,6 +90,8 @@ typedef struct {
     fc_ukri_d_t ukri_d;
     fc_ukra_s_t ukra_s;
     fc_ukra_d_t ukra_d;
+    float (*dot_s)(const float *a, const float *b, int k);
+    double (*dot_d)(const double *a, const double *b, int k);
 } fc_kernel_info;
 
 /* fc_cpu.c: feature detection and dispatch */
@@ -124,6 +126,13 @@ int fc_gemm_s(int m, int n, int k, float alpha, const fc_view *A, const fc_view 
 int fc_gemm_d(int m, int n, int k, double alpha, const fc_view *A, const fc_view *B,
               double beta, double *C, long ldc, const fc_epilogue *epi, int nthreads, double *ws);
 
+/* fc_gemv.c: y (n x m, row stride ldy) = x (n x k) . w^T, w m x k row-major,
+ * then a per-column bias and the activation of epi; for small n. */
+int fc_gemv_s(int n, int m, int k, const float *x, long ldx, const float *w, long ldw,
+              float *y, long ldy, const fc_epilogue *epi, int nthreads);
+int fc_gemv_d(int n, int m, int k, const double *x, long ldx, const double *w, long ldw,
+              double *y, long ldy, const fc_epilogue *epi, int nthreads);
+
 /* Pack all of A (m x k) once, for several products with the same A. */
 size_t fc_gemm_packed_a_size_s(int m, int k);
 size_t fc_gemm_packed_a_size_d(int m, int k);
@@ -154,6 +163,13 @@ void fc_ukra_avx2_s(long k, const float *a, const long *aoff, const float *b, fl
 void fc_ukra_avx2_d(long k, const double *a, const long *aoff, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
 void fc_ukra_avx512_s(long k, const float *a, const long *aoff, const float *b, float *c, long rs_c, long cs_c, float alpha, float beta);
 void fc_ukra_avx512_d(long k, const double *a, const long *aoff, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
+
+float fc_dot_generic_s(const float *a, const float *b, int k);
+double fc_dot_generic_d(const double *a, const double *b, int k);
+float fc_dot_avx2_s(const float *a, const float *b, int k);
+double fc_dot_avx2_d(const double *a, const double *b, int k);
+float fc_dot_avx512_s(const float *a, const float *b, int k);
+double fc_dot_avx512_d(const double *a, const double *b, int k);
 
 #define FC_GENERIC_MR_S 4
 #define FC_GENERIC_NR_S 8

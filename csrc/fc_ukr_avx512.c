@@ -81,4 +81,35 @@ void fc_ukra_avx512_d(long k, const double *a, const long *aoff, const double *b
            _mm512_load_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_store_pd, _mm512_setzero_pd,
            INPLACE_A, ADV_NONE)
 }
+float fc_dot_avx512_s(const float *a, const float *b, int k)
+{
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= k; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    float t[16] __attribute__((aligned(64)));
+    _mm512_store_ps(t, _mm512_add_ps(s0, s1));
+    float r = 0;
+    for (int l = 0; l < 16; l++) r += t[l];
+    for (; i < k; i++) r += a[i] * b[i];
+    return r;
+}
+
+double fc_dot_avx512_d(const double *a, const double *b, int k)
+{
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    int i = 0;
+    for (; i + 16 <= k; i += 16) {
+        s0 = _mm512_fmadd_pd(_mm512_loadu_pd(a + i), _mm512_loadu_pd(b + i), s0);
+        s1 = _mm512_fmadd_pd(_mm512_loadu_pd(a + i + 8), _mm512_loadu_pd(b + i + 8), s1);
+    }
+    double t[8] __attribute__((aligned(64)));
+    _mm512_store_pd(t, _mm512_add_pd(s0, s1));
+    double r = 0;
+    for (int l = 0; l < 8; l++) r += t[l];
+    for (; i < k; i++) r += a[i] * b[i];
+    return r;
+}
 #endif

@@ -57,3 +57,15 @@ void fc_ukra_generic_d(long k, const double *a, const long *aoff, const double *
 {
     UKR_BODY(double, FC_GENERIC_MR_D, FC_GENERIC_NR_D, b + p * FC_GENERIC_NR_D, a[aoff[i] + p])
 }
+
+#define DOT_GENERIC(T)                                                        \
+    T acc[8] = {0};                                                           \
+    int i = 0;                                                                \
+    for (; i + 8 <= k; i += 8)                                                \
+        for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];            \
+    T r = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])); \
+    for (; i < k; i++) r += a[i] * b[i];                                      \
+    return r;
+
+float fc_dot_generic_s(const float *a, const float *b, int k) { DOT_GENERIC(float) }
+double fc_dot_generic_d(const double *a, const double *b, int k) { DOT_GENERIC(double) }

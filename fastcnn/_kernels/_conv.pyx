@@ -195,10 +195,14 @@ cdef inline void pad_image(const floating *x, floating *xp, const Geom *g, int H
 cdef cnp.ndarray shift_offsets(const Geom *g, int Hp, int Wp):
     """Offset of every tap (c, r, s) in a zero-padded Cg x Hp x Wp image, followed
     by 16 zeros (the rows a last partial micro-tile of A reads)."""
-    cdef int crs = g.Cg * g.R * g.S
-    c_, r_, s_ = np.meshgrid(np.arange(g.Cg), np.arange(g.R), np.arange(g.S), indexing="ij")
-    offs = np.zeros(crs + 16, dtype=np.int64)
-    offs[:crs] = (c_ * (Hp * Wp) + r_ * (g.dh * Wp) + s_ * g.dw).reshape(-1)
+    cdef int crs = g.Cg * g.R * g.S, c, r, s, t = 0
+    cdef cnp.ndarray offs = np.zeros(crs + 16, dtype=np.int64)
+    cdef long *o = <long *>cnp.PyArray_DATA(offs)
+    for c in range(g.Cg):
+        for r in range(g.R):
+            for s in range(g.S):
+                o[t] = <long>c * Hp * Wp + <long>r * g.dh * Wp + s * g.dw
+                t += 1
     return offs
 
 

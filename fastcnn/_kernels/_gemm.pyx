@@ -86,3 +86,33 @@ def gemm(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, bint trans_a=False, bint t
     if rc != 0:
         raise MemoryError("fastcnn: could not allocate the GEMM workspace")
     return c
+
+
+def linear_rows(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, int act=0, double slope=0.01,
+                int n_threads=1):
+    """y = x @ w.T (+ bias, activation) for a few rows of x, without packing.
+
+    x (n, k) and w (m, k) with unit column stride, y (n, m) C-contiguous.
+    """
+    cdef fc_epilogue epi
+    cdef cnp.ndarray bias_arr
+    epi.bias_mode = FC_BIAS_NONE
+    epi.bias = NULL
+    epi.act = act
+    epi.slope = slope
+    if bias is not None:
+        bias_arr = bias
+        epi.bias_mode = FC_BIAS_COL
+        epi.bias = cnp.PyArray_DATA(bias_arr)
+    cdef int n = x.shape[0], k = x.shape[1], m = w.shape[0]
+    cdef long ldx = x.strides[0] // x.itemsize, ldw = w.strides[0] // w.itemsize
+    cdef long ldy = y.strides[0] // y.itemsize
+    if x.dtype == np.float32:
+        with nogil:
+            fc_gemv_s(n, m, k, <float *>cnp.PyArray_DATA(x), ldx, <float *>cnp.PyArray_DATA(w), ldw,
+                      <float *>cnp.PyArray_DATA(y), ldy, &epi, n_threads)
+    else:
+        with nogil:
+            fc_gemv_d(n, m, k, <double *>cnp.PyArray_DATA(x), ldx, <double *>cnp.PyArray_DATA(w), ldw,
+                      <double *>cnp.PyArray_DATA(y), ldy, &epi, n_threads)
+    return y

@@ -45,6 +45,10 @@ cdef extern from "fc_gemm.h" nogil:
     void *fc_aligned_alloc(size_t nbytes)
     void fc_aligned_free(void *p)
 
+    int fc_gemv_s(int n, int m, int k, const float *x, long ldx, const float *w, long ldw,
+                  float *y, long ldy, const fc_epilogue *epi, int nthreads)
+    int fc_gemv_d(int n, int m, int k, const double *x, long ldx, const double *w, long ldw,
+                  double *y, long ldy, const fc_epilogue *epi, int nthreads)
     size_t fc_gemm_packed_a_size_s(int m, int k)
     size_t fc_gemm_packed_a_size_d(int m, int k)
     void fc_gemm_pack_a_s(int m, int k, const fc_view *A, float *dst)

@@ -2,11 +2,15 @@
 import numpy as np
 
 from .._kernels import _gemm, _conv
-from ._checks import as_float_array, n_threads
+from ._checks import as_float_array, check_index_range, check_size, n_threads
 
 __all__ = ["matmul", "linear", "linear_backward"]
 
 _ACT = {None: 0, "relu": 1, "leaky_relu": 2}
+
+# Batches up to this size run Linear as dot products over the weight rows:
+# packing the weight for the GEMM would cost more than the product itself.
+SMALL_BATCH = 4
 
 
 def _activation(activation):
@@ -27,6 +31,9 @@ def matmul(a, b):
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"matmul: a has shape {a.shape} and b has shape {b.shape}; "
                          f"expected b with {a.shape[1]} rows")
+    check_index_range("matmul", {"rows of a": a.shape[0], "columns of b": b.shape[1],
+                                 "columns of a": a.shape[1]})
+    check_size((a.shape[0], b.shape[1]), "matmul output", a.itemsize)
     if not _strided_ok(a):
         a = np.ascontiguousarray(a)
     if not _strided_ok(b):
@@ -37,8 +44,8 @@ def matmul(a, b):
 
 def linear(x, weight, bias=None, activation=None, negative_slope=0.01):
     """``x @ weight.T + bias`` (then ReLU/LeakyReLU if asked); x (N, in), weight (out, in)."""
-    x = as_float_array(x, "x", ndim=2)
-    weight = as_float_array(weight, "weight", ndim=2, dtype=x.dtype)
+    x = as_float_array(x, "x", ndim=2, contiguous=False)
+    weight = as_float_array(weight, "weight", ndim=2, dtype=x.dtype, contiguous=False)
     if weight.shape[1] != x.shape[1]:
         raise ValueError(f"linear: x has {x.shape[1]} features but weight has shape {weight.shape}; "
                          f"expected weight of shape (out_features, {x.shape[1]})")
@@ -47,19 +54,28 @@ def linear(x, weight, bias=None, activation=None, negative_slope=0.01):
         bias = as_float_array(bias, "bias", ndim=1, dtype=x.dtype)
         if bias.shape[0] != weight.shape[0]:
             raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    check_index_range("linear", {"N": x.shape[0], "in_features": x.shape[1], "out_features": weight.shape[0]})
+    check_size((x.shape[0], weight.shape[0]), "linear output", x.itemsize)
+    x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
     y = np.empty((x.shape[0], weight.shape[0]), dtype=x.dtype)
+    nt = n_threads(2 * y.size * x.shape[1], grain=200_000)
+    if x.shape[0] <= SMALL_BATCH:
+        return _gemm.linear_rows(x, weight, bias, y, act, float(negative_slope), nt)
     return _gemm.gemm(x, weight, y, False, True, bias=bias, bias_mode=2, act=act,
-                      slope=float(negative_slope), n_threads=n_threads(2 * y.size * x.shape[1]))
+                      slope=float(negative_slope), n_threads=nt)
 
 
 def linear_backward(grad_out, x, weight, need_grad_input=True):
     """Gradients of ``linear``: (grad_x or None, grad_weight, grad_bias)."""
-    x = as_float_array(x, "x", ndim=2)
-    weight = as_float_array(weight, "weight", ndim=2, dtype=x.dtype)
-    grad_out = as_float_array(grad_out, "grad_out", ndim=2, dtype=x.dtype)
+    x = as_float_array(x, "x", ndim=2, contiguous=False)
+    weight = as_float_array(weight, "weight", ndim=2, dtype=x.dtype, contiguous=False)
+    grad_out = as_float_array(grad_out, "grad_out", ndim=2, dtype=x.dtype, contiguous=False)
     if grad_out.shape != (x.shape[0], weight.shape[0]) or weight.shape[1] != x.shape[1]:
         raise ValueError(f"linear_backward: grad_out must have shape {(x.shape[0], weight.shape[0])} "
                          f"for x {x.shape} and weight {weight.shape}, got {grad_out.shape}")
+    check_index_range("linear_backward", {"N": x.shape[0], "in_features": x.shape[1],
+                                          "out_features": weight.shape[0], "N*out_features": grad_out.size})
+    x, weight, grad_out = (np.ascontiguousarray(a) for a in (x, weight, grad_out))
     nt = n_threads(2 * grad_out.size * x.shape[1])
     gx = None
     if need_grad_input:
