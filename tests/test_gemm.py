@@ -79,19 +79,21 @@ def test_matmul_bitwise_identical_for_any_thread_count(monkeypatch, dtype, rng):
     assert np.array_equal(results[0], results[1]) and np.array_equal(results[0], results[2])
 
 
+@pytest.mark.parametrize("batch,features", [(19, 33), (1, 33), (3, 70), (4, 5), (1, 1)])
 @pytest.mark.parametrize("activation", [None, "relu", "leaky_relu"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_linear_epilogue(isa, activation, dtype, rng):
-    x = rng.standard_normal((19, 33)).astype(dtype)
-    w = rng.standard_normal((21, 33)).astype(dtype)
+def test_linear_epilogue(isa, activation, dtype, batch, features, rng):
+    x = rng.standard_normal((batch, features)).astype(dtype)
+    w = rng.standard_normal((21, features)).astype(dtype)
     b = rng.standard_normal(21).astype(dtype)
     y = F.linear(x, w, b, activation=activation, negative_slope=0.2)
     expected = x.astype(np.float64) @ w.T + b
+    assert y.shape == (batch, 21)
     if activation == "relu":
         expected = np.maximum(expected, 0)
     elif activation == "leaky_relu":
         expected = np.where(expected < 0, 0.2 * expected, expected)
-    np.testing.assert_allclose(y, expected, **_tol(dtype, 33))
+    np.testing.assert_allclose(y, expected, **_tol(dtype, features))
 
 
 def test_linear_backward_matches_torch(torch, rng):
