@@ -38,6 +38,18 @@ static inline int FN(depth_block)(int k)
     return (k + nb - 1) / nb;
 }
 
+/* Row block: m split into a count of equal blocks (a multiple of 4 once
+ * there are several, so that threads share them evenly) of at most MC rows,
+ * rounded up to MR. */
+static inline int FN(row_block)(int m, int MR)
+{
+    int nb = (m + MC - 1) / MC;
+    if (nb >= 3) nb = (nb + 3) / 4 * 4;
+    if (nb < 1) nb = 1;
+    int mb = (m + nb - 1) / nb;
+    return (mb + MR - 1) / MR * MR;
+}
+
 static int FN(epilogue_active)(const fc_epilogue *e)
 {
     return e != NULL && (e->bias_mode != FC_BIAS_NONE || e->act != FC_ACT_NONE);
@@ -102,6 +114,7 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
     const fc_kernel_info *ki = fc_kernel();
     const int MR = FN(KMR)(ki), NR = FN(KNR)(ki);
     const int KCB = FN(depth_block)(k);
+    const int MCB = FN(row_block)(m, MR);
     const long mpad = (long)(m + MR - 1) / MR * MR;
     const int prepacked = A->kind == FC_VIEW_PACKED;
     void (*ukr)(long, const T *, const T *, T *, long, long, T, T) = FN(KUKR)(ki);
@@ -147,7 +160,7 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
                     int w = nc - jp * NR < NR ? nc - jp * NR : NR;
                     FN(fc_pack)(&Bt, jc + jp * NR, w, pc, kc, NR, bpack + (long)jp * kc * NR);
                 }
-                const int n_ic = (m + MC - 1) / MC;
+                const int n_ic = (m + MCB - 1) / MCB;
                 int n_js = 1;
                 while (n_ic * n_js < 4 * nthreads && n_js * 2 <= npanels) n_js *= 2;
                 const int ntasks = n_ic * n_js;
@@ -156,9 +169,9 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
 #pragma omp for schedule(static)
 #endif
                 for (int task = 0; task < ntasks; task++) {
-                    const int ic = (task / n_js) * MC;
+                    const int ic = (task / n_js) * MCB;
                     const int js = task % n_js;
-                    const int mc = m - ic < MC ? m - ic : MC;
+                    const int mc = m - ic < MCB ? m - ic : MCB;
                     const T *ablk;
                     if (a_inplace) {
                         ablk = NULL;
