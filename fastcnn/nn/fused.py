@@ -1,0 +1,191 @@
+"""Fused inference: Conv2d/Linear [+ BatchNorm in eval mode] [+ ReLU/LeakyReLU] as one kernel call.
+
+BatchNorm with running statistics is folded into the preceding layer:
+
+    s  = gamma / sqrt(running_var + eps)
+    w' = w * s                       (per output channel)
+    b' = (b - running_mean) * s + beta
+
+and the activation goes into the kernel's epilogue (``activation=``). A fused
+block also has a backward, so gradients can flow through a model in eval mode
+(e.g. to optimise its input): with gw', gb' the gradients of the folded
+weight and bias,
+
+    dL/dw = gw' * s,  dL/db = gb' * s,
+    dL/dgamma = (sum(gw' * w) + (b - running_mean) * gb') / sqrt(running_var + eps),
+    dL/dbeta = gb'.
+"""
+import numpy as np
+
+from .. import functional as F
+from .layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Identity, LeakyReLU, Linear, ReLU,
+                     _grad_as, _no_forward)
+from .module import accumulate, backward_without_input_grad
+
+__all__ = ["build_plan", "FusedBlock"]
+
+
+def _foldable_bn(bn, layer):
+    return (not bn.training and bn.running_mean is not None
+            and bn.num_features == (layer.out_channels if type(layer) is Conv2d else layer.out_features))
+
+
+def build_plan(mods):
+    """The eval-mode steps of a Sequential: fused blocks where possible, modules elsewhere."""
+    mods = [m for m in mods if type(m) is not Identity and not (type(m) is Dropout and not m.training)]
+    plan = []
+    i, n = 0, len(mods)
+    while i < n:
+        m = mods[i]
+        if type(m) is Conv2d or type(m) is Linear:
+            j = i + 1
+            bn = None
+            bn_type = BatchNorm2d if type(m) is Conv2d else BatchNorm1d
+            if j < n and type(mods[j]) is bn_type and _foldable_bn(mods[j], m):
+                bn = mods[j]
+                j += 1
+            act = None
+            if j < n and type(mods[j]) is ReLU:
+                act = mods[j]
+                j += 1
+            elif j < n and type(mods[j]) is LeakyReLU and mods[j].negative_slope >= 0:
+                act = mods[j]
+                j += 1
+            if bn is not None or act is not None:
+                plan.append(FusedBlock(m, bn, act))
+                i = j
+                continue
+        plan.append(m)
+        i += 1
+    return plan
+
+
+class FusedBlock:
+    """One step of an eval-mode plan: ``layer`` [+ ``bn``] [+ ``act``] in one kernel call."""
+
+    def __init__(self, layer, bn=None, act=None):
+        self.layer = layer
+        self.bn = bn
+        self.act = act
+        self.modules = [m for m in (layer, bn, act) if m is not None]
+        if act is None:
+            self.activation, self.slope = None, 0.01
+        elif type(act) is ReLU:
+            self.activation, self.slope = "relu", 0.01
+        else:
+            self.activation, self.slope = "leaky_relu", act.negative_slope
+        self._is_conv = type(layer) is Conv2d
+        self._key = None
+        self._folded = None
+        self._ctx = None
+
+    def _sources(self):
+        layer, bn = self.layer, self.bn
+        b = layer.bias
+        src = [layer.weight.data, None if b is None else b.data]
+        if bn is not None:
+            src += [bn.running_mean, bn.running_var]
+            if bn.weight is not None:
+                src.append(bn.weight.data)
+            if bn.bias is not None:
+                src.append(bn.bias.data)
+        return src
+
+    def folded(self):
+        """(w', b', s, inv_std): the folded weight and bias (recomputed when an array is replaced)."""
+        src = self._sources()
+        key = self._key
+        if key is not None and len(key) == len(src) and all(a is b for a, b in zip(key, src)):
+            return self._folded
+        layer, bn = self.layer, self.bn
+        w = layer.weight.data
+        b = None if layer.bias is None else layer.bias.data
+        if bn is None:
+            folded = (w, b, None, None)
+        else:
+            dt = w.dtype
+            inv_std = 1.0 / np.sqrt(bn.running_var.astype(np.float64) + bn.eps)
+            s = inv_std if bn.weight is None else bn.weight.data * inv_std
+            shift = -bn.running_mean.astype(np.float64)
+            if b is not None:
+                shift = shift + b
+            bias = shift * s
+            if bn.bias is not None:
+                bias = bias + bn.bias.data
+            scale = s.reshape((-1,) + (1,) * (w.ndim - 1))
+            w2 = np.ascontiguousarray((w * scale).astype(dt))
+            folded = (w2, bias.astype(dt), s.astype(dt), inv_std.astype(dt))
+        self._folded = folded
+        self._key = src
+        return folded
+
+    def _unfused(self, x):
+        for m in self.modules:
+            x = m(x)
+        self._ctx = None
+        return x
+
+    def __call__(self, x):
+        layer = self.layer
+        x = layer._prep(x)
+        w, b, _, _ = self.folded()
+        if self._is_conv:
+            y = F.conv2d(x, w, b, layer.stride, layer._pad, layer.dilation, layer.groups,
+                         activation=self.activation, negative_slope=self.slope)
+        elif x.ndim == 2:
+            y = F.linear(x, w, b, activation=self.activation, negative_slope=self.slope)
+        else:
+            return self._unfused(x)
+        self._ctx = (x, y, w)
+        return y
+
+    def backward(self, grad_out, need_input_grad=True):
+        ctx = self._ctx
+        if ctx is None:
+            # the last call ran the modules one by one
+            if self.modules[0]._x is None:
+                raise _no_forward(self.layer)
+            g = grad_out
+            for m in self.modules[:0:-1]:
+                g = m.backward(g)
+            if need_input_grad:
+                return self.modules[0].backward(g)
+            return backward_without_input_grad(self.modules[0], g)
+        x, y, w2 = ctx
+        layer, bn = self.layer, self.bn
+        g = _grad_as(grad_out, w2.dtype)
+        if self.activation == "relu":
+            g = F.relu_backward(g, y)
+        elif self.activation == "leaky_relu":
+            g = F.leaky_relu_backward(g, y, self.slope)  # y has the signs of the pre-activation
+        if self._is_conv:
+            gx, gw, gb = F.conv2d_backward(g, x, w2, layer.stride, layer._pad, layer.dilation, layer.groups,
+                                           need_grad_input=need_input_grad)
+            if gb is None:
+                gb = g.sum(axis=(0, 2, 3))
+        else:
+            gx, gw, gb = F.linear_backward(g, x, w2, need_grad_input=need_input_grad)
+            if gb is None:
+                gb = g.sum(axis=0)
+        if bn is None:
+            accumulate(layer.weight, gw)
+            if layer.bias is not None:
+                accumulate(layer.bias, gb)
+            return gx
+        _, _, s, inv_std = self.folded()
+        w = layer.weight.data
+        accumulate(layer.weight, gw * s.reshape((-1,) + (1,) * (w.ndim - 1)))
+        if layer.bias is not None:
+            accumulate(layer.bias, gb * s)
+        if bn.weight is not None:
+            axes = tuple(range(1, w.ndim))
+            shift = -bn.running_mean
+            if layer.bias is not None:
+                shift = shift + layer.bias.data
+            accumulate(bn.weight, ((gw * w).sum(axis=axes) + shift * gb) * inv_std)
+        if bn.bias is not None:
+            accumulate(bn.bias, gb)
+        return gx
+
+    def __repr__(self):
+        return "FusedBlock(" + ", ".join(repr(m) for m in self.modules) + ")"

@@ -1,0 +1,820 @@
+"""Layers with PyTorch's names, constructor arguments and defaults.
+
+Each layer is a one-line call into :mod:`fastcnn.functional` in ``forward``
+(keeping what ``backward`` needs) and a backward that mirrors it. Argument
+checks of the inputs live in ``functional``; the layers check only what
+``functional`` cannot know (the channel count the layer was built for).
+"""
+import math
+
+import numpy as np
+
+from .. import functional as F
+from .. import init
+from .._random import default_generator, resolve
+from ..functional._checks import check_float, check_int, pair
+from .module import Module, Parameter, _check_dtype, accumulate
+
+__all__ = [
+    "Conv2d", "ConvTranspose2d", "Linear", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+    "BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten", "Unflatten", "Upsample",
+    "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "Identity",
+]
+
+
+# -- helpers --------------------------------------------------------------------
+def _check_bool(v, name):
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {v!r}")
+    return bool(v)
+
+
+def _param_dtype(dtype, device):
+    if device not in (None, "cpu"):
+        raise ValueError(f"device must be None or 'cpu', got {device!r}")
+    return np.dtype(np.float32) if dtype is None else _check_dtype(dtype)
+
+
+def _cast_input(who, x, dtype):
+    """``x`` as an ndarray of ``dtype``; TypeError for non-arrays and non-float dtypes."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{who}: input must be a numpy array, got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{who}: input must have a floating dtype, got {x.dtype}")
+    return x.astype(dtype)
+
+
+def _grad_as(g, dtype):
+    if type(g) is np.ndarray and g.dtype == dtype:
+        return g
+    if not isinstance(g, np.ndarray):
+        raise TypeError(f"grad_out must be a numpy array, got {type(g).__name__}")
+    return g.astype(dtype)
+
+
+def _no_forward(module):
+    return RuntimeError(f"{type(module).__name__}.backward() called before forward()")
+
+
+def _padding_arg(padding, kernel_size, dilation, stride, who):
+    """(value kept for printing, (ph, pw) for the kernels); supports 'valid' and 'same'."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return padding, (0, 0)
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(f"{who}: padding='same' is not supported for strided convolutions")
+            pads = []
+            for k, d in zip(kernel_size, dilation):
+                total = d * (k - 1)
+                if total % 2:
+                    raise ValueError(f"{who}: padding='same' needs an even total padding "
+                                     f"dilation*(kernel_size-1), got {total}")
+                pads.append(total // 2)
+            return padding, tuple(pads)
+        raise ValueError(f"{who}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    p = pair(padding, "padding", 0)
+    return p, p
+
+
+# -- convolutions and linear ----------------------------------------------------
+class _ConvNd(Module):
+    _transposed = False
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                 groups, bias, padding_mode, output_padding=0, device=None, dtype=None):
+        super().__init__()
+        name = type(self).__name__
+        self.in_channels = check_int(in_channels, "in_channels", 1)
+        self.out_channels = check_int(out_channels, "out_channels", 1)
+        self.groups = check_int(groups, "groups", 1)
+        if self.in_channels % self.groups:
+            raise ValueError(f"{name}: in_channels ({self.in_channels}) must be divisible by groups ({self.groups})")
+        if self.out_channels % self.groups:
+            raise ValueError(f"{name}: out_channels ({self.out_channels}) must be divisible by groups ({self.groups})")
+        self.kernel_size = pair(kernel_size, "kernel_size", 1)
+        self.stride = pair(stride, "stride", 1)
+        self.dilation = pair(dilation, "dilation", 1)
+        if self._transposed and isinstance(padding, str):
+            raise ValueError(f"{name}: padding must be an int or a pair, got {padding!r}")
+        self.padding, self._pad = _padding_arg(padding, self.kernel_size, self.dilation, self.stride, name)
+        self.output_padding = pair(output_padding, "output_padding", 0)
+        if self._transposed:
+            for op, s, d in zip(self.output_padding, self.stride, self.dilation):
+                if op >= s and op >= d:
+                    raise ValueError(f"{name}: output_padding must be smaller than either stride or dilation, "
+                                     f"got output_padding={self.output_padding}, stride={self.stride}, "
+                                     f"dilation={self.dilation}")
+        if padding_mode != "zeros":
+            raise ValueError(f"{name}: padding_mode must be 'zeros' (the only mode supported), got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        _check_bool(bias, "bias")
+        dt = _param_dtype(dtype, device)
+        if self._transposed:
+            shape = (self.in_channels, self.out_channels // self.groups) + self.kernel_size
+        else:
+            shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        self.weight = Parameter(np.empty(shape, dtype=dt))
+        if bias:
+            self.bias = Parameter(np.empty(self.out_channels, dtype=dt))
+        else:
+            self.register_parameter("bias", None)
+        self._x = None
+        self.reset_parameters()
+
+    def reset_parameters(self, generator=None):
+        """PyTorch's default: kaiming_uniform_(a=sqrt(5)) weights, U(+-1/sqrt(fan_in)) bias."""
+        init.default_init_(self.weight, self.bias, generator=generator)
+
+    def _who(self):
+        return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, ...)"
+
+    def _prep(self, x):
+        dt = self.weight.data.dtype
+        if type(x) is not np.ndarray or x.dtype != dt:
+            x = _cast_input(self._who(), x, dt)
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            if x.ndim == 3 and x.shape[0] == self.in_channels:
+                return x  # unbatched (C, H, W), as PyTorch accepts
+            c = self.in_channels
+            raise ValueError(f"{self._who()}: expected input with {c} channels (N, {c}, H, W), "
+                             f"got shape {x.shape}")
+        return x
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if isinstance(self.padding, str) or self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.output_padding != (0, 0):
+            s += f", output_padding={self.output_padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution over (N, C, H, W) input; weight (out_channels, in_channels/groups, kH, kW)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, 0, device, dtype)
+
+    def forward(self, x):
+        x = self._prep(x)
+        self._x = x
+        b = self.bias
+        return F.conv2d(x, self.weight.data, None if b is None else b.data,
+                        self.stride, self._pad, self.dilation, self.groups)
+
+    def backward(self, grad_out, need_input_grad=True):
+        x = self._x
+        if x is None:
+            raise _no_forward(self)
+        w = self.weight.data
+        g = _grad_as(grad_out, w.dtype)
+        gx, gw, gb = F.conv2d_backward(g, x, w, self.stride, self._pad, self.dilation, self.groups,
+                                       need_grad_input=need_input_grad)
+        accumulate(self.weight, gw)
+        if self.bias is not None:
+            accumulate(self.bias, gb if gb is not None else g.sum(axis=(0, 2, 3)))
+        return gx
+
+
+class ConvTranspose2d(_ConvNd):
+    """2-D transposed convolution; weight (in_channels, out_channels/groups, kH, kW)."""
+
+    _transposed = True
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
+                 groups=1, bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, output_padding, device, dtype)
+
+    def forward(self, x):
+        x = self._prep(x)
+        self._x = x
+        b = self.bias
+        return F.conv_transpose2d(x, self.weight.data, None if b is None else b.data, self.stride,
+                                  self._pad, self.output_padding, self.groups, self.dilation)
+
+    def backward(self, grad_out, need_input_grad=True):
+        x = self._x
+        if x is None:
+            raise _no_forward(self)
+        w = self.weight.data
+        g = _grad_as(grad_out, w.dtype)
+        gx, gw, gb = F.conv_transpose2d_backward(g, x, w, self.stride, self._pad, self.output_padding,
+                                                 self.groups, self.dilation, need_grad_input=need_input_grad)
+        accumulate(self.weight, gw)
+        if self.bias is not None:
+            accumulate(self.bias, gb if gb is not None else g.sum(axis=(0, 2, 3)))
+        return gx
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias over (*, in_features) input; weight (out_features, in_features)."""
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
+        super().__init__()
+        self.in_features = check_int(in_features, "in_features", 1)
+        self.out_features = check_int(out_features, "out_features", 1)
+        _check_bool(bias, "bias")
+        dt = _param_dtype(dtype, device)
+        self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=dt))
+        if bias:
+            self.bias = Parameter(np.empty(self.out_features, dtype=dt))
+        else:
+            self.register_parameter("bias", None)
+        self._x = None
+        self._lead = None
+        self.reset_parameters()
+
+    def reset_parameters(self, generator=None):
+        init.default_init_(self.weight, self.bias, generator=generator)
+
+    def _prep(self, x):
+        dt = self.weight.data.dtype
+        if type(x) is not np.ndarray or x.dtype != dt:
+            x = _cast_input(repr(self), x, dt)
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            n = self.in_features
+            raise ValueError(f"{self!r}: expected input with {n} features (N, {n}), got shape {x.shape}")
+        return x
+
+    def forward(self, x):
+        x = self._prep(x)
+        b = self.bias
+        b = None if b is None else b.data
+        if x.ndim == 2:
+            self._x = x
+            self._lead = None
+            return F.linear(x, self.weight.data, b)
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        self._x = x2
+        self._lead = lead
+        return F.linear(x2, self.weight.data, b).reshape(lead + (self.out_features,))
+
+    def backward(self, grad_out, need_input_grad=True):
+        x = self._x
+        if x is None:
+            raise _no_forward(self)
+        w = self.weight.data
+        g = _grad_as(grad_out, w.dtype)
+        lead = self._lead
+        if lead is not None:
+            g = g.reshape(-1, self.out_features)
+        gx, gw, gb = F.linear_backward(g, x, w, need_grad_input=need_input_grad)
+        accumulate(self.weight, gw)
+        if self.bias is not None:
+            accumulate(self.bias, gb if gb is not None else g.sum(axis=0))
+        if lead is not None and gx is not None:
+            gx = gx.reshape(lead + (self.in_features,))
+        return gx
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+# -- pooling --------------------------------------------------------------------
+class MaxPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
+        super().__init__()
+        k = pair(kernel_size, "kernel_size", 1)
+        pair(stride, "stride", 1) if stride is not None else None
+        p = pair(padding, "padding", 0)
+        pair(dilation, "dilation", 1)
+        if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+            raise ValueError(f"MaxPool2d: padding must be at most half of kernel_size, got padding={padding}, "
+                             f"kernel_size={kernel_size}")
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding = padding
+        self.dilation = dilation
+        self.return_indices = _check_bool(return_indices, "return_indices")
+        self.ceil_mode = _check_bool(ceil_mode, "ceil_mode")
+        self._ctx = None
+
+    def _pool(self, x, indices):
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                            self.ceil_mode, return_indices=indices)
+
+    def forward(self, x):
+        if self.training or self.return_indices:
+            y, idx = self._pool(x, True)
+            self._ctx = (idx, x)
+            return (y, idx) if self.return_indices else y
+        # eval mode: argmax indices are found again by backward, if it is ever called
+        self._ctx = (None, x)
+        return self._pool(x, False)
+
+    def backward(self, grad_out, need_input_grad=True):
+        if self._ctx is None:
+            raise _no_forward(self)
+        if not need_input_grad:
+            return None
+        idx, x = self._ctx
+        if idx is None:
+            idx = self._pool(x, True)[1]
+        return F.max_pool2d_backward(grad_out, idx, x.shape)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class AvgPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None):
+        super().__init__()
+        k = pair(kernel_size, "kernel_size", 1)
+        if stride is not None:
+            pair(stride, "stride", 1)
+        p = pair(padding, "padding", 0)
+        if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+            raise ValueError(f"AvgPool2d: padding must be at most half of kernel_size, got padding={padding}, "
+                             f"kernel_size={kernel_size}")
+        if divisor_override is not None:
+            raise ValueError("AvgPool2d: divisor_override is not supported (must be None)")
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding = padding
+        self.ceil_mode = _check_bool(ceil_mode, "ceil_mode")
+        self.count_include_pad = _check_bool(count_include_pad, "count_include_pad")
+        self.divisor_override = None
+        self._shape = None
+
+    def forward(self, x):
+        y = F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad)
+        self._shape = x.shape
+        return y
+
+    def backward(self, grad_out, need_input_grad=True):
+        if self._shape is None:
+            raise _no_forward(self)
+        if not need_input_grad:
+            return None
+        return F.avg_pool2d_backward(grad_out, self._shape, self.kernel_size, self.stride, self.padding,
+                                     self.ceil_mode, self.count_include_pad)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """Adaptive average pooling to ``output_size`` (int or pair); 1 is global average pooling."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        pair(output_size, "output_size", 1)
+        self.output_size = output_size
+        self._shape = None
+
+    def forward(self, x):
+        y = F.adaptive_avg_pool2d(x, self.output_size)
+        self._shape = x.shape
+        return y
+
+    def backward(self, grad_out, need_input_grad=True):
+        if self._shape is None:
+            raise _no_forward(self)
+        if not need_input_grad:
+            return None
+        return F.adaptive_avg_pool2d_backward(grad_out, self._shape)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+# -- normalisation ----------------------------------------------------------------
+class _BatchNorm(Module):
+    _layout = ""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 device=None, dtype=None, *, bias=True):
+        super().__init__()
+        self.num_features = check_int(num_features, "num_features", 1)
+        self.eps = check_float(eps, "eps", minimum=0.0)
+        if momentum is not None:
+            momentum = check_float(momentum, "momentum", minimum=0.0, maximum=1.0)
+        self.momentum = momentum
+        self.affine = _check_bool(affine, "affine")
+        self.track_running_stats = _check_bool(track_running_stats, "track_running_stats")
+        dt = _param_dtype(dtype, device)
+        c = self.num_features
+        _check_bool(bias, "bias")
+        if self.affine:
+            self.weight = Parameter(np.ones(c, dtype=dt))
+            if bias:
+                self.bias = Parameter(np.zeros(c, dtype=dt))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if self.track_running_stats:
+            self.register_buffer("running_mean", np.zeros(c, dtype=dt))
+            self.register_buffer("running_var", np.ones(c, dtype=dt))
+            self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self._ctx = None
+
+    def reset_running_stats(self):
+        if self.track_running_stats:
+            self.running_mean.fill(0)
+            self.running_var.fill(1)
+            self.num_batches_tracked.fill(0)
+
+    def reset_parameters(self):
+        self.reset_running_stats()
+        if self.affine:
+            init.ones_(self.weight)
+            if self.bias is not None:
+                init.zeros_(self.bias)
+
+    def _dtype(self, x):
+        if self.weight is not None:
+            return self.weight.data.dtype
+        if self.running_mean is not None:
+            return self.running_mean.dtype
+        return x.dtype if isinstance(x, np.ndarray) and x.dtype.kind == "f" else np.dtype(np.float32)
+
+    def _prep(self, x):
+        dt = self._dtype(x)
+        if type(x) is not np.ndarray or x.dtype != dt:
+            x = _cast_input(f"{type(self).__name__}({self.num_features})", x, dt)
+        if x.ndim not in self._ndims or x.shape[1] != self.num_features:
+            c = self.num_features
+            raise ValueError(f"{type(self).__name__}({c}): expected input with {c} channels "
+                             f"{self._layout.format(c=c)}, got shape {x.shape}")
+        return x
+
+    def forward(self, x):
+        x = self._prep(x)
+        shape = x.shape
+        if x.ndim == 3:
+            x = x.reshape(shape + (1,))
+        training = self.training
+        use_batch = training or self.running_mean is None
+        if use_batch and x.size == x.shape[1]:
+            raise ValueError(f"{type(self).__name__}({self.num_features}): expected more than 1 value per "
+                             f"channel when using batch statistics, got input of shape {shape}")
+        factor = 0.0
+        if training and self.track_running_stats:
+            nbt = self.num_batches_tracked
+            nbt += 1
+            factor = 1.0 / float(nbt) if self.momentum is None else self.momentum
+        w = self.weight
+        b = self.bias
+        y, mean, invstd = F.batch_norm(x, self.running_mean, self.running_var,
+                                       None if w is None else w.data, None if b is None else b.data,
+                                       training=use_batch, momentum=factor, eps=self.eps)
+        self._ctx = (x, mean, invstd, use_batch, shape)
+        return y.reshape(shape) if len(shape) == 3 else y
+
+    def backward(self, grad_out, need_input_grad=True):
+        if self._ctx is None:
+            raise _no_forward(self)
+        x, mean, invstd, use_batch, shape = self._ctx
+        g = _grad_as(grad_out, x.dtype)
+        if g.shape != x.shape:
+            g = g.reshape(x.shape)
+        w = self.weight
+        gx, gw, gb = F.batch_norm_backward(g, x, None if w is None else w.data, mean, invstd,
+                                           training=use_batch)
+        if w is not None:
+            accumulate(w, gw)
+            if self.bias is not None:
+                accumulate(self.bias, gb)
+        if not need_input_grad:
+            return None
+        return gx.reshape(shape) if len(shape) == 3 else gx
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation over (N, C) or (N, C, L) input."""
+    _ndims = (2, 3)
+    _layout = "(N, {c}) or (N, {c}, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation over (N, C, H, W) input."""
+    _ndims = (4,)
+    _layout = "(N, {c}, H, W)"
+
+
+# -- regularisation and reshaping ----------------------------------------------------
+class Dropout(Module):
+    """Zero each element with probability ``p`` in training mode and scale the rest by 1/(1-p).
+
+    Masks are drawn from ``self.generator`` when it is set (a
+    numpy.random.Generator), else from the global default generator that
+    :func:`fastcnn.manual_seed` seeds.
+    """
+
+    def __init__(self, p=0.5, inplace=False, generator=None):
+        super().__init__()
+        self.p = check_float(p, "p", minimum=0.0, maximum=1.0)
+        self.inplace = _check_bool(inplace, "inplace")
+        self.generator = None if generator is None else resolve(generator)
+        self._mask = None
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return x
+        gen = self.generator if self.generator is not None else default_generator()
+        y, mask = F.dropout(x, self.p, True, rng=gen)
+        self._mask = mask
+        return y
+
+    def backward(self, grad_out, need_input_grad=True):
+        if not need_input_grad:
+            return None
+        if self._mask is None:
+            return grad_out
+        return F.dropout_backward(grad_out, self._mask, self.p)
+
+    def extra_repr(self):
+        return f"p={self.p}, inplace={self.inplace}"
+
+
+def _check_array(who, x):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{who}: input must be a numpy array, got {type(x).__name__}")
+
+
+class Flatten(Module):
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim = check_int(start_dim, "start_dim")
+        self.end_dim = check_int(end_dim, "end_dim")
+        self._shape = None
+
+    def forward(self, x):
+        _check_array("Flatten", x)
+        shape = x.shape
+        nd = max(len(shape), 1)
+        s = self.start_dim + nd if self.start_dim < 0 else self.start_dim
+        e = self.end_dim + nd if self.end_dim < 0 else self.end_dim
+        if not 0 <= s <= e < nd:
+            raise ValueError(f"{self!r}: dimensions out of range for input of shape {shape}")
+        self._shape = shape
+        if len(shape) == 0:
+            return x.reshape(1)
+        return x.reshape(shape[:s] + (math.prod(shape[s:e + 1]),) + shape[e + 1:])
+
+    def backward(self, grad_out, need_input_grad=True):
+        if self._shape is None:
+            raise _no_forward(self)
+        return grad_out.reshape(self._shape) if need_input_grad else None
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Unflatten(Module):
+    def __init__(self, dim, unflattened_size):
+        super().__init__()
+        self.dim = check_int(dim, "dim")
+        if not isinstance(unflattened_size, (tuple, list)) or not unflattened_size:
+            raise TypeError(f"unflattened_size must be a non-empty tuple of ints, got {unflattened_size!r}")
+        sizes = tuple(check_int(s, "unflattened_size") for s in unflattened_size)
+        if sum(s == -1 for s in sizes) > 1 or any(s < -1 for s in sizes):
+            raise ValueError(f"unflattened_size must hold sizes >= 0 and at most one -1, got {sizes}")
+        self.unflattened_size = sizes
+        self._shape = None
+
+    def forward(self, x):
+        _check_array("Unflatten", x)
+        shape = x.shape
+        nd = len(shape)
+        d = self.dim + nd if self.dim < 0 else self.dim
+        if not 0 <= d < nd:
+            raise ValueError(f"{self!r}: dim out of range for input of shape {shape}")
+        sizes = self.unflattened_size
+        known = math.prod(s for s in sizes if s != -1)
+        if -1 in sizes:
+            if known == 0 or shape[d] % known:
+                raise ValueError(f"{self!r}: cannot unflatten dimension {d} of size {shape[d]} into {sizes}")
+            sizes = tuple(shape[d] // known if s == -1 else s for s in sizes)
+        elif known != shape[d]:
+            raise ValueError(f"{self!r}: expected size {known} (= prod{sizes}) in dimension {d}, "
+                             f"got shape {shape}")
+        self._shape = shape
+        return x.reshape(shape[:d] + sizes + shape[d + 1:])
+
+    def backward(self, grad_out, need_input_grad=True):
+        if self._shape is None:
+            raise _no_forward(self)
+        return grad_out.reshape(self._shape) if need_input_grad else None
+
+    def extra_repr(self):
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
+
+
+class Upsample(Module):
+    """Nearest-neighbour upsampling of (N, C, H, W) input by an integer factor."""
+
+    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                 recompute_scale_factor=None):
+        super().__init__()
+        if mode != "nearest":
+            raise ValueError(f"Upsample: mode must be 'nearest' (the only mode supported), got {mode!r}")
+        if align_corners is not None:
+            raise ValueError("Upsample: align_corners is only valid for linear modes (must be None)")
+        if (size is None) == (scale_factor is None):
+            raise ValueError("Upsample: give exactly one of size and scale_factor")
+        self.mode = mode
+        self.align_corners = None
+        self.recompute_scale_factor = recompute_scale_factor
+        self.size = None if size is None else size
+        if size is not None:
+            pair(size, "size", 1)
+            self.scale_factor = None
+            self._scale = None
+        else:
+            scales = scale_factor if isinstance(scale_factor, (tuple, list)) else (scale_factor, scale_factor)
+            if len(scales) != 2:
+                raise ValueError(f"Upsample: scale_factor must be a number or a pair, got {scale_factor!r}")
+            ints = []
+            for s in scales:
+                s = check_float(s, "scale_factor", minimum=1.0)
+                if s != int(s):
+                    raise ValueError(f"Upsample: scale_factor must be a whole number, got {scale_factor!r}")
+                ints.append(int(s))
+            if isinstance(scale_factor, (tuple, list)):
+                self.scale_factor = tuple(float(s) for s in scale_factor)
+            else:
+                self.scale_factor = float(scale_factor)
+            self._scale = ints[0] if ints[0] == ints[1] else tuple(ints)
+        self._used = None
+
+    def forward(self, x):
+        scale = self._scale
+        if scale is None:
+            _check_array("Upsample", x)
+            if x.ndim != 4:
+                raise ValueError(f"{self!r}: expected 4-D input (N, C, H, W), got shape {x.shape}")
+            oh, ow = pair(self.size, "size", 1)
+            h, w = x.shape[2:]
+            if h == 0 or w == 0 or oh % h or ow % w:
+                raise ValueError(f"{self!r}: size {(oh, ow)} is not a whole multiple of the input size {(h, w)}")
+            scale = oh // h if oh // h == ow // w else (oh // h, ow // w)
+        self._used = scale
+        return F.upsample_nearest2d(x, scale)
+
+    def backward(self, grad_out, need_input_grad=True):
+        if self._used is None:
+            raise _no_forward(self)
+        return F.upsample_nearest2d_backward(grad_out, self._used) if need_input_grad else None
+
+    def extra_repr(self):
+        if self.scale_factor is not None:
+            info = "scale_factor=" + repr(self.scale_factor)
+        else:
+            info = "size=" + repr(self.size)
+        return info + ", mode=" + repr(self.mode)
+
+
+class Identity(Module):
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+    def backward(self, grad_out, need_input_grad=True):
+        return grad_out if need_input_grad else None
+
+
+# -- activations ----------------------------------------------------------------
+class ReLU(Module):
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = _check_bool(inplace, "inplace")
+        self._y = None
+
+    def forward(self, x):
+        y = F.relu(x, inplace=self.inplace)
+        self._y = y
+        return y
+
+    def backward(self, grad_out, need_input_grad=True):
+        if self._y is None:
+            raise _no_forward(self)
+        return F.relu_backward(grad_out, self._y) if need_input_grad else None
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
+
+
+class LeakyReLU(Module):
+    def __init__(self, negative_slope=0.01, inplace=False):
+        super().__init__()
+        self.negative_slope = check_float(negative_slope, "negative_slope")
+        self.inplace = _check_bool(inplace, "inplace")
+        if self.inplace and self.negative_slope < 0:
+            raise ValueError(f"LeakyReLU: inplace=True needs negative_slope >= 0, got {self.negative_slope}")
+        self._x = None
+
+    def forward(self, x):
+        y = F.leaky_relu(x, self.negative_slope, inplace=self.inplace)
+        self._x = x  # in place, x now holds y: same signs, as negative_slope >= 0 then
+        return y
+
+    def backward(self, grad_out, need_input_grad=True):
+        if self._x is None:
+            raise _no_forward(self)
+        return F.leaky_relu_backward(grad_out, self._x, self.negative_slope) if need_input_grad else None
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
+
+
+class Tanh(Module):
+    def __init__(self):
+        super().__init__()
+        self._y = None
+
+    def forward(self, x):
+        y = F.tanh(x)
+        self._y = y
+        return y
+
+    def backward(self, grad_out, need_input_grad=True):
+        if self._y is None:
+            raise _no_forward(self)
+        return F.tanh_backward(grad_out, self._y) if need_input_grad else None
+
+
+class Sigmoid(Module):
+    def __init__(self):
+        super().__init__()
+        self._y = None
+
+    def forward(self, x):
+        y = F.sigmoid(x)
+        self._y = y
+        return y
+
+    def backward(self, grad_out, need_input_grad=True):
+        if self._y is None:
+            raise _no_forward(self)
+        return F.sigmoid_backward(grad_out, self._y) if need_input_grad else None
+
+
+def _softmax_dim(dim, x):
+    if dim is not None:
+        return dim
+    _check_array("Softmax", x)
+    return 0 if x.ndim in (0, 1, 3) else 1
+
+
+class Softmax(Module):
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = None if dim is None else check_int(dim, "dim")
+        self._ctx = None
+
+    def forward(self, x):
+        dim = _softmax_dim(self.dim, x)
+        y = F.softmax(x, dim)
+        self._ctx = (y, dim)
+        return y
+
+    def backward(self, grad_out, need_input_grad=True):
+        if self._ctx is None:
+            raise _no_forward(self)
+        y, dim = self._ctx
+        return F.softmax_backward(grad_out, y, dim) if need_input_grad else None
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    def forward(self, x):
+        dim = _softmax_dim(self.dim, x)
+        y = F.log_softmax(x, dim)
+        self._ctx = (y, dim)
+        return y
+
+    def backward(self, grad_out, need_input_grad=True):
+        if self._ctx is None:
+            raise _no_forward(self)
+        y, dim = self._ctx
+        return F.log_softmax_backward(grad_out, y, dim) if need_input_grad else None
+

@@ -1,0 +1,178 @@
+"""Loss modules: ``loss = crit(pred, target)`` is a Python float, ``crit.backward()`` is dL/dpred."""
+import numpy as np
+
+from .. import functional as F
+from ..functional._checks import check_float
+from .module import Module
+
+__all__ = ["CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "L1Loss"]
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+class _Loss(Module):
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self.reduction = reduction
+        self._ctx = None
+
+    def _prep(self, pred, target):
+        if not isinstance(pred, np.ndarray):
+            raise TypeError(f"{type(self).__name__}: input must be a numpy array, got {type(pred).__name__}")
+        if not isinstance(target, np.ndarray):
+            target = np.asarray(target)
+        return pred, target
+
+    def backward(self, grad_output=None):
+        """dL/dpred of the last call.
+
+        ``grad_output`` scales it: a number for 'mean' and 'sum'; for 'none'
+        an array of the loss's shape (default: ones, the gradient of the sum).
+        """
+        if self._ctx is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() called before the loss was computed")
+        if self.reduction != "none":
+            return self._grad(self._ctx, self.reduction, 1.0 if grad_output is None else grad_output)
+        g = self._grad(self._ctx, "sum", 1.0)
+        if grad_output is not None:
+            go = np.asarray(grad_output, dtype=g.dtype)
+            if go.shape != self._none_shape(g):
+                raise ValueError(f"grad_output must have the loss's shape {self._none_shape(g)}, got {go.shape}")
+            g *= go.reshape(go.shape + (1,) * (g.ndim - go.ndim))
+        return g
+
+
+class CrossEntropyLoss(_Loss):
+    """Softmax cross-entropy of logits (N, C) against integer class labels (N,).
+
+    ``weight``: per-class weights (C,); ``label_smoothing`` in [0, 1].
+    """
+
+    def __init__(self, weight=None, *, reduction="mean", label_smoothing=0.0):
+        super().__init__(reduction)
+        if weight is not None:
+            if not isinstance(weight, np.ndarray):
+                weight = np.asarray(weight, dtype=np.float32)
+            if weight.ndim != 1 or weight.dtype.kind not in "fiu":
+                raise ValueError(f"CrossEntropyLoss: weight must be a 1-D float array (C,), got shape "
+                                 f"{weight.shape} and dtype {weight.dtype}")
+            weight = weight.astype(weight.dtype if weight.dtype.kind == "f" else np.float32)
+        self.register_buffer("weight", weight)
+        self.label_smoothing = check_float(label_smoothing, "label_smoothing", minimum=0.0, maximum=1.0)
+
+    def _weight_for(self, logits):
+        w = self.weight
+        if w is not None and w.dtype != logits.dtype:
+            w = w.astype(logits.dtype)
+        return w
+
+    def forward(self, input, target):
+        input, target = self._prep(input, target)
+        w = self._weight_for(input)
+        self._ctx = (input, target, w)
+        if self.reduction != "none":
+            return float(F.cross_entropy(input, target, w, self.reduction, self.label_smoothing))
+        # per-sample losses (checks of shapes and labels by the reduced call)
+        F.cross_entropy(input, target, w, "sum", self.label_smoothing)
+        nll = -F.log_softmax(input, 1)
+        n, c = input.shape
+        wt = np.ones(c, dtype=input.dtype) if w is None else w
+        ls = self.label_smoothing
+        loss = (1 - ls) * wt[target] * nll[np.arange(n), target]
+        if ls:
+            loss = loss + ls / c * (nll * wt).sum(axis=1)
+        return loss.astype(input.dtype)
+
+    @staticmethod
+    def _none_shape(g):
+        return g.shape[:1]
+
+    def _grad(self, ctx, reduction, grad_output):
+        input, target, w = ctx
+        return F.cross_entropy_backward(input, target, w, reduction, self.label_smoothing,
+                                        grad_output=grad_output)
+
+
+class _ElementwiseLoss(_Loss):
+    def _prep(self, pred, target):
+        pred, target = super()._prep(pred, target)
+        if target.dtype.kind not in "fiub":
+            raise TypeError(f"{type(self).__name__}: target must be numeric, got dtype {target.dtype}")
+        if target.dtype != pred.dtype and pred.dtype.kind == "f":
+            target = target.astype(pred.dtype)
+        if target.shape != pred.shape:
+            raise ValueError(f"{type(self).__name__}: target shape {target.shape} must equal input shape {pred.shape}")
+        return pred, target
+
+    def forward(self, input, target):
+        input, target = self._prep(input, target)
+        self._ctx = (input, target)
+        if self.reduction != "none":
+            return float(self._fn(input, target, reduction=self.reduction))
+        self._fn(input, target, reduction="sum")  # argument checks
+        return self._elementwise(input, target).astype(input.dtype)
+
+    @staticmethod
+    def _none_shape(g):
+        return g.shape
+
+    def _grad(self, ctx, reduction, grad_output):
+        input, target = ctx
+        return self._fn_backward(input, target, reduction=reduction, grad_output=grad_output)
+
+
+class BCEWithLogitsLoss(_ElementwiseLoss):
+    """Sigmoid + binary cross-entropy, computed stably from logits."""
+
+    def __init__(self, weight=None, reduction="mean", pos_weight=None):
+        super().__init__(reduction)
+        if weight is not None or pos_weight is not None:
+            raise ValueError("BCEWithLogitsLoss: weight and pos_weight are not supported (must be None)")
+
+    @staticmethod
+    def _fn(input, target, reduction):
+        return F.binary_cross_entropy_with_logits(input, target, reduction=reduction)
+
+    @staticmethod
+    def _fn_backward(input, target, reduction, grad_output):
+        return F.binary_cross_entropy_with_logits_backward(input, target, reduction, grad_output)
+
+    @staticmethod
+    def _elementwise(x, t):
+        return np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+
+
+class MSELoss(_ElementwiseLoss):
+    def __init__(self, reduction="mean"):
+        super().__init__(reduction)
+
+    @staticmethod
+    def _fn(input, target, reduction):
+        return F.mse_loss(input, target, reduction=reduction)
+
+    @staticmethod
+    def _fn_backward(input, target, reduction, grad_output):
+        return F.mse_loss_backward(input, target, reduction, grad_output)
+
+    @staticmethod
+    def _elementwise(x, t):
+        return (x - t) ** 2
+
+
+class L1Loss(_ElementwiseLoss):
+    def __init__(self, reduction="mean"):
+        super().__init__(reduction)
+
+    @staticmethod
+    def _fn(input, target, reduction):
+        return F.l1_loss(input, target, reduction=reduction)
+
+    @staticmethod
+    def _fn_backward(input, target, reduction, grad_output):
+        return F.l1_loss_backward(input, target, reduction, grad_output)
+
+    @staticmethod
+    def _elementwise(x, t):
+        return np.abs(x - t)

@@ -1,0 +1,145 @@
+"""Fused eval-mode inference in Sequential: equal to the unfused path, cache invalidation, backward."""
+import numpy as np
+import pytest
+
+import fastcnn
+from fastcnn import nn
+from fastcnn._random import manual_seed
+from fastcnn.nn.fused import FusedBlock
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    fastcnn.set_num_threads(1)
+
+
+def randomise_bn(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if m.running_mean is not None:
+                m.running_mean[...] = rng.uniform(-0.5, 0.5, m.num_features)
+                m.running_var[...] = rng.uniform(0.5, 2.0, m.num_features)
+            if m.weight is not None:
+                m.weight.data[...] = rng.uniform(0.5, 1.5, m.num_features)
+            if m.bias is not None:
+                m.bias.data[...] = rng.uniform(-0.5, 0.5, m.num_features)
+    return model
+
+
+def build(dtype):
+    manual_seed(0)
+    m = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),  # conv+bn+relu
+        nn.Conv2d(4, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6, affine=False), nn.LeakyReLU(0.2),
+        nn.Conv2d(6, 6, 3, padding=1, groups=2), nn.BatchNorm2d(6),                    # conv+bn
+        nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.Dropout(0.5), nn.ReLU(),           # conv+relu
+        nn.Flatten(), nn.Linear(8 * 4 * 4, 12), nn.BatchNorm1d(12, bias=False), nn.LeakyReLU(0.1),
+        nn.Identity(), nn.Linear(12, 10), nn.ReLU(inplace=True), nn.Linear(10, 3))
+    return randomise_bn(m).to(dtype)
+
+
+def kinds(model):
+    return [type(s).__name__ for s in model._get_plan()]
+
+
+def test_plan_fuses_expected_blocks():
+    m = build(np.float32).eval()
+    assert kinds(m) == ["FusedBlock", "MaxPool2d", "FusedBlock", "FusedBlock", "FusedBlock", "Flatten",
+                        "FusedBlock", "FusedBlock", "Linear"]
+    plan = m._get_plan()
+    assert [len(s.modules) for s in plan if isinstance(s, FusedBlock)] == [3, 3, 2, 2, 3, 2]
+    m.train()
+    assert kinds(m) == [type(x).__name__ for x in m]
+    m.eval()
+    m[1].train()  # a BatchNorm in training mode is not folded
+    assert kinds(m)[:4] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_fused_equals_unfused(dtype):
+    m = build(dtype).eval()
+    x = np.random.default_rng(1).standard_normal((5, 1, 16, 16)).astype(dtype)
+    fused = m(x)
+    m.fused_inference = False
+    plain = m(x)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-5)
+    assert fused.dtype == plain.dtype == dtype
+    np.testing.assert_allclose(fused, plain, **tol)
+    # batch of one, and a float32 input to a float64 model
+    np.testing.assert_allclose(m(x[:1]), plain[:1], **tol)
+    x32 = x[:1].astype(np.float32)
+    ref = m(x32.astype(dtype))
+    m.fused_inference = True
+    np.testing.assert_allclose(m(x32), ref, **tol)
+
+
+def test_backward_through_fused_blocks_equals_unfused():
+    m = build(np.float64).eval()
+    x = np.random.default_rng(2).standard_normal((3, 1, 16, 16))
+    r = np.random.default_rng(3).standard_normal((3, 3))
+    grads = []
+    for fuse in (True, False):
+        m.fused_inference = fuse
+        m.zero_grad()
+        m(x)
+        dx = m.backward(r)
+        grads.append((dx, {k: p.grad.copy() for k, p in m.named_parameters()}))
+    (dx1, g1), (dx2, g2) = grads
+    np.testing.assert_allclose(dx1, dx2, rtol=1e-9, atol=1e-12)
+    for k in g1:
+        np.testing.assert_allclose(g1[k], g2[k], rtol=1e-9, atol=1e-12, err_msg=k)
+    m.fused_inference = True
+    m(x)
+    assert m.backward(r, need_input_grad=False) is None
+
+
+def test_folded_weights_follow_parameter_changes():
+    m = build(np.float64)
+    x = np.random.default_rng(4).standard_normal((2, 1, 16, 16))
+
+    def unfused():
+        m.fused_inference = False
+        y = m(x)
+        m.fused_inference = True
+        return y
+
+    m.eval()
+    m(x)
+    # a training step in train mode (weights updated in place), then eval() again
+    m.train()
+    m(x)
+    for p in m.parameters():
+        p.data -= 0.01 * np.sign(p.data)
+    m.eval()
+    np.testing.assert_allclose(m(x), unfused(), rtol=1e-10, atol=1e-12)
+    # load_state_dict while in eval mode
+    sd = m.state_dict()
+    sd["1.running_var"] = sd["1.running_var"] * 3
+    sd["0.weight"] = sd["0.weight"] * -1
+    m.load_state_dict(sd)
+    np.testing.assert_allclose(m(x), unfused(), rtol=1e-10, atol=1e-12)
+    # arrays replaced rather than edited
+    m[1].weight.data = m[1].weight.data * 2
+    m[13].weight.data = m[13].weight.data + 1
+    np.testing.assert_allclose(m(x), unfused(), rtol=1e-10, atol=1e-12)
+    # dtype change
+    m.float()
+    np.testing.assert_allclose(m(x.astype(np.float32)), unfused(), rtol=1e-4, atol=1e-5)
+
+
+def test_linear_fusion_falls_back_for_3d_input():
+    manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 3), nn.ReLU()).double().eval()
+    x = np.random.default_rng(0).standard_normal((2, 5, 4))
+    y = m(x)
+    ref = np.maximum(x @ m[0].weight.data.T + m[0].bias.data, 0)
+    np.testing.assert_allclose(y, ref, rtol=1e-12)
+    assert m.backward(np.ones_like(y)).shape == x.shape
+
+
+def test_no_fusion_without_running_stats_or_negative_slope():
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False),
+                      nn.Linear(3, 3), nn.LeakyReLU(-0.5)).eval()
+    plan = m._get_plan()
+    assert isinstance(plan[0], nn.Conv2d) and isinstance(plan[2], nn.Linear)

@@ -1,0 +1,248 @@
+"""fastcnn.nn against torch.nn: same weights give the same outputs, gradients, state dicts and reprs."""
+import numpy as np
+import pytest
+
+import fastcnn
+from fastcnn import nn
+from fastcnn._random import manual_seed
+
+TOLS = {np.float64: dict(rtol=1e-8, atol=1e-10), np.float32: dict(rtol=1e-4, atol=1e-5)}
+IDS = {np.float64: "f64", np.float32: "f32"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    fastcnn.set_num_threads(1)  # small problems; results do not depend on the thread count
+
+
+def build_lenet(ns, c=4, hidden=16):
+    return ns.Sequential(
+        ns.Conv2d(1, c, 3, padding=1), ns.BatchNorm2d(c), ns.ReLU(), ns.MaxPool2d(2),
+        ns.Conv2d(c, 2 * c, 3, padding=1), ns.ReLU(), ns.MaxPool2d(2),
+        ns.Flatten(), ns.Linear(2 * c * 7 * 7, hidden), ns.ReLU(), ns.Linear(hidden, 10))
+
+
+def build_generator(ns, nz=16, ngf=8):
+    return ns.Sequential(
+        ns.Linear(nz, 2 * ngf * 7 * 7), ns.Unflatten(1, (2 * ngf, 7, 7)), ns.BatchNorm2d(2 * ngf), ns.ReLU(),
+        ns.ConvTranspose2d(2 * ngf, ngf, 4, 2, 1), ns.BatchNorm2d(ngf), ns.ReLU(),
+        ns.ConvTranspose2d(ngf, 1, 4, 2, 1), ns.Tanh())
+
+
+def build_discriminator(ns, ndf=8):
+    return ns.Sequential(
+        ns.Conv2d(1, ndf, 4, 2, 1), ns.LeakyReLU(0.2),
+        ns.Conv2d(ndf, 2 * ndf, 4, 2, 1), ns.BatchNorm2d(2 * ndf), ns.LeakyReLU(0.2),
+        ns.Flatten(), ns.Linear(2 * ndf * 7 * 7, 1))
+
+
+def twins(torch, build, dtype):
+    """(fastcnn model, torch model) with torch's weights loaded into fastcnn."""
+    torch.manual_seed(0)
+    tm = build(torch.nn).to(torch.float64 if dtype == np.float64 else torch.float32)
+    with torch.no_grad():  # non-trivial BN statistics and affine parameters
+        for m in tm.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    fm = build(nn)
+    if dtype == np.float64:
+        fm.double()
+    fm.load_state_dict({k: v.numpy() for k, v in tm.state_dict().items()})
+    return fm, tm
+
+
+def compare(torch, fm, tm, x, dtype, train, loss="sum-sq"):
+    fm.train(train)
+    tm.train(train)
+    tm.zero_grad()
+    tol = TOLS[dtype]
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    yt = tm(xt)
+    y = fm(x)
+    np.testing.assert_allclose(y, yt.detach().numpy(), **tol, err_msg="output")
+    r = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
+    (yt * torch.from_numpy(r)).sum().backward()
+    fm.zero_grad()
+    dx = fm.backward(r)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), **tol, err_msg="input grad")
+    tparams = dict(tm.named_parameters())
+    # float32: gradients that cancel to ~0 (a bias before BatchNorm) carry rounding noise of the
+    # model's gradient scale, so absolute tolerances scale with the largest parameter gradient
+    scale = max([1.0] + [float(p.grad.abs().max()) for p in tm.parameters()])
+    ptol = dict(tol, atol=tol["atol"] * scale) if dtype == np.float32 else tol
+    for name, p in fm.named_parameters():
+        np.testing.assert_allclose(p.grad, tparams[name].grad.numpy(), **ptol, err_msg=name)
+    tstate = tm.state_dict()
+    for k, v in fm.state_dict().items():
+        np.testing.assert_allclose(v, tstate[k].numpy(), **tol, err_msg=k)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=IDS.get)
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("which", ["lenet", "G", "D"])
+def test_models_match_pytorch(torch, which, train, dtype):
+    rng = np.random.default_rng(0)
+    if which == "lenet":
+        fm, tm = twins(torch, build_lenet, dtype)
+        x = rng.standard_normal((3, 1, 28, 28)).astype(dtype)
+    elif which == "G":
+        fm, tm = twins(torch, build_generator, dtype)
+        x = rng.standard_normal((3, 16)).astype(dtype)
+    else:
+        fm, tm = twins(torch, build_discriminator, dtype)
+        x = rng.uniform(-1, 1, (3, 1, 28, 28)).astype(dtype)
+    compare(torch, fm, tm, x, dtype, train)
+    # a second batch: running statistics and num_batches_tracked keep matching
+    compare(torch, fm, tm, x[::-1].copy() * 0.5, dtype, train)
+
+
+def test_lenet_loss_and_input_gradient_match_pytorch(torch):
+    fm, tm = twins(torch, build_lenet, np.float64)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 1, 28, 28))
+    y = np.array([1, 7, 3, 3])
+    crit, tcrit = nn.CrossEntropyLoss(label_smoothing=0.1), torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    lt = tcrit(tm(xt), torch.from_numpy(y))
+    lt.backward()
+    loss = crit(fm(x), y)
+    dx = fm.backward(crit.backward())
+    assert loss == pytest.approx(lt.item(), rel=1e-10)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-8, atol=1e-12)
+
+
+def test_state_dict_round_trip_both_ways(torch):
+    manual_seed(3)
+    fm = build_lenet(nn)
+    fm(np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32))  # move BN stats
+    tm = build_lenet(torch.nn)
+    missing = tm.load_state_dict({k: torch.from_numpy(v) for k, v in fm.state_dict().items()})
+    assert not missing.missing_keys and not missing.unexpected_keys
+    back = build_lenet(nn)
+    back.load_state_dict({k: v.numpy() for k, v in tm.state_dict().items()})
+    a, b = fm.state_dict(), back.state_dict()
+    assert list(a) == list(tm.state_dict()) == list(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == tuple(tm.state_dict()[k].shape)
+        assert np.array_equal(a[k], b[k]), k
+    direct = build_lenet(nn)  # torch tensors are read as arrays too
+    direct.load_state_dict(tm.state_dict())
+    for k, v in direct.state_dict().items():
+        assert np.array_equal(v, a[k]), k
+    x = np.random.default_rng(1).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    fm.eval(), back.eval()
+    assert np.array_equal(fm(x), back(x))
+
+
+@pytest.mark.parametrize("make", [
+    lambda ns: build_lenet(ns),
+    lambda ns: build_generator(ns),
+    lambda ns: build_discriminator(ns),
+    lambda ns: ns.Sequential(ns.Conv2d(3, 8, (3, 5), stride=(2, 1), padding=2,
+                                       dilation=2, groups=1, bias=False),
+                             ns.Conv2d(8, 8, 3, padding="same", groups=4),
+                             ns.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1, groups=2),
+                             ns.BatchNorm2d(4, eps=1e-3, momentum=None, affine=False),
+                             ns.BatchNorm1d(4, track_running_stats=False),
+                             ns.MaxPool2d(3, 2, 1, ceil_mode=True), ns.MaxPool2d((2, 3)),
+                             ns.AvgPool2d(3, stride=2, padding=1), ns.AdaptiveAvgPool2d((1, 1)),
+                             ns.Dropout(0.3), ns.Upsample(scale_factor=2), ns.ReLU(inplace=True),
+                             ns.LeakyReLU(), ns.Sigmoid(), ns.Softmax(dim=-1), ns.LogSoftmax(1),
+                             ns.Identity(), ns.Flatten(2), ns.Unflatten(-1, (2, 2)),
+                             ns.Sequential(ns.Linear(3, 4, bias=False), ns.Sequential())),
+], ids=["lenet", "G", "D", "many"])
+def test_repr_matches_pytorch(torch, make):
+    assert repr(make(nn)) == repr(make(torch.nn))
+
+
+def _layer_cases():
+    return [
+        ("conv", lambda ns: ns.Conv2d(4, 6, 3, stride=2, padding=1), (2, 4, 9, 9)),
+        ("conv-dil-groups", lambda ns: ns.Conv2d(4, 6, (3, 2), padding=(2, 1), dilation=2, groups=2,
+                                                 bias=False), (2, 4, 8, 7)),
+        ("conv-same", lambda ns: ns.Conv2d(3, 5, 3, padding="same"), (2, 3, 6, 6)),
+        ("convT", lambda ns: ns.ConvTranspose2d(4, 6, 4, 2, 1), (2, 4, 5, 5)),
+        ("convT-op-groups", lambda ns: ns.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1,
+                                                          groups=2, dilation=1), (2, 4, 4, 5)),
+        ("linear", lambda ns: ns.Linear(7, 5), (3, 7)),
+        ("linear-3d", lambda ns: ns.Linear(7, 5, bias=False), (2, 3, 7)),
+        ("maxpool", lambda ns: ns.MaxPool2d(3, 2, 1), (2, 3, 7, 7)),
+        ("maxpool-ceil", lambda ns: ns.MaxPool2d(2, ceil_mode=True), (2, 3, 7, 7)),
+        ("avgpool", lambda ns: ns.AvgPool2d(3, 2, 1, count_include_pad=False), (2, 3, 7, 7)),
+        ("adaptive", lambda ns: ns.AdaptiveAvgPool2d(1), (2, 3, 5, 4)),
+        ("bn2d", lambda ns: ns.BatchNorm2d(3), (4, 3, 5, 5)),
+        ("bn2d-momentum-none", lambda ns: ns.BatchNorm2d(3, momentum=None, affine=False), (4, 3, 2, 2)),
+        ("bn1d", lambda ns: ns.BatchNorm1d(3, eps=1e-3, momentum=0.3), (5, 3)),
+        ("bn1d-no-bias", lambda ns: ns.BatchNorm1d(3, bias=False), (5, 3)),
+        ("bn1d-3d", lambda ns: ns.BatchNorm1d(3), (4, 3, 6)),
+        ("bn-no-stats", lambda ns: ns.BatchNorm2d(3, track_running_stats=False), (4, 3, 3, 3)),
+        ("relu", lambda ns: ns.ReLU(), (3, 8)),
+        ("leaky", lambda ns: ns.LeakyReLU(0.2), (3, 8)),
+        ("tanh", lambda ns: ns.Tanh(), (3, 8)),
+        ("sigmoid", lambda ns: ns.Sigmoid(), (3, 8)),
+        ("softmax", lambda ns: ns.Softmax(dim=1), (3, 8)),
+        ("logsoftmax", lambda ns: ns.LogSoftmax(dim=-1), (3, 4, 8)),
+        ("flatten", lambda ns: ns.Flatten(), (2, 3, 4, 5)),
+        ("unflatten", lambda ns: ns.Unflatten(1, (2, 3)), (4, 6)),
+        ("upsample", lambda ns: ns.Upsample(scale_factor=2), (2, 3, 4, 5)),
+        ("upsample-size", lambda ns: ns.Upsample(size=(8, 15)), (2, 3, 4, 5)),
+        ("dropout-eval", lambda ns: ns.Dropout(0.5).eval(), (3, 8)),
+        ("identity", lambda ns: ns.Identity(), (3, 8)),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=IDS.get)
+@pytest.mark.parametrize("name,make,shape", _layer_cases(), ids=[c[0] for c in _layer_cases()])
+def test_layers_match_pytorch(torch, name, make, shape, dtype):
+    torch.manual_seed(0)
+    tm = make(torch.nn).to(torch.float64 if dtype == np.float64 else torch.float32)
+    fm = make(nn).to(dtype)
+    fm.load_state_dict({k: v.numpy() for k, v in tm.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    compare(torch, fm, tm, x, dtype, train=tm.training)
+    if any(isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d) for m in tm.modules()):
+        compare(torch, fm, tm, x * 2 + 1, dtype, train=False)
+
+
+def test_float32_input_to_double_model_matches_pytorch(torch):
+    fm, tm = twins(torch, build_discriminator, np.float64)
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    y = fm(x)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, tm(torch.from_numpy(x.astype(np.float64))).detach().numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_losses_match_pytorch(torch, reduction):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 5))
+    labels = rng.integers(0, 5, 6)
+    w = rng.uniform(0.5, 2, 5)
+    t = rng.standard_normal((6, 5))
+    tb = rng.uniform(0, 1, (6, 5))
+    cases = [
+        (nn.CrossEntropyLoss(reduction=reduction), torch.nn.CrossEntropyLoss(reduction=reduction), labels),
+        (nn.CrossEntropyLoss(w, reduction=reduction, label_smoothing=0.2),
+         torch.nn.CrossEntropyLoss(torch.from_numpy(w), reduction=reduction, label_smoothing=0.2), labels),
+        (nn.BCEWithLogitsLoss(reduction=reduction), torch.nn.BCEWithLogitsLoss(reduction=reduction), tb),
+        (nn.MSELoss(reduction=reduction), torch.nn.MSELoss(reduction=reduction), t),
+        (nn.L1Loss(reduction=reduction), torch.nn.L1Loss(reduction=reduction), t),
+    ]
+    for crit, tcrit, target in cases:
+        xt = torch.from_numpy(x.copy()).requires_grad_(True)
+        lt = tcrit(xt, torch.from_numpy(target))
+        loss = crit(x, target)
+        if reduction == "none":
+            go = rng.standard_normal(lt.shape)
+            lt.backward(torch.from_numpy(go))
+            g = crit.backward(go)
+            np.testing.assert_allclose(loss, lt.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=repr(crit))
+        else:
+            lt.backward()
+            g = crit.backward()
+            assert isinstance(loss, float)
+            assert loss == pytest.approx(lt.item(), rel=1e-10), repr(crit)
+        np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=repr(crit))
