@@ -1,0 +1,188 @@
+# cython: language_level=3
+"""Element-wise activations, softmax / log-softmax, dropout.
+
+Element-wise kernels take flat C-contiguous arrays and are parallel over the
+elements (``prange``, static schedule); each output element depends on one
+input element only, so results never depend on the thread count. Softmax
+works on a (outer, D, inner) view and reduces each of the outer*inner rows
+in one thread, in a fixed order. Output arrays may alias input arrays
+(in-place use).
+"""
+cimport cython
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport exp, expf, log, logf, tanh, tanhf, INFINITY
+
+
+cdef inline floating _exp(floating v) noexcept nogil:
+    if floating is float:
+        return expf(v)
+    else:
+        return exp(v)
+
+
+cdef inline floating _log(floating v) noexcept nogil:
+    if floating is float:
+        return logf(v)
+    else:
+        return log(v)
+
+
+cdef inline floating _sigmoid(floating v) noexcept nogil:
+    cdef floating e
+    if v >= 0:
+        return 1 / (1 + _exp(-v))
+    e = _exp(v)
+    return e / (1 + e)
+
+
+# ---------------------------------------------------------------------------
+# element-wise activations
+# ---------------------------------------------------------------------------
+
+def relu_forward(const floating[::1] x, floating[::1] y, int n_threads):
+    cdef Py_ssize_t i, n = x.shape[0]
+    cdef floating v
+    for i in prange(n, schedule='static', nogil=True, num_threads=n_threads):
+        v = x[i]
+        # NaN stays NaN, as in PyTorch
+        y[i] = 0 if v <= 0 else v
+
+
+def relu_backward(const floating[::1] g, const floating[::1] y, floating[::1] gx, int n_threads):
+    cdef Py_ssize_t i, n = g.shape[0]
+    for i in prange(n, schedule='static', nogil=True, num_threads=n_threads):
+        gx[i] = g[i] if y[i] > 0 else 0
+
+
+def leaky_relu_forward(const floating[::1] x, floating[::1] y, double slope, int n_threads):
+    cdef Py_ssize_t i, n = x.shape[0]
+    cdef floating v, s = <floating>slope
+    for i in prange(n, schedule='static', nogil=True, num_threads=n_threads):
+        v = x[i]
+        y[i] = v if v > 0 else v * s
+
+
+def leaky_relu_backward(const floating[::1] g, const floating[::1] x, floating[::1] gx,
+                        double slope, int n_threads):
+    """``x`` may be the input or the output when ``slope`` >= 0 (same sign)."""
+    cdef Py_ssize_t i, n = g.shape[0]
+    cdef floating s = <floating>slope
+    for i in prange(n, schedule='static', nogil=True, num_threads=n_threads):
+        gx[i] = g[i] if x[i] > 0 else g[i] * s
+
+
+def tanh_forward(const floating[::1] x, floating[::1] y, int n_threads):
+    cdef Py_ssize_t i, n = x.shape[0]
+    for i in prange(n, schedule='static', nogil=True, num_threads=n_threads):
+        if floating is float:
+            y[i] = tanhf(x[i])
+        else:
+            y[i] = tanh(x[i])
+
+
+def tanh_backward(const floating[::1] g, const floating[::1] y, floating[::1] gx, int n_threads):
+    cdef Py_ssize_t i, n = g.shape[0]
+    for i in prange(n, schedule='static', nogil=True, num_threads=n_threads):
+        gx[i] = g[i] * (1 - y[i] * y[i])
+
+
+def sigmoid_forward(const floating[::1] x, floating[::1] y, int n_threads):
+    cdef Py_ssize_t i, n = x.shape[0]
+    for i in prange(n, schedule='static', nogil=True, num_threads=n_threads):
+        y[i] = _sigmoid(x[i])
+
+
+def sigmoid_backward(const floating[::1] g, const floating[::1] y, floating[::1] gx, int n_threads):
+    cdef Py_ssize_t i, n = g.shape[0]
+    for i in prange(n, schedule='static', nogil=True, num_threads=n_threads):
+        gx[i] = g[i] * y[i] * (1 - y[i])
+
+
+# ---------------------------------------------------------------------------
+# softmax / log-softmax over axis 1 of an (outer, D, inner) view
+# ---------------------------------------------------------------------------
+
+cdef inline void _softmax_row(
+        const floating* x,      # IN READ-ONLY  D values, stride st
+        floating* y,            # OUT           D values, stride st
+        Py_ssize_t D, Py_ssize_t st, bint take_log) noexcept nogil:
+    cdef Py_ssize_t d
+    cdef floating m = -INFINITY, v
+    cdef double s = 0, lse
+    for d in range(D):
+        v = x[d * st]
+        if v > m or v != v:
+            m = v
+    if m == -INFINITY:
+        m = 0  # every entry -inf: exp(-inf - 0) = 0, result as PyTorch (nan / -inf)
+    if take_log:
+        for d in range(D):
+            s = s + _exp(x[d * st] - m)
+        lse = log(s)
+        for d in range(D):
+            y[d * st] = <floating>((x[d * st] - m) - lse)
+    else:
+        for d in range(D):
+            v = _exp(x[d * st] - m)
+            y[d * st] = v
+            s = s + v
+        s = 1.0 / s
+        for d in range(D):
+            y[d * st] = <floating>(y[d * st] * s)
+
+
+cdef inline void _softmax_backward_row(
+        const floating* g,      # IN READ-ONLY
+        const floating* y,      # IN READ-ONLY  the forward output
+        floating* gx,           # OUT
+        Py_ssize_t D, Py_ssize_t st, bint take_log) noexcept nogil:
+    cdef Py_ssize_t d
+    cdef double s = 0
+    if take_log:
+        # y = log_softmax(x): gx = g - softmax * sum(g)
+        for d in range(D):
+            s = s + g[d * st]
+        for d in range(D):
+            gx[d * st] = <floating>(g[d * st] - _exp(y[d * st]) * s)
+    else:
+        # y = softmax(x): gx = y * (g - sum(g * y))
+        for d in range(D):
+            s = s + g[d * st] * y[d * st]
+        for d in range(D):
+            gx[d * st] = <floating>(y[d * st] * (g[d * st] - s))
+
+
+def softmax_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, bint take_log,
+                    int n_threads):
+    cdef Py_ssize_t outer = x.shape[0], D = x.shape[1], inner = x.shape[2], r, o, i
+    if outer == 0 or D == 0 or inner == 0:
+        return
+    for r in prange(outer * inner, schedule='static', nogil=True, num_threads=n_threads):
+        o = r // inner
+        i = r - o * inner
+        _softmax_row(&x[o, 0, i], &y[o, 0, i], D, inner, take_log)
+
+
+def softmax_backward(const floating[:, :, ::1] g, const floating[:, :, ::1] y,
+                     floating[:, :, ::1] gx, bint take_log, int n_threads):
+    cdef Py_ssize_t outer = g.shape[0], D = g.shape[1], inner = g.shape[2], r, o, i
+    if outer == 0 or D == 0 or inner == 0:
+        return
+    for r in prange(outer * inner, schedule='static', nogil=True, num_threads=n_threads):
+        o = r // inner
+        i = r - o * inner
+        _softmax_backward_row(&g[o, 0, i], &y[o, 0, i], &gx[o, 0, i], D, inner, take_log)
+
+
+# ---------------------------------------------------------------------------
+# dropout: y = x * mask * scale, mask given as bytes (0 or 1)
+# ---------------------------------------------------------------------------
+
+def dropout_apply(const floating[::1] x, const unsigned char[::1] mask, floating[::1] y,
+                  double scale, int n_threads):
+    """Forward and backward alike: y = x * scale where mask, else 0."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    cdef floating s = <floating>scale
+    for i in prange(n, schedule='static', nogil=True, num_threads=n_threads):
+        y[i] = x[i] * s if mask[i] else 0

@@ -1,0 +1,597 @@
+# cython: language_level=3
+"""Pooling and nearest upsampling kernels.
+
+Every kernel works on a batch of independent H x W planes (N*C of them),
+C-contiguous, and is parallel over planes: one thread owns a plane of the
+output (or of grad_input) from start to end, so there are no races and the
+result does not depend on the thread count. One pass over the data, no
+temporary copies.
+
+Layers:
+  1. per-plane functions ``_*_plane`` (``noexcept nogil``),
+  2. ``prange`` loops over planes with ``n_threads`` passed by the caller,
+  3. thin ``def`` entry points taking already checked arrays.
+"""
+cimport cython
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport INFINITY
+from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memset, memcpy
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* Max pooling 2x2 / stride 2 of float32 / float64 planes with int64 argmax indices.
+       Branch-free selects that the compiler vectorises; built twice (AVX2 and
+       the baseline instruction set) and chosen when the module loads, so the
+       module still runs on any x86-64. Requires H*W < 2^31. */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define FC_POOL_CLONES __attribute__((target_clones("avx2", "default")))
+    #else
+    #define FC_POOL_CLONES
+    #endif
+    #define FC_DEFINE_MAX_POOL_2X2(NAME, T)                                                  \
+    FC_POOL_CLONES                                                                          \
+    void NAME(const T *restrict x, T *restrict y, int64_t *restrict idx,                    \
+              Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW)                                   \
+    {                                                                                       \
+        for (Py_ssize_t oh = 0; oh < OH; oh++) {                                            \
+            const T *restrict r0 = x + 2 * oh * W;                                          \
+            const T *restrict r1 = r0 + W;                                                  \
+            T *restrict yr = y + oh * OW;                                                   \
+            int64_t *restrict ir = idx + oh * OW;                                           \
+            const int32_t base = (int32_t)(2 * oh * W), w = (int32_t)W;                     \
+            for (int32_t ow = 0; ow < (int32_t)OW; ow++) {                                  \
+                T v0 = r0[2 * ow], v1 = r0[2 * ow + 1], v2 = r1[2 * ow], v3 = r1[2 * ow + 1]; \
+                int c = (v1 > v0) | (v1 != v1);                                             \
+                T m = c ? v1 : v0;                                                          \
+                int32_t j = c ? 1 : 0;                                                      \
+                c = (v2 > m) | (v2 != v2);                                                  \
+                m = c ? v2 : m;                                                             \
+                j = c ? w : j;                                                              \
+                c = (v3 > m) | (v3 != v3);                                                  \
+                m = c ? v3 : m;                                                             \
+                j = c ? w + 1 : j;                                                          \
+                yr[ow] = m;                                                                 \
+                ir[ow] = (int64_t)(base + 2 * ow + j);                                      \
+            }                                                                               \
+        }                                                                                   \
+    }
+    FC_DEFINE_MAX_POOL_2X2(fc_max_pool_2x2_f32, float)
+    FC_DEFINE_MAX_POOL_2X2(fc_max_pool_2x2_f64, double)
+
+    #if defined(__GNUC__) && !defined(__clang__)
+    #define FC_POOL_VECTOR 1
+    /* float32, 2x2 / stride 2, eight outputs at a time with explicit vectors
+       (one AVX register, or two SSE2 registers in the baseline build). The last
+       eight outputs of a row overlap the previous group when OW % 8 != 0:
+       writing the same values twice is harmless. Needs OW >= 8. */
+    typedef float fc_v8f __attribute__((vector_size(32)));
+    typedef int32_t fc_v8i __attribute__((vector_size(32)));
+    typedef int32_t fc_v4i __attribute__((vector_size(16)));
+    typedef int64_t fc_v4l __attribute__((vector_size(32)));
+    #define FC_SEL(c, a, b) ((fc_v8f)(((fc_v8i)(a) & (c)) | ((fc_v8i)(b) & ~(c))))
+    FC_POOL_CLONES
+    void fc_max_pool_2x2_f32v(const float *restrict x, float *restrict y, int64_t *restrict idx,
+                              Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW)
+    {
+        const fc_v8i ev = {0, 2, 4, 6, 8, 10, 12, 14}, od = {1, 3, 5, 7, 9, 11, 13, 15};
+        const fc_v8i lane = {0, 2, 4, 6, 8, 10, 12, 14};
+        const int32_t w = (int32_t)W;
+        for (Py_ssize_t oh = 0; oh < OH; oh++) {
+            const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+            float *yr = y + oh * OW;
+            int64_t *ir = idx + oh * OW;
+            const int32_t base = (int32_t)(2 * oh * W);
+            for (Py_ssize_t ow = 0; ow < OW; ow += 8) {
+                if (ow + 8 > OW) ow = OW - 8;
+                fc_v8f a0, a1, b0, b1;
+                memcpy(&a0, r0 + 2 * ow, 32); memcpy(&a1, r0 + 2 * ow + 8, 32);
+                memcpy(&b0, r1 + 2 * ow, 32); memcpy(&b1, r1 + 2 * ow + 8, 32);
+                fc_v8f v0 = __builtin_shuffle(a0, a1, ev), v1 = __builtin_shuffle(a0, a1, od);
+                fc_v8f v2 = __builtin_shuffle(b0, b1, ev), v3 = __builtin_shuffle(b0, b1, od);
+                fc_v8i c = (v1 > v0) | (v1 != v1);
+                fc_v8f m = FC_SEL(c, v1, v0);
+                fc_v8i j = c & 1;
+                c = (v2 > m) | (v2 != v2);
+                m = FC_SEL(c, v2, m);
+                j = (c & w) | (j & ~c);
+                c = (v3 > m) | (v3 != v3);
+                m = FC_SEL(c, v3, m);
+                j = (c & (w + 1)) | (j & ~c);
+                j += lane + (base + 2 * (int32_t)ow);
+                memcpy(yr + ow, &m, 32);
+                int32_t jt[8];
+                memcpy(jt, &j, 32);
+                for (int k = 0; k < 8; k++) ir[ow + k] = jt[k];
+            }
+        }
+    }
+
+    /* Gradient of the same pooling from its indices, writing every element of
+       the grad_x plane exactly once (no separate zeroing pass). Returns 0, with
+       the plane partly written, when an index is not inside its own 2x2 block
+       (indices from another pooling): the caller then redoes the plane. */
+    FC_POOL_CLONES
+    int fc_max_pool_2x2_backward_f32v(const float *restrict g, const int64_t *restrict idx,
+                                      float *restrict gx, Py_ssize_t H, Py_ssize_t W,
+                                      Py_ssize_t OH, Py_ssize_t OW)
+    {
+        const fc_v8i lo = {0, 8, 1, 9, 2, 10, 3, 11}, hi = {4, 12, 5, 13, 6, 14, 7, 15};
+        const fc_v4l off0 = {0, 2, 4, 6}, off1 = {8, 10, 12, 14};
+        const int32_t w = (int32_t)W;
+        for (Py_ssize_t oh = 0; oh < OH; oh++) {
+            float *r0 = gx + 2 * oh * W, *r1 = r0 + W;
+            const float *gr = g + oh * OW;
+            const int64_t *ir = idx + oh * OW;
+            const int64_t base = 2 * oh * W;
+            for (Py_ssize_t ow = 0; ow < OW; ow += 8) {
+                if (ow + 8 > OW) ow = OW - 8;
+                fc_v4l i0, i1;
+                memcpy(&i0, ir + ow, 32);
+                memcpy(&i1, ir + ow + 4, 32);
+                const int64_t b0 = base + 2 * ow;
+                fc_v4l d0 = i0 - b0 - off0, d1 = i1 - b0 - off1;
+                fc_v4l bad = ((d0 != 0) & (d0 != 1) & (d0 != W) & (d0 != W + 1))
+                           | ((d1 != 0) & (d1 != 1) & (d1 != W) & (d1 != W + 1));
+                if (bad[0] | bad[1] | bad[2] | bad[3]) return 0;
+                fc_v4i j0 = __builtin_convertvector(d0, fc_v4i), j1 = __builtin_convertvector(d1, fc_v4i);
+                fc_v8i j;
+                fc_v8f gv, z = {0, 0, 0, 0, 0, 0, 0, 0};
+                memcpy(&j, &j0, 16);
+                memcpy((char *)&j + 16, &j1, 16);
+                memcpy(&gv, gr + ow, 32);
+                fc_v8f e0 = FC_SEL(j == 0, gv, z), o0 = FC_SEL(j == 1, gv, z);
+                fc_v8f e1 = FC_SEL(j == w, gv, z), o1 = FC_SEL(j == w + 1, gv, z);
+                fc_v8f t;
+                t = __builtin_shuffle(e0, o0, lo); memcpy(r0 + 2 * ow, &t, 32);
+                t = __builtin_shuffle(e0, o0, hi); memcpy(r0 + 2 * ow + 8, &t, 32);
+                t = __builtin_shuffle(e1, o1, lo); memcpy(r1 + 2 * ow, &t, 32);
+                t = __builtin_shuffle(e1, o1, hi); memcpy(r1 + 2 * ow + 8, &t, 32);
+            }
+            if (W > 2 * OW) { r0[W - 1] = 0; r1[W - 1] = 0; }
+        }
+        if (H > 2 * OH) memset(gx + (H - 1) * W, 0, W * sizeof(float));
+        return 1;
+    }
+    #else
+    #define FC_POOL_VECTOR 0
+    static void fc_max_pool_2x2_f32v(const float *x, float *y, int64_t *idx,
+                                     Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW)
+    { fc_max_pool_2x2_f32(x, y, idx, W, OH, OW); }
+    static int fc_max_pool_2x2_backward_f32v(const float *g, const int64_t *idx, float *gx,
+                                             Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW)
+    { return 0; }
+    #endif
+    """
+    void fc_max_pool_2x2_f32(const float* x, float* y, int64_t* idx,
+                             Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
+    void fc_max_pool_2x2_f64(const double* x, double* y, int64_t* idx,
+                             Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
+    void fc_max_pool_2x2_f32v(const float* x, float* y, int64_t* idx,
+                              Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
+    int fc_max_pool_2x2_backward_f32v(const float* g, const int64_t* idx, float* gx,
+                                      Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
+                                      Py_ssize_t OW) noexcept nogil
+
+
+# ---------------------------------------------------------------------------
+# max pooling
+# ---------------------------------------------------------------------------
+
+cdef inline void _max_pool_plane(
+        const floating* x,      # IN READ-ONLY  (H, W)
+        floating* y,            # OUT           (OH, OW)
+        int64_t* idx,           # OUT           (OH, OW) or NULL
+        Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+        Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+        Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
+    """General max pooling of one plane; padding acts as -inf.
+
+    Same visiting order and tie/NaN rule as PyTorch: the first maximum in
+    row-major window order wins, a NaN always replaces the running maximum.
+    """
+    cdef Py_ssize_t oh, ow, ih, iw, ih0, ih1, iw0, iw1, best
+    cdef floating m, v
+    cdef int c
+    for oh in range(OH):
+        ih0 = oh * sh - ph
+        ih1 = ih0 + (kh - 1) * dh + 1
+        if ih1 > H:
+            ih1 = H
+        while ih0 < 0:
+            ih0 = ih0 + dh
+        for ow in range(OW):
+            iw0 = ow * sw - pw
+            iw1 = iw0 + (kw - 1) * dw + 1
+            if iw1 > W:
+                iw1 = W
+            while iw0 < 0:
+                iw0 = iw0 + dw
+            best = ih0 * W + iw0
+            m = -INFINITY
+            ih = ih0
+            while ih < ih1:
+                iw = iw0
+                while iw < iw1:
+                    v = x[ih * W + iw]
+                    c = (v > m) | (v != v)
+                    m = v if c else m
+                    best = ih * W + iw if c else best
+                    iw = iw + dw
+                ih = ih + dh
+            y[oh * OW + ow] = m
+            if idx != NULL:
+                idx[oh * OW + ow] = best
+
+
+cdef inline void _max_pool_2x2_plane(
+        const floating* x,      # IN READ-ONLY  (H, W)
+        floating* y,            # OUT           (OH, OW)
+        int64_t* idx,           # OUT           (OH, OW) or NULL
+        Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
+    """Kernel 2, stride 2, no padding, no dilation, floor mode (OH = H//2, OW = W//2).
+
+    Branch-free selects (the data decides nothing but the values chosen), in
+    the general kernel's order: (0,0), (0,1), (1,0), (1,1); a later element
+    wins when strictly greater or NaN.
+    """
+    cdef Py_ssize_t oh, ow, b
+    cdef const floating* r0
+    cdef const floating* r1
+    cdef floating* yr
+    cdef int64_t* ir
+    cdef floating m, v0, v1, v2, v3
+    cdef int c, j
+    for oh in range(OH):
+        r0 = x + 2 * oh * W
+        r1 = r0 + W
+        yr = y + oh * OW
+        if idx != NULL:
+            ir = idx + oh * OW
+            for ow in range(OW):
+                b = 2 * ow
+                v0 = r0[b]
+                v1 = r0[b + 1]
+                v2 = r1[b]
+                v3 = r1[b + 1]
+                c = (v1 > v0) | (v1 != v1)
+                m = v1 if c else v0
+                j = 1 if c else 0
+                c = (v2 > m) | (v2 != v2)
+                m = v2 if c else m
+                j = <int>W if c else j
+                c = (v3 > m) | (v3 != v3)
+                m = v3 if c else m
+                j = <int>W + 1 if c else j
+                yr[ow] = m
+                ir[ow] = 2 * oh * W + b + j
+        else:
+            for ow in range(OW):
+                b = 2 * ow
+                v0 = r0[b]
+                v1 = r0[b + 1]
+                v2 = r1[b]
+                v3 = r1[b + 1]
+                m = v1 if (v1 > v0) | (v1 != v1) else v0
+                m = v2 if (v2 > m) | (v2 != v2) else m
+                m = v3 if (v3 > m) | (v3 != v3) else m
+                yr[ow] = m
+
+
+cdef inline void _max_pool_backward_plane(
+        const floating* g,      # IN READ-ONLY  (OH, OW)
+        const int64_t* idx,     # IN READ-ONLY  (OH, OW)
+        floating* gx,           # OUT           (H, W)
+        Py_ssize_t HW, Py_ssize_t OHW) noexcept nogil:
+    """Zero the plane, then scatter-add each output gradient to its argmax."""
+    cdef Py_ssize_t o
+    cdef int64_t j
+    memset(gx, 0, HW * sizeof(floating))
+    for o in range(OHW):
+        j = idx[o]
+        if <uint64_t>j < <uint64_t>HW:
+            gx[j] += g[o]
+
+
+def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
+                       int64_t[:, :, ::1] idx, bint with_idx,
+                       Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                       Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                       int n_threads):
+    """x (P, H, W) -> y (P, OH, OW) and, when ``with_idx``, idx (P, OH, OW)."""
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t OH = y.shape[1], OW = y.shape[2], p
+    cdef bint fast = (kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+                      and dh == 1 and dw == 1 and OH == H // 2 and OW == W // 2)
+    if P == 0 or OH == 0 or OW == 0:
+        return
+    with nogil:
+        for p in prange(P, schedule='static', num_threads=n_threads):
+            if fast and with_idx and H * W < 2147483647:
+                if floating is float:
+                    if OW >= 8:
+                        fc_max_pool_2x2_f32v(&x[p, 0, 0], &y[p, 0, 0], &idx[p, 0, 0], W, OH, OW)
+                    else:
+                        fc_max_pool_2x2_f32(&x[p, 0, 0], &y[p, 0, 0], &idx[p, 0, 0], W, OH, OW)
+                else:
+                    fc_max_pool_2x2_f64(&x[p, 0, 0], &y[p, 0, 0], &idx[p, 0, 0], W, OH, OW)
+            elif fast:
+                _max_pool_2x2_plane(&x[p, 0, 0], &y[p, 0, 0],
+                                    &idx[p, 0, 0] if with_idx else NULL, H, W, OH, OW)
+            else:
+                _max_pool_plane(&x[p, 0, 0], &y[p, 0, 0],
+                                &idx[p, 0, 0] if with_idx else NULL,
+                                H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw)
+
+
+def max_pool2d_backward(const floating[:, :, ::1] g, const int64_t[:, :, ::1] idx,
+                        floating[:, :, ::1] gx, bint try_2x2, int n_threads):
+    """grad_out (P, OH, OW) and argmax idx -> grad_x (P, H, W), fully overwritten.
+
+    Each plane is written by one thread while it is in cache: zeroed, then
+    scattered into (indices outside the plane are ignored). ``try_2x2``
+    (OH = H // 2, OW = W // 2) first tries the one-pass writer of 2x2 / stride 2
+    pooling, which falls back to the general path for a plane whose indices
+    are not all in their own 2x2 block.
+    """
+    cdef Py_ssize_t P = gx.shape[0], H = gx.shape[1], W = gx.shape[2]
+    cdef Py_ssize_t OH = g.shape[1], OW = g.shape[2], p
+    cdef bint fast = try_2x2 and floating is float and OW >= 8 and OH == H // 2 and OW == W // 2
+    if P == 0 or H == 0 or W == 0:
+        return
+    with nogil:
+        for p in prange(P, schedule='static', num_threads=n_threads):
+            if OH * OW == 0:
+                memset(&gx[p, 0, 0], 0, H * W * sizeof(floating))
+            elif not (fast and floating is float and fc_max_pool_2x2_backward_f32v(
+                    <const float*>&g[p, 0, 0], &idx[p, 0, 0], <float*>&gx[p, 0, 0], H, W, OH, OW)):
+                _max_pool_backward_plane(&g[p, 0, 0], &idx[p, 0, 0], &gx[p, 0, 0], H * W, OH * OW)
+
+
+# ---------------------------------------------------------------------------
+# average pooling
+# ---------------------------------------------------------------------------
+
+cdef inline void _avg_window(Py_ssize_t o, Py_ssize_t s, Py_ssize_t k, Py_ssize_t pad,
+                             Py_ssize_t n, Py_ssize_t* lo, Py_ssize_t* hi,
+                             Py_ssize_t* padded) noexcept nogil:
+    """Window of output ``o`` along one axis: [lo, hi) clipped to the input,
+    ``padded`` its length counting padding (PyTorch's pool_size factor)."""
+    cdef Py_ssize_t a = o * s - pad
+    cdef Py_ssize_t b = a + k
+    if b > n + pad:
+        b = n + pad
+    padded[0] = b - a
+    if a < 0:
+        a = 0
+    if b > n:
+        b = n
+    lo[0] = a
+    hi[0] = b
+
+
+cdef inline void _avg_pool_plane(
+        const floating* x,      # IN READ-ONLY  (H, W)
+        floating* y,            # OUT           (OH, OW)
+        Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+        Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+        Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad) noexcept nogil:
+    cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1, hp, wp, div
+    cdef double s
+    for oh in range(OH):
+        _avg_window(oh, sh, kh, ph, H, &h0, &h1, &hp)
+        for ow in range(OW):
+            _avg_window(ow, sw, kw, pw, W, &w0, &w1, &wp)
+            if h0 >= h1 or w0 >= w1:
+                y[oh * OW + ow] = 0
+                continue
+            div = hp * wp if count_include_pad else (h1 - h0) * (w1 - w0)
+            s = 0
+            for ih in range(h0, h1):
+                for iw in range(w0, w1):
+                    s = s + x[ih * W + iw]
+            y[oh * OW + ow] = <floating>(s / div)
+
+
+cdef inline void _avg_pool_backward_plane(
+        const floating* g,      # IN READ-ONLY  (OH, OW)
+        floating* gx,           # OUT           (H, W)
+        Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+        Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+        Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad) noexcept nogil:
+    cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1, hp, wp, div
+    cdef floating v
+    memset(gx, 0, H * W * sizeof(floating))
+    for oh in range(OH):
+        _avg_window(oh, sh, kh, ph, H, &h0, &h1, &hp)
+        for ow in range(OW):
+            _avg_window(ow, sw, kw, pw, W, &w0, &w1, &wp)
+            if h0 >= h1 or w0 >= w1:
+                continue
+            div = hp * wp if count_include_pad else (h1 - h0) * (w1 - w0)
+            v = g[oh * OW + ow] / <floating>div
+            for ih in range(h0, h1):
+                for iw in range(w0, w1):
+                    gx[ih * W + iw] += v
+
+
+def avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
+                       Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                       Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad, int n_threads):
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t OH = y.shape[1], OW = y.shape[2], p
+    if P == 0 or OH == 0 or OW == 0:
+        return
+    with nogil:
+        for p in prange(P, schedule='static', num_threads=n_threads):
+            _avg_pool_plane(&x[p, 0, 0], &y[p, 0, 0], H, W, OH, OW,
+                            kh, kw, sh, sw, ph, pw, count_include_pad)
+
+
+def avg_pool2d_backward(const floating[:, :, ::1] g, floating[:, :, ::1] gx,
+                        Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                        Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad, int n_threads):
+    cdef Py_ssize_t P = gx.shape[0], H = gx.shape[1], W = gx.shape[2]
+    cdef Py_ssize_t OH = g.shape[1], OW = g.shape[2], p
+    if P == 0 or H == 0 or W == 0:
+        return
+    with nogil:
+        for p in prange(P, schedule='static', num_threads=n_threads):
+            _avg_pool_backward_plane(&g[p, 0, 0], &gx[p, 0, 0], H, W, OH, OW,
+                                     kh, kw, sh, sw, ph, pw, count_include_pad)
+
+
+# ---------------------------------------------------------------------------
+# adaptive average pooling
+# ---------------------------------------------------------------------------
+
+cdef inline double _sum_contig(const floating* a, Py_ssize_t n) noexcept nogil:
+    """Sum of n contiguous values in double, eight accumulators, fixed order."""
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0
+    cdef Py_ssize_t i = 0
+    while i + 8 <= n:
+        s0 += a[i]
+        s1 += a[i + 1]
+        s2 += a[i + 2]
+        s3 += a[i + 3]
+        s4 += a[i + 4]
+        s5 += a[i + 5]
+        s6 += a[i + 6]
+        s7 += a[i + 7]
+        i += 8
+    while i < n:
+        s0 += a[i]
+        i += 1
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+cdef inline void _adaptive_avg_plane(
+        const floating* x,      # IN READ-ONLY  (H, W)
+        floating* y,            # OUT           (OH, OW)
+        Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
+    cdef Py_ssize_t oh, ow, ih, h0, h1, w0, w1
+    cdef double s
+    if OH == 1 and OW == 1:
+        y[0] = <floating>(_sum_contig(x, H * W) / (H * W))
+        return
+    for oh in range(OH):
+        h0 = (oh * H) // OH
+        h1 = ((oh + 1) * H + OH - 1) // OH
+        for ow in range(OW):
+            w0 = (ow * W) // OW
+            w1 = ((ow + 1) * W + OW - 1) // OW
+            s = 0
+            for ih in range(h0, h1):
+                s = s + _sum_contig(x + ih * W + w0, w1 - w0)
+            y[oh * OW + ow] = <floating>(s / ((h1 - h0) * (w1 - w0)))
+
+
+cdef inline void _adaptive_avg_backward_plane(
+        const floating* g,      # IN READ-ONLY  (OH, OW)
+        floating* gx,           # OUT           (H, W)
+        Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
+    cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1, i
+    cdef floating v
+    if OH == 1 and OW == 1:
+        v = g[0] / <floating>(H * W)
+        for i in range(H * W):
+            gx[i] = v
+        return
+    memset(gx, 0, H * W * sizeof(floating))
+    for oh in range(OH):
+        h0 = (oh * H) // OH
+        h1 = ((oh + 1) * H + OH - 1) // OH
+        for ow in range(OW):
+            w0 = (ow * W) // OW
+            w1 = ((ow + 1) * W + OW - 1) // OW
+            v = g[oh * OW + ow] / <floating>((h1 - h0) * (w1 - w0))
+            for ih in range(h0, h1):
+                for iw in range(w0, w1):
+                    gx[ih * W + iw] += v
+
+
+def adaptive_avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, int n_threads):
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t OH = y.shape[1], OW = y.shape[2], p
+    if P == 0:
+        return
+    with nogil:
+        for p in prange(P, schedule='static', num_threads=n_threads):
+            _adaptive_avg_plane(&x[p, 0, 0], &y[p, 0, 0], H, W, OH, OW)
+
+
+def adaptive_avg_pool2d_backward(const floating[:, :, ::1] g, floating[:, :, ::1] gx, int n_threads):
+    cdef Py_ssize_t P = gx.shape[0], H = gx.shape[1], W = gx.shape[2]
+    cdef Py_ssize_t OH = g.shape[1], OW = g.shape[2], p
+    if P == 0:
+        return
+    with nogil:
+        for p in prange(P, schedule='static', num_threads=n_threads):
+            _adaptive_avg_backward_plane(&g[p, 0, 0], &gx[p, 0, 0], H, W, OH, OW)
+
+
+# ---------------------------------------------------------------------------
+# nearest upsampling by integer factors
+# ---------------------------------------------------------------------------
+
+cdef inline void _upsample_plane(
+        const floating* x,      # IN READ-ONLY  (H, W)
+        floating* y,            # OUT           (H*sh, W*sw)
+        Py_ssize_t H, Py_ssize_t W, Py_ssize_t sh, Py_ssize_t sw) noexcept nogil:
+    cdef Py_ssize_t ih, iw, k, OW = W * sw
+    cdef floating* row
+    cdef floating v
+    for ih in range(H):
+        row = y + ih * sh * OW
+        if sw == 2:
+            for iw in range(W):
+                v = x[ih * W + iw]
+                row[2 * iw] = v
+                row[2 * iw + 1] = v
+        else:
+            for iw in range(W):
+                v = x[ih * W + iw]
+                for k in range(sw):
+                    row[iw * sw + k] = v
+        for k in range(1, sh):
+            memcpy(row + k * OW, row, OW * sizeof(floating))
+
+
+cdef inline void _upsample_backward_plane(
+        const floating* g,      # IN READ-ONLY  (H*sh, W*sw)
+        floating* gx,           # OUT           (H, W)
+        Py_ssize_t H, Py_ssize_t W, Py_ssize_t sh, Py_ssize_t sw) noexcept nogil:
+    cdef Py_ssize_t ih, iw, a, b, OW = W * sw
+    cdef const floating* row
+    cdef floating s
+    for ih in range(H):
+        for iw in range(W):
+            s = 0
+            for a in range(sh):
+                row = g + (ih * sh + a) * OW + iw * sw
+                for b in range(sw):
+                    s = s + row[b]
+            gx[ih * W + iw] = s
+
+
+def upsample_nearest2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
+                               Py_ssize_t sh, Py_ssize_t sw, int n_threads):
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2], p
+    if P == 0 or H == 0 or W == 0:
+        return
+    with nogil:
+        for p in prange(P, schedule='static', num_threads=n_threads):
+            _upsample_plane(&x[p, 0, 0], &y[p, 0, 0], H, W, sh, sw)
+
+
+def upsample_nearest2d_backward(const floating[:, :, ::1] g, floating[:, :, ::1] gx,
+                                Py_ssize_t sh, Py_ssize_t sw, int n_threads):
+    cdef Py_ssize_t P = gx.shape[0], H = gx.shape[1], W = gx.shape[2], p
+    if P == 0 or H == 0 or W == 0:
+        return
+    with nogil:
+        for p in prange(P, schedule='static', num_threads=n_threads):
+            _upsample_backward_plane(&g[p, 0, 0], &gx[p, 0, 0], H, W, sh, sw)

@@ -1,0 +1,244 @@
+"""Pooling and nearest upsampling: checks, allocation, kernel calls.
+
+Inputs are (N, C, H, W) or (C, H, W) arrays, float32 or float64; outputs
+have the same number of dimensions. Semantics are PyTorch's (output sizes,
+ceil_mode, padding rules, argmax indices as flat positions within each
+H x W plane, ``count_include_pad``).
+"""
+import numpy as np
+
+from ._checks import as_float_array, check_int, check_size, n_threads, pair
+
+__all__ = [
+    "max_pool2d", "max_pool2d_backward",
+    "avg_pool2d", "avg_pool2d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "upsample_nearest2d", "upsample_nearest2d_backward",
+    "pool_output_size",
+]
+
+
+# Below this many elements (input plus output) a kernel runs on one thread:
+# waking the others costs more than the work.
+_SERIAL_BELOW = 1 << 15
+
+
+def _threads_for(*arrays):
+    return 1 if sum(a.size for a in arrays) < _SERIAL_BELOW else n_threads()
+
+
+def _kernels():
+    from .._kernels import _pool
+    return _pool
+
+
+def pool_output_size(size, kernel, stride, padding, dilation=1, ceil_mode=False):
+    """PyTorch's pooling output length along one axis."""
+    num = size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
+    out = num // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _planes(x):
+    """(N, C, H, W) or (C, H, W) -> a (P, H, W) view."""
+    return x.reshape(-1, x.shape[-2], x.shape[-1])
+
+
+def _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, what):
+    kh, kw = pair(kernel_size, "kernel_size", 1)
+    sh, sw = (kh, kw) if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) \
+        else pair(stride, "stride", 1)
+    ph, pw = pair(padding, "padding", 0)
+    dh, dw = pair(dilation, "dilation", 1)
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
+    if ph > kh // 2 or pw > kw // 2:
+        raise ValueError(f"padding must be at most half of kernel_size, got padding=({ph}, {pw}) "
+                         f"for kernel_size=({kh}, {kw})")
+    H, W = x.shape[-2], x.shape[-1]
+    oh = pool_output_size(H, kh, sh, ph, dh, ceil_mode)
+    ow = pool_output_size(W, kw, sw, pw, dw, ceil_mode)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{what}: kernel_size=({kh}, {kw}) with dilation=({dh}, {dw}) is bigger than the "
+                         f"padded input {H + 2 * ph}x{W + 2 * pw} (input shape {x.shape}); "
+                         f"output would be {oh}x{ow}")
+    return (kh, kw, sh, sw, ph, pw, dh, dw), (oh, ow)
+
+
+def _check_input(x, name="x"):
+    x = as_float_array(x, name, ndim=(3, 4))
+    if x.shape[-1] == 0 or x.shape[-2] == 0:
+        raise ValueError(f"{name} must have non-empty spatial dimensions, got shape {x.shape}")
+    return x
+
+
+def _check_input_shape(input_shape, grad_out, name="input_shape"):
+    try:
+        shape = tuple(check_int(s, name, 0) for s in input_shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of ints, got {input_shape!r}") from None
+    if len(shape) != grad_out.ndim or shape[:-2] != grad_out.shape[:-2]:
+        raise ValueError(f"{name} {shape} does not match grad_out of shape {grad_out.shape} "
+                         f"(same number of dimensions and leading sizes expected)")
+    if shape[-1] == 0 or shape[-2] == 0:
+        raise ValueError(f"{name} must have non-empty spatial dimensions, got {shape}")
+    return shape
+
+
+# ---------------------------------------------------------------------------
+# max pooling
+# ---------------------------------------------------------------------------
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """2-D max pooling; padding counts as -inf.
+
+    Returns ``y``, or ``(y, indices)`` with int64 argmax indices (flat positions
+    within each input H x W plane, as PyTorch) when ``return_indices``.
+    """
+    x = _check_input(x)
+    geo, (oh, ow) = _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
+    out_shape = check_size(x.shape[:-2] + (oh, ow), "max_pool2d output")
+    y = np.empty(out_shape, dtype=x.dtype)
+    if return_indices:
+        idx = np.empty(out_shape, dtype=np.int64)
+        idx3 = _planes(idx)
+    else:
+        idx = None
+        idx3 = np.empty((1, 1, 1), dtype=np.int64)
+    _kernels().max_pool2d_forward(_planes(x), _planes(y), idx3, bool(return_indices),
+                                  *geo, _threads_for(x, y))
+    return (y, idx) if return_indices else y
+
+
+def max_pool2d_backward(grad_out, indices, input_shape):
+    """Gradient of max pooling with respect to its input, from the argmax ``indices``."""
+    g = as_float_array(grad_out, "grad_out", ndim=(3, 4))
+    if not isinstance(indices, np.ndarray):
+        raise TypeError(f"indices must be a numpy array of int64, got {type(indices).__name__}")
+    if indices.shape != g.shape:
+        raise ValueError(f"indices must have the shape of grad_out {g.shape}, got {indices.shape}")
+    if indices.dtype != np.int64:
+        if indices.dtype.kind not in "iu":
+            raise TypeError(f"indices must have an integer dtype (int64), got {indices.dtype}")
+        indices = indices.astype(np.int64)
+    indices = np.ascontiguousarray(indices)
+    shape = _check_input_shape(input_shape, g)
+    gx = np.empty(shape, dtype=g.dtype)
+    _kernels().max_pool2d_backward(_planes(g), _planes(indices),
+                                   _planes(gx), True, _threads_for(g, gx))
+    return gx
+
+
+# ---------------------------------------------------------------------------
+# average pooling
+# ---------------------------------------------------------------------------
+
+def _avg_geometry(x_shape_like, kernel_size, stride, padding, ceil_mode, count_include_pad, what):
+    if not isinstance(count_include_pad, (bool, np.bool_)):
+        raise TypeError(f"count_include_pad must be a bool, got {count_include_pad!r}")
+    geo, out = _pool_geometry(x_shape_like, kernel_size, stride, padding, 1, ceil_mode, what)
+    return geo[:6], out
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    """2-D average pooling (PyTorch's divisor rules for padding and ceil_mode)."""
+    x = _check_input(x)
+    geo, (oh, ow) = _avg_geometry(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                  "avg_pool2d")
+    y = np.empty(check_size(x.shape[:-2] + (oh, ow), "avg_pool2d output"), dtype=x.dtype)
+    _kernels().avg_pool2d_forward(_planes(x), _planes(y), *geo, bool(count_include_pad),
+                                  _threads_for(x, y))
+    return y
+
+
+class _Shape:
+    """Stands in for an array when only the shape matters to the geometry checks."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True):
+    """Gradient of ``avg_pool2d`` with respect to its input."""
+    g = as_float_array(grad_out, "grad_out", ndim=(3, 4))
+    shape = _check_input_shape(input_shape, g)
+    geo, out = _avg_geometry(_Shape(shape), kernel_size, stride, padding, ceil_mode,
+                             count_include_pad, "avg_pool2d_backward")
+    if tuple(g.shape[-2:]) != out:
+        raise ValueError(f"grad_out must have spatial size {out} for input_shape {shape}, "
+                         f"got shape {g.shape}")
+    gx = np.empty(shape, dtype=g.dtype)
+    _kernels().avg_pool2d_backward(_planes(g), _planes(gx), *geo,
+                                   bool(count_include_pad), _threads_for(g, gx))
+    return gx
+
+
+# ---------------------------------------------------------------------------
+# adaptive average pooling
+# ---------------------------------------------------------------------------
+
+def adaptive_avg_pool2d(x, output_size=1):
+    """Adaptive average pooling to ``output_size`` (int or pair); 1 is global average pooling.
+
+    Window of output o along an axis of length n: [floor(o n / out), ceil((o+1) n / out)).
+    """
+    x = _check_input(x)
+    oh, ow = pair(output_size, "output_size", 1)
+    y = np.empty(check_size(x.shape[:-2] + (oh, ow), "adaptive_avg_pool2d output"), dtype=x.dtype)
+    _kernels().adaptive_avg_pool2d_forward(_planes(x), _planes(y), _threads_for(x, y))
+    return y
+
+
+def adaptive_avg_pool2d_backward(grad_out, input_shape):
+    """Gradient of ``adaptive_avg_pool2d``; the output size is grad_out's spatial size."""
+    g = as_float_array(grad_out, "grad_out", ndim=(3, 4))
+    shape = _check_input_shape(input_shape, g)
+    if g.shape[-1] == 0 or g.shape[-2] == 0:
+        raise ValueError(f"grad_out must have non-empty spatial dimensions, got shape {g.shape}")
+    gx = np.empty(shape, dtype=g.dtype)
+    _kernels().adaptive_avg_pool2d_backward(_planes(g), _planes(gx), _threads_for(g, gx))
+    return gx
+
+
+# ---------------------------------------------------------------------------
+# nearest upsampling
+# ---------------------------------------------------------------------------
+
+def _scale_pair(scale_factor):
+    """Integer scale factors; floats with integral values (2.0) are accepted as well."""
+    def integral(v):
+        if isinstance(v, (float, np.floating)) and float(v).is_integer():
+            return int(v)
+        return v
+    if isinstance(scale_factor, (tuple, list)):
+        scale_factor = tuple(integral(v) for v in scale_factor)
+    else:
+        scale_factor = integral(scale_factor)
+    return pair(scale_factor, "scale_factor", 1)
+
+
+def upsample_nearest2d(x, scale_factor):
+    """Nearest-neighbour upsampling by integer factors (int or (sh, sw))."""
+    x = _check_input(x)
+    sh, sw = _scale_pair(scale_factor)
+    y = np.empty(check_size(x.shape[:-2] + (x.shape[-2] * sh, x.shape[-1] * sw),
+                            "upsample_nearest2d output"), dtype=x.dtype)
+    _kernels().upsample_nearest2d_forward(_planes(x), _planes(y), sh, sw, _threads_for(x, y))
+    return y
+
+
+def upsample_nearest2d_backward(grad_out, scale_factor):
+    """Gradient of ``upsample_nearest2d``: sums each sh x sw block of grad_out."""
+    g = as_float_array(grad_out, "grad_out", ndim=(3, 4))
+    sh, sw = _scale_pair(scale_factor)
+    if g.shape[-2] % sh or g.shape[-1] % sw or g.shape[-1] == 0 or g.shape[-2] == 0:
+        raise ValueError(f"grad_out spatial size {g.shape[-2:]} must be a non-zero multiple of "
+                         f"scale_factor ({sh}, {sw})")
+    gx = np.empty(g.shape[:-2] + (g.shape[-2] // sh, g.shape[-1] // sw), dtype=g.dtype)
+    _kernels().upsample_nearest2d_backward(_planes(g), _planes(gx), sh, sw,
+                                           _threads_for(g, gx))
+    return gx

@@ -1,0 +1,144 @@
+"""BatchNorm1d / BatchNorm2d: PyTorch parity (training and evaluation, affine or
+not, running statistics), reference, finite differences, thread-count
+invariance, argument checks."""
+import numpy as np
+import pytest
+
+import fastcnn
+from fastcnn import functional as F
+from conftest import numeric_grad
+
+import reference as ref
+
+TOLS = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1e-5, atol=2e-5)}
+SHAPES = [(8, 5), (1, 3, 1, 2), (4, 3, 5, 7), (2, 6, 1, 1), (3, 2, 9, 9)]
+
+
+def _torch_bn(torch, x, g, weight, bias, rm, rv, training, momentum, eps):
+    xt = torch.from_numpy(x).requires_grad_()
+    wt = None if weight is None else torch.from_numpy(weight).requires_grad_()
+    bt = None if bias is None else torch.from_numpy(bias).requires_grad_()
+    rmt = None if rm is None else torch.from_numpy(rm.copy())
+    rvt = None if rv is None else torch.from_numpy(rv.copy())
+    yt = torch.nn.functional.batch_norm(xt, rmt, rvt, wt, bt, training, momentum, eps)
+    yt.backward(torch.from_numpy(g))
+    return (yt.detach().numpy(), xt.grad.numpy(), None if wt is None else wt.grad.numpy(),
+            None if bt is None else bt.grad.numpy(), rmt, rvt)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "plain"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape", SHAPES, ids=[str(s).replace(" ", "") for s in SHAPES])
+def test_batch_norm_matches_torch(torch, rng, shape, training, affine, dtype):
+    C = shape[1]
+    x = (rng.standard_normal(shape) * 2 + 1.5).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    weight = rng.standard_normal(C).astype(dtype) if affine else None
+    bias = rng.standard_normal(C).astype(dtype) if affine else None
+    rm = rng.standard_normal(C).astype(dtype)
+    rv = rng.uniform(0.5, 2, C).astype(dtype)
+    yt, gxt, gwt, gbt, rmt, rvt = _torch_bn(torch, x, g, weight, bias, rm, rv, training, 0.1, 1e-5)
+    y, m, s = F.batch_norm(x, rm, rv, weight, bias, training=training, momentum=0.1, eps=1e-5)
+    np.testing.assert_allclose(y, yt, **TOLS[dtype])
+    np.testing.assert_allclose(rm, rmt.numpy(), **TOLS[dtype])
+    np.testing.assert_allclose(rv, rvt.numpy(), **TOLS[dtype])
+    gx, gw, gb = F.batch_norm_backward(g, x, weight, m, s, training=training)
+    np.testing.assert_allclose(gx, gxt, **TOLS[dtype])
+    if affine:
+        np.testing.assert_allclose(gw, gwt, **TOLS[dtype])
+        np.testing.assert_allclose(gb, gbt, **TOLS[dtype])
+    else:
+        assert gw is None and gb is None
+    if training:
+        yr, mean, var = ref.ref_batch_norm_train(x, weight, bias, 1e-5)
+        np.testing.assert_allclose(y, yr, **TOLS[dtype])
+        np.testing.assert_allclose(m, mean, **TOLS[dtype])
+        np.testing.assert_allclose(s, 1 / np.sqrt(var + 1e-5), **TOLS[dtype])
+
+
+def test_batch_norm_without_running_stats(torch, rng):
+    x = rng.standard_normal((4, 3, 3, 3))
+    g = rng.standard_normal(x.shape)
+    w, b = rng.standard_normal(3), rng.standard_normal(3)
+    yt, gxt, gwt, gbt, _, _ = _torch_bn(torch, x, g, w, b, None, None, True, 0.1, 1e-3)
+    y, m, s = F.batch_norm(x, None, None, w, b, training=True, eps=1e-3)
+    gx, gw, gb = F.batch_norm_backward(g, x, w, m, s)
+    for a, e in [(y, yt), (gx, gxt), (gw, gwt), (gb, gbt)]:
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape", [(5, 3), (2, 3, 2, 3)])
+def test_batch_norm_finite_differences(rng, shape, training):
+    C = shape[1]
+    x = rng.standard_normal(shape)
+    w, b = rng.standard_normal(C), rng.standard_normal(C)
+    rm, rv = rng.standard_normal(C), rng.uniform(0.5, 2, C)
+    g = rng.standard_normal(shape)
+
+    def loss():
+        return float((F.batch_norm(x, rm.copy(), rv.copy(), w, b, training=training)[0] * g).sum())
+
+    _, m, s = F.batch_norm(x, rm.copy(), rv.copy(), w, b, training=training)
+    gx, gw, gb = F.batch_norm_backward(g, x, w, m, s, training=training)
+    np.testing.assert_allclose(gx, numeric_grad(loss, x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gw, numeric_grad(loss, w), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, numeric_grad(loss, b), rtol=1e-6, atol=1e-7)
+
+
+def test_batch_norm_thread_count_invariance(rng):
+    x = (rng.standard_normal((6, 7, 31, 29)) * 3 + 2).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    w, b = rng.standard_normal(7).astype(np.float32), rng.standard_normal(7).astype(np.float32)
+    outs = []
+    for n in (1, 2, 3):
+        with fastcnn.threads(n):
+            rm, rv = np.zeros(7, np.float32), np.ones(7, np.float32)
+            y, m, s = F.batch_norm(x, rm, rv, w, b, training=True)
+            ye, _, _ = F.batch_norm(x, rm, rv, w, b, training=False)
+            outs.append([y, m, s, rm, rv, ye, *F.batch_norm_backward(g, x, w, m, s)])
+    for other in outs[1:]:
+        for a, c in zip(outs[0], other):
+            assert a.tobytes() == c.tobytes()
+
+
+def test_batch_norm_bad_arguments(rng):
+    x = rng.standard_normal((4, 3, 2, 2))
+    rm, rv = np.zeros(3), np.ones(3)
+    with pytest.raises(ValueError, match="x must be 2 or 4-D"):
+        F.batch_norm(x[0], rm, rv)
+    with pytest.raises(ValueError, match=r"running_mean must have shape \(3,\)"):
+        F.batch_norm(x, np.zeros(4), rv, training=True)
+    with pytest.raises(ValueError, match=r"weight must have shape \(3,\)"):
+        F.batch_norm(x, rm, rv, np.ones(2), np.zeros(3))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        F.batch_norm(x[:1, :, :1, :1], rm, rv, training=True)
+    with pytest.raises(ValueError, match="running_mean and running_var"):
+        F.batch_norm(x, None, None, training=False)
+    with pytest.raises(ValueError, match="running_mean and running_var"):
+        F.batch_norm(x, rm, None, training=True)
+    with pytest.raises(TypeError, match="running_mean"):
+        F.batch_norm(x, [0.0, 0.0, 0.0], rv, training=True)
+    with pytest.raises(ValueError, match="momentum"):
+        F.batch_norm(x, rm, rv, training=True, momentum=2.0)
+    with pytest.raises(ValueError, match="grad_out must have the shape of x"):
+        F.batch_norm_backward(x[:2], x, None, rm, rv)
+    with pytest.raises(TypeError, match="grad_out must have dtype float64"):
+        F.batch_norm_backward(x.astype(np.float32), x, None, rm, rv)
+
+
+def test_batch_norm_streaming_stores_give_the_same_bits(rng, monkeypatch):
+    import fastcnn.functional.norm as norm_module
+    outs = []
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal((3, 4, 7, 5)).astype(dtype)
+        g = rng.standard_normal(x.shape).astype(dtype)
+        w, b = rng.standard_normal(4).astype(dtype), rng.standard_normal(4).astype(dtype)
+        for limit in (0, 1 << 62):  # every output streamed / none
+            monkeypatch.setattr(norm_module, "_STREAM_BYTES", limit)
+            y, m, s = F.batch_norm(x, None, None, w, b, training=True)
+            outs.append([y, *F.batch_norm_backward(g, x, w, m, s),
+                         *F.batch_norm_backward(g, x, w, m, s, training=False)])
+    for a, c in zip(outs[0] + outs[2], outs[1] + outs[3]):
+        assert a.tobytes() == c.tobytes()

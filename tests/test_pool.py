@@ -1,0 +1,263 @@
+"""Max / average / adaptive pooling and nearest upsampling: PyTorch parity, NumPy
+reference, finite differences, thread-count invariance, argument checks."""
+import numpy as np
+import pytest
+
+import fastcnn
+from fastcnn import functional as F
+from conftest import numeric_grad
+
+import reference as ref
+
+TOLS = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1e-5, atol=1e-5)}
+
+# (shape, kernel, stride, padding, dilation, ceil_mode)
+MAX_CASES = [
+    ((2, 3, 8, 8), 2, None, 0, 1, False),
+    ((2, 3, 9, 7), 2, None, 0, 1, False),       # odd planes, floor
+    ((2, 3, 9, 7), 2, None, 0, 1, True),        # ceil_mode partial windows
+    ((1, 2, 7, 9), 3, 2, 1, 1, False),          # padding = kernel // 2
+    ((1, 2, 7, 9), 3, 2, 1, 1, True),
+    ((2, 2, 10, 11), 3, 1, 1, 2, False),        # dilation
+    ((1, 3, 11, 10), (3, 2), (2, 1), (1, 1), (1, 2), True),
+    ((3, 2, 1, 1), 1, 1, 0, 1, False),          # 1x1 planes
+    ((1, 1, 5, 5), 5, 1, 2, 1, False),
+    ((1, 4, 6, 6), 4, 3, 2, 1, True),
+    ((2, 3, 20, 34), 2, None, 0, 1, False),     # vector path, last group overlapping
+    ((1, 2, 33, 17), 2, 2, 0, 1, False),        # vector path, odd H and W
+    ((1, 2, 16, 16), 2, 2, 0, 1, True),
+]
+
+
+def _ids(cases):
+    return ["x{}-k{}-s{}-p{}-d{}-{}".format(c[0], c[1], c[2], c[3], c[4], "ceil" if c[5] else "floor")
+            .replace(" ", "") for c in cases]
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", MAX_CASES, ids=_ids(MAX_CASES))
+def test_max_pool2d_matches_torch_and_reference(torch, rng, case, dtype):
+    shape, k, s, p, d, ceil = case
+    x = rng.standard_normal(shape).astype(dtype)
+    y, idx = F.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
+    xt = torch.from_numpy(x).requires_grad_()
+    yt, it = torch.nn.functional.max_pool2d(xt, k, s if s is not None else k, p, d, ceil_mode=ceil,
+                                            return_indices=True)
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(idx, it.numpy())
+    assert idx.dtype == np.int64
+    yr, ir = ref.ref_max_pool2d(x, _pair(k), _pair(s if s is not None else k), _pair(p), _pair(d), ceil)
+    np.testing.assert_array_equal(y, yr)
+    np.testing.assert_array_equal(idx, ir)
+    np.testing.assert_array_equal(F.max_pool2d(x, k, s, p, d, ceil), y)
+
+    g = rng.standard_normal(y.shape).astype(dtype)
+    gx = F.max_pool2d_backward(g, idx, x.shape)
+    yt.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(gx, xt.grad.numpy(), **TOLS[dtype])
+    np.testing.assert_allclose(gx, ref.ref_max_pool2d_backward(g, idx, x.shape), **TOLS[dtype])
+
+
+def test_max_pool2d_finite_differences(rng):
+    x = rng.standard_normal((2, 2, 7, 6))
+    g = rng.standard_normal(F.max_pool2d(x, 3, 2, 1, ceil_mode=True).shape)
+    y, idx = F.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True)
+    gx = F.max_pool2d_backward(g, idx, x.shape)
+    num = numeric_grad(lambda: float((F.max_pool2d(x, 3, 2, 1, ceil_mode=True) * g).sum()), x)
+    np.testing.assert_allclose(gx, num, rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool2d_3d_input_noncontiguous_and_nan(rng):
+    x = rng.standard_normal((3, 8, 10)).transpose(0, 2, 1)  # (3, 10, 8), not contiguous
+    y, idx = F.max_pool2d(x, 2, return_indices=True)
+    yr, ir = ref.ref_max_pool2d(np.ascontiguousarray(x)[None], (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(y, yr[0])
+    np.testing.assert_array_equal(idx, ir[0])
+    x = np.ascontiguousarray(x)
+    x[0, 1, 1] = np.nan
+    y = F.max_pool2d(x[None], 2)
+    assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 0, 0, 1])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("hw", [8, 32])
+def test_max_pool2d_backward_with_foreign_indices(rng, hw, dtype):
+    # indices of a 3x3/stride-2 pooling have the output shape of a 2x2/stride-2 one
+    x = rng.standard_normal((2, 3, hw, hw)).astype(dtype)
+    y, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+    assert y.shape[-2:] == (hw // 2, hw // 2)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    np.testing.assert_allclose(F.max_pool2d_backward(g, idx, x.shape),
+                               ref.ref_max_pool2d_backward(g, idx, x.shape), **TOLS[dtype])
+    # out-of-plane indices are ignored, not written
+    bad = idx.copy()
+    bad[0, 0, 0, 0] = hw * hw + 5
+    gx = F.max_pool2d_backward(g, bad, x.shape)
+    assert np.all(np.isfinite(gx))
+
+
+AVG_CASES = [
+    ((2, 3, 8, 8), 2, None, 0, False, True),
+    ((2, 3, 9, 7), 3, 2, 1, False, True),
+    ((2, 3, 9, 7), 3, 2, 1, False, False),
+    ((1, 2, 7, 9), 3, 2, 1, True, True),
+    ((1, 2, 7, 9), 3, 2, 1, True, False),
+    ((1, 2, 6, 5), (2, 3), (2, 1), (1, 1), True, False),
+    ((3, 1, 1, 1), 1, 1, 0, False, True),
+    ((1, 2, 5, 5), 4, 3, 2, True, True),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", AVG_CASES,
+                         ids=["x{}-k{}-s{}-p{}-{}-{}".format(c[0], c[1], c[2], c[3], "ceil" if c[4] else "floor",
+                                                              "incl" if c[5] else "excl").replace(" ", "")
+                              for c in AVG_CASES])
+def test_avg_pool2d_matches_torch_and_reference(torch, rng, case, dtype):
+    shape, k, s, p, ceil, cip = case
+    x = rng.standard_normal(shape).astype(dtype)
+    y = F.avg_pool2d(x, k, s, p, ceil, cip)
+    xt = torch.from_numpy(x).requires_grad_()
+    yt = torch.nn.functional.avg_pool2d(xt, k, s if s is not None else k, p, ceil, cip)
+    np.testing.assert_allclose(y, yt.detach().numpy(), **TOLS[dtype])
+    np.testing.assert_allclose(y, ref.ref_avg_pool2d(x, _pair(k), _pair(s if s is not None else k), _pair(p),
+                                                     ceil, cip), **TOLS[dtype])
+    g = rng.standard_normal(y.shape).astype(dtype)
+    gx = F.avg_pool2d_backward(g, x.shape, k, s, p, ceil, cip)
+    yt.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(gx, xt.grad.numpy(), **TOLS[dtype])
+
+
+@pytest.mark.parametrize("case", [(3, 2, 1, True, False), (2, 1, 1, False, True)])
+def test_avg_pool2d_finite_differences(rng, case):
+    k, s, p, ceil, cip = case
+    x = rng.standard_normal((1, 2, 5, 6))
+    g = rng.standard_normal(F.avg_pool2d(x, k, s, p, ceil, cip).shape)
+    gx = F.avg_pool2d_backward(g, x.shape, k, s, p, ceil, cip)
+    num = numeric_grad(lambda: float((F.avg_pool2d(x, k, s, p, ceil, cip) * g).sum()), x)
+    np.testing.assert_allclose(gx, num, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape,out", [((2, 3, 7, 5), 1), ((1, 2, 1, 1), 1), ((2, 2, 9, 7), (3, 2)),
+                                       ((1, 2, 5, 8), (4, 3))])
+def test_adaptive_avg_pool2d(torch, rng, shape, out, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    y = F.adaptive_avg_pool2d(x, out)
+    xt = torch.from_numpy(x).requires_grad_()
+    yt = torch.nn.functional.adaptive_avg_pool2d(xt, out)
+    np.testing.assert_allclose(y, yt.detach().numpy(), **TOLS[dtype])
+    np.testing.assert_allclose(y, ref.ref_adaptive_avg_pool2d(x, _pair(out)), **TOLS[dtype])
+    g = rng.standard_normal(y.shape).astype(dtype)
+    gx = F.adaptive_avg_pool2d_backward(g, x.shape)
+    yt.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(gx, xt.grad.numpy(), **TOLS[dtype])
+    if dtype == np.float64:
+        num = numeric_grad(lambda: float((F.adaptive_avg_pool2d(x, out) * g).sum()), x)
+        np.testing.assert_allclose(gx, num, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("scale", [1, 2, 3, (2, 3)])
+def test_upsample_nearest2d(torch, rng, scale, dtype):
+    x = rng.standard_normal((2, 3, 4, 5)).astype(dtype)
+    y = F.upsample_nearest2d(x, scale)
+    xt = torch.from_numpy(x).requires_grad_()
+    yt = torch.nn.functional.interpolate(xt, scale_factor=_pair(scale), mode="nearest")
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(y, ref.ref_upsample_nearest2d(x, _pair(scale)))
+    g = rng.standard_normal(y.shape).astype(dtype)
+    gx = F.upsample_nearest2d_backward(g, scale)
+    yt.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(gx, xt.grad.numpy(), **TOLS[dtype])
+
+
+def test_upsample_finite_differences(rng):
+    x = rng.standard_normal((1, 2, 3, 2))
+    g = rng.standard_normal((1, 2, 6, 6))
+    gx = F.upsample_nearest2d_backward(g, (2, 3))
+    num = numeric_grad(lambda: float((F.upsample_nearest2d(x, (2, 3)) * g).sum()), x)
+    np.testing.assert_allclose(gx, num, rtol=1e-7, atol=1e-8)
+
+
+def test_pooling_thread_count_invariance(rng):
+    x = rng.standard_normal((2, 16, 37, 35)).astype(np.float32)  # big enough to run threaded
+    outs = []
+    for n in (1, 2, 3):
+        with fastcnn.threads(n):
+            y, idx = F.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True)
+            y2, idx2 = F.max_pool2d(x, 2, return_indices=True)
+            a = F.avg_pool2d(x, 3, 2, 1, True, False)
+            ga = F.avg_pool2d_backward(a, x.shape, 3, 2, 1, True, False)
+            gm = F.max_pool2d_backward(y, idx, x.shape)
+            ad = F.adaptive_avg_pool2d(x, 1)
+            gad = F.adaptive_avg_pool2d_backward(ad, x.shape)
+            up = F.upsample_nearest2d(x, 2)
+            gup = F.upsample_nearest2d_backward(up, 2)
+            outs.append([y, idx, y2, idx2, a, ga, gm, ad, gad, up, gup])
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            assert a.tobytes() == b.tobytes()
+
+
+def test_pool_bad_arguments(rng):
+    x = rng.standard_normal((1, 1, 4, 4))
+    with pytest.raises(ValueError, match="kernel_size"):
+        F.max_pool2d(x, 6)
+    with pytest.raises(ValueError, match="kernel_size"):
+        F.max_pool2d(x, 0)
+    with pytest.raises(ValueError, match="padding"):
+        F.max_pool2d(x, 2, padding=2)
+    with pytest.raises(ValueError, match="stride"):
+        F.avg_pool2d(x, 2, stride=0)
+    with pytest.raises(ValueError, match="dilation"):
+        F.max_pool2d(x, 2, dilation=0)
+    with pytest.raises(ValueError, match="x must be 3 or 4-D"):
+        F.max_pool2d(x[0, 0], 2)
+    with pytest.raises(TypeError, match="x must have dtype"):
+        F.avg_pool2d(x.astype(np.int32), 2)
+    with pytest.raises(TypeError, match="kernel_size"):
+        F.max_pool2d(x, 2.5)
+    with pytest.raises(TypeError, match="ceil_mode"):
+        F.max_pool2d(x, 2, ceil_mode="yes")
+    with pytest.raises(ValueError, match="kernel_size"):
+        F.avg_pool2d(x, 5)
+    y, idx = F.max_pool2d(x, 2, return_indices=True)
+    with pytest.raises(ValueError, match="indices"):
+        F.max_pool2d_backward(y, idx[..., :1], x.shape)
+    with pytest.raises(TypeError, match="indices"):
+        F.max_pool2d_backward(y, idx.astype(np.float64), x.shape)
+    with pytest.raises(ValueError, match="input_shape"):
+        F.max_pool2d_backward(y, idx, (2, 1, 4, 4))
+    with pytest.raises(ValueError, match="grad_out"):
+        F.avg_pool2d_backward(y, (1, 1, 8, 8), 2)
+    with pytest.raises(ValueError, match="output_size"):
+        F.adaptive_avg_pool2d(x, 0)
+    with pytest.raises(ValueError, match="scale_factor"):
+        F.upsample_nearest2d(x, 0)
+    with pytest.raises(TypeError, match="scale_factor"):
+        F.upsample_nearest2d(x, 1.5)
+    assert F.upsample_nearest2d(x, 2.0).shape == (1, 1, 8, 8)
+    with pytest.raises(ValueError, match="scale_factor"):
+        F.upsample_nearest2d_backward(rng.standard_normal((1, 1, 5, 4)), 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("width", [6, 40])
+def test_max_pool2d_nan_inf_ties_match_torch(torch, rng, width, dtype):
+    x = rng.integers(-2, 3, (2, 3, 10, width)).astype(dtype)  # many ties
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, 25, replace=False)] = np.nan
+    flat[rng.choice(flat.size, 25, replace=False)] = -np.inf
+    x[0, 0, :2, :2] = -np.inf  # a window of -inf only
+    y, idx = F.max_pool2d(x, 2, return_indices=True)
+    yt, it = torch.nn.functional.max_pool2d(torch.from_numpy(x), 2, return_indices=True)
+    np.testing.assert_array_equal(y, yt.numpy())
+    np.testing.assert_array_equal(idx, it.numpy())
+    g = rng.standard_normal(y.shape).astype(dtype)
+    np.testing.assert_array_equal(F.max_pool2d_backward(g, idx, x.shape),
+                                  ref.ref_max_pool2d_backward(g, idx, x.shape))
