@@ -65,7 +65,8 @@ def test_predict_is_thread_safe_and_keeps_mode():
     expected = predict(model, x, batch_size=7)
     assert model.training  # restored
     model.eval()
-    np.testing.assert_array_equal(expected, predict(model, x))
+    # batches of different sizes may take different kernels (rounding differs)
+    np.testing.assert_allclose(expected, predict(model, x), rtol=1e-5, atol=1e-6)
     results, errors = {}, []
 
     def worker(i):
