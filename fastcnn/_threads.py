@@ -2,10 +2,17 @@
 
 Kernels never read this state themselves: ``functional`` reads it once per call
 and passes ``n_threads`` down.
+
+``set_num_threads(n)`` sets the count for the whole process. ``threads(n)``
+overrides it for the calling Python thread only, for the duration of a
+``with`` block, so workers of a thread pool can each run single-threaded
+kernels (``with fastcnn.threads(1): ...``) without racing on the global
+setting or on each other. See docs/threads.md.
 """
 import contextlib
 import numbers
 import os
+import threading
 
 __all__ = ["set_num_threads", "get_num_threads", "threads", "default_num_threads"]
 
@@ -35,26 +42,36 @@ def default_num_threads():
 
 
 _num_threads = default_num_threads()
+_local = threading.local()  # .override: the innermost threads(n) block of this Python thread
 
 
 def set_num_threads(n):
-    """Set the number of OpenMP threads every fastcnn kernel uses."""
+    """Set the number of OpenMP threads every fastcnn kernel uses (process-wide).
+
+    Inside a ``threads(m)`` block of the calling thread, the block's count
+    keeps applying to that thread until the block ends.
+    """
     global _num_threads
     _num_threads = _check_count(n)
 
 
 def get_num_threads():
-    """The number of threads fastcnn kernels use."""
-    return _num_threads
+    """The number of threads fastcnn kernels called from this Python thread use."""
+    override = getattr(_local, "override", None)
+    return _num_threads if override is None else override
 
 
 @contextlib.contextmanager
 def threads(n):
-    """Context manager: run the block with ``n`` threads, then restore the previous count."""
+    """Context manager: kernels called from this Python thread use ``n`` threads inside the block.
+
+    The override is per Python thread (other threads keep their own count)
+    and blocks nest; the previous count is restored on exit.
+    """
     n = _check_count(n)
-    previous = get_num_threads()
-    set_num_threads(n)
+    previous = getattr(_local, "override", None)
+    _local.override = n
     try:
         yield n
     finally:
-        set_num_threads(previous)
+        _local.override = previous

@@ -12,7 +12,7 @@ from cython.parallel cimport prange
 from libc.math cimport exp, expf, log, log1p, fabs, INFINITY
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport malloc, free
-from cython.parallel cimport parallel
+from cython.parallel cimport threadid
 
 cdef extern from *:
     """
@@ -267,7 +267,8 @@ def cross_entropy_forward(const floating[:, ::1] x, const label_t[::1] t, const 
     cdef const double* wp = &w[0] if has_weight else NULL
     cdef double* rows
     cdef float* e
-    cdef bint failed = False
+    cdef float* scratch = NULL
+    cdef Py_ssize_t nt, per
     with nogil:
         bad = _check_labels(t, C)
     if bad >= 0:
@@ -287,27 +288,19 @@ def cross_entropy_forward(const floating[:, ::1] x, const label_t[::1] t, const 
         raise MemoryError()
     B = _ce_block_rows(C)
     nblocks = (N + B - 1) // B
+    nt = 1 if nblocks == 1 else n_threads
+    per = B * C + B + 2 * B  # floats: exponentials, row maxima, row sums (doubles)
+    if floating is float:
+        scratch = <float*>malloc(nt * per * sizeof(float))
+        if scratch == NULL:
+            free(rows)
+            raise MemoryError()
     with nogil:
         if floating is float:
-            if n_threads == 1 or nblocks == 1:
-                e = <float*>malloc(B * C * sizeof(float) + B * sizeof(float) + B * sizeof(double))
-                if e != NULL:
-                    for k in range(nblocks):
-                        _ce_forward_block_f32(&x[0, 0], &t[0], k * B, min(k * B + B, N), C, wp, W, eps,
-                                              e, e + B * C, <double*>(e + B * C + B), rows)
-                    free(e)
-                else:
-                    failed = True
-            else:
-                with parallel(num_threads=n_threads):
-                    e = <float*>malloc(B * C * sizeof(float) + B * sizeof(float) + B * sizeof(double))
-                    if e != NULL:
-                        for k in prange(nblocks, schedule='static'):
-                            _ce_forward_block_f32(&x[0, 0], &t[0], k * B, min(k * B + B, N), C, wp, W,
-                                                  eps, e, e + B * C, <double*>(e + B * C + B), rows)
-                        free(e)
-                    else:
-                        failed = True
+            for k in prange(nblocks, schedule='static', num_threads=nt):
+                e = scratch + threadid() * per
+                _ce_forward_block_f32(&x[0, 0], &t[0], k * B, min(k * B + B, N), C, wp, W, eps,
+                                      e, e + B * C, <double*>(e + B * C + B), rows)
         elif n_threads == 1:
             for i in range(N):
                 rows[i] = _row_loss(&x[i, 0], C, t[i], wp, W, eps)
@@ -317,8 +310,8 @@ def cross_entropy_forward(const floating[:, ::1] x, const label_t[::1] t, const 
         for i in range(N):
             total += rows[i]
     free(rows)
-    if failed:
-        raise MemoryError()
+    if floating is float:
+        free(scratch)
     return total, denom, -1
 
 
@@ -329,7 +322,8 @@ def cross_entropy_backward(const floating[:, ::1] x, const label_t[::1] t, const
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], i, bad, B, nblocks, k
     cdef double denom = 0, W = C, scale
     cdef float* e
-    cdef bint failed = False
+    cdef float* scratch = NULL
+    cdef Py_ssize_t nt, per
     cdef const double* wp = &w[0] if has_weight else NULL
     with nogil:
         bad = _check_labels(t, C)
@@ -348,35 +342,26 @@ def cross_entropy_backward(const floating[:, ::1] x, const label_t[::1] t, const
         return -1
     B = _ce_block_rows(C)
     nblocks = (N + B - 1) // B
+    nt = 1 if nblocks == 1 else n_threads
+    per = 3 * B  # floats: row maxima, row sums (doubles)
+    if floating is float:
+        scratch = <float*>malloc(nt * per * sizeof(float))
+        if scratch == NULL:
+            raise MemoryError()
     with nogil:
         if floating is float:
-            if n_threads == 1 or nblocks == 1:
-                e = <float*>malloc(B * sizeof(float) + B * sizeof(double))
-                if e != NULL:
-                    for k in range(nblocks):
-                        _ce_backward_block_f32(&x[0, 0], &t[0], k * B, min(k * B + B, N), C, wp, W, eps,
-                                               scale, &gx[0, 0], e, <double*>(e + B))
-                    free(e)
-                else:
-                    failed = True
-            else:
-                with parallel(num_threads=n_threads):
-                    e = <float*>malloc(B * sizeof(float) + B * sizeof(double))
-                    if e != NULL:
-                        for k in prange(nblocks, schedule='static'):
-                            _ce_backward_block_f32(&x[0, 0], &t[0], k * B, min(k * B + B, N), C, wp,
-                                                   W, eps, scale, &gx[0, 0], e, <double*>(e + B))
-                        free(e)
-                    else:
-                        failed = True
+            for k in prange(nblocks, schedule='static', num_threads=nt):
+                e = scratch + threadid() * per
+                _ce_backward_block_f32(&x[0, 0], &t[0], k * B, min(k * B + B, N), C, wp, W, eps,
+                                       scale, &gx[0, 0], e, <double*>(e + B))
         elif n_threads == 1:
             for i in range(N):
                 _row_grad(&x[i, 0], &gx[i, 0], C, t[i], wp, W, eps, scale)
         else:
             for i in prange(N, schedule='static', num_threads=n_threads):
                 _row_grad(&x[i, 0], &gx[i, 0], C, t[i], wp, W, eps, scale)
-    if failed:
-        raise MemoryError()
+    if floating is float:
+        free(scratch)
     return -1
 
 

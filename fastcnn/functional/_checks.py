@@ -4,6 +4,7 @@ Every conversion of user input into kernel arguments goes through here, so
 messages are uniform: they name the argument and what was expected.
 """
 import numbers
+import os
 
 import numpy as np
 
@@ -54,6 +55,7 @@ def as_float_array(x, name, ndim=None, dtype=None, contiguous=True):
             want = " or ".join(str(d) for d in nd)
             raise ValueError(f"{name} must be {want}-D, got shape {x.shape}")
     if contiguous and not x.flags.c_contiguous:
+        check_bytes(x.size * x.itemsize, f"a contiguous copy of {name} (shape {x.shape})")
         x = np.ascontiguousarray(x)
     return x
 
@@ -68,15 +70,20 @@ def check_int(v, name, minimum=None):
 
 
 def pair(v, name, minimum=None):
-    """An int or a pair of ints -> a tuple of two ints (each >= minimum)."""
+    """An int or a pair of ints -> a tuple of two ints (each >= minimum and <= 2**31-1)."""
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
-        return tuple(check_int(e, name, minimum) for e in v)
-    if isinstance(v, np.ndarray) and v.shape == (2,):
-        return tuple(check_int(e, name, minimum) for e in v.tolist())
-    v = check_int(v, name, minimum)
-    return (v, v)
+        out = tuple(check_int(e, name, minimum) for e in v)
+    elif isinstance(v, np.ndarray) and v.shape == (2,):
+        out = tuple(check_int(e, name, minimum) for e in v.tolist())
+    else:
+        v = check_int(v, name, minimum)
+        out = (v, v)
+    for e in out:
+        if e > INT_MAX:  # geometry reaches the kernels as C ints
+            raise ValueError(f"{name} must be at most {INT_MAX}, got {e}")
+    return out
 
 
 def check_float(v, name, minimum=None, maximum=None):
@@ -94,12 +101,45 @@ def check_float(v, name, minimum=None, maximum=None):
 
 MAX_ELEMENTS = 2 ** 40
 
+# The compiled kernels index one image (or one GEMM operand) with C ints.
+INT_MAX = 2 ** 31 - 1
 
-def check_size(shape, name):
-    """Refuse outputs whose element count is absurd before allocating them."""
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - platforms without sysconf
+        return None
+
+
+PHYSICAL_MEMORY = _physical_memory()
+
+
+def check_bytes(nbytes, what):
+    """Refuse an allocation larger than this machine's physical memory (before making it)."""
+    if PHYSICAL_MEMORY is not None and nbytes > PHYSICAL_MEMORY:
+        raise ValueError(f"{what} is too large: it would need {nbytes / 2 ** 30:.1f} GiB, more than this machine's "
+                         f"{PHYSICAL_MEMORY / 2 ** 30:.1f} GiB of memory")
+
+
+def check_size(shape, name, itemsize=4):
+    """Refuse outputs whose element count is absurd, or that cannot fit in memory, before allocating them."""
     n = 1
     for s in shape:
         n *= int(s)
     if n > MAX_ELEMENTS:
         raise ValueError(f"{name} would have shape {tuple(shape)} ({n} elements): too large")
+    check_bytes(n * int(itemsize), f"{name} of shape {tuple(shape)}")
     return shape
+
+
+def check_index_range(what, sizes):
+    """Refuse sizes the kernels cannot index with a C int: each value must be at most 2**31-1.
+
+    ``sizes`` maps a description (e.g. ``"C*H*W"``: channels x height x width
+    of one image) to its value.
+    """
+    for label, value in sizes.items():
+        if int(value) > INT_MAX:
+            raise ValueError(f"{what}: {label} = {int(value)} is too large: the kernels handle sizes "
+                             f"up to 2**31-1 = {INT_MAX} per image; split the input into smaller pieces")
