@@ -72,6 +72,7 @@ cdef inline fc_conv_geom conv_geom(const Geom *g) noexcept nogil:
 
 cdef inline fc_view dense(const void *p, long rs, long cs) noexcept nogil:
     cdef fc_view v
+    memset(&v, 0, sizeof(v))
     v.kind = FC_VIEW_DENSE
     v.trans = 0
     v.p = p
@@ -83,6 +84,7 @@ cdef inline fc_view dense(const void *p, long rs, long cs) noexcept nogil:
 cdef inline fc_view patches(const void *p, const Geom *g, int trans) noexcept nogil:
     """The implicit im2col matrix of one image group: (Cg*R*S) x (P*Q), or its transpose."""
     cdef fc_view v
+    memset(&v, 0, sizeof(v))
     v.kind = FC_VIEW_PATCH
     v.trans = trans
     v.p = p
@@ -150,6 +152,7 @@ cdef inline void pack_a(floating *dst, int m, int k, const fc_view *A) noexcept 
 
 cdef inline fc_view shifted(const void *p, const long *offs) noexcept nogil:
     cdef fc_view v
+    memset(&v, 0, sizeof(v))
     v.kind = FC_VIEW_SHIFT
     v.trans = 0
     v.p = p
@@ -161,6 +164,7 @@ cdef inline fc_view shifted(const void *p, const long *offs) noexcept nogil:
 
 cdef inline fc_view packed(const void *p) noexcept nogil:
     cdef fc_view v
+    memset(&v, 0, sizeof(v))
     v.kind = FC_VIEW_PACKED
     v.trans = 0
     v.p = p

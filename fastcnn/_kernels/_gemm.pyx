@@ -1,6 +1,6 @@
 # cython: language_level=3
 """GEMM entry point and engine configuration (ISA dispatch, OpenMP)."""
-from libc.stdint cimport intptr_t
+from libc.string cimport memset
 cimport numpy as cnp
 import numpy as np
 
@@ -38,6 +38,7 @@ cdef inline fc_view dense_view(cnp.ndarray a, bint trans):
     """A dense view of a 2-D array (any strides), transposed when asked."""
     cdef fc_view v
     cdef Py_ssize_t isz = a.itemsize
+    memset(&v, 0, sizeof(v))
     v.kind = FC_VIEW_DENSE
     v.trans = 0
     v.p = cnp.PyArray_DATA(a)
