@@ -149,3 +149,19 @@ def test_loss_bad_arguments(rng):
         F.binary_cross_entropy_with_logits(t, t)
     # small integer dtypes are accepted as labels
     assert F.cross_entropy(x, t.astype(np.uint8)) == F.cross_entropy(x, t)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cross_entropy_nan_and_inf_rows_match_torch(torch, dtype):
+    x = np.array([[1.0, np.nan, 0.0], [-np.inf, -np.inf, -np.inf], [-np.inf, 2.0, 1.0], [0.5, 1.0, 3.0]],
+                 dtype=dtype)
+    t = np.array([0, 1, 1, 2])
+    g = F.cross_entropy_backward(x, t, reduction="sum")
+    xt = torch.from_numpy(x).requires_grad_()
+    lt = torch.nn.functional.cross_entropy(xt, torch.from_numpy(t), reduction="none")
+    lt.sum().backward()
+    # row by row: NaN where PyTorch gives NaN, the same values elsewhere
+    for i in range(4):
+        li = F.cross_entropy(x[i:i + 1], t[i:i + 1], reduction="sum")
+        np.testing.assert_allclose(li, lt[i].item(), rtol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-6, atol=1e-7, equal_nan=True)

@@ -61,12 +61,20 @@ cdef extern from *:
     void fc_rows_exp_f32(const float *restrict x, Py_ssize_t R, Py_ssize_t C, float *restrict e,
                          float *restrict rowmax, double *restrict rowsum) {
         for (Py_ssize_t r = 0; r < R; r++) {
+            /* maximum ignoring NaN (a NaN in the row makes its sum NaN anyway) */
             const float *xr = x + r * C;
-            float m = -INFINITY;
-            for (Py_ssize_t c = 0; c < C; c++) {
-                float v = xr[c];
-                m = (v > m) | (v != v) ? v : m;
+            float m0 = -INFINITY, m1 = -INFINITY, m2 = -INFINITY, m3 = -INFINITY;
+            Py_ssize_t c = 0;
+            for (; c + 4 <= C; c += 4) {
+                m0 = xr[c] > m0 ? xr[c] : m0;
+                m1 = xr[c + 1] > m1 ? xr[c + 1] : m1;
+                m2 = xr[c + 2] > m2 ? xr[c + 2] : m2;
+                m3 = xr[c + 3] > m3 ? xr[c + 3] : m3;
             }
+            for (; c < C; c++) m0 = xr[c] > m0 ? xr[c] : m0;
+            m0 = m1 > m0 ? m1 : m0;
+            m2 = m3 > m2 ? m3 : m2;
+            float m = m2 > m0 ? m2 : m0;
             rowmax[r] = m;
             float sh = m == -INFINITY ? 0.0f : m;
             float *er = e + r * C;
@@ -75,9 +83,11 @@ cdef extern from *:
         for (Py_ssize_t i = 0; i < R * C; i++) e[i] = fc_expf_poly(e[i]);
         for (Py_ssize_t r = 0; r < R; r++) {
             const float *er = e + r * C;
-            double s = 0;
-            for (Py_ssize_t c = 0; c < C; c++) s += er[c];
-            rowsum[r] = s;
+            double s0 = 0, s1 = 0;
+            Py_ssize_t c = 0;
+            for (; c + 2 <= C; c += 2) { s0 += er[c]; s1 += er[c + 1]; }
+            if (c < C) s0 += er[c];
+            rowsum[r] = s0 + s1;
         }
     }
     """
