@@ -16,6 +16,7 @@ cimport numpy as cnp
 import numpy as np
 
 from fastcnn._kernels.fc_gemm cimport *
+from fastcnn._kernels._reduce cimport plane_sum
 
 cnp.import_array()
 fc_init()
@@ -530,26 +531,6 @@ def conv2d_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, int gr
 
 # ---------------------------------------------------------------------------
 # per-channel helpers: bias gradient and bias addition (NCHW or NC)
-
-cdef inline double plane_sum(const floating *p, long n) noexcept nogil:
-    """Sum of n values in a fixed order: eight interleaved double partial sums."""
-    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0
-    cdef long i = 0
-    while i + 8 <= n:
-        a0 += p[i]
-        a1 += p[i + 1]
-        a2 += p[i + 2]
-        a3 += p[i + 3]
-        a4 += p[i + 4]
-        a5 += p[i + 5]
-        a6 += p[i + 6]
-        a7 += p[i + 7]
-        i += 8
-    while i < n:
-        a0 += p[i]
-        i += 1
-    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
-
 
 cdef void _channel_sum(const floating *dy, floating *out, int N, int C, long HW,
                        int n_threads) noexcept nogil:

@@ -13,6 +13,7 @@ Layers:
   3. thin ``def`` entry points taking already checked arrays.
 """
 cimport cython
+from fastcnn._kernels._reduce cimport plane_sum
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
@@ -448,26 +449,6 @@ def avg_pool2d_backward(const floating[:, :, ::1] g, floating[:, :, ::1] gx,
 # adaptive average pooling
 # ---------------------------------------------------------------------------
 
-cdef inline double _sum_contig(const floating* a, Py_ssize_t n) noexcept nogil:
-    """Sum of n contiguous values in double, eight accumulators, fixed order."""
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0
-    cdef Py_ssize_t i = 0
-    while i + 8 <= n:
-        s0 += a[i]
-        s1 += a[i + 1]
-        s2 += a[i + 2]
-        s3 += a[i + 3]
-        s4 += a[i + 4]
-        s5 += a[i + 5]
-        s6 += a[i + 6]
-        s7 += a[i + 7]
-        i += 8
-    while i < n:
-        s0 += a[i]
-        i += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-
-
 cdef inline void _adaptive_avg_plane(
         const floating* x,      # IN READ-ONLY  (H, W)
         floating* y,            # OUT           (OH, OW)
@@ -475,7 +456,7 @@ cdef inline void _adaptive_avg_plane(
     cdef Py_ssize_t oh, ow, ih, h0, h1, w0, w1
     cdef double s
     if OH == 1 and OW == 1:
-        y[0] = <floating>(_sum_contig(x, H * W) / (H * W))
+        y[0] = <floating>(plane_sum(x, H * W) / (H * W))
         return
     for oh in range(OH):
         h0 = (oh * H) // OH
@@ -485,7 +466,7 @@ cdef inline void _adaptive_avg_plane(
             w1 = ((ow + 1) * W + OW - 1) // OW
             s = 0
             for ih in range(h0, h1):
-                s = s + _sum_contig(x + ih * W + w0, w1 - w0)
+                s = s + plane_sum(x + ih * W + w0, w1 - w0)
             y[oh * OW + ow] = <floating>(s / ((h1 - h0) * (w1 - w0)))
 
 
