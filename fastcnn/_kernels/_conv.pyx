@@ -180,12 +180,11 @@ cdef inline bint use_shift(const Geom *g) noexcept nogil:
     return g.sh == 1 and g.sw == 1 and 4 * g.dw * (g.S - 1) <= g.Q + 8
 
 
-cdef inline void pad_image(const floating *x, floating *xp, const Geom *g, int Hp, int Wp,
-                           long total) noexcept nogil:
-    """xp (Cg x Hp x Wp, then zeros up to total) = x placed at (ph, pw) with zero borders."""
+cdef inline void pad_into(const floating *x, floating *xp, const Geom *g, int Hp, int Wp,
+                          long cstride) noexcept nogil:
+    """Place image x (Cg x H x W) at (ph, pw) of zeroed Hp x Wp planes, one every cstride elements."""
     cdef int c, h, hp
-    cdef int w0 = g.pw, wn = g.W if g.W < Wp - g.pw else Wp - g.pw
-    memset(xp, 0, <size_t>total * sizeof(floating))
+    cdef int wn = g.W if g.W < Wp - g.pw else Wp - g.pw
     if wn <= 0:
         return
     for c in range(g.Cg):
@@ -193,20 +192,30 @@ cdef inline void pad_image(const floating *x, floating *xp, const Geom *g, int H
             hp = h + g.ph
             if hp >= Hp:
                 break
-            memcpy(xp + (<long>c * Hp + hp) * Wp + w0, x + (<long>c * g.H + h) * g.W,
+            memcpy(xp + c * cstride + <long>hp * Wp + g.pw, x + (<long>c * g.H + h) * g.W,
                    <size_t>wn * sizeof(floating))
 
 
-cdef cnp.ndarray shift_offsets(const Geom *g, int Hp, int Wp):
-    """Offset of every tap (c, r, s) in a zero-padded Cg x Hp x Wp image, followed
-    by 16 zeros (the rows a last partial micro-tile of A reads)."""
+cdef inline void pad_image(const floating *x, floating *xp, const Geom *g, int Hp, int Wp,
+                           long total) noexcept nogil:
+    """xp (Cg x Hp x Wp, then zeros up to total) = x placed at (ph, pw) with zero borders."""
+    memset(xp, 0, <size_t>total * sizeof(floating))
+    pad_into(x, xp, g, Hp, Wp, <long>Hp * Wp)
+
+
+cdef cnp.ndarray shift_offsets(const Geom *g, int Hp, int Wp, long cstride=0):
+    """Offset of every tap (c, r, s) in zero-padded Hp x Wp planes placed every
+    cstride elements (default Hp * Wp), followed by 16 zeros (the rows a last
+    partial micro-tile of A reads)."""
     cdef int crs = g.Cg * g.R * g.S, c, r, s, t = 0
     cdef cnp.ndarray offs = np.zeros(crs + 16, dtype=np.int64)
     cdef long *o = <long *>cnp.PyArray_DATA(offs)
+    if cstride == 0:
+        cstride = <long>Hp * Wp
     for c in range(g.Cg):
         for r in range(g.R):
             for s in range(g.S):
-                o[t] = <long>c * Hp * Wp + <long>r * g.dh * Wp + s * g.dw
+                o[t] = c * cstride + <long>r * g.dh * Wp + s * g.dw
                 t += 1
     return offs
 
@@ -392,7 +401,7 @@ def conv2d_backward_data(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray dx, int grou
 
 cdef int _backward_weight(floating *x, floating *dy, floating *part, Geom g, int nchunks,
                           bint trans, int n_threads, Workspace ws, const long *offs,
-                          long xp_elems) noexcept nogil:
+                          long xp_elems, int ipg) noexcept nogil:
     cdef int ntasks = nchunks * g.G
     cdef int crs = g.Cg * g.R * g.S
     cdef int pq = g.P * g.Q
@@ -412,15 +421,19 @@ cdef int _backward_weight(floating *x, floating *dy, floating *part, Geom g, int
         n1 = <int>((<long>(ch + 1) * g.N) // nchunks)
         cp = part + (<long>ch * g.G + gi) * wsz
         wsp = <floating *>ws_for(ws, threadid() if outer else 0)
+        if offs != NULL:
+            # stride 1: dW^T (crs x Kg) = shifted rows of ipg padded images stacked
+            # per channel (read in place) . dy^T padded with zeros, ipg images a product
+            n = n0
+            while n < n1:
+                rc |= _backward_weight_shift(x, dy, n, min(ipg, n1 - n), gi, cp, &g, offs, xp_elems,
+                                             <floating>(0 if n == n0 else 1), inner, wsp)
+                n = n + ipg
+            continue
         for n in range(n0, n1):
             xn = x + (<long>n * g.G * g.Cg + <long>gi * g.Cg) * g.H * g.W
             dyn = dy + (<long>n * g.G * g.Kg + <long>gi * g.Kg) * pq
-            if offs != NULL:
-                # stride 1: dW^T (crs x Kg) = shifted rows of the padded image
-                # (crs x P*Wp, read in place) . dy^T padded with zero columns
-                rc |= _backward_weight_shift(xn, dyn, cp, &g, offs, xp_elems, <floating>(0 if n == n0 else 1),
-                                             inner, wsp)
-            elif trans:
+            if trans:
                 # dW^T (crs x Kg) = patches (crs x pq) . dy^T (pq x Kg)
                 A = patches(xn, &g, 0)
                 B = dense(dyn, 1, pq)
@@ -435,43 +448,71 @@ cdef int _backward_weight(floating *x, floating *dy, floating *part, Geom g, int
     return rc
 
 
-cdef int _backward_weight_shift(const floating *xn, const floating *dyn, floating *cp,
-                                const Geom *g, const long *offs, long xp_elems, floating beta,
-                                int nthreads, floating *wsp) noexcept nogil:
+cdef int _backward_weight_shift(const floating *x, const floating *dy, int n0, int cnt, int gi,
+                                floating *cp, const Geom *g, const long *offs, long xp_elems,
+                                floating beta, int nthreads, floating *wsp) noexcept nogil:
+    """Weight gradient of images n0 .. n0+cnt (group gi) accumulated into cp (crs x Kg)."""
     cdef int Hp = g.P + g.dh * (g.R - 1), Wp = g.Q + g.dw * (g.S - 1)
-    cdef int crs = g.Cg * g.R * g.S, k, oh
-    cdef long pw = <long>g.P * Wp
+    cdef int crs = g.Cg * g.R * g.S, k, oh, i
+    cdef long plane = <long>Hp * Wp, depth = plane * cnt
     cdef floating *xp = wsp
     cdef floating *dyp = wsp + xp_elems
     cdef fc_view A, B
-    pad_image(xn, xp, g, Hp, Wp, xp_elems)
-    memset(dyp, 0, <size_t>g.Kg * pw * sizeof(floating))
-    for k in range(g.Kg):
-        for oh in range(g.P):
-            memcpy(dyp + k * pw + <long>oh * Wp, dyn + (<long>k * g.P + oh) * g.Q,
-                   <size_t>g.Q * sizeof(floating))
-    A = shifted(xp, offs)
-    B = dense(dyp, 1, pw)
-    return gemm(cp, crs, g.Kg, <int>pw, &A, &B, beta, g.Kg, NULL, nthreads,
-                dyp + (<long>g.Kg * pw + 15) // 16 * 16)
+    memset(xp, 0, <size_t>xp_elems * sizeof(floating))
+    memset(dyp, 0, <size_t>g.Kg * depth * sizeof(floating))
+    for i in range(cnt):
+        # channel c of image i at xp + (c * cnt + i) * plane; tap offsets use the
+        # channel stride cnt * plane (see conv2d_backward_weight)
+        pad_into(x + ((<long>(n0 + i) * g.G + gi) * g.Cg) * g.H * g.W, xp + i * plane, g, Hp, Wp,
+                 depth)
+        for k in range(g.Kg):
+            for oh in range(g.P):
+                memcpy(dyp + k * depth + i * plane + <long>oh * Wp,
+                       dy + (((<long>(n0 + i) * g.G + gi) * g.Kg + k) * g.P + oh) * g.Q,
+                       <size_t>g.Q * sizeof(floating))
+    A = shifted(xp, offs + (cnt - 1) * (crs + 16))
+    B = dense(dyp, 1, depth)
+    return gemm(cp, crs, g.Kg, <int>depth, &A, &B, beta, g.Kg, NULL, nthreads,
+                dyp + (<long>g.Kg * depth + 15) // 16 * 16)
+
+
+cdef inline void _sum_block(const floating *part, floating *acc, long stride, int nchunks,
+                            long n) noexcept nogil:
+    """acc[i] = part[i] + part[stride + i] + ... (nchunks terms, in order)."""
+    cdef long i
+    cdef int ch
+    for i in range(n):
+        acc[i] = part[i]
+    for ch in range(1, nchunks):
+        for i in range(n):
+            acc[i] = acc[i] + part[ch * stride + i]
 
 
 cdef void _reduce_chunks(floating *part, floating *dw, int nchunks, int G, int Kg, int crs,
                          bint trans, int n_threads) noexcept nogil:
-    """dw[g, k, t] = sum over chunks in order of part[chunk, g, (k, t) or (t, k)]."""
-    cdef long wsz = <long>Kg * crs
-    cdef long e, total = wsz * G, src
-    cdef int ch, gi, k, tap
-    cdef floating acc
-    for e in prange(total, schedule='static', num_threads=n_threads):
-        gi = <int>(e // wsz)
-        k = <int>((e % wsz) // crs)
-        tap = <int>(e % crs)
-        src = <long>gi * wsz + ((<long>tap * Kg + k) if trans else (<long>k * crs + tap))
-        acc = part[src]
-        for ch in range(1, nchunks):
-            acc = acc + part[<long>ch * G * wsz + src]
-        dw[e] = acc
+    """dw[g, k, t] = sum over chunks, in chunk order, of part[chunk, g, (k, t) or (t, k)].
+
+    Blocks of one row of the partial layout (contiguous, vectorised), written
+    transposed when the partials are (t, k)."""
+    cdef long wsz = <long>Kg * crs, stride = wsz * G
+    cdef int rows = crs if trans else Kg, cols = Kg if trans else crs
+    cdef long b, j
+    cdef int gi, row
+    cdef floating *acc
+    cdef floating *dst
+    if not trans:
+        for b in prange(<long>G * rows, schedule='static', num_threads=n_threads):
+            _sum_block(part + b * cols, dw + b * cols, stride, nchunks, cols)
+        return
+    # trans: accumulate one partial row (Kg values) in the first chunk's slot, then scatter
+    for b in prange(<long>G * rows, schedule='static', num_threads=n_threads):
+        gi = <int>(b // rows)
+        row = <int>(b % rows)
+        acc = part + b * cols
+        _sum_block(acc, acc, stride, nchunks, cols)
+        dst = dw + <long>gi * wsz + row
+        for j in range(cols):
+            dst[j * crs] = acc[j]
 
 
 def conv2d_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, int groups,
@@ -482,8 +523,9 @@ def conv2d_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, int gr
     cdef int crs = g.Cg * g.R * g.S, pq = g.P * g.Q
     cdef long isz = x.itemsize
     cdef long wsz = <long>g.Kg * crs
-    # chunks of images: by problem size only (at most 16, partials at most ~64 MiB)
-    cdef long cap = max(1, (64 * 1024 * 1024) // (isz * wsz * g.G))
+    # chunks of images, by problem size only: at most 16, and partials of at most
+    # ~2 MiB (or 4 chunks) so that large weights are not summed from many copies
+    cdef long cap = max(4, (2 * 1024 * 1024) // (isz * wsz * g.G))
     cdef int nchunks = <int>min(g.N, 16, cap)
     if nchunks == 0:
         dw[...] = 0
@@ -493,15 +535,18 @@ def conv2d_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, int gr
     cdef bint outer = nchunks * g.G >= n_threads or n_threads == 1
     cdef int inner = 1 if outer else n_threads
     cdef int Hp = g.P + g.dh * (g.R - 1), Wp = g.Q + g.dw * (g.S - 1)
-    cdef long xp_elems = 0, per_thread
+    cdef long xp_elems = 0, per_thread, plane = <long>Hp * Wp
     cdef cnp.ndarray offs_arr = None
     cdef const long *offs = NULL
+    # images per product: enough depth (>= 512) to amortise the output tile traffic
+    cdef int ipg = <int>max(1, min((g.N + nchunks - 1) // nchunks, (512 + plane - 1) // plane))
     if use_shift(&g):
         trans = True
-        xp_elems = padded_image_elems(&g, Hp, Wp)
-        per_thread = xp_elems + (<long>g.Kg * g.P * Wp + 15) // 16 * 16 + \
-            <long>gemm_ws(isz, crs, g.Kg, g.P * Wp, inner)
-        offs_arr = shift_offsets(&g, Hp, Wp)
+        xp_elems = (g.Cg * ipg * plane + <long>g.dh * (g.R - 1) * Wp + g.dw * (g.S - 1) + 64 + 15) // 16 * 16
+        per_thread = xp_elems + (<long>g.Kg * ipg * plane + 15) // 16 * 16 + \
+            <long>gemm_ws(isz, crs, g.Kg, <int>(ipg * plane), inner)
+        # one row of tap offsets per group size 1 .. ipg (channel stride = size x plane)
+        offs_arr = np.concatenate([shift_offsets(&g, Hp, Wp, c * plane) for c in range(1, ipg + 1)])
         offs = <const long *>cnp.PyArray_DATA(offs_arr)
     else:
         per_thread = gemm_ws(isz, crs if trans else g.Kg, g.Kg if trans else crs, pq, inner)
@@ -512,7 +557,7 @@ def conv2d_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, int gr
         with nogil:
             rc = _backward_weight(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(dy),
                                   <float *>cnp.PyArray_DATA(part), g, nchunks, trans, n_threads, ws,
-                                  offs, xp_elems)
+                                  offs, xp_elems, ipg)
             if rc == 0:
                 _reduce_chunks(<float *>cnp.PyArray_DATA(part), <float *>cnp.PyArray_DATA(dw),
                                nchunks, g.G, g.Kg, crs, trans, n_threads)
@@ -520,7 +565,7 @@ def conv2d_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, int gr
         with nogil:
             rc = _backward_weight(<double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(dy),
                                   <double *>cnp.PyArray_DATA(part), g, nchunks, trans, n_threads, ws,
-                                  offs, xp_elems)
+                                  offs, xp_elems, ipg)
             if rc == 0:
                 _reduce_chunks(<double *>cnp.PyArray_DATA(part), <double *>cnp.PyArray_DATA(dw),
                                nchunks, g.G, g.Kg, crs, trans, n_threads)
