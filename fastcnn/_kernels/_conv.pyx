@@ -624,3 +624,78 @@ def add_channel_bias(cnp.ndarray y, cnp.ndarray b, int n_threads=1):
         with nogil:
             _add_channel_bias(<double *>cnp.PyArray_DATA(y), <double *>cnp.PyArray_DATA(b), N, C, HW, n_threads)
     return y
+
+
+# ---------------------------------------------------------------------------
+# image phases (space-to-depth) for strided convolutions
+
+cdef void _to_phases(const floating *x, floating *out, int NC, int H, int W, int sh, int sw,
+                     int ph, int pw, int Hs, int Ws, int n_threads) noexcept nogil:
+    cdef long t
+    cdef int a, b, i, j, h, w
+    cdef const floating *xc
+    cdef floating *o
+    for t in prange(<long>NC, schedule='static', num_threads=n_threads):
+        xc = x + t * H * W
+        for a in range(sh):
+            for b in range(sw):
+                o = out + ((t * sh + a) * sw + b) * Hs * Ws
+                for i in range(Hs):
+                    h = i * sh + a - ph
+                    if h < 0 or h >= H:
+                        memset(o + i * Ws, 0, Ws * sizeof(floating))
+                        continue
+                    for j in range(Ws):
+                        w = j * sw + b - pw
+                        o[i * Ws + j] = xc[h * W + w] if 0 <= w < W else 0
+
+
+cdef void _from_phases(const floating *xph, floating *out, int NC, int H, int W, int sh, int sw,
+                       int ph, int pw, int Hs, int Ws, int n_threads) noexcept nogil:
+    cdef long t
+    cdef int h, w, hh, ww
+    cdef const floating *src
+    cdef floating *o
+    for t in prange(<long>NC, schedule='static', num_threads=n_threads):
+        src = xph + t * sh * sw * Hs * Ws
+        o = out + t * H * W
+        for h in range(H):
+            hh = h + ph
+            for w in range(W):
+                ww = w + pw
+                if hh // sh < Hs and ww // sw < Ws:
+                    o[h * W + w] = src[(((hh % sh) * sw + ww % sw) * Hs + hh // sh) * Ws + ww // sw]
+                else:
+                    o[h * W + w] = 0
+
+
+def to_phases(cnp.ndarray x, cnp.ndarray out, tuple stride, tuple pad, int n_threads=1):
+    """out (N, C*sh*sw, Hs, Ws)[n, (c, a, b), i, j] = x[n, c, i*sh + a - ph, j*sw + b - pw] (0 outside)."""
+    cdef int NC = x.shape[0] * x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int sh = stride[0], sw = stride[1], ph = pad[0], pw = pad[1]
+    cdef int Hs = out.shape[2], Ws = out.shape[3]
+    if x.dtype == np.float32:
+        with nogil:
+            _to_phases(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(out), NC, H, W,
+                       sh, sw, ph, pw, Hs, Ws, n_threads)
+    else:
+        with nogil:
+            _to_phases(<double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(out), NC, H, W,
+                       sh, sw, ph, pw, Hs, Ws, n_threads)
+    return out
+
+
+def from_phases(cnp.ndarray xph, cnp.ndarray out, tuple stride, tuple pad, int n_threads=1):
+    """The inverse of to_phases: out (N, C, H, W) from its phases (0 where no phase covers it)."""
+    cdef int NC = out.shape[0] * out.shape[1], H = out.shape[2], W = out.shape[3]
+    cdef int sh = stride[0], sw = stride[1], ph = pad[0], pw = pad[1]
+    cdef int Hs = xph.shape[2], Ws = xph.shape[3]
+    if out.dtype == np.float32:
+        with nogil:
+            _from_phases(<float *>cnp.PyArray_DATA(xph), <float *>cnp.PyArray_DATA(out), NC, H, W,
+                         sh, sw, ph, pw, Hs, Ws, n_threads)
+    else:
+        with nogil:
+            _from_phases(<double *>cnp.PyArray_DATA(xph), <double *>cnp.PyArray_DATA(out), NC, H, W,
+                         sh, sw, ph, pw, Hs, Ws, n_threads)
+    return out

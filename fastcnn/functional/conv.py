@@ -58,34 +58,21 @@ def _phase_shape(out_hw, weight, stride):
     return out_hw[0] + R // stride[0] - 1, out_hw[1] + S // stride[1] - 1
 
 
-def _phase_image(x, stride, pad, hs_ws):
+def _phase_image(x, stride, pad, hs_ws, nt):
     """x (N, C, H, W) -> (N, C*sh*sw, Hs, Ws): the phases of x zero-padded by ``pad``."""
-    N, C, H, W = x.shape
-    (sh, sw), (Hs, Ws) = stride, hs_ws
-    xpad = np.zeros((N, C, Hs * sh, Ws * sw), dtype=x.dtype)
-    h, w = min(H, Hs * sh - pad[0]), min(W, Ws * sw - pad[1])
-    xpad[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w] = x[:, :, :h, :w]
-    return np.ascontiguousarray(xpad.reshape(N, C, Hs, sh, Ws, sw).transpose(0, 1, 3, 5, 2, 4)
-                                ).reshape(N, C * sh * sw, Hs, Ws)
+    out = np.empty((x.shape[0], x.shape[1] * stride[0] * stride[1]) + tuple(hs_ws), dtype=x.dtype)
+    return _conv.to_phases(x, out, stride, pad, nt)
 
 
-def _unphase_image(xph, out, stride, pad):
+def _unphase_image(xph, out, stride, pad, nt):
     """Inverse of _phase_image: out (N, C, H, W) = the un-padded image of the phases."""
-    N, C, H, W = out.shape
-    sh, sw = stride
-    Hs, Ws = xph.shape[2:]
-    xpad = xph.reshape(N, C, sh, sw, Hs, Ws).transpose(0, 1, 4, 2, 5, 3).reshape(N, C, Hs * sh, Ws * sw)
-    h, w = min(H, Hs * sh - pad[0]), min(W, Ws * sw - pad[1])
-    if h < H or w < W:
-        out[...] = 0
-    out[:, :, :h, :w] = xpad[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w]
-    return out
+    return _conv.from_phases(xph, out, stride, pad, nt)
 
 
 def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt):
     """y = conv(x, weight) + bias, activation (y preallocated: N, K, P, Q)."""
     if _phased(weight, stride, dilation):
-        xph = _phase_image(x, stride, pad, _phase_shape(y.shape[2:], weight, stride))
+        xph = _phase_image(x, stride, pad, _phase_shape(y.shape[2:], weight, stride), nt)
         _conv.conv2d_forward(xph, _phase_weight(weight, stride), bias, y, groups, (1, 1), (0, 0),
                              (1, 1), act, slope, nt)
     else:
@@ -100,7 +87,7 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt):
         wph = _phase_weight(weight, stride)
         gph = np.empty((out.shape[0], wph.shape[1] * groups) + hs_ws, dtype=out.dtype)
         _backward_data(grad_out, wph, gph, groups, (1, 1), (0, 0), (1, 1), nt)
-        return _unphase_image(gph, out, stride, pad)
+        return _unphase_image(gph, out, stride, pad, nt)
     K, Cg, R, S = weight.shape
     top, left = dilation[0] * (R - 1) - pad[0], dilation[1] * (S - 1) - pad[1]
     if stride == (1, 1) and top >= 0 and left >= 0:
@@ -118,7 +105,7 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt):
 def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt):
     """Gradient of a convolution wrt its weight, written into ``gw``."""
     if _phased(gw, stride, dilation):
-        xph = _phase_image(x, stride, pad, _phase_shape(grad_out.shape[2:], gw, stride))
+        xph = _phase_image(x, stride, pad, _phase_shape(grad_out.shape[2:], gw, stride), nt)
         K, Cg, R, S = gw.shape
         gph = np.empty((K, Cg * stride[0] * stride[1], R // stride[0], S // stride[1]), dtype=gw.dtype)
         _conv.conv2d_backward_weight(xph, grad_out, gph, groups, (1, 1), (0, 0), (1, 1), nt)
