@@ -278,7 +278,7 @@ def cross_entropy_forward(const floating[:, ::1] x, const label_t[::1] t, const 
     cdef double* rows
     cdef float* e
     cdef float* scratch = NULL
-    cdef Py_ssize_t nt, per
+    cdef Py_ssize_t nt, per, off
     with nogil:
         bad = _check_labels(t, C)
     if bad >= 0:
@@ -299,7 +299,10 @@ def cross_entropy_forward(const floating[:, ::1] x, const label_t[::1] t, const 
     B = _ce_block_rows(C)
     nblocks = (N + B - 1) // B
     nt = 1 if nblocks == 1 else n_threads
-    per = B * C + B + 2 * B  # floats: exponentials, row maxima, row sums (doubles)
+    # floats: exponentials, row maxima, then the row sums as doubles (8-byte aligned:
+    # every offset and the per-thread size are even)
+    off = (B * C + B + 1) // 2 * 2
+    per = off + 2 * B
     if floating is float:
         scratch = <float*>malloc(nt * per * sizeof(float))
         if scratch == NULL:
@@ -310,7 +313,7 @@ def cross_entropy_forward(const floating[:, ::1] x, const label_t[::1] t, const 
             for k in prange(nblocks, schedule='static', num_threads=nt):
                 e = scratch + threadid() * per
                 _ce_forward_block_f32(&x[0, 0], &t[0], k * B, min(k * B + B, N), C, wp, W, eps,
-                                      e, e + B * C, <double*>(e + B * C + B), rows)
+                                      e, e + B * C, <double*>(e + off), rows)
         elif n_threads == 1:
             for i in range(N):
                 rows[i] = _row_loss(&x[i, 0], C, t[i], wp, W, eps)
@@ -333,7 +336,7 @@ def cross_entropy_backward(const floating[:, ::1] x, const label_t[::1] t, const
     cdef double denom = 0, W = C, scale
     cdef float* e
     cdef float* scratch = NULL
-    cdef Py_ssize_t nt, per
+    cdef Py_ssize_t nt, per, off
     cdef const double* wp = &w[0] if has_weight else NULL
     with nogil:
         bad = _check_labels(t, C)
@@ -353,7 +356,8 @@ def cross_entropy_backward(const floating[:, ::1] x, const label_t[::1] t, const
     B = _ce_block_rows(C)
     nblocks = (N + B - 1) // B
     nt = 1 if nblocks == 1 else n_threads
-    per = 3 * B  # floats: row maxima, row sums (doubles)
+    off = (B + 1) // 2 * 2  # floats: row maxima, then the row sums as (aligned) doubles
+    per = off + 2 * B
     if floating is float:
         scratch = <float*>malloc(nt * per * sizeof(float))
         if scratch == NULL:
@@ -363,7 +367,7 @@ def cross_entropy_backward(const floating[:, ::1] x, const label_t[::1] t, const
             for k in prange(nblocks, schedule='static', num_threads=nt):
                 e = scratch + threadid() * per
                 _ce_backward_block_f32(&x[0, 0], &t[0], k * B, min(k * B + B, N), C, wp, W, eps,
-                                       scale, &gx[0, 0], e, <double*>(e + B))
+                                       scale, &gx[0, 0], e, <double*>(e + off))
         elif n_threads == 1:
             for i in range(N):
                 _row_grad(&x[i, 0], &gx[i, 0], C, t[i], wp, W, eps, scale)
