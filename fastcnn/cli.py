@@ -167,15 +167,23 @@ def _dataset_key(spec, image_size):
 
 
 def train_classifier(x_tr, y_tr, x_te, y_te, image_size, epochs=12, batch_size=64, lr=1e-3, seed=0,
-                     progress=True):
-    """Train :func:`build_classifier` with Adam; returns ``(model, test_accuracy)``."""
+                     progress=True, schedule="cosine"):
+    """Train :func:`build_classifier` with Adam; returns ``(model, test_accuracy)``.
+
+    ``schedule="cosine"`` anneals the learning rate to 0 over the epochs; ``None`` keeps it constant.
+    """
     from . import nn, optim
+    from .optim.lr_scheduler import CosineAnnealingLR
     from .train import fit, evaluate
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
     model = build_classifier(image_size, x_tr.shape[1], n_classes, seed)
     crit = nn.CrossEntropyLoss()
     opt = optim.Adam(model.parameters(), lr=lr)
-    fit(model, crit, opt, x_tr, y_tr, epochs=epochs, batch_size=batch_size, seed=seed, progress=progress)
+    if schedule not in (None, "cosine"):
+        raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
+    sched = CosineAnnealingLR(opt, T_max=epochs) if schedule == "cosine" else None
+    fit(model, crit, opt, x_tr, y_tr, epochs=epochs, batch_size=batch_size, seed=seed, progress=progress,
+        scheduler=sched)
     acc = evaluate(model, crit, x_te, y_te)["accuracy"]
     return model, float(acc)
 
@@ -186,7 +194,8 @@ def cached_classifier(spec, image_size, x_tr, y_tr, x_te, y_te, epochs=12, seed=
     path = os.path.join(_cache_dir(), f"classifier-{_dataset_key(spec, image_size)}.npz")
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
     config = {"kind": "fastcnn-classifier", "image_size": image_size, "channels": int(x_tr.shape[1]),
-              "n_classes": n_classes, "data": _spec_name(spec), "epochs": epochs, "seed": seed}
+              "n_classes": n_classes, "data": _spec_name(spec), "epochs": epochs, "seed": seed,
+              "schedule": "cosine"}
     if os.path.isfile(path):
         try:
             header = checkpoint.read_header(path)
@@ -215,15 +224,34 @@ def _softmax(logits):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def recognition(classifier, images01, threshold=0.9):
-    """(fraction of images classified with confidence >= threshold, sorted classes among them, counts)."""
+def recognition(classifier, images01, threshold=0.9, logits=None):
+    """(fraction of images classified with confidence >= threshold, sorted classes among them, counts).
+
+    ``logits``: the classifier's outputs for ``images01`` when already known (then it is not run again).
+    """
     from .train import predict
-    p = _softmax(np.asarray(predict(classifier, images01), dtype=np.float64))
+    if logits is None:
+        logits = predict(classifier, images01)
+    p = _softmax(np.asarray(logits, dtype=np.float64))
     conf, lab = p.max(axis=1), p.argmax(axis=1)
     ok = conf >= threshold
     classes = sorted(int(c) for c in np.unique(lab[ok]))
     counts = np.bincount(lab[ok], minlength=p.shape[1]).tolist()
     return float(ok.mean()), classes, counts
+
+
+def _logits_from_features(classifier, feats):
+    """The classifier's outputs from its penultimate-layer features (its last layer only), else None."""
+    from . import nn
+    last = list(classifier)[-1] if isinstance(classifier, nn.Sequential) else None
+    if not isinstance(last, nn.Linear):
+        return None
+    was = last.training
+    last.eval()
+    try:
+        return last(np.ascontiguousarray(feats, dtype=last.weight.data.dtype))
+    finally:
+        last.train(was)
 
 
 # --- GAN construction from a config --------------------------------------------------------------
@@ -274,10 +302,10 @@ def _load_gan(path):
 
 GAN_DEFAULTS = {
     # the no-argument run: bundled digits at 16x16, a few minutes on 2 cores
-    "digits": dict(image_size=16, epochs=30, batch_size=32, lr=2e-4, nz=32, ngf=32, ndf=32, label_smoothing=0.0,
-                   ema=0.999),
-    "mnist": dict(image_size=28, epochs=10, batch_size=64, lr=2e-4, nz=100, ngf=64, ndf=64, label_smoothing=0.0,
-                  ema=0.999),
+    "digits": dict(image_size=16, epochs=160, batch_size=32, lr=2e-4, lr_d=None, nz=32, ngf=32, ndf=32,
+                   label_smoothing=0.0, ema=0.999, translate=1),
+    "mnist": dict(image_size=28, epochs=10, batch_size=64, lr=2e-4, lr_d=None, nz=100, ngf=64, ndf=64,
+                  label_smoothing=0.0, ema=0.999, translate=0),
 }
 
 
@@ -291,6 +319,8 @@ def _add_train_gan(sub):
     p.add_argument("--epochs", type=_int_at_least(1), default=None)
     p.add_argument("--batch-size", type=_int_at_least(1), default=None)
     p.add_argument("--lr", type=_positive_float, default=None)
+    p.add_argument("--lr-d", type=_positive_float, default=None,
+                   help="discriminator learning rate (default: --lr)")
     p.add_argument("--nz", type=_int_at_least(1), default=None, help="latent size")
     p.add_argument("--ngf", type=_int_at_least(1), default=None, help="generator width")
     p.add_argument("--ndf", type=_int_at_least(1), default=None, help="discriminator width")
@@ -298,6 +328,9 @@ def _add_train_gan(sub):
                    help="one-sided label smoothing of the real targets")
     p.add_argument("--ema", type=_float_range(0.0, 1.0), default=None,
                    help="decay of the generator's weight average used for samples (0 = off)")
+    p.add_argument("--translate", type=_int_at_least(0), default=None,
+                   help="differentiable augmentation: move every image the discriminator sees by up to this "
+                        "many pixels (default 1 for digits, 0 otherwise)")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--threads", type=_int_at_least(1), default=None)
     p.add_argument("--out", default=DEFAULT_OUT_GAN, help=f"output directory (default ./{DEFAULT_OUT_GAN})")
@@ -305,7 +338,7 @@ def _add_train_gan(sub):
     p.add_argument("--fid-samples", type=_int_at_least(16), default=1000,
                    help="generated images per FID evaluation (default 1000)")
     p.add_argument("--fid-every", type=_int_at_least(1), default=1, help="evaluate FID every N epochs")
-    p.add_argument("--classifier-epochs", type=_int_at_least(1), default=30,
+    p.add_argument("--classifier-epochs", type=_int_at_least(1), default=60,
                    help="epochs of the feature classifier (trained once per dataset and cached)")
     p.add_argument("--max-train", type=_int_at_least(1), default=None,
                    help="use at most this many training images")
@@ -319,10 +352,10 @@ def _gan_config(args):
     image_size = args.image_size or (d["image_size"] if spec[0] == "digits" else 28)
     val = lambda k: getattr(args, k) if getattr(args, k) is not None else d[k]  # noqa: E731
     return {"kind": "fastcnn-gan", "data": _spec_name(spec), "image_size": image_size, "channels": 1,
-            "nz": val("nz"), "ngf": val("ngf"), "ndf": val("ndf"), "lr": val("lr"),
+            "nz": val("nz"), "ngf": val("ngf"), "ndf": val("ndf"), "lr": val("lr"), "lr_d": val("lr_d"),
             "batch_size": val("batch_size"), "epochs": val("epochs"), "label_smoothing": val("label_smoothing"),
             "seed": args.seed, "max_train": args.max_train, "classifier_epochs": args.classifier_epochs,
-            "ema": val("ema")}
+            "ema": val("ema"), "translate": val("translate")}
 
 
 def _spec_from_name(name):
@@ -379,12 +412,15 @@ def cmd_train_gan(args, out=None):
         x_tr, y_tr = x_tr[:cfg["max_train"]], y_tr[:cfg["max_train"]]
     if cfg["batch_size"] > len(x_tr):
         raise UsageError(f"--batch-size {cfg['batch_size']} exceeds the {len(x_tr)} training images")
-    say(f"feature classifier: test accuracy {clf_acc:.3f} ({'cached' if cached else 'trained'}; {clf_path})")
+    clf_conf, _, _ = recognition(classifier, x_te)
+    say(f"feature classifier: test accuracy {clf_acc:.3f}, {clf_conf:.1%} of real test digits recognised with "
+        f"confidence >= 0.9 ({'cached' if cached else 'trained'}; {clf_path})")
 
     os.makedirs(out_dir, exist_ok=True)
     G, D = _build_gan(cfg)
-    trainer = GANTrainer(G, D, cfg["nz"], lr=cfg["lr"], seed=cfg["seed"], label_smoothing=cfg["label_smoothing"],
-                         config=cfg, ema_decay=cfg.get("ema") or None)
+    trainer = GANTrainer(G, D, cfg["nz"], lr=cfg["lr"], lr_d=cfg.get("lr_d"), seed=cfg["seed"],
+                         label_smoothing=cfg["label_smoothing"], config=cfg, ema_decay=cfg.get("ema") or None,
+                         translate=cfg.get("translate", 0))
     if args.resume:
         try:
             trainer.load(ckpt_file)
@@ -397,6 +433,7 @@ def cmd_train_gan(args, out=None):
 
     real = x_tr * 2 - 1
     real_feat = compute_features(classifier, x_tr)
+    test_feat = compute_features(classifier, x_te)    # held-out images: the generator never saw them
     n_fid = args.fid_samples
     fixed_seed = 12345
     samples_dir = os.path.join(out_dir, "samples")
@@ -404,9 +441,11 @@ def cmd_train_gan(args, out=None):
     def evaluate_gan(epoch):
         imgs = trainer.sample(n_fid, seed=fixed_seed)
         imgs01 = (imgs + 1) / 2
-        f = fid(compute_features(classifier, imgs01), real_feat)
-        frac, classes, _ = recognition(classifier, imgs01)
-        row = {"epoch": epoch, "fid": f, "recognised": frac, "classes": len(classes),
+        feats = compute_features(classifier, imgs01)
+        f = fid(feats, real_feat)
+        frac, classes, _ = recognition(classifier, imgs01, logits=_logits_from_features(classifier, feats))
+        row = {"epoch": epoch, "fid": f, "fid_test": fid(feats, test_feat), "recognised": frac,
+               "classes": len(classes),
                "time_s": round(trainer.train_time, 3)}
         trainer.log["fid"] = [r for r in trainer.log.get("fid", []) if r["epoch"] < epoch] + [row]
         utils.write_csv(trainer.log["fid"], os.path.join(out_dir, "fid.csv"))
@@ -460,14 +499,18 @@ def cmd_train_gan(args, out=None):
         "epochs": trainer.epoch, "steps": trainer.steps, "train_time_s": trainer.train_time,
         "wall_time_s_this_run": wall, "images_per_s": ips, "fid_initial": first["fid"], "fid_final": last["fid"],
         "fid_ratio": last["fid"] / first["fid"] if first["fid"] > 0 else float("nan"),
+        "fid_test_initial": first.get("fid_test"), "fid_test_final": last.get("fid_test"),
         "recognised": last["recognised"], "classes_present": last["classes"],
-        "classifier_test_accuracy": clf_acc, "samples": os.path.join(out_dir, "samples.png"),
+        "classifier_test_accuracy": clf_acc, "classifier_test_confident": clf_conf,
+        "samples": os.path.join(out_dir, "samples.png"),
     }
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     say(f"done: {trainer.epoch} epochs, {trainer.steps} steps in {trainer.train_time:.1f} s of training "
         f"({wall:.1f} s in all this run), {ips:.0f} images/s")
-    say(f"FID {first['fid']:.2f} -> {last['fid']:.2f} ({summary['fid_ratio']:.1%} of initial); "
+    ft = (f" (against held-out digits {first['fid_test']:.2f} -> {last['fid_test']:.2f})"
+          if first.get("fid_test") is not None and last.get("fid_test") is not None else "")
+    say(f"FID {first['fid']:.2f} -> {last['fid']:.2f} ({summary['fid_ratio']:.1%} of initial){ft}; "
         f"recognised with confidence >= 0.9: {last['recognised']:.1%}; classes present: {last['classes']}/"
         f"{int(max(y_tr.max(), y_te.max())) + 1}")
     say(f"samples: {summary['samples']}; losses: {os.path.join(out_dir, 'losses.csv')}"

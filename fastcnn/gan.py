@@ -237,6 +237,22 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.checkpoint = checkpoint
 
 
+def _translate(x, shifts, fill):
+    """Each image ``x[i]`` moved by ``shifts[i] = (dy, dx)`` pixels; uncovered pixels get ``fill``."""
+    n, _, h, w = x.shape
+    out = np.full_like(x, fill)
+    for i in range(n):
+        dy, dx = int(shifts[i, 0]), int(shifts[i, 1])
+        out[i, :, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+            x[i, :, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def _translate_backward(grad_out, shifts):
+    """The adjoint of :func:`_translate`: the gradient moved back, zero where the fill came in."""
+    return _translate(grad_out, -np.asarray(shifts), 0)
+
+
 def _as_images(x, name):
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
@@ -257,10 +273,20 @@ class GANTrainer:
     back through ``D`` into ``G``, and ``D``'s parameter gradients from that
     pass are discarded). Both optimisers are Adam. Latent vectors are
     ``N(0, 1)`` draws from a generator seeded by ``seed``.
+
+    ``lr_d`` gives the discriminator its own learning rate (default ``lr``).
+    ``translate=k`` (differentiable augmentation, Zhao et al. 2020) moves
+    every image the discriminator sees, real or generated, by a random
+    number of pixels in ``[-k, k]`` along each axis (the uncovered border
+    takes the value -1, the images' background); the generator's gradient
+    goes back through the same move. It keeps a discriminator from
+    memorising a small training set. ``ema_decay`` keeps an exponential
+    moving average of the generator's weights (:attr:`G_ema`), used for
+    sampling.
     """
 
     def __init__(self, G, D, nz, lr=2e-4, betas=(0.5, 0.999), seed=0, label_smoothing=0.0,
-                 lr_d=None, dtype=np.float32, config=None, ema_decay=None):
+                 lr_d=None, dtype=np.float32, config=None, ema_decay=None, translate=0):
         from . import optim
         if not isinstance(G, nn.Module) or not isinstance(D, nn.Module):
             raise TypeError("G and D must be fastcnn.nn.Module instances")
@@ -285,6 +311,9 @@ class GANTrainer:
             if not 0.0 < ema_decay < 1.0:
                 raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
         self.ema_decay = ema_decay
+        if isinstance(translate, (bool, np.bool_)) or not isinstance(translate, (int, np.integer)) or translate < 0:
+            raise ValueError(f"translate must be a non-negative int, got {translate!r}")
+        self.translate = int(translate)
         self.G_ema = copy.deepcopy(G) if ema_decay is not None else None
         self.opt_g = optim.Adam(G.parameters(), lr=self.lr, betas=self.betas)
         self.opt_d = optim.Adam(D.parameters(), lr=self.lr_d, betas=self.betas)
@@ -326,12 +355,19 @@ class GANTrainer:
         zeros = np.zeros((n, 1), dtype=self.dtype)
         real_t = np.full((n, 1), 1.0 - self.label_smoothing, dtype=self.dtype) if self.label_smoothing else ones
 
+        k = self.translate
+        if k:   # one move per image and pass, drawn for the global batch (this rank takes its rows)
+            moves = self.rng.integers(-k, k + 1, size=(3, total, 2))[:, part]
+            aug = lambda x, i: _translate(x, moves[i], -1.0)  # noqa: E731
+        else:
+            aug = lambda x, i: x  # noqa: E731
+
         # discriminator: real and fake gradients accumulate, then one step
         self.opt_d.zero_grad()
-        logit_real = D(real)
+        logit_real = D(aug(real, 0))
         loss_real = crit(logit_real, real_t)
         D.backward(crit.backward(), need_input_grad=False)
-        logit_fake = D(fake)
+        logit_fake = D(aug(fake, 1))
         loss_fake = crit(logit_fake, zeros)
         D.backward(crit.backward(), need_input_grad=False)
         if ctx:
@@ -340,9 +376,11 @@ class GANTrainer:
 
         # generator: non-saturating loss through the updated discriminator
         self.opt_g.zero_grad()
-        logit_gen = D(fake)
+        logit_gen = D(aug(fake, 2))
         g_loss = crit(logit_gen, ones)
         grad_fake = D.backward(crit.backward())
+        if k:
+            grad_fake = _translate_backward(grad_fake, moves[2])
         self.opt_d.zero_grad()          # D's gradients from the generator pass are not applied
         G.backward(grad_fake, need_input_grad=False)
         if ctx:
@@ -500,7 +538,7 @@ class GANTrainer:
             "label_smoothing": self.label_smoothing, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "steps": self.steps, "rng_state": _jsonable(self.rng.bit_generator.state),
             "history": self.history, "log": self.log, "train_time": self.train_time,
-            "images_seen": self.images_seen, "ema_decay": self.ema_decay,
+            "images_seen": self.images_seen, "ema_decay": self.ema_decay, "translate": self.translate,
         }
 
     def save(self, path, **extra):
@@ -534,6 +572,7 @@ class GANTrainer:
             raise ValueError(f"checkpoint was written with nz={st['nz']}, this trainer has nz={self.nz}")
         self.seed = int(st["seed"])
         self.label_smoothing = float(st["label_smoothing"])
+        self.translate = int(st.get("translate", self.translate))
         self.epoch = int(st["epoch"])
         self.batch_in_epoch = int(st["batch_in_epoch"])
         self.steps = int(st["steps"])

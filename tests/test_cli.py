@@ -63,6 +63,9 @@ def test_train_gan_end_to_end(tmp_path, gan_run, cache, run):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 1 and summary["steps"] == 4
     assert summary["fid_initial"] > 0 and 0 <= summary["recognised"] <= 1
+    assert summary["fid_test_initial"] > 0 and 0 <= summary["classifier_test_confident"] <= 1
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["translate"] == 1 and cfg["lr_d"] is None     # the digits defaults
     fid_rows = (out / "fid.csv").read_text().strip().splitlines()
     assert fid_rows[0].startswith("epoch,fid") and len(fid_rows) == 3
     assert list(cache.glob("classifier-digits-16.npz"))
@@ -129,6 +132,8 @@ def test_python_dash_m(tmp_path):
     ["train-gan", "--data", "mnist:/no/such/dir"],
     ["train-gan", "--image-size", "20"],
     ["train-gan", "--label-smoothing", "1.5"],
+    ["train-gan", "--translate", "-1"],
+    ["train-gan", "--lr-d", "0"],
     ["train-gan", "--bogus"],
     ["sample", "--out", "x.png"],
     ["sample", "--checkpoint", "/no/such/run", "--out", "x.png"],

@@ -195,6 +195,70 @@ def test_step_matches_pytorch(torch, rng):
             np.testing.assert_allclose(v, tsd[k].numpy(), rtol=1e-7, atol=1e-9, err_msg=k)
 
 
+def test_translate_moves_images_and_its_backward_is_the_adjoint(rng):
+    from fastcnn.gan import _translate, _translate_backward
+    x = rng.standard_normal((4, 2, 6, 5))
+    moves = np.array([[0, 0], [1, -2], [-3, 1], [6, 0]])
+    y = _translate(x, moves, -1.0)
+    assert np.array_equal(y[0], x[0])
+    assert np.array_equal(y[1, :, 1:, :3], x[1, :, :5, 2:])
+    assert np.all(y[1, :, 0] == -1) and np.all(y[1, :, :, 3:] == -1)
+    assert np.array_equal(y[2, :, :3, 1:], x[2, :, 3:, :4]) and np.all(y[2, :, 3:] == -1)
+    assert np.all(y[3] == -1)                   # moved out entirely
+    g = rng.standard_normal(y.shape)
+    # <T x - T 0, g> == <x, T* g>: the backward is the adjoint of the linear part
+    lhs = np.sum((y - _translate(np.zeros_like(x), moves, -1.0)) * g)
+    assert lhs == pytest.approx(np.sum(x * _translate_backward(g, moves)), rel=1e-12)
+
+
+def test_step_with_translation_matches_pytorch(torch, rng):
+    """Differentiable augmentation: the same moves applied in torch, gradients by autograd (float64)."""
+    tnn, F = torch.nn, torch.nn.functional
+    nz, n, ngf, ndf, k = 5, 6, 3, 3, 2
+    G, D = _pair(nz, 16, ngf, ndf)
+    G.double()
+    D.double()
+    tr = GANTrainer(G, D, nz, lr=2e-3, seed=3, dtype=np.float64, translate=k)
+    tG = tnn.Sequential(tnn.Linear(nz, 2 * ngf * 16), tnn.Unflatten(1, (2 * ngf, 4, 4)), tnn.BatchNorm2d(2 * ngf),
+                        tnn.ReLU(), tnn.ConvTranspose2d(2 * ngf, ngf, 4, 2, 1), tnn.BatchNorm2d(ngf), tnn.ReLU(),
+                        tnn.ConvTranspose2d(ngf, 1, 4, 2, 1), tnn.Tanh()).double()
+    tD = tnn.Sequential(tnn.Conv2d(1, ndf, 4, 2, 1), tnn.LeakyReLU(0.2), tnn.Conv2d(ndf, 2 * ndf, 4, 2, 1),
+                        tnn.BatchNorm2d(2 * ndf), tnn.LeakyReLU(0.2), tnn.Flatten(),
+                        tnn.Linear(2 * ndf * 16, 1)).double()
+    tG.load_state_dict({k_: torch.from_numpy(v.copy()) for k_, v in G.state_dict().items()})
+    tD.load_state_dict({k_: torch.from_numpy(v.copy()) for k_, v in D.state_dict().items()})
+    og = torch.optim.Adam(tG.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    od = torch.optim.Adam(tD.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    bce = tnn.BCEWithLogitsLoss()
+    zrng = np.random.default_rng(3)
+
+    def move(x, m):   # out[i, :, y, x] = in[i, :, y - dy, x - dx], -1 outside
+        p = F.pad(x, (k, k, k, k), value=-1.0)
+        return torch.stack([p[i, :, k - dy:k - dy + 16, k - dx:k - dx + 16] for i, (dy, dx) in enumerate(m)])
+
+    for it in range(2):
+        real = rng.uniform(-1, 1, size=(n, 1, 16, 16))
+        out = tr.step(real)
+        z = torch.from_numpy(zrng.standard_normal((n, nz)).astype(np.float32).astype(np.float64))
+        m = zrng.integers(-k, k + 1, size=(3, n, 2))
+        fake = tG(z)
+        od.zero_grad()
+        ld = bce(tD(move(torch.from_numpy(real), m[0])), torch.ones(n, 1, dtype=torch.float64)) + \
+            bce(tD(move(fake.detach(), m[1])), torch.zeros(n, 1, dtype=torch.float64))
+        ld.backward()
+        od.step()
+        og.zero_grad()
+        lg = bce(tD(move(fake, m[2])), torch.ones(n, 1, dtype=torch.float64))
+        lg.backward()
+        og.step()
+        assert out["d_loss"] == pytest.approx(ld.item(), rel=1e-8)
+        assert out["g_loss"] == pytest.approx(lg.item(), rel=1e-8)
+    for ours, theirs in ((G, tG), (D, tD)):
+        tsd = theirs.state_dict()
+        for k_, v in ours.state_dict().items():
+            np.testing.assert_allclose(v, tsd[k_].numpy(), rtol=1e-7, atol=1e-9, err_msg=k_)
+
+
 def _data(n=48, seed=0):
     r = np.random.default_rng(seed)
     # blobs: a bright square somewhere, so D has something to learn
@@ -205,9 +269,9 @@ def _data(n=48, seed=0):
     return x
 
 
-def _fresh(seed=0, ema=None):
+def _fresh(seed=0, ema=None, translate=0):
     G, D = _pair(6)
-    return GANTrainer(G, D, 6, lr=1e-3, seed=seed, ema_decay=ema)
+    return GANTrainer(G, D, 6, lr=1e-3, seed=seed, ema_decay=ema, translate=translate)
 
 
 def _same(t1, t2):
@@ -227,24 +291,25 @@ def _same(t1, t2):
     assert (t1.epoch, t1.steps, t1.batch_in_epoch) == (t2.epoch, t2.steps, t2.batch_in_epoch)
 
 
-@pytest.mark.parametrize("ema", [None, 0.9], ids=["plain", "ema"])
-def test_resume_after_interruption_is_bitwise_identical(tmp_path, ema):
+@pytest.mark.parametrize("ema,translate", [(None, 0), (0.9, 0), (0.9, 2)], ids=["plain", "ema", "translate"])
+def test_resume_after_interruption_is_bitwise_identical(tmp_path, ema, translate):
     data = _data()
-    full = _fresh(ema=ema)
+    full = _fresh(ema=ema, translate=translate)
     full.fit(data, epochs=3, batch_size=16, progress=False)
     assert full.steps == 9 and len(full.history) == 9
 
     # interrupted in the middle of epoch 2 (max_steps), saved, then continued by new objects
-    part = _fresh(ema=ema)
+    part = _fresh(ema=ema, translate=translate)
     part.fit(data, epochs=3, batch_size=16, progress=False, checkpoint_dir=tmp_path, max_steps=4)
     assert (part.epoch, part.batch_in_epoch) == (1, 1)
-    resumed = _fresh(seed=99, ema=ema)          # seed and everything else come from the checkpoint
+    resumed = _fresh(seed=99, ema=ema)          # seed, translate and the rest come from the checkpoint
     resumed.load(tmp_path)
+    assert resumed.translate == translate
     resumed.fit(data, epochs=3, batch_size=16, progress=False, checkpoint_dir=tmp_path)
     _same(full, resumed)
 
     # at an epoch boundary, from the per-epoch checkpoint
-    again = _fresh(ema=ema)
+    again = _fresh(ema=ema, translate=translate)
     again.load(tmp_path)
     assert again.epoch == 3
     again.fit(data, epochs=4, batch_size=16, progress=False)
@@ -313,7 +378,8 @@ def test_short_training_on_digits_lowers_fid_several_fold():
     manual_seed(0)
     x, y = data.load_digits()
     x = np.clip(data.resize(x, 16), 0, 1)
-    clf, acc = train_classifier(x[:1400], y[:1400], x[1400:], y[1400:], 16, epochs=4, seed=0, progress=False)
+    clf, acc = train_classifier(x[:1400], y[:1400], x[1400:], y[1400:], 16, epochs=4, seed=0, progress=False,
+                                schedule=None)
     assert acc > 0.85
     real_feat = compute_features(clf, x[:1400])
     G = dcgan_generator(nz=16, image_size=16, ngf=16, seed=0)
