@@ -225,49 +225,53 @@ cdef inline long padded_image_elems(const Geom *g, int Hp, int Wp) noexcept nogi
     return (<long>g.Cg * Hp * Wp + g.dw * (g.S - 1) + 64 + 15) // 16 * 16
 
 
+cdef int _forward_task(int t, floating *x, floating *bias, floating *y, const Geom *g,
+                       int act, double slope, floating *wpack, long wpack_elems,
+                       const long *offs, long xp_elems, int inner, floating *wsp) noexcept nogil:
+    """One (image, group) of the forward convolution."""
+    cdef int crs = g.Cg * g.R * g.S, pq = g.P * g.Q, k, oh
+    cdef int n = t // g.G, gi = t % g.G
+    cdef int Hp = g.P + g.dh * (g.R - 1), Wp = g.Q + g.dw * (g.S - 1)
+    cdef long ct_elems = (<long>g.Kg * g.P * Wp + 15) // 16 * 16
+    cdef fc_view A = packed(wpack + gi * wpack_elems), B
+    cdef fc_epilogue epi = row_epilogue((bias + <long>gi * g.Kg) if bias != NULL else NULL, act, slope)
+    cdef floating *xn = x + (<long>n * g.G * g.Cg + <long>gi * g.Cg) * g.H * g.W
+    cdef floating *yt = y + (<long>n * g.G * g.Kg + <long>gi * g.Kg) * pq
+    cdef floating *ct = wsp + xp_elems
+    cdef int rc
+    if offs == NULL:
+        B = patches(xn, g, 0)
+        return gemm(yt, g.Kg, pq, crs, &A, &B, <floating>0, pq, &epi, inner, wsp)
+    pad_image(xn, wsp, g, Hp, Wp, xp_elems)
+    B = shifted(wsp, offs)
+    rc = gemm(ct, g.Kg, g.P * Wp, crs, &A, &B, <floating>0, g.P * Wp, &epi, inner, ct + ct_elems)
+    for k in range(g.Kg):
+        for oh in range(g.P):
+            memcpy(yt + (<long>k * g.P + oh) * g.Q, ct + (<long>k * g.P + oh) * Wp,
+                   <size_t>g.Q * sizeof(floating))
+    return rc
+
+
 cdef int _forward(floating *x, floating *w, floating *bias, floating *y, Geom g,
                   int act, double slope, int n_threads, Workspace ws, floating *wpack,
                   long wpack_elems, const long *offs, long xp_elems) noexcept nogil:
-    cdef int ntasks = g.N * g.G
-    cdef int crs = g.Cg * g.R * g.S
-    cdef int pq = g.P * g.Q
-    cdef int t, n, gi, rc = 0, inner, k, oh
-    cdef fc_view A, B
-    cdef fc_epilogue epi
-    cdef floating *wsp
-    cdef floating *xp
-    cdef floating *ct
-    cdef floating *yt
-    cdef bint shift = offs != NULL
-    cdef int Hp = g.P + g.dh * (g.R - 1), Wp = g.Q + g.dw * (g.S - 1)
-    cdef long ct_elems = (<long>g.Kg * g.P * Wp + 15) // 16 * 16
-    cdef bint outer = ntasks >= TASKS_PER_THREAD * n_threads or n_threads == 1
-    inner = 1 if outer else n_threads
+    cdef int ntasks = g.N * g.G, crs = g.Cg * g.R * g.S
+    cdef int t, gi, rc = 0
+    cdef fc_view A
     # the weights are packed once per group and shared by every image
     for gi in range(g.G):
         A = dense(w + <long>gi * g.Kg * crs, crs, 1)
         pack_a(wpack + gi * wpack_elems, g.Kg, crs, &A)
-    for t in prange(ntasks, schedule='static', num_threads=n_threads if outer else 1):
-        n = t // g.G
-        gi = t % g.G
-        A = packed(wpack + gi * wpack_elems)
-        epi = row_epilogue((bias + <long>gi * g.Kg) if bias != NULL else NULL, act, slope)
-        wsp = <floating *>ws_for(ws, threadid() if outer else 0)
-        yt = y + (<long>n * g.G * g.Kg + <long>gi * g.Kg) * pq
-        if shift:
-            xp = wsp
-            ct = wsp + xp_elems
-            pad_image(x + (<long>n * g.G * g.Cg + <long>gi * g.Cg) * g.H * g.W, xp, &g, Hp, Wp, xp_elems)
-            B = shifted(xp, offs)
-            rc |= gemm(ct, g.Kg, g.P * Wp, crs, &A, &B, <floating>0, g.P * Wp, &epi, inner,
-                       ct + ct_elems)
-            for k in range(g.Kg):
-                for oh in range(g.P):
-                    memcpy(yt + (<long>k * g.P + oh) * g.Q, ct + (<long>k * g.P + oh) * Wp,
-                           <size_t>g.Q * sizeof(floating))
-        else:
-            B = patches(x + (<long>n * g.G * g.Cg + <long>gi * g.Cg) * g.H * g.W, &g, 0)
-            rc |= gemm(yt, g.Kg, pq, crs, &A, &B, <floating>0, pq, &epi, inner, wsp)
+    if ntasks >= TASKS_PER_THREAD * n_threads or n_threads == 1:
+        # parallel over (image, group); serial products
+        for t in prange(ntasks, schedule='static', num_threads=n_threads):
+            rc |= _forward_task(t, x, bias, y, &g, act, slope, wpack, wpack_elems, offs, xp_elems,
+                                1, <floating *>ws_for(ws, threadid()))
+    else:
+        # few problems: each product is parallel (no nested parallel regions)
+        for t in range(ntasks):
+            rc |= _forward_task(t, x, bias, y, &g, act, slope, wpack, wpack_elems, offs, xp_elems,
+                                n_threads, <floating *>ws_for(ws, 0))
     return rc
 
 
@@ -399,52 +403,56 @@ def conv2d_backward_data(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray dx, int grou
 # ---------------------------------------------------------------------------
 # backward weight: dW = sum over images of dy_n patches_n^T, in fixed-order chunks
 
+cdef int _backward_weight_task(int t, floating *x, floating *dy, floating *part, const Geom *g,
+                               int nchunks, bint trans, const long *offs, long xp_elems, int ipg,
+                               int inner, floating *wsp) noexcept nogil:
+    """One (chunk of images, group) of the weight gradient, into its partial sum."""
+    cdef int crs = g.Cg * g.R * g.S, pq = g.P * g.Q
+    cdef int ch = t // g.G, gi = t % g.G, n, rc = 0
+    cdef int n0 = <int>((<long>ch * g.N) // nchunks), n1 = <int>((<long>(ch + 1) * g.N) // nchunks)
+    cdef floating *cp = part + (<long>ch * g.G + gi) * g.Kg * crs
+    cdef floating *xn
+    cdef floating *dyn
+    cdef fc_view A, B
+    if offs != NULL:
+        # stride 1: dW^T (crs x Kg) = shifted rows of ipg padded images stacked
+        # per channel (read in place) . dy^T padded with zeros, ipg images a product
+        n = n0
+        while n < n1:
+            rc |= _backward_weight_shift(x, dy, n, min(ipg, n1 - n), gi, cp, g, offs, xp_elems,
+                                         <floating>(0 if n == n0 else 1), inner, wsp)
+            n = n + ipg
+        return rc
+    for n in range(n0, n1):
+        xn = x + (<long>n * g.G * g.Cg + <long>gi * g.Cg) * g.H * g.W
+        dyn = dy + (<long>n * g.G * g.Kg + <long>gi * g.Kg) * pq
+        if trans:
+            # dW^T (crs x Kg) = patches (crs x pq) . dy^T (pq x Kg)
+            A = patches(xn, g, 0)
+            B = dense(dyn, 1, pq)
+            rc |= gemm(cp, crs, g.Kg, pq, &A, &B, <floating>(0 if n == n0 else 1), g.Kg,
+                       NULL, inner, wsp)
+        else:
+            # dW (Kg x crs) = dy (Kg x pq) . patches^T (pq x crs)
+            A = dense(dyn, pq, 1)
+            B = patches(xn, g, 1)
+            rc |= gemm(cp, g.Kg, crs, pq, &A, &B, <floating>(0 if n == n0 else 1), crs,
+                       NULL, inner, wsp)
+    return rc
+
+
 cdef int _backward_weight(floating *x, floating *dy, floating *part, Geom g, int nchunks,
                           bint trans, int n_threads, Workspace ws, const long *offs,
                           long xp_elems, int ipg) noexcept nogil:
-    cdef int ntasks = nchunks * g.G
-    cdef int crs = g.Cg * g.R * g.S
-    cdef int pq = g.P * g.Q
-    cdef long wsz = <long>g.Kg * crs
-    cdef int t, ch, gi, n, n0, n1, rc = 0, inner
-    cdef fc_view A, B
-    cdef floating *cp
-    cdef floating *wsp
-    cdef floating *xn
-    cdef floating *dyn
-    cdef bint outer = ntasks >= n_threads or n_threads == 1
-    inner = 1 if outer else n_threads
-    for t in prange(ntasks, schedule='static', num_threads=n_threads if outer else 1):
-        ch = t // g.G
-        gi = t % g.G
-        n0 = <int>((<long>ch * g.N) // nchunks)
-        n1 = <int>((<long>(ch + 1) * g.N) // nchunks)
-        cp = part + (<long>ch * g.G + gi) * wsz
-        wsp = <floating *>ws_for(ws, threadid() if outer else 0)
-        if offs != NULL:
-            # stride 1: dW^T (crs x Kg) = shifted rows of ipg padded images stacked
-            # per channel (read in place) . dy^T padded with zeros, ipg images a product
-            n = n0
-            while n < n1:
-                rc |= _backward_weight_shift(x, dy, n, min(ipg, n1 - n), gi, cp, &g, offs, xp_elems,
-                                             <floating>(0 if n == n0 else 1), inner, wsp)
-                n = n + ipg
-            continue
-        for n in range(n0, n1):
-            xn = x + (<long>n * g.G * g.Cg + <long>gi * g.Cg) * g.H * g.W
-            dyn = dy + (<long>n * g.G * g.Kg + <long>gi * g.Kg) * pq
-            if trans:
-                # dW^T (crs x Kg) = patches (crs x pq) . dy^T (pq x Kg)
-                A = patches(xn, &g, 0)
-                B = dense(dyn, 1, pq)
-                rc |= gemm(cp, crs, g.Kg, pq, &A, &B, <floating>(0 if n == n0 else 1), g.Kg,
-                           NULL, inner, wsp)
-            else:
-                # dW (Kg x crs) = dy (Kg x pq) . patches^T (pq x crs)
-                A = dense(dyn, pq, 1)
-                B = patches(xn, &g, 1)
-                rc |= gemm(cp, g.Kg, crs, pq, &A, &B, <floating>(0 if n == n0 else 1), crs,
-                           NULL, inner, wsp)
+    cdef int ntasks = nchunks * g.G, t, rc = 0
+    if ntasks >= n_threads or n_threads == 1:
+        for t in prange(ntasks, schedule='static', num_threads=n_threads):
+            rc |= _backward_weight_task(t, x, dy, part, &g, nchunks, trans, offs, xp_elems, ipg, 1,
+                                        <floating *>ws_for(ws, threadid()))
+    else:
+        for t in range(ntasks):
+            rc |= _backward_weight_task(t, x, dy, part, &g, nchunks, trans, offs, xp_elems, ipg,
+                                        n_threads, <floating *>ws_for(ws, 0))
     return rc
 
 
