@@ -51,6 +51,21 @@ cdef inline fc_view dense_view(cnp.ndarray a, bint trans):
     return v
 
 
+cdef fc_epilogue epilogue(object bias, int bias_mode, int act, double slope):
+    """The epilogue for an optional bias array (kept alive by the caller)."""
+    cdef fc_epilogue epi
+    cdef cnp.ndarray bias_arr
+    epi.bias_mode = FC_BIAS_NONE
+    epi.bias = NULL
+    epi.act = act
+    epi.slope = slope
+    if bias is not None:
+        bias_arr = bias
+        epi.bias_mode = bias_mode
+        epi.bias = cnp.PyArray_DATA(bias_arr)
+    return epi
+
+
 def gemm(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, bint trans_a=False, bint trans_b=False,
          double alpha=1.0, double beta=0.0, bias=None, int bias_mode=0, int act=0,
          double slope=0.01, int n_threads=1):
@@ -64,16 +79,7 @@ def gemm(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, bint trans_a=False, bint t
     cdef int k = a.shape[0] if trans_a else a.shape[1]
     cdef fc_view A = dense_view(a, trans_a)
     cdef fc_view B = dense_view(b, trans_b)
-    cdef fc_epilogue epi
-    cdef cnp.ndarray bias_arr
-    epi.bias_mode = FC_BIAS_NONE
-    epi.bias = NULL
-    epi.act = act
-    epi.slope = slope
-    if bias is not None:
-        bias_arr = bias
-        epi.bias_mode = bias_mode
-        epi.bias = cnp.PyArray_DATA(bias_arr)
+    cdef fc_epilogue epi = epilogue(bias, bias_mode, act, slope)
     cdef long ldc = c.strides[0] // c.itemsize
     cdef int rc
     if c.dtype == np.float32:
@@ -95,16 +101,7 @@ def linear_rows(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, int act=0, do
 
     x (n, k) and w (m, k) with unit column stride, y (n, m) C-contiguous.
     """
-    cdef fc_epilogue epi
-    cdef cnp.ndarray bias_arr
-    epi.bias_mode = FC_BIAS_NONE
-    epi.bias = NULL
-    epi.act = act
-    epi.slope = slope
-    if bias is not None:
-        bias_arr = bias
-        epi.bias_mode = FC_BIAS_COL
-        epi.bias = cnp.PyArray_DATA(bias_arr)
+    cdef fc_epilogue epi = epilogue(bias, FC_BIAS_COL, act, slope)
     cdef int n = x.shape[0], k = x.shape[1], m = w.shape[0]
     cdef long ldx = x.strides[0] // x.itemsize, ldw = w.strides[0] // w.itemsize
     cdef long ldy = y.strides[0] // y.itemsize
