@@ -21,7 +21,7 @@ static inline fc_ukra_d_t KUKRA_d(const fc_kernel_info *k) { return k->ukra_d; }
 
 #define T float
 #define FN(name) name##_s
-#define KC 256
+#define KC 384
 #define MC 144
 #define NC 3072
 #include "fc_gemm_impl.h"
