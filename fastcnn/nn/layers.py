@@ -744,36 +744,34 @@ class LeakyReLU(Module):
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
-class Tanh(Module):
+class _ActivationOfOutput(Module):
+    """An element-wise activation whose gradient needs only its output."""
+
+    _forward_fn = _backward_fn = None
+
     def __init__(self):
         super().__init__()
         self._y = None
 
     def forward(self, x):
-        y = F.tanh(x)
+        y = type(self)._forward_fn(x)
         self._y = y
         return y
 
     def backward(self, grad_out, need_input_grad=True):
         if self._y is None:
             raise _no_forward(self)
-        return F.tanh_backward(grad_out, self._y) if need_input_grad else None
+        return type(self)._backward_fn(grad_out, self._y) if need_input_grad else None
 
 
-class Sigmoid(Module):
-    def __init__(self):
-        super().__init__()
-        self._y = None
+class Tanh(_ActivationOfOutput):
+    _forward_fn = staticmethod(F.tanh)
+    _backward_fn = staticmethod(F.tanh_backward)
 
-    def forward(self, x):
-        y = F.sigmoid(x)
-        self._y = y
-        return y
 
-    def backward(self, grad_out, need_input_grad=True):
-        if self._y is None:
-            raise _no_forward(self)
-        return F.sigmoid_backward(grad_out, self._y) if need_input_grad else None
+class Sigmoid(_ActivationOfOutput):
+    _forward_fn = staticmethod(F.sigmoid)
+    _backward_fn = staticmethod(F.sigmoid_backward)
 
 
 def _softmax_dim(dim, x):
