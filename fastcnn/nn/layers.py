@@ -782,6 +782,9 @@ def _softmax_dim(dim, x):
 
 
 class Softmax(Module):
+    _forward_fn = staticmethod(F.softmax)
+    _backward_fn = staticmethod(F.softmax_backward)
+
     def __init__(self, dim=None):
         super().__init__()
         self.dim = None if dim is None else check_int(dim, "dim")
@@ -789,7 +792,7 @@ class Softmax(Module):
 
     def forward(self, x):
         dim = _softmax_dim(self.dim, x)
-        y = F.softmax(x, dim)
+        y = type(self)._forward_fn(x, dim)
         self._ctx = (y, dim)
         return y
 
@@ -797,22 +800,13 @@ class Softmax(Module):
         if self._ctx is None:
             raise _no_forward(self)
         y, dim = self._ctx
-        return F.softmax_backward(grad_out, y, dim) if need_input_grad else None
+        return type(self)._backward_fn(grad_out, y, dim) if need_input_grad else None
 
     def extra_repr(self):
         return f"dim={self.dim}"
 
 
 class LogSoftmax(Softmax):
-    def forward(self, x):
-        dim = _softmax_dim(self.dim, x)
-        y = F.log_softmax(x, dim)
-        self._ctx = (y, dim)
-        return y
-
-    def backward(self, grad_out, need_input_grad=True):
-        if self._ctx is None:
-            raise _no_forward(self)
-        y, dim = self._ctx
-        return F.log_softmax_backward(grad_out, y, dim) if need_input_grad else None
+    _forward_fn = staticmethod(F.log_softmax)
+    _backward_fn = staticmethod(F.log_softmax_backward)
 
