@@ -13,11 +13,13 @@ static inline int KNR_s(const fc_kernel_info *k) { return k->nr_s; }
 static inline fc_ukr_s_t KUKR_s(const fc_kernel_info *k) { return k->ukr_s; }
 static inline fc_ukri_s_t KUKRI_s(const fc_kernel_info *k) { return k->ukri_s; }
 static inline fc_ukra_s_t KUKRA_s(const fc_kernel_info *k) { return k->ukra_s; }
+static inline fc_store_s_t KSTORE_s(const fc_kernel_info *k) { return k->store_s; }
 static inline int KMR_d(const fc_kernel_info *k) { return k->mr_d; }
 static inline int KNR_d(const fc_kernel_info *k) { return k->nr_d; }
 static inline fc_ukr_d_t KUKR_d(const fc_kernel_info *k) { return k->ukr_d; }
 static inline fc_ukri_d_t KUKRI_d(const fc_kernel_info *k) { return k->ukri_d; }
 static inline fc_ukra_d_t KUKRA_d(const fc_kernel_info *k) { return k->ukra_d; }
+static inline fc_store_d_t KSTORE_d(const fc_kernel_info *k) { return k->store_d; }
 
 #define T float
 #define FN(name) name##_s

@@ -55,12 +55,16 @@ typedef struct {
 } fc_view;
 
 /* Applied to each finished tile of C: add bias (per row or per column), then
- * ReLU / LeakyReLU. */
+ * ReLU / LeakyReLU. With wrap > 0 the columns of C come in rows of wrap, of
+ * which only the first keep are stored, packed: column j of the product is
+ * stored at column (j / wrap) * keep + j % wrap of C (a stride-1 convolution
+ * computed over a padded image width, written straight into its output). */
 typedef struct {
     int bias_mode;
     const void *bias;
     int act;
     double slope;
+    int wrap, keep;
 } fc_epilogue;
 
 typedef void (*fc_ukr_s_t)(long k, const float *a, const float *b, float *c,
@@ -78,6 +82,12 @@ typedef void (*fc_ukra_s_t)(long k, const float *a, const long *aoff, const floa
 typedef void (*fc_ukra_d_t)(long k, const double *a, const long *aoff, const double *b, double *c,
                             long rs_c, long cs_c, double alpha, double beta);
 
+/* Finishing a tile (fc_store_impl.h): merge an edge tile, then the epilogue. */
+typedef void (*fc_store_s_t)(float *c, long ldc, const float *tile, int ldt, int mr, int nr,
+                             float beta, const fc_epilogue *e, int row0, int col0);
+typedef void (*fc_store_d_t)(double *c, long ldc, const double *tile, int ldt, int mr, int nr,
+                             double beta, const fc_epilogue *e, int row0, int col0);
+
 /* One instruction set's micro-kernels: B packed (ukr), B rows in place
  * (ukri), A rows in place (ukra). */
 typedef struct {
@@ -92,6 +102,8 @@ typedef struct {
     fc_ukra_d_t ukra_d;
     float (*dot_s)(const float *a, const float *b, int k);
     double (*dot_d)(const double *a, const double *b, int k);
+    fc_store_s_t store_s;
+    fc_store_d_t store_d;
 } fc_kernel_info;
 
 /* fc_cpu.c: feature detection and dispatch */
@@ -163,6 +175,15 @@ void fc_ukra_avx2_s(long k, const float *a, const long *aoff, const float *b, fl
 void fc_ukra_avx2_d(long k, const double *a, const long *aoff, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
 void fc_ukra_avx512_s(long k, const float *a, const long *aoff, const float *b, float *c, long rs_c, long cs_c, float alpha, float beta);
 void fc_ukra_avx512_d(long k, const double *a, const long *aoff, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
+
+#define FC_STORE_DECL(isa)                                                               \
+    void fc_store_##isa##_s(float *c, long ldc, const float *tile, int ldt, int mr, int nr,  \
+                            float beta, const fc_epilogue *e, int row0, int col0);          \
+    void fc_store_##isa##_d(double *c, long ldc, const double *tile, int ldt, int mr, int nr, \
+                            double beta, const fc_epilogue *e, int row0, int col0);
+FC_STORE_DECL(generic)
+FC_STORE_DECL(avx2)
+FC_STORE_DECL(avx512)
 
 float fc_dot_generic_s(const float *a, const float *b, int k);
 double fc_dot_generic_d(const double *a, const double *b, int k);

@@ -7,28 +7,6 @@
  * KC blocks in order, so results do not depend on the number of threads.
  */
 
-static inline void FN(epilogue_tile)(T *c, long ldc, int mr, int nr, int row0, int col0,
-                                     const fc_epilogue *e)
-{
-    const T *bias = (const T *)e->bias;
-    const T slope = (T)e->slope;
-    for (int i = 0; i < mr; i++) {
-        T *ci = c + (long)i * ldc;
-        if (e->bias_mode == FC_BIAS_ROW) {
-            T bv = bias[row0 + i];
-            for (int j = 0; j < nr; j++) ci[j] += bv;
-        } else if (e->bias_mode == FC_BIAS_COL) {
-            const T *bv = bias + col0;
-            for (int j = 0; j < nr; j++) ci[j] += bv[j];
-        }
-        if (e->act == FC_ACT_RELU) {
-            for (int j = 0; j < nr; j++) ci[j] = ci[j] < 0 ? (T)0 : ci[j];
-        } else if (e->act == FC_ACT_LEAKY) {
-            for (int j = 0; j < nr; j++) ci[j] = ci[j] < 0 ? ci[j] * slope : ci[j];
-        }
-    }
-}
-
 /* Depth block: k split into equal blocks of at most KC (a short tail block
  * costs as much C traffic as a full one). */
 static inline int FN(depth_block)(int k)
@@ -53,6 +31,27 @@ static inline int FN(row_block)(int m, int MR)
 static int FN(epilogue_active)(const fc_epilogue *e)
 {
     return e != NULL && (e->bias_mode != FC_BIAS_NONE || e->act != FC_ACT_NONE);
+}
+
+/* Store an mr x nr tile (row stride NR) of product columns col0 .. col0 + nr
+ * into rows of C (crow: C's row of the tile's first row) under the wrap/keep
+ * column map of the epilogue: one store per run of kept columns. */
+static void FN(store_wrapped)(void (*store)(T *, long, const T *, int, int, int, T,
+                                            const fc_epilogue *, int, int),
+                              T *crow, long ldc, const T *tile, int NR, int mr, int nr,
+                              int col0, int wrap, int keep, T beta, const fc_epilogue *e, int row0)
+{
+    int j = 0;
+    while (j < nr) {
+        const int col = col0 + j, r = col / wrap, q = col % wrap;
+        const int seg = wrap - q < nr - j ? wrap - q : nr - j;
+        if (q < keep) {
+            const int len = keep - q < seg ? keep - q : seg;
+            const long cc = (long)r * keep + q;
+            store(crow + cc, ldc, tile + j, NR, mr, len, beta, e, row0, (int)cc);
+        }
+        j += seg;
+    }
 }
 
 /* Workspace layout: the shared B block, then per thread an A block and an
@@ -102,13 +101,16 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
     if (m <= 0 || n <= 0) return 0;
     if (nthreads < 1) nthreads = 1;
     const int has_epi = FN(epilogue_active)(epi);
+    const int wrap = epi != NULL && epi->wrap > 0 ? epi->wrap : 0;
+    const int keep = wrap ? epi->keep : 0;
     if (k <= 0) {
+        const int ncols = wrap ? (n / wrap) * keep + (n % wrap < keep ? n % wrap : keep) : n;
         for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++) {
+            for (int j = 0; j < ncols; j++) {
                 T *c = C + (long)i * ldc + j;
                 *c = beta == 0 ? (T)0 : beta * *c;
             }
-        if (has_epi) FN(epilogue_tile)(C, ldc, m, n, 0, 0, epi);
+        if (has_epi) FN(KSTORE)(fc_kernel())(C, ldc, NULL, 0, m, ncols, (T)0, epi, 0, 0);
         return 0;
     }
     const fc_kernel_info *ki = fc_kernel();
@@ -120,6 +122,7 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
     void (*ukr)(long, const T *, const T *, T *, long, long, T, T) = FN(KUKR)(ki);
     void (*ukri)(long, const T *, const T *, const long *, T *, long, long, T, T) = FN(KUKRI)(ki);
     void (*ukra)(long, const T *, const long *, const T *, T *, long, long, T, T) = FN(KUKRA)(ki);
+    void (*store)(T *, long, const T *, int, int, int, T, const fc_epilogue *, int, int) = FN(KSTORE)(ki);
     const int shifted = B->kind == FC_VIEW_SHIFT;
     const int a_inplace = A->kind == FC_VIEW_SHIFT;
 
@@ -197,25 +200,22 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
                             T *cij = C + (long)(ic + ir) * ldc + (jc + j);
                             const T *abase = a_inplace ? (const T *)A->p + pc : NULL;
                             const long *aoff = a_inplace ? A->offs + ic + ir : NULL;
-                            if (mr == MR && nr == NR) {
+                            const fc_epilogue *e = last && has_epi ? epi : NULL;
+                            if (mr == MR && nr == NR && !wrap) {
                                 if (a_inplace) ukra(kc, abase, aoff, bp, cij, ldc, 1, alpha, beta_eff);
                                 else if (shifted) ukri(kc, ap, bp, boff, cij, ldc, 1, alpha, beta_eff);
                                 else ukr(kc, ap, bp, cij, ldc, 1, alpha, beta_eff);
+                                if (e) store(cij, ldc, NULL, NR, mr, nr, beta_eff, e, ic + ir, jc + j);
                             } else {
                                 if (a_inplace) ukra(kc, abase, aoff, bp, tile, NR, 1, alpha, (T)0);
                                 else if (shifted) ukri(kc, ap, bp, boff, tile, NR, 1, alpha, (T)0);
                                 else ukr(kc, ap, bp, tile, NR, 1, alpha, (T)0);
-                                for (int i = 0; i < mr; i++)
-                                    for (int jj = 0; jj < nr; jj++) {
-                                        T *c = cij + (long)i * ldc + jj;
-                                        T t = tile[i * NR + jj];
-                                        if (beta_eff == 0) *c = t;
-                                        else if (beta_eff == 1) *c += t;
-                                        else *c = beta_eff * *c + t;
-                                    }
+                                if (wrap)
+                                    FN(store_wrapped)(store, C + (long)(ic + ir) * ldc, ldc, tile, NR, mr, nr,
+                                                      jc + j, wrap, keep, beta_eff, e, ic + ir);
+                                else
+                                    store(cij, ldc, tile, NR, mr, nr, beta_eff, e, ic + ir, jc + j);
                             }
-                            if (last && has_epi)
-                                FN(epilogue_tile)(cij, ldc, mr, nr, ic + ir, jc + j, epi);
                         }
                     }
                 }

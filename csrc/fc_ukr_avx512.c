@@ -112,4 +112,14 @@ double fc_dot_avx512_d(const double *a, const double *b, int k)
     for (; i < k; i++) r += a[i] * b[i];
     return r;
 }
+#define FN(name) fc_##name##_avx512_s
+#define T float
+#include "fc_store_impl.h"
+#undef T
+#undef FN
+#define FN(name) fc_##name##_avx512_d
+#define T double
+#include "fc_store_impl.h"
+#undef T
+#undef FN
 #endif

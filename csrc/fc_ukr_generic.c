@@ -69,3 +69,14 @@ void fc_ukra_generic_d(long k, const double *a, const long *aoff, const double *
 
 float fc_dot_generic_s(const float *a, const float *b, int k) { DOT_GENERIC(float) }
 double fc_dot_generic_d(const double *a, const double *b, int k) { DOT_GENERIC(double) }
+
+#define FN(name) fc_##name##_generic_s
+#define T float
+#include "fc_store_impl.h"
+#undef T
+#undef FN
+#define FN(name) fc_##name##_generic_d
+#define T double
+#include "fc_store_impl.h"
+#undef T
+#undef FN

@@ -102,6 +102,8 @@ cdef inline fc_epilogue row_epilogue(const void *bias, int act, double slope) no
     e.bias = bias
     e.act = act
     e.slope = slope
+    e.wrap = 0
+    e.keep = 0
     return e
 
 
@@ -229,27 +231,23 @@ cdef int _forward_task(int t, floating *x, floating *bias, floating *y, const Ge
                        int act, double slope, floating *wpack, long wpack_elems,
                        const long *offs, long xp_elems, int inner, floating *wsp) noexcept nogil:
     """One (image, group) of the forward convolution."""
-    cdef int crs = g.Cg * g.R * g.S, pq = g.P * g.Q, k, oh
+    cdef int crs = g.Cg * g.R * g.S, pq = g.P * g.Q
     cdef int n = t // g.G, gi = t % g.G
     cdef int Hp = g.P + g.dh * (g.R - 1), Wp = g.Q + g.dw * (g.S - 1)
-    cdef long ct_elems = (<long>g.Kg * g.P * Wp + 15) // 16 * 16
     cdef fc_view A = packed(wpack + gi * wpack_elems), B
     cdef fc_epilogue epi = row_epilogue((bias + <long>gi * g.Kg) if bias != NULL else NULL, act, slope)
     cdef floating *xn = x + (<long>n * g.G * g.Cg + <long>gi * g.Cg) * g.H * g.W
     cdef floating *yt = y + (<long>n * g.G * g.Kg + <long>gi * g.Kg) * pq
-    cdef floating *ct = wsp + xp_elems
-    cdef int rc
     if offs == NULL:
         B = patches(xn, g, 0)
         return gemm(yt, g.Kg, pq, crs, &A, &B, <floating>0, pq, &epi, inner, wsp)
+    # product columns run over the padded width; the epilogue keeps the first Q of each Wp
     pad_image(xn, wsp, g, Hp, Wp, xp_elems)
     B = shifted(wsp, offs)
-    rc = gemm(ct, g.Kg, g.P * Wp, crs, &A, &B, <floating>0, g.P * Wp, &epi, inner, ct + ct_elems)
-    for k in range(g.Kg):
-        for oh in range(g.P):
-            memcpy(yt + (<long>k * g.P + oh) * g.Q, ct + (<long>k * g.P + oh) * Wp,
-                   <size_t>g.Q * sizeof(floating))
-    return rc
+    epi.wrap = Wp
+    epi.keep = g.Q
+    return gemm(yt, g.Kg, (g.P - 1) * Wp + g.Q, crs, &A, &B, <floating>0, pq, &epi, inner,
+                wsp + xp_elems)
 
 
 cdef int _forward(floating *x, floating *w, floating *bias, floating *y, Geom g,
@@ -292,8 +290,7 @@ def conv2d_forward(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, int groups
     cdef const long *offs = NULL
     if use_shift(&g):
         xp_elems = padded_image_elems(&g, Hp, Wp)
-        per_thread = xp_elems + (<long>g.Kg * g.P * Wp + 15) // 16 * 16 + \
-            <long>gemm_ws(isz, g.Kg, g.P * Wp, crs, inner)
+        per_thread = xp_elems + <long>gemm_ws(isz, g.Kg, g.P * Wp, crs, inner)
         offs_arr = shift_offsets(&g, Hp, Wp)
         offs = <const long *>cnp.PyArray_DATA(offs_arr)
     else:

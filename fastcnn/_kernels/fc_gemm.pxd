@@ -32,6 +32,8 @@ cdef extern from "fc_gemm.h" nogil:
         const void *bias
         int act
         double slope
+        int wrap
+        int keep
 
     void fc_init()
     int fc_isa_supported(int isa)
