@@ -258,6 +258,52 @@ def test_max_pool2d_nan_inf_ties_match_torch(torch, rng, width, dtype):
     yt, it = torch.nn.functional.max_pool2d(torch.from_numpy(x), 2, return_indices=True)
     np.testing.assert_array_equal(y, yt.numpy())
     np.testing.assert_array_equal(idx, it.numpy())
+    np.testing.assert_array_equal(F.max_pool2d(x, 2), y)  # the path without indices
     g = rng.standard_normal(y.shape).astype(dtype)
     np.testing.assert_array_equal(F.max_pool2d_backward(g, idx, x.shape),
                                   ref.ref_max_pool2d_backward(g, idx, x.shape))
+
+
+# The MaxPool2d layer in training mode keeps each 2x2 window's argmax as a
+# one-byte code (vector path for float32 rows of >= 8 outputs, scalar otherwise).
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(2, 3, 10, 40), (2, 3, 10, 6), (1, 2, 33, 17), (3, 1, 2, 2),
+                                   (1, 1, 5, 3), (2, 2, 16, 18)])
+def test_max_pool_layer_window_codes_match_torch(torch, rng, shape, dtype):
+    from fastcnn import nn
+    x = rng.integers(-2, 3, shape).astype(dtype)  # many ties
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, max(1, flat.size // 20), replace=False)] = np.nan
+    flat[rng.choice(flat.size, max(1, flat.size // 20), replace=False)] = -np.inf
+    pool = nn.MaxPool2d(2)
+    y = pool(x)
+    assert pool._ctx[0].dtype == np.uint8
+    g = rng.standard_normal(y.shape).astype(dtype)
+    gx = pool.backward(g)
+    xt = torch.from_numpy(x).requires_grad_()
+    yt = torch.nn.functional.max_pool2d(xt, 2)
+    yt.backward(torch.from_numpy(g))
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(gx, xt.grad.numpy())
+    assert gx.dtype == dtype and gx.shape == x.shape
+    # the same gradient as from int64 indices
+    _, idx = F.max_pool2d(x, 2, return_indices=True)
+    np.testing.assert_array_equal(gx, F.max_pool2d_backward(g, idx, x.shape))
+    # thread-count invariance
+    for n in (1, 3):
+        with fastcnn.threads(n):
+            p2 = nn.MaxPool2d(2)
+            np.testing.assert_array_equal(p2(x), y)
+            np.testing.assert_array_equal(p2.backward(g), gx)
+
+
+def test_max_pool_layer_window_codes_bad_grad(rng):
+    from fastcnn import nn
+    pool = nn.MaxPool2d(2)
+    pool(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+    with pytest.raises(ValueError, match="grad_out"):
+        pool.backward(np.zeros((2, 3, 4, 5), np.float32))
+    with pytest.raises(TypeError, match="grad_out"):
+        pool.backward([[1.0]])
+    # float64 gradient for a float32 layer is cast, as everywhere in the layer API
+    assert pool.backward(np.ones((2, 3, 4, 4))).dtype == np.float32

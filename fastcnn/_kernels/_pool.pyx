@@ -17,7 +17,7 @@ from fastcnn._kernels._reduce cimport plane_sum
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint64_t, uint8_t
 from libc.string cimport memset, memcpy
 
 cdef extern from *:
@@ -74,17 +74,27 @@ cdef extern from *:
     typedef int32_t fc_v4i __attribute__((vector_size(16)));
     typedef int64_t fc_v4l __attribute__((vector_size(32)));
     #define FC_SEL(c, a, b) ((fc_v8f)(((fc_v8i)(a) & (c)) | ((fc_v8i)(b) & ~(c))))
+    typedef int8_t fc_v8c __attribute__((vector_size(8)));
+    typedef int8_t fc_v32c __attribute__((vector_size(32)));
+    typedef uint32_t fc_v8u __attribute__((vector_size(32)));
     FC_POOL_CLONES
     void fc_max_pool_2x2_f32v(const float *restrict x, float *restrict y, int64_t *restrict idx,
-                              Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW)
+                              uint8_t *restrict code, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW)
     {
-        const fc_v8i ev = {0, 2, 4, 6, 8, 10, 12, 14}, od = {1, 3, 5, 7, 9, 11, 13, 15};
+        /* idx: int64 flat argmax (or NULL); code: the argmax's place in its
+           window, 0 (0,0), 1 (0,1), 2 (1,0), 3 (1,1) (or NULL) */
+        /* even / odd columns within each 128-bit lane (one shufps each): the
+           eight windows come out in the order 0 1 4 5 2 3 6 7, put back by
+           one 64-bit permute of the maxima and by the byte gather of the codes */
+        const fc_v8i ev = {0, 2, 8, 10, 4, 6, 12, 14}, od = {1, 3, 9, 11, 5, 7, 13, 15};
+        const fc_v8i order = {0, 1, 4, 5, 2, 3, 6, 7};
+        const fc_v32c bytes = {0, 4, 16, 20, 8, 12, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0,
+                               0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
         const fc_v8i lane = {0, 2, 4, 6, 8, 10, 12, 14};
         const int32_t w = (int32_t)W;
         for (Py_ssize_t oh = 0; oh < OH; oh++) {
             const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
             float *yr = y + oh * OW;
-            int64_t *ir = idx + oh * OW;
             const int32_t base = (int32_t)(2 * oh * W);
             for (Py_ssize_t ow = 0; ow < OW; ow += 8) {
                 if (ow + 8 > OW) ow = OW - 8;
@@ -95,20 +105,61 @@ cdef extern from *:
                 fc_v8f v2 = __builtin_shuffle(b0, b1, ev), v3 = __builtin_shuffle(b0, b1, od);
                 fc_v8i c = (v1 > v0) | (v1 != v1);
                 fc_v8f m = FC_SEL(c, v1, v0);
-                fc_v8i j = c & 1;
+                fc_v8i k = c & 1;
                 c = (v2 > m) | (v2 != v2);
                 m = FC_SEL(c, v2, m);
-                j = (c & w) | (j & ~c);
+                k = (c & 2) | (k & ~c);
                 c = (v3 > m) | (v3 != v3);
                 m = FC_SEL(c, v3, m);
-                j = (c & (w + 1)) | (j & ~c);
-                j += lane + (base + 2 * (int32_t)ow);
+                k = (c & 3) | (k & ~c);
+                m = __builtin_shuffle(m, order);
                 memcpy(yr + ow, &m, 32);
-                int32_t jt[8];
-                memcpy(jt, &j, 32);
-                for (int k = 0; k < 8; k++) ir[ow + k] = jt[k];
+                if (idx != NULL) {
+                    k = __builtin_shuffle(k, order);
+                    fc_v8i j = (k & 1) + (k >> 1) * w + lane + (base + 2 * (int32_t)ow);
+                    int32_t jt[8];
+                    memcpy(jt, &j, 32);
+                    for (int l = 0; l < 8; l++) idx[oh * OW + ow + l] = jt[l];
+                }
+                if (code != NULL) {
+                    fc_v32c kb = __builtin_shuffle((fc_v32c)k, bytes);
+                    memcpy(code + oh * OW + ow, &kb, 8);
+                }
             }
         }
+    }
+
+    /* Gradient of 2x2 / stride 2 max pooling from window codes (as written by
+       fc_max_pool_2x2_f32v), writing every element of the grad_x plane once. */
+    FC_POOL_CLONES
+    void fc_max_pool_2x2_code_backward_f32v(const float *restrict g, const uint8_t *restrict code,
+                                            float *restrict gx, Py_ssize_t H, Py_ssize_t W,
+                                            Py_ssize_t OH, Py_ssize_t OW)
+    {
+        const fc_v8i lo = {0, 8, 1, 9, 2, 10, 3, 11}, hi = {4, 12, 5, 13, 6, 14, 7, 15};
+        for (Py_ssize_t oh = 0; oh < OH; oh++) {
+            float *r0 = gx + 2 * oh * W, *r1 = r0 + W;
+            for (Py_ssize_t ow = 0; ow < OW; ow += 8) {
+                if (ow + 8 > OW) ow = OW - 8;
+                uint32_t lo4, hi4;
+                fc_v8f gv, z = {0, 0, 0, 0, 0, 0, 0, 0}, t;
+                memcpy(&lo4, code + oh * OW + ow, 4);
+                memcpy(&hi4, code + oh * OW + ow + 4, 4);
+                memcpy(&gv, g + oh * OW + ow, 32);
+                const fc_v8u sh = {0, 8, 16, 24, 0, 8, 16, 24};
+                const fc_v8u low = {~0u, ~0u, ~0u, ~0u, 0, 0, 0, 0};
+                fc_v8u kw = (((fc_v8u){} + lo4) & low) | (((fc_v8u){} + hi4) & ~low);
+                fc_v8i k = (fc_v8i)((kw >> sh) & 0xff);
+                fc_v8f e0 = FC_SEL(k == 0, gv, z), o0 = FC_SEL(k == 1, gv, z);
+                fc_v8f e1 = FC_SEL(k == 2, gv, z), o1 = FC_SEL(k == 3, gv, z);
+                t = __builtin_shuffle(e0, o0, lo); memcpy(r0 + 2 * ow, &t, 32);
+                t = __builtin_shuffle(e0, o0, hi); memcpy(r0 + 2 * ow + 8, &t, 32);
+                t = __builtin_shuffle(e1, o1, lo); memcpy(r1 + 2 * ow, &t, 32);
+                t = __builtin_shuffle(e1, o1, hi); memcpy(r1 + 2 * ow + 8, &t, 32);
+            }
+            if (W > 2 * OW) { r0[W - 1] = 0; r1[W - 1] = 0; }
+        }
+        if (H > 2 * OH) memset(gx + (H - 1) * W, 0, W * sizeof(float));
     }
 
     /* Gradient of the same pooling from its indices, writing every element of
@@ -159,9 +210,12 @@ cdef extern from *:
     }
     #else
     #define FC_POOL_VECTOR 0
-    static void fc_max_pool_2x2_f32v(const float *x, float *y, int64_t *idx,
+    static void fc_max_pool_2x2_f32v(const float *x, float *y, int64_t *idx, uint8_t *code,
                                      Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW)
-    { fc_max_pool_2x2_f32(x, y, idx, W, OH, OW); }
+    { }
+    static void fc_max_pool_2x2_code_backward_f32v(const float *g, const uint8_t *code, float *gx,
+                                                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW)
+    { }
     static int fc_max_pool_2x2_backward_f32v(const float *g, const int64_t *idx, float *gx,
                                              Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW)
     { return 0; }
@@ -171,8 +225,12 @@ cdef extern from *:
                              Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
     void fc_max_pool_2x2_f64(const double* x, double* y, int64_t* idx,
                              Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
-    void fc_max_pool_2x2_f32v(const float* x, float* y, int64_t* idx,
+    int FC_POOL_VECTOR
+    void fc_max_pool_2x2_f32v(const float* x, float* y, int64_t* idx, uint8_t* code,
                               Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
+    void fc_max_pool_2x2_code_backward_f32v(const float* g, const uint8_t* code, float* gx,
+                                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
+                                            Py_ssize_t OW) noexcept nogil
     int fc_max_pool_2x2_backward_f32v(const float* g, const int64_t* idx, float* gx,
                                       Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
                                       Py_ssize_t OW) noexcept nogil
@@ -313,19 +371,124 @@ def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
         for p in prange(P, schedule='static', num_threads=n_threads):
             if fast and with_idx and H * W < 2147483647:
                 if floating is float:
-                    if OW >= 8:
-                        fc_max_pool_2x2_f32v(&x[p, 0, 0], &y[p, 0, 0], &idx[p, 0, 0], W, OH, OW)
+                    if OW >= 8 and FC_POOL_VECTOR:
+                        fc_max_pool_2x2_f32v(&x[p, 0, 0], &y[p, 0, 0], &idx[p, 0, 0], NULL, W, OH, OW)
                     else:
                         fc_max_pool_2x2_f32(&x[p, 0, 0], &y[p, 0, 0], &idx[p, 0, 0], W, OH, OW)
                 else:
                     fc_max_pool_2x2_f64(&x[p, 0, 0], &y[p, 0, 0], &idx[p, 0, 0], W, OH, OW)
             elif fast:
-                _max_pool_2x2_plane(&x[p, 0, 0], &y[p, 0, 0],
-                                    &idx[p, 0, 0] if with_idx else NULL, H, W, OH, OW)
+                if floating is float:
+                    if not with_idx and OW >= 8 and FC_POOL_VECTOR:
+                        fc_max_pool_2x2_f32v(&x[p, 0, 0], &y[p, 0, 0], NULL, NULL, W, OH, OW)
+                    else:
+                        _max_pool_2x2_plane(&x[p, 0, 0], &y[p, 0, 0],
+                                            &idx[p, 0, 0] if with_idx else NULL, H, W, OH, OW)
+                else:
+                    _max_pool_2x2_plane(&x[p, 0, 0], &y[p, 0, 0],
+                                        &idx[p, 0, 0] if with_idx else NULL, H, W, OH, OW)
             else:
                 _max_pool_plane(&x[p, 0, 0], &y[p, 0, 0],
                                 &idx[p, 0, 0] if with_idx else NULL,
                                 H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw)
+
+
+cdef inline void _max_pool_2x2_code_plane(const floating* x, floating* y, uint8_t* code,
+                                          Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
+    """2x2 / stride 2 max pooling of one plane, the argmax kept as its place in the
+    window (0 (0,0), 1 (0,1), 2 (1,0), 3 (1,1)); same order and NaN rule as above."""
+    cdef Py_ssize_t oh, ow, b
+    cdef const floating* r0
+    cdef const floating* r1
+    cdef floating m, v
+    cdef uint8_t k
+    cdef int c
+    for oh in range(OH):
+        r0 = x + 2 * oh * W
+        r1 = r0 + W
+        for ow in range(OW):
+            b = 2 * ow
+            m = r0[b]
+            k = 0
+            v = r0[b + 1]
+            c = (v > m) | (v != v)
+            m = v if c else m
+            k = 1 if c else k
+            v = r1[b]
+            c = (v > m) | (v != v)
+            m = v if c else m
+            k = 2 if c else k
+            v = r1[b + 1]
+            c = (v > m) | (v != v)
+            m = v if c else m
+            k = 3 if c else k
+            y[oh * OW + ow] = m
+            code[oh * OW + ow] = k
+
+
+cdef inline void _max_pool_2x2_code_backward_plane(const floating* g, const uint8_t* code, floating* gx,
+                                                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
+                                                   Py_ssize_t OW) noexcept nogil:
+    cdef Py_ssize_t oh, ow, b
+    cdef floating* r0
+    cdef floating* r1
+    cdef floating v
+    cdef uint8_t k
+    memset(gx, 0, H * W * sizeof(floating))
+    for oh in range(OH):
+        r0 = gx + 2 * oh * W
+        r1 = r0 + W
+        for ow in range(OW):
+            b = 2 * ow
+            k = code[oh * OW + ow]
+            v = g[oh * OW + ow]
+            if k == 0:
+                r0[b] = v
+            elif k == 1:
+                r0[b + 1] = v
+            elif k == 2:
+                r1[b] = v
+            else:
+                r1[b + 1] = v
+
+
+def max_pool2d_2x2_codes(const floating[:, :, ::1] x, floating[:, :, ::1] y, uint8_t[:, :, ::1] code,
+                         int n_threads):
+    """2x2 / stride 2 max pooling (floor mode) of x (P, H, W) into y (P, H/2, W/2), the
+    argmax of each window as its place in the window (uint8 code, for the backward)."""
+    cdef Py_ssize_t P = x.shape[0], W = x.shape[2], OH = y.shape[1], OW = y.shape[2], p
+    if P == 0 or OH == 0 or OW == 0:
+        return
+    with nogil:
+        for p in prange(P, schedule='static', num_threads=n_threads):
+            if floating is float:
+                if OW >= 8 and FC_POOL_VECTOR:
+                    fc_max_pool_2x2_f32v(&x[p, 0, 0], &y[p, 0, 0], NULL, &code[p, 0, 0], W, OH, OW)
+                else:
+                    _max_pool_2x2_code_plane(&x[p, 0, 0], &y[p, 0, 0], &code[p, 0, 0], W, OH, OW)
+            else:
+                _max_pool_2x2_code_plane(&x[p, 0, 0], &y[p, 0, 0], &code[p, 0, 0], W, OH, OW)
+
+
+def max_pool2d_2x2_code_backward(const floating[:, :, ::1] g, const uint8_t[:, :, ::1] code,
+                                 floating[:, :, ::1] gx, int n_threads):
+    """grad_x (P, H, W), fully overwritten, from grad_out and the window codes."""
+    cdef Py_ssize_t P = gx.shape[0], H = gx.shape[1], W = gx.shape[2]
+    cdef Py_ssize_t OH = g.shape[1], OW = g.shape[2], p
+    if P == 0 or H == 0 or W == 0:
+        return
+    with nogil:
+        for p in prange(P, schedule='static', num_threads=n_threads):
+            if floating is float:
+                if OW >= 8 and FC_POOL_VECTOR:
+                    fc_max_pool_2x2_code_backward_f32v(&g[p, 0, 0], &code[p, 0, 0], &gx[p, 0, 0],
+                                                       H, W, OH, OW)
+                else:
+                    _max_pool_2x2_code_backward_plane(&g[p, 0, 0], &code[p, 0, 0], &gx[p, 0, 0],
+                                                      H, W, OH, OW)
+            else:
+                _max_pool_2x2_code_backward_plane(&g[p, 0, 0], &code[p, 0, 0], &gx[p, 0, 0],
+                                                  H, W, OH, OW)
 
 
 def max_pool2d_backward(const floating[:, :, ::1] g, const int64_t[:, :, ::1] idx,

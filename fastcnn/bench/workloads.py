@@ -226,9 +226,13 @@ def _maxpool_workload(backward):
         if not backward:
             return lambda: F.max_pool2d(x, 2, 2)
 
+        # the layer, as training runs it (it keeps each window's argmax in one byte)
+        from fastcnn import nn
+        pool = nn.MaxPool2d(2, 2)
+
         def step():
-            _, idx = F.max_pool2d(x, 2, 2, return_indices=True)
-            return F.max_pool2d_backward(gy, idx, x.shape)
+            pool(x)
+            return pool.backward(gy)
         return step
 
     def torch_build(d, ctx):

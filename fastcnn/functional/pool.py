@@ -132,6 +132,30 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     return gx
 
 
+def _max_pool2d_2x2(x, n_threads=None):
+    """2x2 / stride 2 max pooling (floor mode) of a checked x, with the argmax of
+    each window kept as a uint8 code (its place in the window) for
+    :func:`_max_pool2d_2x2_backward`: an eighth of the memory traffic of int64
+    indices."""
+    out_shape = x.shape[:-2] + (x.shape[-2] // 2, x.shape[-1] // 2)
+    y = np.empty(out_shape, dtype=x.dtype)
+    code = np.empty(out_shape, dtype=np.uint8)
+    _kernels().max_pool2d_2x2_codes(_planes(x), _planes(y), _planes(code),
+                                    _threads_for(x, y) if n_threads is None else n_threads)
+    return y, code
+
+
+def _max_pool2d_2x2_backward(grad_out, code, input_shape, n_threads=None):
+    """Gradient of :func:`_max_pool2d_2x2` wrt its input (grad_out checked against the codes)."""
+    g = as_float_array(grad_out, "grad_out", ndim=(3, 4))
+    if g.shape != code.shape:
+        raise ValueError(f"grad_out must have the shape of the pooling output {code.shape}, got {g.shape}")
+    gx = np.empty(input_shape, dtype=g.dtype)
+    _kernels().max_pool2d_2x2_code_backward(_planes(g), _planes(code), _planes(gx),
+                                            _threads_for(g, gx) if n_threads is None else n_threads)
+    return gx
+
+
 # ---------------------------------------------------------------------------
 # average pooling
 # ---------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import numpy as np
 from .. import functional as F
 from .. import init
 from .._random import default_generator, resolve
-from ..functional._checks import check_float, check_int, pair
+from ..functional._checks import as_float_array, check_float, check_int, pair
+from ..functional.pool import _max_pool2d_2x2, _max_pool2d_2x2_backward
 from .module import Module, Parameter, _check_dtype, accumulate
 
 __all__ = [
@@ -304,7 +305,20 @@ class MaxPool2d(Module):
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
                             self.ceil_mode, return_indices=indices)
 
+    def _is_2x2(self):
+        """2x2 windows, stride 2, no padding or dilation, floor mode."""
+        return (not self.ceil_mode and pair(self.kernel_size, "kernel_size") == (2, 2)
+                and pair(self.stride, "stride") == (2, 2) and pair(self.padding, "padding") == (0, 0)
+                and pair(self.dilation, "dilation") == (1, 1))
+
     def forward(self, x):
+        if self.training and not self.return_indices and self._is_2x2():
+            x = as_float_array(x, "x", ndim=(3, 4))
+            if x.shape[-1] >= 2 and x.shape[-2] >= 2:
+                # the backward needs only each window's argmax: one byte per output
+                y, code = _max_pool2d_2x2(x)
+                self._ctx = (code, x)
+                return y
         if self.training or self.return_indices:
             y, idx = self._pool(x, True)
             self._ctx = (idx, x)
@@ -321,6 +335,8 @@ class MaxPool2d(Module):
         idx, x = self._ctx
         if idx is None:
             idx = self._pool(x, True)[1]
+        elif idx.dtype == np.uint8:
+            return _max_pool2d_2x2_backward(_grad_as(grad_out, x.dtype), idx, x.shape)
         return F.max_pool2d_backward(grad_out, idx, x.shape)
 
     def extra_repr(self):
