@@ -11,6 +11,7 @@ import numpy as np
 from .._threads import get_num_threads
 
 FLOAT_DTYPES = (np.float32, np.float64)
+_FLOAT_DTYPE_SET = frozenset(np.dtype(t) for t in FLOAT_DTYPES)
 
 
 # Work (flops or elements) below which one more thread does not pay off.
@@ -38,6 +39,10 @@ def as_float_array(x, name, ndim=None, dtype=None, contiguous=True):
     Raises TypeError for non-float dtypes and ValueError for the wrong ndim.
     ``dtype``, when given, is the dtype ``x`` must already have.
     """
+    if (type(x) is np.ndarray and x.dtype in _FLOAT_DTYPE_SET and dtype is None and ndim is not None
+            and (x.ndim == ndim if type(ndim) is int else x.ndim in ndim)
+            and (not contiguous or x.flags.c_contiguous)):
+        return x
     if not isinstance(x, np.ndarray):
         if isinstance(x, (list, tuple)) or np.isscalar(x):
             x = np.asarray(x)
@@ -61,6 +66,10 @@ def as_float_array(x, name, ndim=None, dtype=None, contiguous=True):
 
 
 def check_int(v, name, minimum=None):
+    if type(v) is int:
+        if minimum is not None and v < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {v}")
+        return v
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {v!r}")
     v = int(v)
@@ -71,6 +80,12 @@ def check_int(v, name, minimum=None):
 
 def pair(v, name, minimum=None):
     """An int or a pair of ints -> a tuple of two ints (each >= minimum and <= 2**31-1)."""
+    if type(v) is int and (minimum is None or v >= minimum) and v <= INT_MAX:
+        return (v, v)
+    if (type(v) is tuple and len(v) == 2 and type(v[0]) is int and type(v[1]) is int
+            and (minimum is None or (v[0] >= minimum and v[1] >= minimum))
+            and v[0] <= INT_MAX and v[1] <= INT_MAX):
+        return v
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
@@ -129,7 +144,9 @@ def check_size(shape, name, itemsize=4):
         n *= int(s)
     if n > MAX_ELEMENTS:
         raise ValueError(f"{name} would have shape {tuple(shape)} ({n} elements): too large")
-    check_bytes(n * int(itemsize), f"{name} of shape {tuple(shape)}")
+    nbytes = n * int(itemsize)
+    if PHYSICAL_MEMORY is not None and nbytes > PHYSICAL_MEMORY:
+        check_bytes(nbytes, f"{name} of shape {tuple(shape)}")
     return shape
 
 
@@ -139,6 +156,8 @@ def check_index_range(what, sizes):
     ``sizes`` maps a description (e.g. ``"C*H*W"``: channels x height x width
     of one image) to its value.
     """
+    if max(sizes.values()) <= INT_MAX:
+        return
     for label, value in sizes.items():
         if int(value) > INT_MAX:
             raise ValueError(f"{what}: {label} = {int(value)} is too large: the kernels handle sizes "

@@ -7,6 +7,7 @@ H x W plane, ``count_include_pad``).
 """
 import numpy as np
 
+from .._kernels import _pool
 from ._checks import as_float_array, check_int, check_size, n_threads, pair
 
 __all__ = [
@@ -28,7 +29,6 @@ def _threads_for(*arrays):
 
 
 def _kernels():
-    from .._kernels import _pool
     return _pool
 
 
