@@ -303,9 +303,9 @@ def _load_gan(path):
 GAN_DEFAULTS = {
     # the no-argument run: bundled digits at 16x16, a few minutes on 2 cores
     "digits": dict(image_size=16, epochs=160, batch_size=32, lr=2e-4, lr_d=None, nz=32, ngf=32, ndf=32,
-                   label_smoothing=0.0, ema=0.999, translate=1),
+                   label_smoothing=0.0, ema=0.999, translate=1, lr_decay=0.0),
     "mnist": dict(image_size=28, epochs=10, batch_size=64, lr=2e-4, lr_d=None, nz=100, ngf=64, ndf=64,
-                  label_smoothing=0.0, ema=0.999, translate=0),
+                  label_smoothing=0.0, ema=0.999, translate=0, lr_decay=0.0),
 }
 
 
@@ -331,6 +331,9 @@ def _add_train_gan(sub):
     p.add_argument("--translate", type=_int_at_least(0), default=None,
                    help="differentiable augmentation: move every image the discriminator sees by up to this "
                         "many pixels (default 1 for digits, 0 otherwise)")
+    p.add_argument("--lr-decay", type=_float_range(0.0, 1.0, hi_open=False), default=None,
+                   help="lower both learning rates linearly to zero over this last fraction of the epochs "
+                        "(default 0: constant)")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--threads", type=_int_at_least(1), default=None)
     p.add_argument("--out", default=DEFAULT_OUT_GAN, help=f"output directory (default ./{DEFAULT_OUT_GAN})")
@@ -355,7 +358,7 @@ def _gan_config(args):
             "nz": val("nz"), "ngf": val("ngf"), "ndf": val("ndf"), "lr": val("lr"), "lr_d": val("lr_d"),
             "batch_size": val("batch_size"), "epochs": val("epochs"), "label_smoothing": val("label_smoothing"),
             "seed": args.seed, "max_train": args.max_train, "classifier_epochs": args.classifier_epochs,
-            "ema": val("ema"), "translate": val("translate")}
+            "ema": val("ema"), "translate": val("translate"), "lr_decay": val("lr_decay")}
 
 
 def _spec_from_name(name):
@@ -420,7 +423,7 @@ def cmd_train_gan(args, out=None):
     G, D = _build_gan(cfg)
     trainer = GANTrainer(G, D, cfg["nz"], lr=cfg["lr"], lr_d=cfg.get("lr_d"), seed=cfg["seed"],
                          label_smoothing=cfg["label_smoothing"], config=cfg, ema_decay=cfg.get("ema") or None,
-                         translate=cfg.get("translate", 0))
+                         translate=cfg.get("translate", 0), lr_decay=cfg.get("lr_decay", 0.0))
     if args.resume:
         try:
             trainer.load(ckpt_file)

@@ -282,11 +282,13 @@ class GANTrainer:
     goes back through the same move. It keeps a discriminator from
     memorising a small training set. ``ema_decay`` keeps an exponential
     moving average of the generator's weights (:attr:`G_ema`), used for
-    sampling.
+    sampling. ``lr_decay=f`` lowers both learning rates linearly to zero over
+    the last fraction ``f`` of the epochs given to :meth:`fit` (set at the
+    start of each epoch).
     """
 
     def __init__(self, G, D, nz, lr=2e-4, betas=(0.5, 0.999), seed=0, label_smoothing=0.0,
-                 lr_d=None, dtype=np.float32, config=None, ema_decay=None, translate=0):
+                 lr_d=None, dtype=np.float32, config=None, ema_decay=None, translate=0, lr_decay=0.0):
         from . import optim
         if not isinstance(G, nn.Module) or not isinstance(D, nn.Module):
             raise TypeError("G and D must be fastcnn.nn.Module instances")
@@ -314,6 +316,10 @@ class GANTrainer:
         if isinstance(translate, (bool, np.bool_)) or not isinstance(translate, (int, np.integer)) or translate < 0:
             raise ValueError(f"translate must be a non-negative int, got {translate!r}")
         self.translate = int(translate)
+        lr_decay = float(lr_decay)
+        if not 0.0 <= lr_decay <= 1.0:
+            raise ValueError(f"lr_decay must be in [0, 1], got {lr_decay}")
+        self.lr_decay = lr_decay
         self.G_ema = copy.deepcopy(G) if ema_decay is not None else None
         self.opt_g = optim.Adam(G.parameters(), lr=self.lr, betas=self.betas)
         self.opt_d = optim.Adam(D.parameters(), lr=self.lr_d, betas=self.betas)
@@ -403,6 +409,14 @@ class GANTrainer:
         for be, b in zip(self.G_ema.buffers(), self.G.buffers()):
             be[...] = b
 
+    def _set_lr(self, epoch, epochs):
+        """Learning rates for ``epoch`` (0-based) of ``epochs``: constant, then the linear decay."""
+        span = self.lr_decay * epochs
+        f = min(1.0, (epochs - epoch) / span) if span > 0 else 1.0
+        for opt, base in ((self.opt_g, self.lr), (self.opt_d, self.lr_d)):
+            for g in opt.param_groups:
+                g["lr"] = base * f
+
     # -- sampling ------------------------------------------------------------
     @property
     def generator(self):
@@ -468,6 +482,8 @@ class GANTrainer:
         try:
             with _SigintFlag() as flag:
                 while self.epoch < epochs:
+                    if self.lr_decay > 0:
+                        self._set_lr(self.epoch, epochs)
                     order = self._epoch_order(self.epoch, n)
                     sums = {}
                     while self.batch_in_epoch < per_epoch:
@@ -539,6 +555,7 @@ class GANTrainer:
             "steps": self.steps, "rng_state": _jsonable(self.rng.bit_generator.state),
             "history": self.history, "log": self.log, "train_time": self.train_time,
             "images_seen": self.images_seen, "ema_decay": self.ema_decay, "translate": self.translate,
+            "lr_decay": self.lr_decay,
         }
 
     def save(self, path, **extra):
@@ -573,6 +590,7 @@ class GANTrainer:
         self.seed = int(st["seed"])
         self.label_smoothing = float(st["label_smoothing"])
         self.translate = int(st.get("translate", self.translate))
+        self.lr_decay = float(st.get("lr_decay", self.lr_decay))
         self.epoch = int(st["epoch"])
         self.batch_in_epoch = int(st["batch_in_epoch"])
         self.steps = int(st["steps"])

@@ -50,6 +50,10 @@ def test_plan_fuses_expected_blocks():
     plan = m._get_plan()
     assert [len(s.modules) for s in plan if isinstance(s, FusedBlock)] == [3, 3, 2, 2, 3, 2]
     m.train()
+    # training: only an activation right after a Conv2d / Linear is fused (never BatchNorm)
+    plain = [type(x).__name__ for x in m if type(x) is not nn.Identity]
+    assert kinds(m) == plain[:16] + ["FusedBlock", "Linear"]
+    m.fused_training = False
     assert kinds(m) == [type(x).__name__ for x in m]
     m.eval()
     m[1].train()  # a BatchNorm in training mode is not folded
@@ -143,3 +147,32 @@ def test_no_fusion_without_running_stats_or_negative_slope():
                       nn.Linear(3, 3), nn.LeakyReLU(-0.5)).eval()
     plan = m._get_plan()
     assert isinstance(plan[0], nn.Conv2d) and isinstance(plan[2], nn.Linear)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_training_fusion_equals_unfused(dtype):
+    def make():
+        manual_seed(3)
+        return nn.Sequential(
+            nn.Conv2d(2, 5, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(5, 6, 3, stride=2, padding=1, bias=False), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(6 * 2 * 2, 7), nn.ReLU(), nn.Linear(7, 3), nn.LeakyReLU(0.1)).to(dtype)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 2, 8, 8)).astype(dtype)
+    g = rng.standard_normal((4, 3)).astype(dtype)
+    fused, plain = make(), make()
+    plain.fused_training = False
+    assert sum(isinstance(s, FusedBlock) for s in fused._get_plan()) == 4
+    for _ in range(2):  # gradients accumulate alike
+        np.testing.assert_array_equal(fused(x), plain(x))
+        np.testing.assert_array_equal(fused.backward(g), plain.backward(g))
+    for (k, a), (_, b) in zip(fused.named_parameters(), plain.named_parameters()):
+        np.testing.assert_array_equal(a.grad, b.grad, err_msg=k)
+    fused.zero_grad()
+    plain.zero_grad()
+    fused(x)
+    plain(x)
+    assert fused.backward(g, need_input_grad=False) is None
+    plain.backward(g, need_input_grad=False)
+    for (k, a), (_, b) in zip(fused.named_parameters(), plain.named_parameters()):
+        np.testing.assert_array_equal(a.grad, b.grad, err_msg=k)

@@ -101,6 +101,24 @@ def test_trainer_rejects_bad_arguments():
         tr.step(np.zeros((2, 1, 28, 28), np.float32))
     with pytest.raises(ValueError, match="batch_size"):
         tr.fit(np.zeros((4, 1, 16, 16), np.float32), epochs=1, batch_size=8, progress=False)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="lr_decay"):
+            GANTrainer(G, D, 4, lr_decay=bad)
+
+
+def test_lr_decay_schedule():
+    data = _data()
+    tr = _fresh(lr_decay=0.5)
+    seen = []
+    tr.fit(data, epochs=4, batch_size=16, progress=False,
+           callback=lambda t, e, s: seen.append((t.opt_g.param_groups[0]["lr"], t.opt_d.param_groups[0]["lr"])))
+    # epoch e of E trains at lr * min(1, (E - e) / (0.5 E))
+    assert seen == [(1e-3, 1e-3), (1e-3, 1e-3), (1e-3, 1e-3), (0.5e-3, 0.5e-3)]
+    # no decay: the optimisers' learning rates are left alone
+    plain = _fresh()
+    plain.opt_g.param_groups[0]["lr"] = 3e-4
+    plain.fit(data, epochs=1, batch_size=16, progress=False)
+    assert plain.opt_g.param_groups[0]["lr"] == 3e-4
 
 
 def _pair(nz=6, size=16, ngf=4, ndf=4):
@@ -269,9 +287,9 @@ def _data(n=48, seed=0):
     return x
 
 
-def _fresh(seed=0, ema=None, translate=0):
+def _fresh(seed=0, ema=None, translate=0, lr_decay=0.0):
     G, D = _pair(6)
-    return GANTrainer(G, D, 6, lr=1e-3, seed=seed, ema_decay=ema, translate=translate)
+    return GANTrainer(G, D, 6, lr=1e-3, seed=seed, ema_decay=ema, translate=translate, lr_decay=lr_decay)
 
 
 def _same(t1, t2):
@@ -291,25 +309,26 @@ def _same(t1, t2):
     assert (t1.epoch, t1.steps, t1.batch_in_epoch) == (t2.epoch, t2.steps, t2.batch_in_epoch)
 
 
-@pytest.mark.parametrize("ema,translate", [(None, 0), (0.9, 0), (0.9, 2)], ids=["plain", "ema", "translate"])
-def test_resume_after_interruption_is_bitwise_identical(tmp_path, ema, translate):
+@pytest.mark.parametrize("ema,translate,lr_decay", [(None, 0, 0.0), (0.9, 0, 0.0), (0.9, 2, 0.0), (None, 0, 0.7)],
+                         ids=["plain", "ema", "translate", "lr-decay"])
+def test_resume_after_interruption_is_bitwise_identical(tmp_path, ema, translate, lr_decay):
     data = _data()
-    full = _fresh(ema=ema, translate=translate)
+    full = _fresh(ema=ema, translate=translate, lr_decay=lr_decay)
     full.fit(data, epochs=3, batch_size=16, progress=False)
     assert full.steps == 9 and len(full.history) == 9
 
     # interrupted in the middle of epoch 2 (max_steps), saved, then continued by new objects
-    part = _fresh(ema=ema, translate=translate)
+    part = _fresh(ema=ema, translate=translate, lr_decay=lr_decay)
     part.fit(data, epochs=3, batch_size=16, progress=False, checkpoint_dir=tmp_path, max_steps=4)
     assert (part.epoch, part.batch_in_epoch) == (1, 1)
     resumed = _fresh(seed=99, ema=ema)          # seed, translate and the rest come from the checkpoint
     resumed.load(tmp_path)
-    assert resumed.translate == translate
+    assert resumed.translate == translate and resumed.lr_decay == lr_decay
     resumed.fit(data, epochs=3, batch_size=16, progress=False, checkpoint_dir=tmp_path)
     _same(full, resumed)
 
     # at an epoch boundary, from the per-epoch checkpoint
-    again = _fresh(ema=ema, translate=translate)
+    again = _fresh(ema=ema, translate=translate, lr_decay=lr_decay)
     again.load(tmp_path)
     assert again.epoch == 3
     again.fit(data, epochs=4, batch_size=16, progress=False)

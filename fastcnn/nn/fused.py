@@ -1,4 +1,4 @@
-"""Fused inference: Conv2d/Linear [+ BatchNorm in eval mode] [+ ReLU/LeakyReLU] as one kernel call.
+"""Fused layers: Conv2d/Linear [+ BatchNorm in eval mode] [+ ReLU/LeakyReLU] as one kernel call.
 
 BatchNorm with running statistics is folded into the preceding layer:
 
@@ -30,8 +30,13 @@ def _foldable_bn(bn, layer):
             and bn.num_features == (layer.out_channels if type(layer) is Conv2d else layer.out_features))
 
 
-def build_plan(mods):
-    """The eval-mode steps of a Sequential: fused blocks where possible, modules elsewhere."""
+def build_plan(mods, training=False):
+    """The steps of a Sequential: fused blocks where possible, modules elsewhere.
+
+    In eval mode a BatchNorm with running statistics is folded in; in training
+    mode only the activation is fused (BatchNorm then needs its batch
+    statistics, so a layer followed by one stays on its own).
+    """
     mods = [m for m in mods if type(m) is not Identity and not (type(m) is Dropout and not m.training)]
     plan = []
     i, n = 0, len(mods)
@@ -41,7 +46,7 @@ def build_plan(mods):
             j = i + 1
             bn = None
             bn_type = BatchNorm2d if type(m) is Conv2d else BatchNorm1d
-            if j < n and type(mods[j]) is bn_type and _foldable_bn(mods[j], m):
+            if not training and j < n and type(mods[j]) is bn_type and _foldable_bn(mods[j], m):
                 bn = mods[j]
                 j += 1
             act = None

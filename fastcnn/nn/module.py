@@ -465,12 +465,16 @@ class Sequential(Module):
     In eval mode, a Conv2d or Linear followed by BatchNorm and/or
     ReLU/LeakyReLU runs as one fused kernel call with the BatchNorm folded into
     the weights (set ``fused_inference = False`` on the instance to turn this
-    off). Folded weights are cached and recomputed after ``train()``/``eval()``,
+    off). In training mode a Conv2d or Linear followed directly by
+    ReLU/LeakyReLU applies the activation in the kernel's epilogue and takes
+    its gradient from the output (``fused_training = False`` turns this off).
+    Folded weights are cached and recomputed after ``train()``/``eval()``,
     ``load_state_dict()`` and dtype changes; after editing parameters in place
     while in eval mode, call ``eval()`` again.
     """
 
     fused_inference = True
+    fused_training = True
 
     def __init__(self, *args):
         super().__init__()
@@ -564,19 +568,20 @@ class Sequential(Module):
 
     # -- computation -------------------------------------------------------
     def _get_plan(self):
-        key = (_VERSION[0], self.training, self.fused_inference)
+        key = (_VERSION[0], self.training, self.fused_inference, self.fused_training)
         if self._plan_key != key:
             from .fused import build_plan
             mods = [m for m in self._modules.values() if m is not None]
-            plan = build_plan(mods) if (self.fused_inference and not self.training) else mods
+            fuse = self.fused_training if self.training else self.fused_inference
+            plan = build_plan(mods, self.training) if fuse else mods
             d = self.__dict__
             d["_plan"] = plan
             d["_plan_key"] = key
         return self._plan
 
     def forward(self, x):
-        plan = self._plan if self._plan_key == (_VERSION[0], self.training, self.fused_inference) \
-            else self._get_plan()
+        plan = self._plan if self._plan_key == (_VERSION[0], self.training, self.fused_inference,
+                                                self.fused_training) else self._get_plan()
         for step in plan:
             x = step(x)
         self.__dict__["_last_plan"] = plan
