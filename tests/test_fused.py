@@ -45,14 +45,15 @@ def kinds(model):
 
 def test_plan_fuses_expected_blocks():
     m = build(np.float32).eval()
-    assert kinds(m) == ["FusedBlock", "MaxPool2d", "FusedBlock", "FusedBlock", "FusedBlock", "Flatten",
+    assert kinds(m) == ["FusedBlock", "FusedBlock", "FusedBlock", "FusedBlock", "Flatten",
                         "FusedBlock", "FusedBlock", "Linear"]
     plan = m._get_plan()
-    assert [len(s.modules) for s in plan if isinstance(s, FusedBlock)] == [3, 3, 2, 2, 3, 2]
+    assert [len(s.modules) for s in plan if isinstance(s, FusedBlock)] == [4, 3, 2, 2, 3, 2]
+    assert type(plan[0].pool) is nn.MaxPool2d
     m.train()
     # training: only an activation right after a Conv2d / Linear is fused (never BatchNorm)
     plain = [type(x).__name__ for x in m if type(x) is not nn.Identity]
-    assert kinds(m) == plain[:16] + ["FusedBlock", "Linear"]
+    assert kinds(m) == plain[:16] + ["FusedBlock", "Linear"]   # conv + BN + ReLU: not fused
     m.fused_training = False
     assert kinds(m) == [type(x).__name__ for x in m]
     m.eval()
@@ -149,23 +150,37 @@ def test_no_fusion_without_running_stats_or_negative_slope():
     assert isinstance(plan[0], nn.Conv2d) and isinstance(plan[2], nn.Linear)
 
 
+@pytest.mark.parametrize("first_act", ["relu", "leaky"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-def test_training_fusion_equals_unfused(dtype):
+def test_training_fusion_equals_unfused(dtype, first_act):
     def make():
         manual_seed(3)
         return nn.Sequential(
-            nn.Conv2d(2, 5, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(2, 5, 3, padding=1), nn.ReLU() if first_act == "relu" else nn.LeakyReLU(0.3),
+            nn.MaxPool2d(2),
             nn.Conv2d(5, 6, 3, stride=2, padding=1, bias=False), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(6 * 2 * 2, 7), nn.ReLU(), nn.Linear(7, 3), nn.LeakyReLU(0.1)).to(dtype)
+            nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
+            nn.Flatten(), nn.Linear(6 * 3 * 3, 7), nn.ReLU(), nn.Linear(7, 3), nn.LeakyReLU(0.1)).to(dtype)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((4, 2, 8, 8)).astype(dtype)
+    x = rng.standard_normal((4, 2, 16, 16)).astype(dtype)
+    x[0, 0, :4] = -1.0   # windows where every activation is negative
+    x[1, 1, 2:5, 3] = np.nan
     g = rng.standard_normal((4, 3)).astype(dtype)
     fused, plain = make(), make()
     plain.fused_training = False
-    assert sum(isinstance(s, FusedBlock) for s in fused._get_plan()) == 4
+    plan = fused._get_plan()
+    assert sum(isinstance(s, FusedBlock) for s in plan) == 4
+    # LeakyReLU before overlapping windows keeps its own pool
+    assert [s.pool is not None for s in plan if isinstance(s, FusedBlock)] == [True, False, False, False]
     for _ in range(2):  # gradients accumulate alike
         np.testing.assert_array_equal(fused(x), plain(x))
         np.testing.assert_array_equal(fused.backward(g), plain.backward(g))
+    fused.eval()
+    plain.eval()
+    np.testing.assert_array_equal(fused(x), plain(x))
+    np.testing.assert_array_equal(fused.backward(g), plain.backward(g))
+    fused.train()
+    plain.train()
     for (k, a), (_, b) in zip(fused.named_parameters(), plain.named_parameters()):
         np.testing.assert_array_equal(a.grad, b.grad, err_msg=k)
     fused.zero_grad()

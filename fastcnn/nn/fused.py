@@ -18,8 +18,9 @@ weight and bias,
 import numpy as np
 
 from .. import functional as F
-from .layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Identity, LeakyReLU, Linear, ReLU,
+from .layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Identity, LeakyReLU, Linear, MaxPool2d, ReLU,
                      _grad_as, _no_forward)
+from ..functional._checks import pair
 from .module import accumulate, backward_without_input_grad
 
 __all__ = ["build_plan", "FusedBlock"]
@@ -28,6 +29,19 @@ __all__ = ["build_plan", "FusedBlock"]
 def _foldable_bn(bn, layer):
     return (not bn.training and bn.running_mean is not None
             and bn.num_features == (layer.out_channels if type(layer) is Conv2d else layer.out_features))
+
+
+def _poolable(pool, act):
+    """Whether the activation's gradient can be taken after ``pool``'s: always for ReLU
+    (a 0/1 mask); for LeakyReLU only with windows that do not overlap, where no
+    input sums the gradients of several windows."""
+    if pool.return_indices:
+        return False
+    if type(act) is ReLU:
+        return True
+    k = pair(pool.kernel_size, "kernel_size")
+    s = pair(pool.stride, "stride")
+    return s[0] >= k[0] and s[1] >= k[1]
 
 
 def build_plan(mods, training=False):
@@ -57,7 +71,11 @@ def build_plan(mods, training=False):
                 act = mods[j]
                 j += 1
             if bn is not None or act is not None:
-                plan.append(FusedBlock(m, bn, act))
+                pool = None
+                if act is not None and j < n and type(mods[j]) is MaxPool2d and _poolable(mods[j], act):
+                    pool = mods[j]
+                    j += 1
+                plan.append(FusedBlock(m, bn, act, pool))
                 i = j
                 continue
         plan.append(m)
@@ -66,13 +84,22 @@ def build_plan(mods, training=False):
 
 
 class FusedBlock:
-    """One step of an eval-mode plan: ``layer`` [+ ``bn``] [+ ``act``] in one kernel call."""
+    """One step of a plan: ``layer`` [+ ``bn``] [+ ``act``] in one kernel call, then
+    an optional max pooling ``pool``.
 
-    def __init__(self, layer, bn=None, act=None):
+    With a pool after the activation, the activation's gradient is taken on the
+    pooled gradient: the pool passes each window's gradient to its argmax,
+    whose activated value is the pooled output, so masking the (smaller)
+    pooled gradient by the pooled output's sign gives the same result as
+    masking the full-size one.
+    """
+
+    def __init__(self, layer, bn=None, act=None, pool=None):
         self.layer = layer
         self.bn = bn
         self.act = act
-        self.modules = [m for m in (layer, bn, act) if m is not None]
+        self.pool = pool
+        self.modules = [m for m in (layer, bn, act, pool) if m is not None]
         if act is None:
             self.activation, self.slope = None, 0.01
         elif type(act) is ReLU:
@@ -142,6 +169,9 @@ class FusedBlock:
         else:
             return self._unfused(x)
         self._ctx = (x, y, w)
+        if self.pool is not None:
+            y = self.pool(y)
+            self._ctx = (x, y, w)   # the activation's gradient is taken from the pooled output
         return y
 
     def backward(self, grad_out, need_input_grad=True):
@@ -163,6 +193,8 @@ class FusedBlock:
             g = F.relu_backward(g, y)
         elif self.activation == "leaky_relu":
             g = F.leaky_relu_backward(g, y, self.slope)  # y has the signs of the pre-activation
+        if self.pool is not None:
+            g = self.pool.backward(g)
         if self._is_conv:
             gx, gw, gb = F.conv2d_backward(g, x, w2, layer.stride, layer._pad, layer.dilation, layer.groups,
                                            need_grad_input=need_input_grad)
