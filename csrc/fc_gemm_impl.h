@@ -197,15 +197,23 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
                         for (int ir = 0; ir < mc; ir += MR) {
                             const int mr = mc - ir < MR ? mc - ir : MR;
                             const T *ap = a_inplace ? NULL : ablk + (long)(ir / MR) * kc * MR;
-                            T *cij = C + (long)(ic + ir) * ldc + (jc + j);
+                            /* column of C of the tile's first column (under the wrap map) */
+                            long ccol = jc + j;
+                            int direct = mr == MR && nr == NR;
+                            if (wrap) {
+                                const int q = (jc + j) % wrap;
+                                ccol = (long)((jc + j) / wrap) * keep + q;
+                                direct = direct && q + NR <= keep;   /* all its columns kept, in one row */
+                            }
+                            T *cij = C + (long)(ic + ir) * ldc + ccol;
                             const T *abase = a_inplace ? (const T *)A->p + pc : NULL;
                             const long *aoff = a_inplace ? A->offs + ic + ir : NULL;
                             const fc_epilogue *e = last && has_epi ? epi : NULL;
-                            if (mr == MR && nr == NR && !wrap) {
+                            if (direct) {
                                 if (a_inplace) ukra(kc, abase, aoff, bp, cij, ldc, 1, alpha, beta_eff);
                                 else if (shifted) ukri(kc, ap, bp, boff, cij, ldc, 1, alpha, beta_eff);
                                 else ukr(kc, ap, bp, cij, ldc, 1, alpha, beta_eff);
-                                if (e) store(cij, ldc, NULL, NR, mr, nr, beta_eff, e, ic + ir, jc + j);
+                                if (e) store(cij, ldc, NULL, NR, mr, nr, beta_eff, e, ic + ir, (int)ccol);
                             } else {
                                 if (a_inplace) ukra(kc, abase, aoff, bp, tile, NR, 1, alpha, (T)0);
                                 else if (shifted) ukri(kc, ap, bp, boff, tile, NR, 1, alpha, (T)0);

@@ -11,7 +11,7 @@ in one thread, in a fixed order. Output arrays may alias input arrays
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport exp, expf, log, logf, tanh, tanhf, INFINITY
+from libc.math cimport exp, expf, log, logf, tanh, tanhf, sqrt, sqrtf, INFINITY
 
 
 cdef inline floating _exp(floating v) noexcept nogil:
@@ -224,3 +224,104 @@ def dropout_apply(const floating[::1] x, const unsigned char[::1] mask, floating
     cdef floating s = <floating>scale
     for i in prange(n, schedule='static', nogil=True, num_threads=n_threads):
         y[i] = x[i] * s if mask[i] else 0
+
+
+# optimiser updates
+# ---------------------------------------------------------------------------
+
+cdef extern from *:
+    """
+    #include <math.h>
+    /* One Adam step over n elements. The flags are literal constants at every
+       call (FC_ADAM_CASES), so each combination becomes its own branch-free,
+       vectorised loop; the operations and their order are those of the array
+       formulation (each product and sum rounded to the parameters' precision). */
+    #define FC_ADAM_BODY(T, SQRT)                                                           \
+    {                                                                                       \
+        const T wdf = (T)s->wd, wf = (T)s->weight, b2 = (T)s->beta2, omb2 = (T)s->one_minus_beta2; \
+        const T bc2 = (T)s->bc2_sqrt, epsf = (T)s->eps, nss = (T)s->neg_step, omw = (T)1 - wf; \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                \
+            T gi = maximize ? -g[i] : g[i], b, t, vv, d;                                    \
+            if (wd_mode == 1) { t = w[i] * wdf; gi = gi + t; }                              \
+            else if (wd_mode == 2) w[i] = w[i] * wdf;                                       \
+            b = gi - m[i];                                                                  \
+            if (lerp_lo) { t = b * wf; m[i] = m[i] + t; }                                   \
+            else { t = b * omw; m[i] = gi - t; }                                            \
+            t = gi * omb2; t = t * gi;                                                      \
+            vv = v[i] * b2; vv = vv + t; v[i] = vv;                                         \
+            if (ams) { T mx = vmax[i]; mx = (mx >= vv || mx != mx) ? mx : vv; vmax[i] = mx; vv = mx; } \
+            d = SQRT(vv); d = d / bc2; d = d + epsf;                                        \
+            t = m[i] * nss; t = t / d;                                                      \
+            w[i] = w[i] + t;                                                                \
+        }                                                                                   \
+    }
+    typedef struct { double wd, weight, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step; } fc_adam_scalars;
+    static inline __attribute__((always_inline)) void fc_adam_f(
+        float *restrict w, const float *restrict g, float *restrict m, float *restrict v, float *restrict vmax,
+        Py_ssize_t n, const fc_adam_scalars *s, const int wd_mode, const int maximize, const int lerp_lo,
+        const int ams) FC_ADAM_BODY(float, sqrtf)
+    static inline __attribute__((always_inline)) void fc_adam_d(
+        double *restrict w, const double *restrict g, double *restrict m, double *restrict v, double *restrict vmax,
+        Py_ssize_t n, const fc_adam_scalars *s, const int wd_mode, const int maximize, const int lerp_lo,
+        const int ams) FC_ADAM_BODY(double, sqrt)
+    #define FC_ADAM_CASES(FN)                                                               \
+        switch ((wd_mode << 3) | (maximize << 2) | (lerp_lo << 1) | ams) {                  \
+        case 0: FN(w, g, m, v, vmax, n, s, 0, 0, 0, 0); break;                              \
+        case 2: FN(w, g, m, v, vmax, n, s, 0, 0, 1, 0); break;                              \
+        case 8: FN(w, g, m, v, vmax, n, s, 1, 0, 0, 0); break;                              \
+        case 10: FN(w, g, m, v, vmax, n, s, 1, 0, 1, 0); break;                             \
+        case 16: FN(w, g, m, v, vmax, n, s, 2, 0, 0, 0); break;                             \
+        case 18: FN(w, g, m, v, vmax, n, s, 2, 0, 1, 0); break;                             \
+        default: FN(w, g, m, v, vmax, n, s, wd_mode, maximize, lerp_lo, ams); break;        \
+        }
+    static void fc_adam_run_f(float *w, const float *g, float *m, float *v, float *vmax, Py_ssize_t n,
+                              const fc_adam_scalars *s, int wd_mode, int maximize, int lerp_lo, int ams)
+    { FC_ADAM_CASES(fc_adam_f) }
+    static void fc_adam_run_d(double *w, const double *g, double *m, double *v, double *vmax, Py_ssize_t n,
+                              const fc_adam_scalars *s, int wd_mode, int maximize, int lerp_lo, int ams)
+    { FC_ADAM_CASES(fc_adam_d) }
+    """
+    ctypedef struct fc_adam_scalars:
+        double wd, weight, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step
+    void fc_adam_run_f(float *w, const float *g, float *m, float *v, float *vmax, Py_ssize_t n,
+                       const fc_adam_scalars *s, int wd_mode, int maximize, int lerp_lo, int ams) noexcept nogil
+    void fc_adam_run_d(double *w, const double *g, double *m, double *v, double *vmax, Py_ssize_t n,
+                       const fc_adam_scalars *s, int wd_mode, int maximize, int lerp_lo, int ams) noexcept nogil
+
+
+def adam_update(floating[::1] w, const floating[::1] g, floating[::1] m, floating[::1] v, vmax,
+                double wd, int wd_mode, double weight, double beta2, double one_minus_beta2,
+                double bc2_sqrt, double eps, double neg_step, bint maximize, int n_threads):
+    """One Adam / AdamW step of a flat parameter ``w`` in place (``m``, ``v``, and ``vmax``
+    for AMSGrad or None, updated in place), one pass over the elements.
+
+    ``wd_mode``: 0 no weight decay, 1 added to the gradient (``wd`` = weight_decay),
+    2 decoupled (``wd`` = 1 - lr * weight_decay multiplies ``w`` first).
+    """
+    cdef floating[::1] vm
+    cdef floating *vmp = NULL
+    cdef fc_adam_scalars s
+    cdef Py_ssize_t c, n = w.shape[0], nc = (n + CHUNK - 1) // CHUNK
+    cdef int lerp_lo = abs(<floating>weight) < <floating>0.5
+    cdef int ams = vmax is not None
+    s.wd = wd
+    s.weight = weight
+    s.beta2 = beta2
+    s.one_minus_beta2 = one_minus_beta2
+    s.bc2_sqrt = bc2_sqrt
+    s.eps = eps
+    s.neg_step = neg_step
+    if ams:
+        vm = vmax
+        vmp = &vm[0]
+    if n == 0:
+        return
+    for c in prange(nc, schedule='static', nogil=True, num_threads=n_threads):
+        if floating is float:
+            fc_adam_run_f(&w[c * CHUNK], &g[c * CHUNK], &m[c * CHUNK], &v[c * CHUNK],
+                          (vmp + c * CHUNK) if ams else NULL, min(CHUNK, n - c * CHUNK),
+                          &s, wd_mode, maximize, lerp_lo, ams)
+        else:
+            fc_adam_run_d(&w[c * CHUNK], &g[c * CHUNK], &m[c * CHUNK], &v[c * CHUNK],
+                          (vmp + c * CHUNK) if ams else NULL, min(CHUNK, n - c * CHUNK),
+                          &s, wd_mode, maximize, lerp_lo, ams)

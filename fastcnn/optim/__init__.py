@@ -19,6 +19,8 @@ import math
 
 import numpy as np
 
+from .._kernels import _pointwise
+from ..functional._checks import n_threads
 from . import lr_scheduler  # noqa: F401  (fastcnn.optim.lr_scheduler.StepLR, ...)
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
@@ -295,6 +297,13 @@ class SGD(Optimizer):
             w -= np.multiply(d, lr, out=b)
 
 
+def _fusable(*arrays):
+    """Whether the compiled update applies: float arrays of one dtype, all C-contiguous."""
+    dt = arrays[0].dtype
+    return dt in (np.float32, np.float64) and all(
+        a is None or (type(a) is np.ndarray and a.dtype == dt and a.flags.c_contiguous) for a in arrays)
+
+
 class Adam(Optimizer):
     """Adam (``decoupled_weight_decay=False``) with optional AMSGrad, as ``torch.optim.Adam``.
 
@@ -340,6 +349,18 @@ class Adam(Optimizer):
             m, v = st["exp_avg"], st["exp_avg_sq"]
             st["step"] += 1
             step = st["step"]
+            if amsgrad and st.get("max_exp_avg_sq") is None:
+                st["max_exp_avg_sq"] = np.zeros_like(w)
+            if _fusable(w, g, m, v, st.get("max_exp_avg_sq") if amsgrad else None):
+                # the same operations, in the same order and precision, in one compiled pass
+                bias_correction2 = 1 - beta2 ** step
+                _pointwise.adam_update(
+                    w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                    st["max_exp_avg_sq"].reshape(-1) if amsgrad else None,
+                    (1 - lr * wd) if self._decoupled else wd, 0 if wd == 0 else (2 if self._decoupled else 1),
+                    1 - beta1, beta2, 1 - beta2, bias_correction2 ** 0.5, eps,
+                    -(lr / (1 - beta1 ** step)), maximize, n_threads(w.size, grain=1 << 16))
+                continue
             a, b = self._buffers(p, 2)
             if maximize:
                 np.negative(g, out=a)
