@@ -39,8 +39,8 @@ def as_float_array(x, name, ndim=None, dtype=None, contiguous=True):
     Raises TypeError for non-float dtypes and ValueError for the wrong ndim.
     ``dtype``, when given, is the dtype ``x`` must already have.
     """
-    if (type(x) is np.ndarray and x.dtype in _FLOAT_DTYPE_SET and dtype is None and ndim is not None
-            and (x.ndim == ndim if type(ndim) is int else x.ndim in ndim)
+    if (type(x) is np.ndarray and x.dtype in _FLOAT_DTYPE_SET and (dtype is None or x.dtype == dtype)
+            and (ndim is None or (x.ndim == ndim if type(ndim) is int else x.ndim in ndim))
             and (not contiguous or x.flags.c_contiguous)):
         return x
     if not isinstance(x, np.ndarray):

@@ -8,6 +8,8 @@ import numbers
 
 import numpy as np
 
+from .._kernels import _pointwise
+
 from ._checks import as_float_array, check_float, check_int, n_threads
 
 __all__ = [
@@ -23,7 +25,6 @@ _SERIAL_BELOW = 1 << 15
 
 
 def _kernels():
-    from .._kernels import _pointwise
     return _pointwise
 
 

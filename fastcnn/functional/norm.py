@@ -10,6 +10,8 @@ evaluation too: pass ``training=True``).
 """
 import numpy as np
 
+from .._kernels import _norm
+
 from ._checks import as_float_array, check_float, n_threads
 
 __all__ = ["batch_norm", "batch_norm_backward"]
@@ -30,7 +32,6 @@ def _threads_for(x):
 
 
 def _kernels():
-    from .._kernels import _norm
     return _norm
 
 
