@@ -210,21 +210,39 @@ def test_bitwise_identical_for_any_thread_count(monkeypatch, name, dtype, rng):
             assert np.array_equal(a, b_)
 
 
+# stride-1 shapes that store tiles through the column wrap in every way: rows narrower
+# than a tile (every tile spans rows), rows wide enough for whole tiles inside them,
+# and depths of several blocks (tiles merged into the output block after block)
+ISA_CASES = [((3, 5, 9, 9), (7, 5, 3, 3), None), ((2, 3, 20, 37), (4, 3, 3, 3), "relu"),
+             ((2, 70, 6, 40), (5, 70, 3, 3), "leaky_relu"), ((1, 2, 3, 50), (13, 2, 1, 5), None)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ISA_CASES, ids=[str(c[0]) for c in ISA_CASES])
 @pytest.mark.parametrize("isa", fastcnn.supported_isas())
-def test_every_isa_path(isa, rng):
-    x = rng.standard_normal((3, 5, 9, 9)).astype(np.float32)
-    w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
-    dy = rng.standard_normal((3, 7, 9, 9)).astype(np.float32)
+def test_every_isa_path(isa, case, dtype, rng):
+    xs, ws, act = case
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    pad = (ws[2] // 2, ws[3] // 2)
+    y_ref = ref.conv2d(x, w, b, (1, 1), pad)
+    if act == "relu":
+        y_ref = np.maximum(y_ref, 0)
+    elif act == "leaky_relu":
+        y_ref = np.where(y_ref > 0, y_ref, 0.01 * y_ref)
+    dy = rng.standard_normal(y_ref.shape).astype(dtype)
     try:
         fastcnn.set_isa(isa)
-        y = F.conv2d(x, w, None, 1, 1)
-        gx, gw, _ = F.conv2d_backward(dy, x, w, 1, 1)
+        y = F.conv2d(x, w, b, 1, pad, activation=act)
+        gx, gw, _ = F.conv2d_backward(dy, x, w, 1, pad)
     finally:
         fastcnn.set_isa("auto")
-    rgx, rgw, _ = ref.conv2d_backward(dy, x, w, (1, 1), (1, 1))
-    _close(y, ref.conv2d(x, w, None, (1, 1), (1, 1)), 1e-4, "forward")
-    _close(gx, rgx, 1e-4, "grad_x")
-    _close(gw, rgw, 1e-4, "grad_w")
+    rgx, rgw, _ = ref.conv2d_backward(dy, x, w, (1, 1), pad)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    _close(y, y_ref, tol, "forward")
+    _close(gx, rgx, tol, "grad_x")
+    _close(gw, rgw, tol, "grad_w")
 
 
 def test_zero_size_batch():
