@@ -129,6 +129,23 @@ cdef extern from *:
         }
     }
 
+    /* Writes the gradients gv of eight 2x2 windows into their blocks at rows r0 and
+       r1 (16 columns each): window l's gradient goes to the element its key k[l]
+       names (k00 = 0 top left, k01 top right, k10 bottom left, k11 bottom right),
+       zeros to the other three. */
+    static inline void fc_pool_scatter8(float *r0, float *r1, fc_v8f gv, fc_v8i k,
+                                        int32_t k01, int32_t k10, int32_t k11)
+    {
+        const fc_v8i lo = {0, 8, 1, 9, 2, 10, 3, 11}, hi = {4, 12, 5, 13, 6, 14, 7, 15};
+        const fc_v8f z = {0, 0, 0, 0, 0, 0, 0, 0};
+        fc_v8f e0 = FC_SEL(k == 0, gv, z), o0 = FC_SEL(k == k01, gv, z);
+        fc_v8f e1 = FC_SEL(k == k10, gv, z), o1 = FC_SEL(k == k11, gv, z), t;
+        t = __builtin_shuffle(e0, o0, lo); memcpy(r0, &t, 32);
+        t = __builtin_shuffle(e0, o0, hi); memcpy(r0 + 8, &t, 32);
+        t = __builtin_shuffle(e1, o1, lo); memcpy(r1, &t, 32);
+        t = __builtin_shuffle(e1, o1, hi); memcpy(r1 + 8, &t, 32);
+    }
+
     /* Gradient of 2x2 / stride 2 max pooling from window codes (as written by
        fc_max_pool_2x2_f32v), writing every element of the grad_x plane once. */
     FC_POOL_CLONES
@@ -136,26 +153,19 @@ cdef extern from *:
                                             float *restrict gx, Py_ssize_t H, Py_ssize_t W,
                                             Py_ssize_t OH, Py_ssize_t OW)
     {
-        const fc_v8i lo = {0, 8, 1, 9, 2, 10, 3, 11}, hi = {4, 12, 5, 13, 6, 14, 7, 15};
         for (Py_ssize_t oh = 0; oh < OH; oh++) {
             float *r0 = gx + 2 * oh * W, *r1 = r0 + W;
             for (Py_ssize_t ow = 0; ow < OW; ow += 8) {
                 if (ow + 8 > OW) ow = OW - 8;
                 uint32_t lo4, hi4;
-                fc_v8f gv, z = {0, 0, 0, 0, 0, 0, 0, 0}, t;
+                fc_v8f gv;
                 memcpy(&lo4, code + oh * OW + ow, 4);
                 memcpy(&hi4, code + oh * OW + ow + 4, 4);
                 memcpy(&gv, g + oh * OW + ow, 32);
                 const fc_v8u sh = {0, 8, 16, 24, 0, 8, 16, 24};
                 const fc_v8u low = {~0u, ~0u, ~0u, ~0u, 0, 0, 0, 0};
                 fc_v8u kw = (((fc_v8u){} + lo4) & low) | (((fc_v8u){} + hi4) & ~low);
-                fc_v8i k = (fc_v8i)((kw >> sh) & 0xff);
-                fc_v8f e0 = FC_SEL(k == 0, gv, z), o0 = FC_SEL(k == 1, gv, z);
-                fc_v8f e1 = FC_SEL(k == 2, gv, z), o1 = FC_SEL(k == 3, gv, z);
-                t = __builtin_shuffle(e0, o0, lo); memcpy(r0 + 2 * ow, &t, 32);
-                t = __builtin_shuffle(e0, o0, hi); memcpy(r0 + 2 * ow + 8, &t, 32);
-                t = __builtin_shuffle(e1, o1, lo); memcpy(r1 + 2 * ow, &t, 32);
-                t = __builtin_shuffle(e1, o1, hi); memcpy(r1 + 2 * ow + 8, &t, 32);
+                fc_pool_scatter8(r0 + 2 * ow, r1 + 2 * ow, gv, (fc_v8i)((kw >> sh) & 0xff), 1, 2, 3);
             }
             if (W > 2 * OW) { r0[W - 1] = 0; r1[W - 1] = 0; }
         }
@@ -171,7 +181,6 @@ cdef extern from *:
                                       float *restrict gx, Py_ssize_t H, Py_ssize_t W,
                                       Py_ssize_t OH, Py_ssize_t OW)
     {
-        const fc_v8i lo = {0, 8, 1, 9, 2, 10, 3, 11}, hi = {4, 12, 5, 13, 6, 14, 7, 15};
         const fc_v4l off0 = {0, 2, 4, 6}, off1 = {8, 10, 12, 14};
         const int32_t w = (int32_t)W;
         for (Py_ssize_t oh = 0; oh < OH; oh++) {
@@ -191,17 +200,11 @@ cdef extern from *:
                 if (bad[0] | bad[1] | bad[2] | bad[3]) return 0;
                 fc_v4i j0 = __builtin_convertvector(d0, fc_v4i), j1 = __builtin_convertvector(d1, fc_v4i);
                 fc_v8i j;
-                fc_v8f gv, z = {0, 0, 0, 0, 0, 0, 0, 0};
+                fc_v8f gv;
                 memcpy(&j, &j0, 16);
                 memcpy((char *)&j + 16, &j1, 16);
                 memcpy(&gv, gr + ow, 32);
-                fc_v8f e0 = FC_SEL(j == 0, gv, z), o0 = FC_SEL(j == 1, gv, z);
-                fc_v8f e1 = FC_SEL(j == w, gv, z), o1 = FC_SEL(j == w + 1, gv, z);
-                fc_v8f t;
-                t = __builtin_shuffle(e0, o0, lo); memcpy(r0 + 2 * ow, &t, 32);
-                t = __builtin_shuffle(e0, o0, hi); memcpy(r0 + 2 * ow + 8, &t, 32);
-                t = __builtin_shuffle(e1, o1, lo); memcpy(r1 + 2 * ow, &t, 32);
-                t = __builtin_shuffle(e1, o1, hi); memcpy(r1 + 2 * ow + 8, &t, 32);
+                fc_pool_scatter8(r0 + 2 * ow, r1 + 2 * ow, gv, j, 1, w, w + 1);
             }
             if (W > 2 * OW) { r0[W - 1] = 0; r1[W - 1] = 0; }
         }
