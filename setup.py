@@ -163,7 +163,9 @@ def extensions():
         ext = Extension(
             name, sources,
             include_dirs=[np.get_include(), "csrc"],
-            depends=sorted(glob("csrc/*.h")) + sorted(glob("fastcnn/_kernels/*.pxd")),
+            # the micro-kernel files are linked as separately compiled objects
+            depends=(sorted(glob("csrc/*.h")) + sorted(glob("fastcnn/_kernels/*.pxd"))
+                     + (sorted(CSRC_ISA) if uses_gemm else [])),
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )
         exts.append(ext)

@@ -7,20 +7,22 @@
 #include <immintrin.h>
 #endif
 
+/* Cache blocks (kc, mc, nc) per element type: the B micro-panel (kc x NR)
+ * stays in L1 while the A block (mc x kc) stays in L2. */
 static const fc_kernel_info KERNELS[] = {
     {FC_ISA_GENERIC, "generic", FC_GENERIC_MR_S, FC_GENERIC_NR_S, FC_GENERIC_MR_D, FC_GENERIC_NR_D,
+     256, 64, 1024, 128, 64, 1024,
      fc_ukr_generic_s, fc_ukr_generic_d, fc_ukri_generic_s, fc_ukri_generic_d,
-     fc_ukra_generic_s, fc_ukra_generic_d, fc_dot_generic_s, fc_dot_generic_d,
-     fc_store_generic_s, fc_store_generic_d},
+     fc_ukra_generic_s, fc_ukra_generic_d, fc_dot_generic_s, fc_dot_generic_d},
 #if FC_X86
     {FC_ISA_AVX2, "avx2", FC_AVX2_MR_S, FC_AVX2_NR_S, FC_AVX2_MR_D, FC_AVX2_NR_D,
+     384, 144, 3072, 192, 96, 2048,
      fc_ukr_avx2_s, fc_ukr_avx2_d, fc_ukri_avx2_s, fc_ukri_avx2_d,
-     fc_ukra_avx2_s, fc_ukra_avx2_d, fc_dot_avx2_s, fc_dot_avx2_d,
-     fc_store_avx2_s, fc_store_avx2_d},
+     fc_ukra_avx2_s, fc_ukra_avx2_d, fc_dot_avx2_s, fc_dot_avx2_d},
     {FC_ISA_AVX512, "avx512", FC_AVX512_MR_S, FC_AVX512_NR_S, FC_AVX512_MR_D, FC_AVX512_NR_D,
+     256, 128, 3072, 128, 96, 2048,
      fc_ukr_avx512_s, fc_ukr_avx512_d, fc_ukri_avx512_s, fc_ukri_avx512_d,
-     fc_ukra_avx512_s, fc_ukra_avx512_d, fc_dot_avx512_s, fc_dot_avx512_d,
-     fc_store_avx512_s, fc_store_avx512_d},
+     fc_ukra_avx512_s, fc_ukra_avx512_d, fc_dot_avx512_s, fc_dot_avx512_d},
 #endif
 };
 #define N_KERNELS ((int)(sizeof(KERNELS) / sizeof(KERNELS[0])))

@@ -54,46 +54,65 @@ typedef struct {
     const long *offs;
 } fc_view;
 
-/* Applied to each finished tile of C: add bias (per row or per column), then
- * ReLU / LeakyReLU. With wrap > 0 the columns of C come in rows of wrap, of
- * which only the first keep are stored, packed: column j of the product is
- * stored at column (j / wrap) * keep + j % wrap of C (a stride-1 convolution
- * computed over a padded image width, written straight into its output). */
+/* Applied to the finished product: add bias (per row or per column), then
+ * ReLU / LeakyReLU. With wrap > 0 the columns of the product come in blocks
+ * of wrap, of which only the first keep are stored: column j is stored at
+ * column (j / wrap) * bstride + j % wrap of C (bstride 0 means keep). A
+ * stride-1 convolution computed over a padded image width is written straight
+ * into its output this way (bstride = keep = Q), and so is a product whose
+ * columns run over several images (wrap = keep = pixels per image, bstride =
+ * the image stride of the output). */
 typedef struct {
     int bias_mode;
     const void *bias;
     int act;
     double slope;
     int wrap, keep;
+    long bstride;
 } fc_epilogue;
 
-typedef void (*fc_ukr_s_t)(long k, const float *a, const float *b, float *c,
-                           long rs_c, long cs_c, float alpha, float beta);
-typedef void (*fc_ukr_d_t)(long k, const double *a, const double *b, double *c,
-                           long rs_c, long cs_c, double alpha, double beta);
+/* Largest micro-tile width of any kernel (lanes of one tile row). */
+#define FC_MAX_NR 32
 
+/* How a micro-kernel finishes its tile. Row i (< mr) of the tile is row
+ * row0 + i of C, at c + i * ldc. Its lanes come in nseg runs: lanes
+ * lo[s] <= j < hi[s] are stored at column col[s] + j; lanes outside every
+ * run are dropped. Each stored value is alpha * acc + beta * C (C not read
+ * when beta is 0), then, when e is not NULL, the bias and the activation of e
+ * (bias row row0 + i, or bias column col[s] + j). */
+typedef struct {
+    int mr, nr, nseg, row0;
+    double alpha, beta;
+    const fc_epilogue *e;
+    int lo[FC_MAX_NR], hi[FC_MAX_NR];
+    long col[FC_MAX_NR];
+} fc_tile;
+
+/* Micro-kernels: acc (MR x NR) = A panel . B panel over depth k, finished
+ * into C as t says. c points at column 0 of C's row row0. A comes packed (row
+ * i of step p at a[p * MR + i]) or in place (at a[aoff[i] + p]); B packed (row
+ * p at b + p * NR) or in place (at b + boff[p]). */
+typedef void (*fc_ukr_s_t)(long k, const float *a, const float *b, float *c, long ldc,
+                           const fc_tile *t);
+typedef void (*fc_ukr_d_t)(long k, const double *a, const double *b, double *c, long ldc,
+                           const fc_tile *t);
 typedef void (*fc_ukri_s_t)(long k, const float *a, const float *b, const long *boff, float *c,
-                            long rs_c, long cs_c, float alpha, float beta);
+                            long ldc, const fc_tile *t);
 typedef void (*fc_ukri_d_t)(long k, const double *a, const double *b, const long *boff, double *c,
-                            long rs_c, long cs_c, double alpha, double beta);
-
+                            long ldc, const fc_tile *t);
 typedef void (*fc_ukra_s_t)(long k, const float *a, const long *aoff, const float *b, float *c,
-                            long rs_c, long cs_c, float alpha, float beta);
+                            long ldc, const fc_tile *t);
 typedef void (*fc_ukra_d_t)(long k, const double *a, const long *aoff, const double *b, double *c,
-                            long rs_c, long cs_c, double alpha, double beta);
+                            long ldc, const fc_tile *t);
 
-/* Finishing a tile (fc_store_impl.h): merge an edge tile, then the epilogue. */
-typedef void (*fc_store_s_t)(float *c, long ldc, const float *tile, int ldt, int mr, int nr,
-                             float beta, const fc_epilogue *e, int row0, int col0);
-typedef void (*fc_store_d_t)(double *c, long ldc, const double *tile, int ldt, int mr, int nr,
-                             double beta, const fc_epilogue *e, int row0, int col0);
-
-/* One instruction set's micro-kernels: B packed (ukr), B rows in place
- * (ukri), A rows in place (ukra). */
+/* One instruction set's micro-kernels and cache blocking: B packed (ukr),
+ * B rows in place (ukri), A rows in place (ukra); depth, row and column
+ * blocks (kc, mc, nc) per element type. */
 typedef struct {
     int isa;
     const char *name;
     int mr_s, nr_s, mr_d, nr_d;
+    int kc_s, mc_s, nc_s, kc_d, mc_d, nc_d;
     fc_ukr_s_t ukr_s;
     fc_ukr_d_t ukr_d;
     fc_ukri_s_t ukri_s;
@@ -102,8 +121,6 @@ typedef struct {
     fc_ukra_d_t ukra_d;
     float (*dot_s)(const float *a, const float *b, int k);
     double (*dot_d)(const double *a, const double *b, int k);
-    fc_store_s_t store_s;
-    fc_store_d_t store_d;
 } fc_kernel_info;
 
 /* fc_cpu.c: feature detection and dispatch */
@@ -155,35 +172,28 @@ void *fc_aligned_alloc(size_t bytes);
 void fc_aligned_free(void *p);
 
 /* micro-kernels (one file each) */
-void fc_ukr_generic_s(long k, const float *a, const float *b, float *c, long rs_c, long cs_c, float alpha, float beta);
-void fc_ukr_generic_d(long k, const double *a, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
-void fc_ukr_avx2_s(long k, const float *a, const float *b, float *c, long rs_c, long cs_c, float alpha, float beta);
-void fc_ukr_avx2_d(long k, const double *a, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
-void fc_ukr_avx512_s(long k, const float *a, const float *b, float *c, long rs_c, long cs_c, float alpha, float beta);
-void fc_ukr_avx512_d(long k, const double *a, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
+#define FC_UKR_DECL(isa)                                                                        \
+    void fc_ukr_##isa##_s(long k, const float *a, const float *b, float *c, long ldc,             \
+                          const fc_tile *t);                                                    \
+    void fc_ukr_##isa##_d(long k, const double *a, const double *b, double *c, long ldc,          \
+                          const fc_tile *t);                                                    \
+    void fc_ukri_##isa##_s(long k, const float *a, const float *b, const long *boff, float *c,    \
+                           long ldc, const fc_tile *t);                                         \
+    void fc_ukri_##isa##_d(long k, const double *a, const double *b, const long *boff, double *c, \
+                           long ldc, const fc_tile *t);                                         \
+    void fc_ukra_##isa##_s(long k, const float *a, const long *aoff, const float *b, float *c,    \
+                           long ldc, const fc_tile *t);                                         \
+    void fc_ukra_##isa##_d(long k, const double *a, const long *aoff, const double *b, double *c, \
+                           long ldc, const fc_tile *t);
+FC_UKR_DECL(generic)
+FC_UKR_DECL(avx2)
+FC_UKR_DECL(avx512)
 
-void fc_ukri_generic_s(long k, const float *a, const float *b, const long *boff, float *c, long rs_c, long cs_c, float alpha, float beta);
-void fc_ukri_generic_d(long k, const double *a, const double *b, const long *boff, double *c, long rs_c, long cs_c, double alpha, double beta);
-void fc_ukri_avx2_s(long k, const float *a, const float *b, const long *boff, float *c, long rs_c, long cs_c, float alpha, float beta);
-void fc_ukri_avx2_d(long k, const double *a, const double *b, const long *boff, double *c, long rs_c, long cs_c, double alpha, double beta);
-void fc_ukri_avx512_s(long k, const float *a, const float *b, const long *boff, float *c, long rs_c, long cs_c, float alpha, float beta);
-void fc_ukri_avx512_d(long k, const double *a, const double *b, const long *boff, double *c, long rs_c, long cs_c, double alpha, double beta);
-
-void fc_ukra_generic_s(long k, const float *a, const long *aoff, const float *b, float *c, long rs_c, long cs_c, float alpha, float beta);
-void fc_ukra_generic_d(long k, const double *a, const long *aoff, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
-void fc_ukra_avx2_s(long k, const float *a, const long *aoff, const float *b, float *c, long rs_c, long cs_c, float alpha, float beta);
-void fc_ukra_avx2_d(long k, const double *a, const long *aoff, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
-void fc_ukra_avx512_s(long k, const float *a, const long *aoff, const float *b, float *c, long rs_c, long cs_c, float alpha, float beta);
-void fc_ukra_avx512_d(long k, const double *a, const long *aoff, const double *b, double *c, long rs_c, long cs_c, double alpha, double beta);
-
-#define FC_STORE_DECL(isa)                                                               \
-    void fc_store_##isa##_s(float *c, long ldc, const float *tile, int ldt, int mr, int nr,  \
-                            float beta, const fc_epilogue *e, int row0, int col0);          \
-    void fc_store_##isa##_d(double *c, long ldc, const double *tile, int ldt, int mr, int nr, \
-                            double beta, const fc_epilogue *e, int row0, int col0);
-FC_STORE_DECL(generic)
-FC_STORE_DECL(avx2)
-FC_STORE_DECL(avx512)
+/* fc_store_impl.h: finish a tile held in memory (row stride ldt) into C. */
+void fc_tile_store_generic_s(float *c, long ldc, const float *acc, int ldt, const fc_tile *t);
+void fc_tile_store_generic_d(double *c, long ldc, const double *acc, int ldt, const fc_tile *t);
+void fc_tile_store_avx2_s(float *c, long ldc, const float *acc, int ldt, const fc_tile *t);
+void fc_tile_store_avx2_d(double *c, long ldc, const double *acc, int ldt, const fc_tile *t);
 
 float fc_dot_generic_s(const float *a, const float *b, int k);
 double fc_dot_generic_d(const double *a, const double *b, int k);
@@ -200,9 +210,9 @@ double fc_dot_avx512_d(const double *a, const double *b, int k);
 #define FC_AVX2_NR_S 16
 #define FC_AVX2_MR_D 6
 #define FC_AVX2_NR_D 8
-#define FC_AVX512_MR_S 6
+#define FC_AVX512_MR_S 8
 #define FC_AVX512_NR_S 32
-#define FC_AVX512_MR_D 6
+#define FC_AVX512_MR_D 8
 #define FC_AVX512_NR_D 16
 
 #ifdef __cplusplus

@@ -1,159 +1,168 @@
-/* AVX2 + FMA micro-kernels: float 6 x 16, double 6 x 8 (12 accumulators each).
- * Compiled with -mavx2 -mfma; only called when the CPU has both.
- *
- * Each comes in two forms: B from a packed panel (row p at b + p * NR), and
- * B read in place through row offsets (row p at b + boff[p]), used for
- * stride-1 convolution where the rows of B are shifted views of one image. */
+/* AVX2 + FMA micro-kernels: float 6 x 16, double 6 x 8 (12 accumulators),
+ * A packed or read in place, B packed or read in place. A whole tile is
+ * finished from registers (scaling, bias, activation); partial tiles and
+ * column runs are spilled and finished by the tile store of this file.
+ * Compiled with -mavx2 -mfma; only called when the CPU has both. */
 #include "fc_gemm.h"
 
 #if FC_X86
 #include <immintrin.h>
 
-/* C (rows i, stride rs_c/cs_c) = alpha * t + beta * C, t an MR x NR tile */
-#define MERGE_TILE(T, t, MR, NR)                                               \
-    for (int i = 0; i < MR; i++)                                               \
-        for (int j = 0; j < NR; j++) {                                         \
-            T *cij = c + i * rs_c + j * cs_c;                                  \
-            T v = alpha == 1 ? t[i * NR + j] : alpha * t[i * NR + j];          \
-            if (beta == 0) *cij = v;                                           \
-            else if (beta == 1) *cij += v;                                     \
-            else *cij = beta * *cij + v;                                       \
-        }
+#define FN(name) fc_##name##_avx2_s
+#define T float
+#include "fc_store_impl.h"
+#undef T
+#undef FN
+#define FN(name) fc_##name##_avx2_d
+#define T double
+#include "fc_store_impl.h"
+#undef T
+#undef FN
 
-#define STORE_ROW_S(ptr, acc)                                                  \
-    do {                                                                       \
-        __m256 v_ = (acc);                                                     \
-        if (alpha != 1) v_ = _mm256_mul_ps(v_, _mm256_set1_ps(alpha));         \
-        if (beta == 0) _mm256_storeu_ps((ptr), v_);                            \
-        else if (beta == 1) _mm256_storeu_ps((ptr), _mm256_add_ps(_mm256_loadu_ps(ptr), v_)); \
-        else _mm256_storeu_ps((ptr), _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(ptr), v_)); \
-    } while (0)
+#define V(op) _mm256_##op##_ps
+#define VD(op) _mm256_##op##_pd
 
-#define FMA_ROW_S(i, x0, x1)                                                   \
-    ai = _mm256_broadcast_ss(AROW(i));                                         \
-    x0 = _mm256_fmadd_ps(ai, b0, x0);                                          \
-    x1 = _mm256_fmadd_ps(ai, b1, x1)
+/* alpha * acc + beta * C, bias, activation, for one whole vector. */
+#define FINISH_BODY(P)                                                                         \
+    if (alpha != 1) v = P(mul)(v, P(set1)(alpha));                                             \
+    if (beta == 1) v = P(add)(P(loadu)(dst), v);                                               \
+    else if (beta != 0) v = P(fmadd)(P(set1)(beta), P(loadu)(dst), v);                         \
+    if (bmode == FC_BIAS_ROW) v = P(add)(v, P(set1)(bs));                                      \
+    else if (bmode == FC_BIAS_COL) v = P(add)(v, P(loadu)(bv));                                \
+    if (act == FC_ACT_RELU) v = P(max)(P(setzero)(), v);                                       \
+    else if (act == FC_ACT_LEAKY)                                                              \
+        v = P(blendv)(v, P(mul)(v, P(set1)(slope)), P(cmp)(v, P(setzero)(), _CMP_LT_OQ));      \
+    P(storeu)(dst, v);
 
-/* BROW: address of row p of B; LOADB: aligned or unaligned load */
-#define UKR_AVX2_S(BROW, LOADB)                                                \
-    enum { MR = FC_AVX2_MR_S, NR = FC_AVX2_NR_S };                             \
-    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();               \
-    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();               \
-    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();               \
-    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();               \
-    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();               \
-    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();               \
-    if (cs_c == 1)                                                             \
-        for (int i = 0; i < MR; i++) _mm_prefetch((const char *)(c + i * rs_c), _MM_HINT_T0); \
-    _Pragma("GCC unroll 4")                                                    \
-    for (long p = 0; p < k; p++) {                                             \
-        const float *bp = (BROW);                                              \
-        __m256 b0 = LOADB(bp), b1 = LOADB(bp + 8), ai;                         \
-        FMA_ROW_S(0, c00, c01); FMA_ROW_S(1, c10, c11); FMA_ROW_S(2, c20, c21); \
-        FMA_ROW_S(3, c30, c31); FMA_ROW_S(4, c40, c41); FMA_ROW_S(5, c50, c51); \
-        AADV;                                                                  \
-    }                                                                          \
-    if (cs_c == 1) {                                                           \
-        STORE_ROW_S(c + 0 * rs_c, c00); STORE_ROW_S(c + 0 * rs_c + 8, c01);    \
-        STORE_ROW_S(c + 1 * rs_c, c10); STORE_ROW_S(c + 1 * rs_c + 8, c11);    \
-        STORE_ROW_S(c + 2 * rs_c, c20); STORE_ROW_S(c + 2 * rs_c + 8, c21);    \
-        STORE_ROW_S(c + 3 * rs_c, c30); STORE_ROW_S(c + 3 * rs_c + 8, c31);    \
-        STORE_ROW_S(c + 4 * rs_c, c40); STORE_ROW_S(c + 4 * rs_c + 8, c41);    \
-        STORE_ROW_S(c + 5 * rs_c, c50); STORE_ROW_S(c + 5 * rs_c + 8, c51);    \
-    } else {                                                                   \
-        float t[MR * NR] __attribute__((aligned(32)));                         \
-        _mm256_store_ps(t + 0 * NR, c00); _mm256_store_ps(t + 0 * NR + 8, c01); \
-        _mm256_store_ps(t + 1 * NR, c10); _mm256_store_ps(t + 1 * NR + 8, c11); \
-        _mm256_store_ps(t + 2 * NR, c20); _mm256_store_ps(t + 2 * NR + 8, c21); \
-        _mm256_store_ps(t + 3 * NR, c30); _mm256_store_ps(t + 3 * NR + 8, c31); \
-        _mm256_store_ps(t + 4 * NR, c40); _mm256_store_ps(t + 4 * NR + 8, c41); \
-        _mm256_store_ps(t + 5 * NR, c50); _mm256_store_ps(t + 5 * NR + 8, c51); \
-        MERGE_TILE(float, t, MR, NR)                                           \
+static inline __attribute__((always_inline)) void
+finish_s(float *dst, __m256 v, float alpha, float beta, int bmode, float bs, const float *bv,
+         int act, float slope)
+{
+    FINISH_BODY(V)
+}
+
+static inline __attribute__((always_inline)) void
+finish_d(double *dst, __m256d v, double alpha, double beta, int bmode, double bs, const double *bv,
+         int act, double slope)
+{
+    FINISH_BODY(VD)
+}
+
+#define ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+
+/* BROW: B row p; LOADB: aligned (packed) or unaligned (in place) load;
+ * AMODE: PACKED (row i of step p at a + i, then a advances by MR) or INPLACE
+ * (at a<i> + p, row pointers set up by A_ROWS). */
+#define KERNEL(T, VT, P, W, MR, NR, STORE_SLOW, BROW, LOADB, AMODE)                        \
+    VT c00 = P(setzero)(), c01 = P(setzero)(), c10 = P(setzero)(), c11 = P(setzero)();         \
+    VT c20 = P(setzero)(), c21 = P(setzero)(), c30 = P(setzero)(), c31 = P(setzero)();         \
+    VT c40 = P(setzero)(), c41 = P(setzero)(), c50 = P(setzero)(), c51 = P(setzero)();         \
+    _Pragma("GCC unroll 4")                                                                    \
+    for (long p = 0; p < k; p++) {                                                             \
+        const T *bp = (BROW);                                                                  \
+        const VT b0 = LOADB(bp), b1 = LOADB(bp + W);                                           \
+        VT ai;                                                                                 \
+        ROWS6(FMA_ROW_##AMODE)                                                                 \
+        ADV_##AMODE;                                                                           \
+    }                                                                                          \
+    if (t->mr == MR && t->nr == NR && t->nseg == 1 && t->lo[0] == 0 && t->hi[0] >= NR) {       \
+        const fc_epilogue *e = t->e;                                                           \
+        const T *bias = e ? (const T *)e->bias : NULL;                                         \
+        const int bmode = e && bias ? e->bias_mode : FC_BIAS_NONE;                             \
+        const int act = e ? e->act : FC_ACT_NONE;                                              \
+        const T slope = e ? (T)e->slope : (T)0;                                                \
+        const T alpha = (T)t->alpha, beta = (T)t->beta;                                        \
+        T *c0 = c + t->col[0];                                                                 \
+        const T *bv = bmode == FC_BIAS_COL ? bias + t->col[0] : NULL;                          \
+        ROWS6(FIN_ROW)                                                                         \
+    } else {                                                                                   \
+        VT tile[MR * 2] __attribute__((aligned(32)));                                          \
+        ROWS6(SPILL_ROW)                                                                       \
+        STORE_SLOW(c, ldc, (const T *)tile, NR, t);                                            \
     }
 
-/* A from a packed panel: row i of step p at a[p * MR + i] */
-#define AROW(i) (a + (i))
-#define AADV a += MR
-void fc_ukr_avx2_s(long k, const float *a, const float *b, float *c,
-                   long rs_c, long cs_c, float alpha, float beta)
+#define FMA_ROW(i, aptr)                                                                       \
+    ai = PB(broadcast)(aptr);                                                                  \
+    c##i##0 = PB(fmadd)(ai, b0, c##i##0);                                                      \
+    c##i##1 = PB(fmadd)(ai, b1, c##i##1);
+#define FMA_ROW_PACKED(i) FMA_ROW(i, a + (i))
+#define FMA_ROW_INPLACE(i) FMA_ROW(i, a##i + p)
+#define FIN_ROW(i)                                                                             \
+    {                                                                                          \
+        const TB bs = bmode == FC_BIAS_ROW ? bias[t->row0 + i] : (TB)0;                        \
+        FINB(c0 + (long)i * ldc, c##i##0, alpha, beta, bmode, bs, bv, act, slope);             \
+        FINB(c0 + (long)i * ldc + WB, c##i##1, alpha, beta, bmode, bs, bv ? bv + WB : NULL,    \
+             act, slope);                                                                      \
+    }
+#define SPILL_ROW(i) tile[2 * i] = c##i##0; tile[2 * i + 1] = c##i##1;
+
+#define ADV_PACKED a += 6
+#define ADV_INPLACE
+#define A_ROWS(T) const T *a0 = a + aoff[0], *a1 = a + aoff[1], *a2 = a + aoff[2], \
+    *a3 = a + aoff[3], *a4 = a + aoff[4], *a5 = a + aoff[5];
+
+/* float: 6 x 16 */
+#define PB(op) PB_##op##_s
+#define PB_broadcast_s _mm256_broadcast_ss
+#define PB_fmadd_s _mm256_fmadd_ps
+#define TB float
+#define WB 8
+#define FINB finish_s
+
+void fc_ukr_avx2_s(long k, const float *a, const float *b, float *c, long ldc, const fc_tile *t)
 {
-    UKR_AVX2_S(b + p * NR, _mm256_load_ps)
+    KERNEL(float, __m256, V, 8, 6, 16, fc_tile_store_avx2_s, b + p * 16, V(load), PACKED)
 }
 
-void fc_ukri_avx2_s(long k, const float *a, const float *b, const long *boff, float *c,
-                    long rs_c, long cs_c, float alpha, float beta)
+void fc_ukri_avx2_s(long k, const float *a, const float *b, const long *boff, float *c, long ldc,
+                    const fc_tile *t)
 {
-    UKR_AVX2_S(b + boff[p], _mm256_loadu_ps)
+    KERNEL(float, __m256, V, 8, 6, 16, fc_tile_store_avx2_s, b + boff[p], V(loadu), PACKED)
 }
-#undef AROW
-#undef AADV
 
-/* A read in place: row i of step p at a[aoff[i] + p] */
-#define AROW(i) (a + aoff[i] + p)
-#define AADV
-void fc_ukra_avx2_s(long k, const float *a, const long *aoff, const float *b, float *c,
-                    long rs_c, long cs_c, float alpha, float beta)
+void fc_ukra_avx2_s(long k, const float *a, const long *aoff, const float *b, float *c, long ldc,
+                    const fc_tile *t)
 {
-    UKR_AVX2_S(b + p * NR, _mm256_load_ps)
+    A_ROWS(float)
+    KERNEL(float, __m256, V, 8, 6, 16, fc_tile_store_avx2_s, b + p * 16, V(load), INPLACE)
 }
-#undef AROW
-#undef AADV
 
-#define FMA_ROW_D(i, x0, x1)                                                   \
-    ai = _mm256_broadcast_sd(AROW(i));                                         \
-    x0 = _mm256_fmadd_pd(ai, b0, x0);                                          \
-    x1 = _mm256_fmadd_pd(ai, b1, x1)
+#undef PB
+#undef TB
+#undef WB
+#undef FINB
 
-#define UKR_AVX2_D(BROW, LOADB)                                                \
-    enum { MR = FC_AVX2_MR_D, NR = FC_AVX2_NR_D };                             \
-    __m256d c00 = _mm256_setzero_pd(), c01 = _mm256_setzero_pd();              \
-    __m256d c10 = _mm256_setzero_pd(), c11 = _mm256_setzero_pd();              \
-    __m256d c20 = _mm256_setzero_pd(), c21 = _mm256_setzero_pd();              \
-    __m256d c30 = _mm256_setzero_pd(), c31 = _mm256_setzero_pd();              \
-    __m256d c40 = _mm256_setzero_pd(), c41 = _mm256_setzero_pd();              \
-    __m256d c50 = _mm256_setzero_pd(), c51 = _mm256_setzero_pd();              \
-    _Pragma("GCC unroll 4")                                                    \
-    for (long p = 0; p < k; p++) {                                             \
-        const double *bp = (BROW);                                             \
-        __m256d b0 = LOADB(bp), b1 = LOADB(bp + 4), ai;                        \
-        FMA_ROW_D(0, c00, c01); FMA_ROW_D(1, c10, c11); FMA_ROW_D(2, c20, c21); \
-        FMA_ROW_D(3, c30, c31); FMA_ROW_D(4, c40, c41); FMA_ROW_D(5, c50, c51); \
-        AADV;                                                                  \
-    }                                                                          \
-    double t[MR * NR] __attribute__((aligned(32)));                            \
-    _mm256_store_pd(t + 0 * NR, c00); _mm256_store_pd(t + 0 * NR + 4, c01);    \
-    _mm256_store_pd(t + 1 * NR, c10); _mm256_store_pd(t + 1 * NR + 4, c11);    \
-    _mm256_store_pd(t + 2 * NR, c20); _mm256_store_pd(t + 2 * NR + 4, c21);    \
-    _mm256_store_pd(t + 3 * NR, c30); _mm256_store_pd(t + 3 * NR + 4, c31);    \
-    _mm256_store_pd(t + 4 * NR, c40); _mm256_store_pd(t + 4 * NR + 4, c41);    \
-    _mm256_store_pd(t + 5 * NR, c50); _mm256_store_pd(t + 5 * NR + 4, c51);    \
-    MERGE_TILE(double, t, MR, NR)
+/* double: 6 x 8 */
+#define PB(op) PB_##op##_d
+#define PB_broadcast_d _mm256_broadcast_sd
+#define PB_fmadd_d _mm256_fmadd_pd
+#define TB double
+#define WB 4
+#define FINB finish_d
 
-#define AROW(i) (a + (i))
-#define AADV a += MR
-void fc_ukr_avx2_d(long k, const double *a, const double *b, double *c,
-                   long rs_c, long cs_c, double alpha, double beta)
+void fc_ukr_avx2_d(long k, const double *a, const double *b, double *c, long ldc, const fc_tile *t)
 {
-    UKR_AVX2_D(b + p * NR, _mm256_load_pd)
+    KERNEL(double, __m256d, VD, 4, 6, 8, fc_tile_store_avx2_d, b + p * 8, VD(load), PACKED)
 }
 
 void fc_ukri_avx2_d(long k, const double *a, const double *b, const long *boff, double *c,
-                    long rs_c, long cs_c, double alpha, double beta)
+                    long ldc, const fc_tile *t)
 {
-    UKR_AVX2_D(b + boff[p], _mm256_loadu_pd)
+    KERNEL(double, __m256d, VD, 4, 6, 8, fc_tile_store_avx2_d, b + boff[p], VD(loadu), PACKED)
 }
-#undef AROW
-#undef AADV
 
-#define AROW(i) (a + aoff[i] + p)
-#define AADV
 void fc_ukra_avx2_d(long k, const double *a, const long *aoff, const double *b, double *c,
-                    long rs_c, long cs_c, double alpha, double beta)
+                    long ldc, const fc_tile *t)
 {
-    UKR_AVX2_D(b + p * NR, _mm256_load_pd)
+    A_ROWS(double)
+    KERNEL(double, __m256d, VD, 4, 6, 8, fc_tile_store_avx2_d, b + p * 8, VD(load), INPLACE)
 }
-#undef AROW
-#undef AADV
+
+#undef PB
+#undef TB
+#undef WB
+#undef FINB
+
 /* Dot products for small-batch Linear: four independent 8-lane (4-lane)
  * accumulators, reduced in a fixed order. */
 float fc_dot_avx2_s(const float *a, const float *b, int k)
@@ -197,14 +206,4 @@ double fc_dot_avx2_d(const double *a, const double *b, int k)
     for (; i < k; i++) r += a[i] * b[i];
     return r;
 }
-#define FN(name) fc_##name##_avx2_s
-#define T float
-#include "fc_store_impl.h"
-#undef T
-#undef FN
-#define FN(name) fc_##name##_avx2_d
-#define T double
-#include "fc_store_impl.h"
-#undef T
-#undef FN
 #endif

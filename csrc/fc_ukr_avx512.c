@@ -1,86 +1,193 @@
-/* AVX-512F micro-kernels: float 6 x 32, double 6 x 16 (12 accumulators each),
- * from a packed B panel or from B rows addressed through offsets.
+/* AVX-512F micro-kernels: float 8 x 32, double 8 x 16 (16 accumulators of
+ * two vectors per row), A packed or read in place, B packed or read in place.
+ * Tiles are finished from registers (scaling, bias, activation): one store
+ * per vector for a whole tile, masked stores for partial tiles and for the
+ * runs of a column map.
  * Compiled with -mavx512f -mavx512dq -mfma; only called when the CPU has them. */
 #include "fc_gemm.h"
 
 #if FC_X86
 #include <immintrin.h>
 
-#define UKR512(T, VT, MR, NR, W, BROW, LOADB, BCAST, FMADD, STORE, ZERO, AEL, AADV) \
-    enum { MR_ = MR };                                                           \
-    VT acc[MR][2];                                                               \
-    for (int i = 0; i < MR; i++) { acc[i][0] = ZERO(); acc[i][1] = ZERO(); }     \
-    for (long p = 0; p < k; p++) {                                               \
-        const T *bp = (BROW);                                                    \
-        VT b0 = LOADB(bp), b1 = LOADB(bp + W);                                   \
-        for (int i = 0; i < MR; i++) {                                           \
-            VT ai = BCAST(AEL(i));                                               \
-            acc[i][0] = FMADD(ai, b0, acc[i][0]);                                \
-            acc[i][1] = FMADD(ai, b1, acc[i][1]);                                \
-        }                                                                        \
-        AADV;                                                                    \
-    }                                                                            \
-    T t[MR * NR] __attribute__((aligned(64)));                                   \
-    for (int i = 0; i < MR; i++) {                                               \
-        STORE(t + i * NR, acc[i][0]);                                            \
-        STORE(t + i * NR + W, acc[i][1]);                                        \
-    }                                                                            \
-    for (int i = 0; i < MR; i++)                                                 \
-        for (int j = 0; j < NR; j++) {                                           \
-            T *cij = c + i * rs_c + j * cs_c;                                    \
-            T v = alpha == 1 ? t[i * NR + j] : alpha * t[i * NR + j];            \
-            if (beta == 0) *cij = v;                                             \
-            else if (beta == 1) *cij += v;                                       \
-            else *cij = beta * *cij + v;                                         \
-        }
+#define V(op) _mm512_##op##_ps
+#define VD(op) _mm512_##op##_pd
 
-#define PACKED_A(i) a[i]
-#define ADV_PACKED a += MR_
-#define INPLACE_A(i) a[aoff[i] + p]
-#define ADV_NONE
+/* ---------------------------------------------------------------- finishing */
 
-void fc_ukr_avx512_s(long k, const float *a, const float *b, float *c,
-                     long rs_c, long cs_c, float alpha, float beta)
+/* alpha * acc + beta * C, bias, activation for one vector of lanes m (masked
+ * lanes of C and of the bias are neither read nor written). */
+#define LOADM(P, m, p) (m == (__typeof__(m))~0u ? P(loadu)(p) : P(maskz_loadu)(m, p))
+#define FINISH_BODY(CMP, P, MT)                                                                \
+    if (alpha != 1) v = P(mul)(v, P(set1)(alpha));                                             \
+    if (beta == 1) v = P(add)(LOADM(P, m, dst), v);                                            \
+    else if (beta != 0) v = P(fmadd)(P(set1)(beta), LOADM(P, m, dst), v);                      \
+    if (bmode == FC_BIAS_ROW) v = P(add)(v, P(set1)(bs));                                      \
+    else if (bmode == FC_BIAS_COL) v = P(add)(v, LOADM(P, m, bv));                             \
+    if (act == FC_ACT_RELU) v = P(max)(P(setzero)(), v);                                       \
+    else if (act == FC_ACT_LEAKY) {                                                            \
+        MT neg = CMP(v, P(setzero)(), _CMP_LT_OQ);                                            \
+        v = P(mask_mul)(v, neg, v, P(set1)(slope));                                            \
+    }                                                                                          \
+    if (m == (MT)~0u) P(storeu)(dst, v);                                                       \
+    else P(mask_storeu)(dst, m, v);
+
+static inline __attribute__((always_inline)) void
+finish_s(float *dst, __mmask16 m, __m512 v, float alpha, float beta, int bmode, float bs,
+         const float *bv, int act, float slope)
 {
-    UKR512(float, __m512, FC_AVX512_MR_S, FC_AVX512_NR_S, 16, b + p * FC_AVX512_NR_S,
-           _mm512_load_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_store_ps, _mm512_setzero_ps, PACKED_A, ADV_PACKED)
+    FINISH_BODY(_mm512_cmp_ps_mask, V, __mmask16)
 }
 
-void fc_ukri_avx512_s(long k, const float *a, const float *b, const long *boff, float *c,
-                      long rs_c, long cs_c, float alpha, float beta)
+static inline __attribute__((always_inline)) void
+finish_d(double *dst, __mmask8 m, __m512d v, double alpha, double beta, int bmode, double bs,
+         const double *bv, int act, double slope)
 {
-    UKR512(float, __m512, FC_AVX512_MR_S, FC_AVX512_NR_S, 16, b + boff[p],
-           _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_store_ps, _mm512_setzero_ps, PACKED_A, ADV_PACKED)
+    FINISH_BODY(_mm512_cmp_pd_mask, VD, __mmask8)
 }
 
-void fc_ukr_avx512_d(long k, const double *a, const double *b, double *c,
-                     long rs_c, long cs_c, double alpha, double beta)
+/* The tile's epilogue parameters, unpacked once per tile. */
+#define TILE_PARAMS(T)                                                                         \
+    const fc_epilogue *e = t->e;                                                               \
+    const T *bias = e ? (const T *)e->bias : NULL;                                             \
+    const int bmode = e && bias ? e->bias_mode : FC_BIAS_NONE;                                 \
+    const int act = e ? e->act : FC_ACT_NONE;                                                  \
+    const T slope = e ? (T)e->slope : (T)0;                                                    \
+    const T alpha = (T)t->alpha, beta = (T)t->beta;
+
+/* ------------------------------------------------------------------ kernels */
+
+#define ROWS8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+
+/* The body of every kernel. BROW: B row p; LOADB: aligned (packed) or
+ * unaligned (in place) load; AMODE: PACKED (row i of step p at a[i], then a
+ * advances by MR) or INPLACE (at a<i>[p], row pointers set up by A_ROWS). */
+#define KERNEL(T, VT, P, W, MR, NR, MT, BROW, LOADB, AMODE)                                 \
+    VT c00 = P(setzero)(), c01 = P(setzero)(), c10 = P(setzero)(), c11 = P(setzero)();         \
+    VT c20 = P(setzero)(), c21 = P(setzero)(), c30 = P(setzero)(), c31 = P(setzero)();         \
+    VT c40 = P(setzero)(), c41 = P(setzero)(), c50 = P(setzero)(), c51 = P(setzero)();         \
+    VT c60 = P(setzero)(), c61 = P(setzero)(), c70 = P(setzero)(), c71 = P(setzero)();         \
+    _Pragma("GCC unroll 2")                                                                    \
+    for (long p = 0; p < k; p++) {                                                             \
+        const T *bp = (BROW);                                                                  \
+        const VT b0 = LOADB(bp), b1 = LOADB(bp + W);                                           \
+        VT ai;                                                                                 \
+        ROWS8(FMA_ROW_##AMODE)                                                                 \
+        ADV_##AMODE;                                                                           \
+    }                                                                                          \
+    if (t->mr == MR && t->nr == NR && t->nseg == 1 && t->lo[0] == 0 && t->hi[0] >= NR) {       \
+        TILE_PARAMS(T)                                                                         \
+        T *c0 = c + t->col[0];                                                                 \
+        const T *bv = bmode == FC_BIAS_COL ? bias + t->col[0] : NULL;                          \
+        const MT m = (MT)~0u;                                                                  \
+        ROWS8(FIN_ROW)                                                                         \
+    } else {                                                                                   \
+        TILE_PARAMS(T)                                                                         \
+        const int nseg = t->nseg;                                                              \
+        MT m0[FC_MAX_NR], m1[FC_MAX_NR];                                                       \
+        for (int s = 0; s < nseg; s++) {                                                       \
+            const int lo = t->lo[s], hi = t->hi[s] < t->nr ? t->hi[s] : t->nr;                \
+            const unsigned bits = hi <= lo ? 0u                                                \
+                : ((hi >= 32 ? ~0u : (1u << hi) - 1u) & ~((1u << lo) - 1u));                   \
+            m0[s] = (MT)(bits & ((1u << W) - 1u));                                             \
+            m1[s] = (MT)(bits >> W);                                                           \
+        }                                                                                      \
+        ROWS8(RUN_ROW)                                                                         \
+    }
+
+#define FMA_ROW(i, ael)                                                                        \
+    ai = PB(set1)(ael);                                                                        \
+    c##i##0 = PB(fmadd)(ai, b0, c##i##0);                                                      \
+    c##i##1 = PB(fmadd)(ai, b1, c##i##1);
+#define FMA_ROW_PACKED(i) FMA_ROW(i, a[i])
+#define FMA_ROW_INPLACE(i) FMA_ROW(i, a##i[p])
+#define FIN_ROW(i)                                                                             \
+    {                                                                                          \
+        const TB bs = bmode == FC_BIAS_ROW ? bias[t->row0 + i] : (TB)0;                        \
+        FINB(c0 + (long)i * ldc, m, c##i##0, alpha, beta, bmode, bs, bv, act, slope);          \
+        FINB(c0 + (long)i * ldc + WB, m, c##i##1, alpha, beta, bmode, bs,                      \
+             bv ? bv + WB : NULL, act, slope);                                                 \
+    }
+/* a partial tile or several runs: masked stores, run by run */
+#define RUN_ROW(i)                                                                             \
+    if (i < t->mr) {                                                                           \
+        TB *ri = c + (long)i * ldc;                                                            \
+        const TB bs = bmode == FC_BIAS_ROW ? bias[t->row0 + i] : (TB)0;                        \
+        for (int s = 0; s < nseg; s++) {                                                       \
+            TB *d = ri + t->col[s];                                                            \
+            const TB *bvs = bmode == FC_BIAS_COL ? bias + t->col[s] : NULL;                    \
+            if (m0[s]) FINB(d, m0[s], c##i##0, alpha, beta, bmode, bs, bvs, act, slope);        \
+            if (m1[s]) FINB(d + WB, m1[s], c##i##1, alpha, beta, bmode, bs,                    \
+                            bvs ? bvs + WB : NULL, act, slope);                                \
+        }                                                                                      \
+    }
+
+#define ADV_PACKED a += 8
+#define ADV_INPLACE
+#define A_ROWS const float *a0 = a + aoff[0], *a1 = a + aoff[1], *a2 = a + aoff[2], \
+    *a3 = a + aoff[3], *a4 = a + aoff[4], *a5 = a + aoff[5], *a6 = a + aoff[6], *a7 = a + aoff[7];
+#define A_ROWS_D const double *a0 = a + aoff[0], *a1 = a + aoff[1], *a2 = a + aoff[2], \
+    *a3 = a + aoff[3], *a4 = a + aoff[4], *a5 = a + aoff[5], *a6 = a + aoff[6], *a7 = a + aoff[7];
+
+/* float: 8 x 32 */
+#define PB V
+#define TB float
+#define WB 16
+#define FINB finish_s
+
+void fc_ukr_avx512_s(long k, const float *a, const float *b, float *c, long ldc, const fc_tile *t)
 {
-    UKR512(double, __m512d, FC_AVX512_MR_D, FC_AVX512_NR_D, 8, b + p * FC_AVX512_NR_D,
-           _mm512_load_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_store_pd, _mm512_setzero_pd, PACKED_A, ADV_PACKED)
+    KERNEL(float, __m512, V, 16, 8, 32, __mmask16, b + p * 32, V(load), PACKED)
+}
+
+void fc_ukri_avx512_s(long k, const float *a, const float *b, const long *boff, float *c, long ldc,
+                      const fc_tile *t)
+{
+    KERNEL(float, __m512, V, 16, 8, 32, __mmask16, b + boff[p], V(loadu), PACKED)
+}
+
+void fc_ukra_avx512_s(long k, const float *a, const long *aoff, const float *b, float *c, long ldc,
+                      const fc_tile *t)
+{
+    A_ROWS
+    KERNEL(float, __m512, V, 16, 8, 32, __mmask16, b + p * 32, V(load), INPLACE)
+}
+
+#undef PB
+#undef TB
+#undef WB
+#undef FINB
+
+/* double: 8 x 16 */
+#define PB VD
+#define TB double
+#define WB 8
+#define FINB finish_d
+
+void fc_ukr_avx512_d(long k, const double *a, const double *b, double *c, long ldc, const fc_tile *t)
+{
+    KERNEL(double, __m512d, VD, 8, 8, 16, __mmask8, b + p * 16, VD(load), PACKED)
 }
 
 void fc_ukri_avx512_d(long k, const double *a, const double *b, const long *boff, double *c,
-                      long rs_c, long cs_c, double alpha, double beta)
+                      long ldc, const fc_tile *t)
 {
-    UKR512(double, __m512d, FC_AVX512_MR_D, FC_AVX512_NR_D, 8, b + boff[p],
-           _mm512_loadu_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_store_pd, _mm512_setzero_pd, PACKED_A, ADV_PACKED)
-}
-void fc_ukra_avx512_s(long k, const float *a, const long *aoff, const float *b, float *c,
-                      long rs_c, long cs_c, float alpha, float beta)
-{
-    UKR512(float, __m512, FC_AVX512_MR_S, FC_AVX512_NR_S, 16, b + p * FC_AVX512_NR_S,
-           _mm512_load_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_store_ps, _mm512_setzero_ps,
-           INPLACE_A, ADV_NONE)
+    KERNEL(double, __m512d, VD, 8, 8, 16, __mmask8, b + boff[p], VD(loadu), PACKED)
 }
 
 void fc_ukra_avx512_d(long k, const double *a, const long *aoff, const double *b, double *c,
-                      long rs_c, long cs_c, double alpha, double beta)
+                      long ldc, const fc_tile *t)
 {
-    UKR512(double, __m512d, FC_AVX512_MR_D, FC_AVX512_NR_D, 8, b + p * FC_AVX512_NR_D,
-           _mm512_load_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_store_pd, _mm512_setzero_pd,
-           INPLACE_A, ADV_NONE)
+    A_ROWS_D
+    KERNEL(double, __m512d, VD, 8, 8, 16, __mmask8, b + p * 16, VD(load), INPLACE)
 }
+
+#undef PB
+#undef TB
+#undef WB
+#undef FINB
+
+/* ------------------------------------------------------------ dot products */
+
 float fc_dot_avx512_s(const float *a, const float *b, int k)
 {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
@@ -112,14 +219,4 @@ double fc_dot_avx512_d(const double *a, const double *b, int k)
     for (; i < k; i++) r += a[i] * b[i];
     return r;
 }
-#define FN(name) fc_##name##_avx512_s
-#define T float
-#include "fc_store_impl.h"
-#undef T
-#undef FN
-#define FN(name) fc_##name##_avx512_d
-#define T double
-#include "fc_store_impl.h"
-#undef T
-#undef FN
 #endif

@@ -1,8 +1,19 @@
-/* Portable micro-kernels: C (MR x NR) = alpha * A_panel * B + beta * C, with B
- * from a packed panel (row p at b + p * NR) or through row offsets (b + boff[p]). */
+/* Portable micro-kernels: acc (MR x NR) = A panel . B panel, finished by the
+ * tile store; A packed or in place, B packed or through row offsets. */
 #include "fc_gemm.h"
 
-#define UKR_BODY(T, MR, NR, BROW, AEL)                                        \
+#define FN(name) fc_##name##_generic_s
+#define T float
+#include "fc_store_impl.h"
+#undef T
+#undef FN
+#define FN(name) fc_##name##_generic_d
+#define T double
+#include "fc_store_impl.h"
+#undef T
+#undef FN
+
+#define UKR_BODY(T, MR, NR, BROW, AEL, STORE)                                     \
     T acc[MR][NR];                                                            \
     for (int i = 0; i < MR; i++)                                              \
         for (int j = 0; j < NR; j++) acc[i][j] = 0;                           \
@@ -13,49 +24,40 @@
             for (int j = 0; j < NR; j++) acc[i][j] += ai * bp[j];             \
         }                                                                     \
     }                                                                         \
-    for (int i = 0; i < MR; i++)                                              \
-        for (int j = 0; j < NR; j++) {                                        \
-            T *cij = c + i * rs_c + j * cs_c;                                 \
-            T v = alpha == 1 ? acc[i][j] : alpha * acc[i][j];                 \
-            if (beta == 0) *cij = v;                                          \
-            else if (beta == 1) *cij += v;                                    \
-            else *cij = beta * *cij + v;                                      \
-        }
+    STORE(c, ldc, &acc[0][0], NR, t);
 
-void fc_ukr_generic_s(long k, const float *a, const float *b, float *c,
-                      long rs_c, long cs_c, float alpha, float beta)
+void fc_ukr_generic_s(long k, const float *a, const float *b, float *c, long ldc, const fc_tile *t)
 {
-    UKR_BODY(float, FC_GENERIC_MR_S, FC_GENERIC_NR_S, b + p * FC_GENERIC_NR_S, a[p * FC_GENERIC_MR_S + i])
+    UKR_BODY(float, FC_GENERIC_MR_S, FC_GENERIC_NR_S, b + p * FC_GENERIC_NR_S, a[p * FC_GENERIC_MR_S + i], fc_tile_store_generic_s)
 }
 
-void fc_ukri_generic_s(long k, const float *a, const float *b, const long *boff, float *c,
-                       long rs_c, long cs_c, float alpha, float beta)
+void fc_ukri_generic_s(long k, const float *a, const float *b, const long *boff, float *c, long ldc,
+                       const fc_tile *t)
 {
-    UKR_BODY(float, FC_GENERIC_MR_S, FC_GENERIC_NR_S, b + boff[p], a[p * FC_GENERIC_MR_S + i])
+    UKR_BODY(float, FC_GENERIC_MR_S, FC_GENERIC_NR_S, b + boff[p], a[p * FC_GENERIC_MR_S + i], fc_tile_store_generic_s)
 }
 
-void fc_ukr_generic_d(long k, const double *a, const double *b, double *c,
-                      long rs_c, long cs_c, double alpha, double beta)
+void fc_ukra_generic_s(long k, const float *a, const long *aoff, const float *b, float *c, long ldc,
+                       const fc_tile *t)
 {
-    UKR_BODY(double, FC_GENERIC_MR_D, FC_GENERIC_NR_D, b + p * FC_GENERIC_NR_D, a[p * FC_GENERIC_MR_D + i])
+    UKR_BODY(float, FC_GENERIC_MR_S, FC_GENERIC_NR_S, b + p * FC_GENERIC_NR_S, a[aoff[i] + p], fc_tile_store_generic_s)
+}
+
+void fc_ukr_generic_d(long k, const double *a, const double *b, double *c, long ldc, const fc_tile *t)
+{
+    UKR_BODY(double, FC_GENERIC_MR_D, FC_GENERIC_NR_D, b + p * FC_GENERIC_NR_D, a[p * FC_GENERIC_MR_D + i], fc_tile_store_generic_d)
 }
 
 void fc_ukri_generic_d(long k, const double *a, const double *b, const long *boff, double *c,
-                       long rs_c, long cs_c, double alpha, double beta)
+                       long ldc, const fc_tile *t)
 {
-    UKR_BODY(double, FC_GENERIC_MR_D, FC_GENERIC_NR_D, b + boff[p], a[p * FC_GENERIC_MR_D + i])
-}
-
-void fc_ukra_generic_s(long k, const float *a, const long *aoff, const float *b, float *c,
-                       long rs_c, long cs_c, float alpha, float beta)
-{
-    UKR_BODY(float, FC_GENERIC_MR_S, FC_GENERIC_NR_S, b + p * FC_GENERIC_NR_S, a[aoff[i] + p])
+    UKR_BODY(double, FC_GENERIC_MR_D, FC_GENERIC_NR_D, b + boff[p], a[p * FC_GENERIC_MR_D + i], fc_tile_store_generic_d)
 }
 
 void fc_ukra_generic_d(long k, const double *a, const long *aoff, const double *b, double *c,
-                       long rs_c, long cs_c, double alpha, double beta)
+                       long ldc, const fc_tile *t)
 {
-    UKR_BODY(double, FC_GENERIC_MR_D, FC_GENERIC_NR_D, b + p * FC_GENERIC_NR_D, a[aoff[i] + p])
+    UKR_BODY(double, FC_GENERIC_MR_D, FC_GENERIC_NR_D, b + p * FC_GENERIC_NR_D, a[aoff[i] + p], fc_tile_store_generic_d)
 }
 
 #define DOT_GENERIC(T)                                                        \
@@ -70,13 +72,3 @@ void fc_ukra_generic_d(long k, const double *a, const long *aoff, const double *
 float fc_dot_generic_s(const float *a, const float *b, int k) { DOT_GENERIC(float) }
 double fc_dot_generic_d(const double *a, const double *b, int k) { DOT_GENERIC(double) }
 
-#define FN(name) fc_##name##_generic_s
-#define T float
-#include "fc_store_impl.h"
-#undef T
-#undef FN
-#define FN(name) fc_##name##_generic_d
-#define T double
-#include "fc_store_impl.h"
-#undef T
-#undef FN

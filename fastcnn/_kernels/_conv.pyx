@@ -104,6 +104,7 @@ cdef inline fc_epilogue row_epilogue(const void *bias, int act, double slope) no
     e.slope = slope
     e.wrap = 0
     e.keep = 0
+    e.bstride = 0
     return e
 
 

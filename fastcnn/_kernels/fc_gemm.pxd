@@ -34,6 +34,7 @@ cdef extern from "fc_gemm.h" nogil:
         double slope
         int wrap
         int keep
+        long bstride
 
     void fc_init()
     int fc_isa_supported(int isa)
