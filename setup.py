@@ -33,7 +33,7 @@ CSRC_COMMON = ["csrc/fc_cpu.c", "csrc/fc_pack.c", "csrc/fc_gemm.c", "csrc/fc_gem
 # ... and the micro-kernels that need their own instruction-set flags (x86-64 only).
 CSRC_ISA = {
     "csrc/fc_ukr_avx2.c": ["-mavx2", "-mfma"],
-    "csrc/fc_ukr_avx512.c": ["-mavx512f", "-mavx512dq", "-mfma"],
+    "csrc/fc_ukr_avx512.c": ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mfma"],
 }
 
 # module name -> links the GEMM engine

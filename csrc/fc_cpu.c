@@ -13,16 +13,16 @@ static const fc_kernel_info KERNELS[] = {
     {FC_ISA_GENERIC, "generic", FC_GENERIC_MR_S, FC_GENERIC_NR_S, FC_GENERIC_MR_D, FC_GENERIC_NR_D,
      256, 64, 1024, 128, 64, 1024,
      fc_ukr_generic_s, fc_ukr_generic_d, fc_ukri_generic_s, fc_ukri_generic_d,
-     fc_ukra_generic_s, fc_ukra_generic_d, fc_dot_generic_s, fc_dot_generic_d},
+     fc_ukrg_generic_s, fc_ukrg_generic_d, fc_dot_generic_s, fc_dot_generic_d},
 #if FC_X86
     {FC_ISA_AVX2, "avx2", FC_AVX2_MR_S, FC_AVX2_NR_S, FC_AVX2_MR_D, FC_AVX2_NR_D,
      384, 144, 3072, 192, 96, 2048,
      fc_ukr_avx2_s, fc_ukr_avx2_d, fc_ukri_avx2_s, fc_ukri_avx2_d,
-     fc_ukra_avx2_s, fc_ukra_avx2_d, fc_dot_avx2_s, fc_dot_avx2_d},
+     fc_ukrg_avx2_s, fc_ukrg_avx2_d, fc_dot_avx2_s, fc_dot_avx2_d},
     {FC_ISA_AVX512, "avx512", FC_AVX512_MR_S, FC_AVX512_NR_S, FC_AVX512_MR_D, FC_AVX512_NR_D,
-     256, 128, 3072, 128, 96, 2048,
+     512, 128, 3072, 256, 96, 2048,
      fc_ukr_avx512_s, fc_ukr_avx512_d, fc_ukri_avx512_s, fc_ukri_avx512_d,
-     fc_ukra_avx512_s, fc_ukra_avx512_d, fc_dot_avx512_s, fc_dot_avx512_d},
+     fc_ukrg_avx512_s, fc_ukrg_avx512_d, fc_dot_avx512_s, fc_dot_avx512_d},
 #endif
 };
 #define N_KERNELS ((int)(sizeof(KERNELS) / sizeof(KERNELS[0])))
@@ -38,7 +38,7 @@ int fc_isa_supported(int isa)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     if (isa == FC_ISA_AVX512)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
-            && __builtin_cpu_supports("fma");
+            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
 #endif
     return 0;
 }

@@ -16,7 +16,7 @@
     static inline int KNC_##SFX(const fc_kernel_info *k) { return k->nc_##SFX; }             \
     static inline fc_ukr_##SFX##_t KUKR_##SFX(const fc_kernel_info *k) { return k->ukr_##SFX; }    \
     static inline fc_ukri_##SFX##_t KUKRI_##SFX(const fc_kernel_info *k) { return k->ukri_##SFX; } \
-    static inline fc_ukra_##SFX##_t KUKRA_##SFX(const fc_kernel_info *k) { return k->ukra_##SFX; }
+    static inline fc_ukrg_##SFX##_t KUKRG_##SFX(const fc_kernel_info *k) { return k->ukrg_##SFX; }
 KINFO(float, s)
 KINFO(double, d)
 

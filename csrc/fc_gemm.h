@@ -24,7 +24,7 @@ extern "C" {
 enum { FC_ISA_AUTO = -1, FC_ISA_GENERIC = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
 enum { FC_ACT_NONE = 0, FC_ACT_RELU = 1, FC_ACT_LEAKY = 2 };
 enum { FC_BIAS_NONE = 0, FC_BIAS_ROW = 1, FC_BIAS_COL = 2 };
-enum { FC_VIEW_DENSE = 0, FC_VIEW_PATCH = 1, FC_VIEW_PACKED = 2, FC_VIEW_SHIFT = 3 };
+enum { FC_VIEW_DENSE = 0, FC_VIEW_PATCH = 1, FC_VIEW_PACKED = 2, FC_VIEW_SHIFT = 3, FC_VIEW_GATHER = 4 };
 
 /* Geometry of a 2-D convolution of one image group (C channels of H x W)
  * producing P x Q output pixels with an R x S kernel. */
@@ -39,12 +39,15 @@ typedef struct {
  *         transpose (rows are pixels, columns are (c, r, s)). Out-of-image
  *         taps read as zero.
  *  PACKED: an A operand already packed by fc_gemm_pack_*() for this m and k.
- *  SHIFT:  an operand whose row i is contiguous at p + offs[i] (a stride-1
+ *  SHIFT:  a B operand whose row i is contiguous at p + offs[i] (a stride-1
  *          convolution over a zero-padded image: every row of the patch
  *          matrix is a shifted view of the image). Read in place, never
- *          packed. As B, the memory must extend NR elements past the last
- *          column of every row; as A, offs must have m rounded up to MR
- *          entries. */
+ *          packed; the memory must extend NR elements past the last column
+ *          of every row.
+ *  GATHER: an A operand read in place, element (i, j) at p[offs[i] + doffs[j]]
+ *          (the patch matrix of a zero-padded batch of images: one offset per
+ *          output pixel and one per tap, or the transpose). offs must have m
+ *          rounded up to MR entries. */
 typedef struct {
     int kind;
     int trans;
@@ -52,16 +55,20 @@ typedef struct {
     long rs, cs;
     fc_conv_geom g;
     const long *offs;
+    const long *doffs;
 } fc_view;
 
-/* Applied to the finished product: add bias (per row or per column), then
- * ReLU / LeakyReLU. With wrap > 0 the columns of the product come in blocks
- * of wrap, of which only the first keep are stored: column j is stored at
- * column (j / wrap) * bstride + j % wrap of C (bstride 0 means keep). A
- * stride-1 convolution computed over a padded image width is written straight
- * into its output this way (bstride = keep = Q), and so is a product whose
- * columns run over several images (wrap = keep = pixels per image, bstride =
- * the image stride of the output). */
+/* Where the product goes, and what is applied to it once finished: add bias
+ * (per row or per column), then ReLU / LeakyReLU.
+ *
+ * C is row-major (element (i, j) at C[i * ldc + map(j)]) or, with trans = 1,
+ * column-major (element (i, j) at C[j * ldc + map(i)]). The map is the
+ * identity unless wrap > 0: then indices come in blocks of wrap, of which
+ * only the first keep are stored, index x at (x / wrap) * bstride + x % wrap
+ * (bstride 0 means keep). A stride-1 convolution computed over a padded image
+ * width is written straight into its output this way (bstride = keep = Q), and
+ * so is a product whose rows or columns run over the pixels of several images
+ * (wrap = keep = pixels per image, bstride = the image stride of the output). */
 typedef struct {
     int bias_mode;
     const void *bias;
@@ -69,19 +76,25 @@ typedef struct {
     double slope;
     int wrap, keep;
     long bstride;
+    int trans;
 } fc_epilogue;
 
 /* Largest micro-tile width of any kernel (lanes of one tile row). */
 #define FC_MAX_NR 32
 
-/* How a micro-kernel finishes its tile. Row i (< mr) of the tile is row
- * row0 + i of C, at c + i * ldc. Its lanes come in nseg runs: lanes
- * lo[s] <= j < hi[s] are stored at column col[s] + j; lanes outside every
- * run are dropped. Each stored value is alpha * acc + beta * C (C not read
- * when beta is 0), then, when e is not NULL, the bias and the activation of e
- * (bias row row0 + i, or bias column col[s] + j). */
+/* How a micro-kernel finishes its tile: rows i < mr (row row0 + i of the
+ * product), lanes j < nr (column lane0 + j).
+ *  trans = 0: row i at c + i * ldc; its lanes come in nseg runs, lanes
+ *             lo[s] <= j < hi[s] stored at c + i * ldc + col[s] + j; lanes
+ *             outside every run are dropped.
+ *  trans = 1: lane j at c + j * ldc; the rows come in runs, rows
+ *             lo[s] <= i < hi[s] stored at c + j * ldc + col[s] + i.
+ * Each stored value is alpha * acc + beta * C (C not read when beta is 0),
+ * then, when e is not NULL, the bias and the activation of e (bias row
+ * row0 + i, or bias column lane0 + j for trans = 1 and col[s] + j otherwise). */
 typedef struct {
-    int mr, nr, nseg, row0;
+    int mr, nr, nseg, row0, trans;
+    long lane0;
     double alpha, beta;
     const fc_epilogue *e;
     int lo[FC_MAX_NR], hi[FC_MAX_NR];
@@ -89,8 +102,8 @@ typedef struct {
 } fc_tile;
 
 /* Micro-kernels: acc (MR x NR) = A panel . B panel over depth k, finished
- * into C as t says. c points at column 0 of C's row row0. A comes packed (row
- * i of step p at a[p * MR + i]) or in place (at a[aoff[i] + p]); B packed (row
+ * into C as t says (c: see fc_tile). A comes packed (row i of step p at
+ * a[p * MR + i]) or gathered in place (at a[aoff[i] + doff[p]]); B packed (row
  * p at b + p * NR) or in place (at b + boff[p]). */
 typedef void (*fc_ukr_s_t)(long k, const float *a, const float *b, float *c, long ldc,
                            const fc_tile *t);
@@ -100,13 +113,13 @@ typedef void (*fc_ukri_s_t)(long k, const float *a, const float *b, const long *
                             long ldc, const fc_tile *t);
 typedef void (*fc_ukri_d_t)(long k, const double *a, const double *b, const long *boff, double *c,
                             long ldc, const fc_tile *t);
-typedef void (*fc_ukra_s_t)(long k, const float *a, const long *aoff, const float *b, float *c,
-                            long ldc, const fc_tile *t);
-typedef void (*fc_ukra_d_t)(long k, const double *a, const long *aoff, const double *b, double *c,
-                            long ldc, const fc_tile *t);
+typedef void (*fc_ukrg_s_t)(long k, const float *a, const long *aoff, const long *doff,
+                            const float *b, float *c, long ldc, const fc_tile *t);
+typedef void (*fc_ukrg_d_t)(long k, const double *a, const long *aoff, const long *doff,
+                            const double *b, double *c, long ldc, const fc_tile *t);
 
 /* One instruction set's micro-kernels and cache blocking: B packed (ukr),
- * B rows in place (ukri), A rows in place (ukra); depth, row and column
+ * B rows in place (ukri), A gathered in place (ukrg); depth, row and column
  * blocks (kc, mc, nc) per element type. */
 typedef struct {
     int isa;
@@ -117,8 +130,8 @@ typedef struct {
     fc_ukr_d_t ukr_d;
     fc_ukri_s_t ukri_s;
     fc_ukri_d_t ukri_d;
-    fc_ukra_s_t ukra_s;
-    fc_ukra_d_t ukra_d;
+    fc_ukrg_s_t ukrg_s;
+    fc_ukrg_d_t ukrg_d;
     float (*dot_s)(const float *a, const float *b, int k);
     double (*dot_d)(const double *a, const double *b, int k);
 } fc_kernel_info;
@@ -181,10 +194,10 @@ void fc_aligned_free(void *p);
                            long ldc, const fc_tile *t);                                         \
     void fc_ukri_##isa##_d(long k, const double *a, const double *b, const long *boff, double *c, \
                            long ldc, const fc_tile *t);                                         \
-    void fc_ukra_##isa##_s(long k, const float *a, const long *aoff, const float *b, float *c,    \
-                           long ldc, const fc_tile *t);                                         \
-    void fc_ukra_##isa##_d(long k, const double *a, const long *aoff, const double *b, double *c, \
-                           long ldc, const fc_tile *t);
+    void fc_ukrg_##isa##_s(long k, const float *a, const long *aoff, const long *doff,            \
+                           const float *b, float *c, long ldc, const fc_tile *t);               \
+    void fc_ukrg_##isa##_d(long k, const double *a, const long *aoff, const long *doff,           \
+                           const double *b, double *c, long ldc, const fc_tile *t);
 FC_UKR_DECL(generic)
 FC_UKR_DECL(avx2)
 FC_UKR_DECL(avx512)

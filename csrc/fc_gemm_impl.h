@@ -36,11 +36,12 @@ static int FN(epilogue_active)(const fc_epilogue *e)
     return e != NULL && (e->bias_mode != FC_BIAS_NONE || e->act != FC_ACT_NONE);
 }
 
-/* The runs of a tile whose lanes are product columns col0 .. col0 + nr - 1,
- * under the column map of e (none: one run, lane j at column col0 + j). */
-static void FN(panel_runs)(fc_tile *t, long col0, int nr, const fc_epilogue *e)
+/* The runs of the product indices x0 .. x0 + n - 1 (a tile's columns, or its
+ * rows when C is column-major) under the map of e (none: one run, index
+ * x0 + j at j + x0). */
+static void FN(tile_runs)(fc_tile *t, long x0, int nr, const fc_epilogue *e)
 {
-    t->nr = nr;
+    const long col0 = x0;
     if (e == NULL || e->wrap <= 0) {
         t->nseg = 1;
         t->lo[0] = 0;
@@ -121,10 +122,12 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
     const int has_epi = FN(epilogue_active)(epi);
     const int prepacked = A->kind == FC_VIEW_PACKED;
     const int shifted = B->kind == FC_VIEW_SHIFT;
-    const int a_inplace = A->kind == FC_VIEW_SHIFT;
+    const int gathered = A->kind == FC_VIEW_GATHER;
+    const int trans = epi != NULL && epi->trans;
     void (*ukr)(long, const T *, const T *, T *, long, const fc_tile *) = FN(KUKR)(ki);
     void (*ukri)(long, const T *, const T *, const long *, T *, long, const fc_tile *) = FN(KUKRI)(ki);
-    void (*ukra)(long, const T *, const long *, const T *, T *, long, const fc_tile *) = FN(KUKRA)(ki);
+    void (*ukrg)(long, const T *, const long *, const long *, const T *, T *, long,
+                 const fc_tile *) = FN(KUKRG)(ki);
 
     T *own = NULL;
     if (ws == NULL) {
@@ -150,6 +153,7 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
         T *apack = thread_ws + (long)tid * a_elems;
         fc_tile tile;
         tile.alpha = (double)alpha;
+        tile.trans = trans;
         for (int jc = 0; jc < n; jc += NC) {
             const int nc = n - jc < NC ? n - jc : NC;
             const int npanels = (nc + NR - 1) / NR;
@@ -180,7 +184,7 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
                     const T *ablk = NULL;
                     if (prepacked) {
                         ablk = (const T *)A->p + (long)pc * mpad + (long)ic * kc;
-                    } else if (!a_inplace) {
+                    } else if (!gathered) {
                         if (ic != packed_ic) {
                             FN(fc_pack)(A, ic, mc, pc, kc, MR, apack);
                             packed_ic = ic;
@@ -191,19 +195,24 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
                     const int jp1 = (int)((long)(js + 1) * npanels / n_js);
                     for (int jp = jp0; jp < jp1; jp++) {
                         const int j = jp * NR;
-                        FN(panel_runs)(&tile, (long)jc + j, nc - j < NR ? nc - j : NR, epi);
+                        tile.nr = nc - j < NR ? nc - j : NR;
+                        tile.lane0 = (long)jc + j;
+                        if (!trans) FN(tile_runs)(&tile, (long)jc + j, tile.nr, epi);
                         const T *bp = shifted ? (const T *)B->p + jc + j : bpack + (long)jp * kc * NR;
                         const long *boff = shifted ? B->offs + pc : NULL;
                         for (int ir = 0; ir < mc; ir += MR) {
                             tile.mr = mc - ir < MR ? mc - ir : MR;
                             tile.row0 = ic + ir;
-                            T *crow = C + (long)(ic + ir) * ldc;
-                            if (a_inplace)
-                                ukra(kc, (const T *)A->p + pc, A->offs + ic + ir, bp, crow, ldc, &tile);
+                            /* row-major: C's row of the tile; column-major: its first column */
+                            T *ct = trans ? C + ((long)jc + j) * ldc : C + (long)(ic + ir) * ldc;
+                            if (trans) FN(tile_runs)(&tile, (long)ic + ir, tile.mr, epi);
+                            if (gathered)
+                                ukrg(kc, (const T *)A->p, A->offs + ic + ir, A->doffs + pc, bp, ct, ldc,
+                                     &tile);
                             else if (shifted)
-                                ukri(kc, ablk + (long)(ir / MR) * kc * MR, bp, boff, crow, ldc, &tile);
+                                ukri(kc, ablk + (long)(ir / MR) * kc * MR, bp, boff, ct, ldc, &tile);
                             else
-                                ukr(kc, ablk + (long)(ir / MR) * kc * MR, bp, crow, ldc, &tile);
+                                ukr(kc, ablk + (long)(ir / MR) * kc * MR, bp, ct, ldc, &tile);
                         }
                     }
                 }

@@ -37,8 +37,40 @@ FN(store_run)(T *restrict dst, const T *restrict src, int n, T alpha, const int 
     default: FC_RUN_ACT(M, FC_BIAS_NONE) break;                                                \
     }
 
+/* A column-major tile (t->trans): each lane is a column of C, its rows in runs. */
+static void FN(tile_store_trans)(T *c, long ldc, const T *acc, int ldt, const fc_tile *t)
+{
+    const fc_epilogue *e = t->e;
+    const T *bias = e ? (const T *)e->bias : NULL;
+    const int bmode = e && bias ? e->bias_mode : FC_BIAS_NONE;
+    const int act = e ? e->act : FC_ACT_NONE;
+    const T slope = e ? (T)e->slope : (T)0;
+    const T alpha = (T)t->alpha, beta = (T)t->beta;
+    for (int j = 0; j < t->nr; j++) {
+        T *cj = c + (long)j * ldc;
+        for (int s = 0; s < t->nseg; s++) {
+            const int hi = t->hi[s] < t->mr ? t->hi[s] : t->mr;
+            for (int i = t->lo[s]; i < hi; i++) {
+                T *dst = cj + t->col[s] + i;
+                T v = acc[(long)i * ldt + j] * alpha;
+                if (beta == 1) v = *dst + v;
+                else if (beta != 0) v = beta * *dst + v;
+                if (bmode == FC_BIAS_ROW) v += bias[t->row0 + i];
+                else if (bmode == FC_BIAS_COL) v += bias[t->lane0 + j];
+                if (act == FC_ACT_RELU) v = v < 0 ? (T)0 : v;
+                else if (act == FC_ACT_LEAKY) v = v < 0 ? v * slope : v;
+                *dst = v;
+            }
+        }
+    }
+}
+
 void FN(tile_store)(T *c, long ldc, const T *acc, int ldt, const fc_tile *t)
 {
+    if (t->trans) {
+        FN(tile_store_trans)(c, ldc, acc, ldt, t);
+        return;
+    }
     const fc_epilogue *e = t->e;
     const T *bias = e ? (const T *)e->bias : NULL;
     const int bmode = e && bias ? e->bias_mode : FC_BIAS_NONE;

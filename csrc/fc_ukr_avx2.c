@@ -51,21 +51,23 @@ finish_d(double *dst, __m256d v, double alpha, double beta, int bmode, double bs
 #define ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
 
 /* BROW: B row p; LOADB: aligned (packed) or unaligned (in place) load;
- * AMODE: PACKED (row i of step p at a + i, then a advances by MR) or INPLACE
- * (at a<i> + p, row pointers set up by A_ROWS). */
+ * AMODE: PACKED (row i of step p at a + i, then a advances by MR) or GATHER
+ * (at a<i> + doff[p], row pointers set up by A_ROWS). */
 #define KERNEL(T, VT, P, W, MR, NR, STORE_SLOW, BROW, LOADB, AMODE)                        \
     VT c00 = P(setzero)(), c01 = P(setzero)(), c10 = P(setzero)(), c11 = P(setzero)();         \
     VT c20 = P(setzero)(), c21 = P(setzero)(), c30 = P(setzero)(), c31 = P(setzero)();         \
     VT c40 = P(setzero)(), c41 = P(setzero)(), c50 = P(setzero)(), c51 = P(setzero)();         \
     _Pragma("GCC unroll 4")                                                                    \
     for (long p = 0; p < k; p++) {                                                             \
+        PRE_##AMODE                                                                            \
         const T *bp = (BROW);                                                                  \
         const VT b0 = LOADB(bp), b1 = LOADB(bp + W);                                           \
         VT ai;                                                                                 \
         ROWS6(FMA_ROW_##AMODE)                                                                 \
         ADV_##AMODE;                                                                           \
     }                                                                                          \
-    if (t->mr == MR && t->nr == NR && t->nseg == 1 && t->lo[0] == 0 && t->hi[0] >= NR) {       \
+    if (!t->trans && t->mr == MR && t->nr == NR && t->nseg == 1 && t->lo[0] == 0                \
+        && t->hi[0] >= NR) {                                                                   \
         const fc_epilogue *e = t->e;                                                           \
         const T *bias = e ? (const T *)e->bias : NULL;                                         \
         const int bmode = e && bias ? e->bias_mode : FC_BIAS_NONE;                             \
@@ -86,7 +88,7 @@ finish_d(double *dst, __m256d v, double alpha, double beta, int bmode, double bs
     c##i##0 = PB(fmadd)(ai, b0, c##i##0);                                                      \
     c##i##1 = PB(fmadd)(ai, b1, c##i##1);
 #define FMA_ROW_PACKED(i) FMA_ROW(i, a + (i))
-#define FMA_ROW_INPLACE(i) FMA_ROW(i, a##i + p)
+#define FMA_ROW_GATHER(i) FMA_ROW(i, a##i + d)
 #define FIN_ROW(i)                                                                             \
     {                                                                                          \
         const TB bs = bmode == FC_BIAS_ROW ? bias[t->row0 + i] : (TB)0;                        \
@@ -96,8 +98,10 @@ finish_d(double *dst, __m256d v, double alpha, double beta, int bmode, double bs
     }
 #define SPILL_ROW(i) tile[2 * i] = c##i##0; tile[2 * i + 1] = c##i##1;
 
+#define PRE_PACKED
+#define PRE_GATHER const long d = doff[p];
 #define ADV_PACKED a += 6
-#define ADV_INPLACE
+#define ADV_GATHER
 #define A_ROWS(T) const T *a0 = a + aoff[0], *a1 = a + aoff[1], *a2 = a + aoff[2], \
     *a3 = a + aoff[3], *a4 = a + aoff[4], *a5 = a + aoff[5];
 
@@ -120,11 +124,11 @@ void fc_ukri_avx2_s(long k, const float *a, const float *b, const long *boff, fl
     KERNEL(float, __m256, V, 8, 6, 16, fc_tile_store_avx2_s, b + boff[p], V(loadu), PACKED)
 }
 
-void fc_ukra_avx2_s(long k, const float *a, const long *aoff, const float *b, float *c, long ldc,
-                    const fc_tile *t)
+void fc_ukrg_avx2_s(long k, const float *a, const long *aoff, const long *doff, const float *b,
+                    float *c, long ldc, const fc_tile *t)
 {
     A_ROWS(float)
-    KERNEL(float, __m256, V, 8, 6, 16, fc_tile_store_avx2_s, b + p * 16, V(load), INPLACE)
+    KERNEL(float, __m256, V, 8, 6, 16, fc_tile_store_avx2_s, b + p * 16, V(load), GATHER)
 }
 
 #undef PB
@@ -151,11 +155,11 @@ void fc_ukri_avx2_d(long k, const double *a, const double *b, const long *boff, 
     KERNEL(double, __m256d, VD, 4, 6, 8, fc_tile_store_avx2_d, b + boff[p], VD(loadu), PACKED)
 }
 
-void fc_ukra_avx2_d(long k, const double *a, const long *aoff, const double *b, double *c,
-                    long ldc, const fc_tile *t)
+void fc_ukrg_avx2_d(long k, const double *a, const long *aoff, const long *doff, const double *b,
+                    double *c, long ldc, const fc_tile *t)
 {
     A_ROWS(double)
-    KERNEL(double, __m256d, VD, 4, 6, 8, fc_tile_store_avx2_d, b + p * 8, VD(load), INPLACE)
+    KERNEL(double, __m256d, VD, 4, 6, 8, fc_tile_store_avx2_d, b + p * 8, VD(load), GATHER)
 }
 
 #undef PB

@@ -1,9 +1,11 @@
-/* AVX-512F micro-kernels: float 8 x 32, double 8 x 16 (16 accumulators of
- * two vectors per row), A packed or read in place, B packed or read in place.
- * Tiles are finished from registers (scaling, bias, activation): one store
- * per vector for a whole tile, masked stores for partial tiles and for the
- * runs of a column map.
- * Compiled with -mavx512f -mavx512dq -mfma; only called when the CPU has them. */
+/* AVX-512 micro-kernels: float 8 x 32, double 8 x 16 (16 accumulators of
+ * two vectors per row), A packed or gathered in place, B packed or read in
+ * place. Tiles are finished from registers (scaling, bias, activation): one
+ * store per vector for a whole row-major tile, masked stores for partial
+ * tiles and for the runs of a column map; a column-major tile is transposed
+ * in registers and stored a column (8 rows) at a time.
+ * Compiled with -mavx512f -mavx512dq -mavx512vl -mfma; only called when the
+ * CPU has them. */
 #include "fc_gemm.h"
 
 #if FC_X86
@@ -11,6 +13,7 @@
 
 #define V(op) _mm512_##op##_ps
 #define VD(op) _mm512_##op##_pd
+#define V8(op) _mm256_##op##_ps
 
 /* ---------------------------------------------------------------- finishing */
 
@@ -45,6 +48,14 @@ finish_d(double *dst, __mmask8 m, __m512d v, double alpha, double beta, int bmod
     FINISH_BODY(_mm512_cmp_pd_mask, VD, __mmask8)
 }
 
+/* eight floats (one column of a column-major tile) */
+static inline __attribute__((always_inline)) void
+finish_s8(float *dst, __mmask8 m, __m256 v, float alpha, float beta, int bmode, float bs,
+          const float *bv, int act, float slope)
+{
+    FINISH_BODY(_mm256_cmp_ps_mask, V8, __mmask8)
+}
+
 /* The tile's epilogue parameters, unpacked once per tile. */
 #define TILE_PARAMS(T)                                                                         \
     const fc_epilogue *e = t->e;                                                               \
@@ -54,13 +65,99 @@ finish_d(double *dst, __mmask8 m, __m512d v, double alpha, double beta, int bmod
     const T slope = e ? (T)e->slope : (T)0;                                                    \
     const T alpha = (T)t->alpha, beta = (T)t->beta;
 
+/* ------------------------------------------------------- column-major tiles */
+
+/* rows r0..r7 of 16 floats -> out[j] = column j (8 floats), j < 16 */
+static inline __attribute__((always_inline)) void
+transpose_8x16_s(__m512 r0, __m512 r1, __m512 r2, __m512 r3, __m512 r4, __m512 r5, __m512 r6,
+                 __m512 r7, __m256 *out)
+{
+    const __m512 t0 = _mm512_unpacklo_ps(r0, r1), t1 = _mm512_unpackhi_ps(r0, r1);
+    const __m512 t2 = _mm512_unpacklo_ps(r2, r3), t3 = _mm512_unpackhi_ps(r2, r3);
+    const __m512 t4 = _mm512_unpacklo_ps(r4, r5), t5 = _mm512_unpackhi_ps(r4, r5);
+    const __m512 t6 = _mm512_unpacklo_ps(r6, r7), t7 = _mm512_unpackhi_ps(r6, r7);
+    /* u[q] (q < 4): rows 0-3 of column 4L + q in 128-bit lane L; u[q + 4]: rows 4-7 */
+    const __m512 u[8] = {
+        _mm512_shuffle_ps(t0, t2, 0x44), _mm512_shuffle_ps(t0, t2, 0xEE),
+        _mm512_shuffle_ps(t1, t3, 0x44), _mm512_shuffle_ps(t1, t3, 0xEE),
+        _mm512_shuffle_ps(t4, t6, 0x44), _mm512_shuffle_ps(t4, t6, 0xEE),
+        _mm512_shuffle_ps(t5, t7, 0x44), _mm512_shuffle_ps(t5, t7, 0xEE)};
+    for (int q = 0; q < 4; q++) {
+        const __m512 lo = _mm512_shuffle_f32x4(u[q], u[q + 4], 0x44);
+        const __m512 hi = _mm512_shuffle_f32x4(u[q], u[q + 4], 0xEE);
+        out[q] = _mm512_castps512_ps256(_mm512_shuffle_f32x4(lo, lo, 0x88));
+        out[4 + q] = _mm512_castps512_ps256(_mm512_shuffle_f32x4(lo, lo, 0xDD));
+        out[8 + q] = _mm512_castps512_ps256(_mm512_shuffle_f32x4(hi, hi, 0x88));
+        out[12 + q] = _mm512_castps512_ps256(_mm512_shuffle_f32x4(hi, hi, 0xDD));
+    }
+}
+
+/* rows r0..r7 of 8 doubles -> out[j] = column j (8 doubles) */
+static inline __attribute__((always_inline)) void
+transpose_8x8_d(__m512d r0, __m512d r1, __m512d r2, __m512d r3, __m512d r4, __m512d r5,
+                __m512d r6, __m512d r7, __m512d *out)
+{
+    const __m512d t[8] = {
+        _mm512_unpacklo_pd(r0, r1), _mm512_unpackhi_pd(r0, r1),
+        _mm512_unpacklo_pd(r2, r3), _mm512_unpackhi_pd(r2, r3),
+        _mm512_unpacklo_pd(r4, r5), _mm512_unpackhi_pd(r4, r5),
+        _mm512_unpacklo_pd(r6, r7), _mm512_unpackhi_pd(r6, r7)};
+    for (int o = 0; o < 2; o++) {   /* even (o = 0) and odd columns */
+        const __m512d x0 = _mm512_shuffle_f64x2(t[o], t[2 + o], 0x44);
+        const __m512d x1 = _mm512_shuffle_f64x2(t[4 + o], t[6 + o], 0x44);
+        const __m512d x2 = _mm512_shuffle_f64x2(t[o], t[2 + o], 0xEE);
+        const __m512d x3 = _mm512_shuffle_f64x2(t[4 + o], t[6 + o], 0xEE);
+        out[o] = _mm512_shuffle_f64x2(x0, x1, 0x88);
+        out[2 + o] = _mm512_shuffle_f64x2(x0, x1, 0xDD);
+        out[4 + o] = _mm512_shuffle_f64x2(x2, x3, 0x88);
+        out[6 + o] = _mm512_shuffle_f64x2(x2, x3, 0xDD);
+    }
+}
+
+/* Row masks (8 rows) of the runs of a column-major tile. */
+static inline int trans_masks(const fc_tile *t, __mmask8 *m)
+{
+    for (int s = 0; s < t->nseg; s++) {
+        const int lo = t->lo[s], hi = t->hi[s] < t->mr ? t->hi[s] : t->mr;
+        m[s] = hi <= lo ? 0 : (__mmask8)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+    }
+    return t->nseg;
+}
+
+/* In a column-major tile a row bias is a vector (one value per row) and a
+ * column bias one value per stored vector. */
+#define TRANS_STORE(T, FIN, cols)                                                              \
+    TILE_PARAMS(T)                                                                             \
+    __mmask8 m[FC_MAX_NR];                                                                     \
+    const int nseg = trans_masks(t, m);                                                        \
+    const int vmode = bmode == FC_BIAS_ROW ? FC_BIAS_COL                                       \
+                    : bmode == FC_BIAS_COL ? FC_BIAS_ROW : FC_BIAS_NONE;                       \
+    const T *bv = bmode == FC_BIAS_ROW ? bias + t->row0 : NULL;                                \
+    for (int j = 0; j < t->nr; j++) {                                                          \
+        T *cj = c + (long)j * ldc;                                                             \
+        const T bs = bmode == FC_BIAS_COL ? bias[t->lane0 + j] : (T)0;                         \
+        for (int s = 0; s < nseg; s++)                                                         \
+            if (m[s])                                                                          \
+                FIN(cj + t->col[s], m[s], cols[j], alpha, beta, vmode, bs, bv, act, slope);    \
+    }
+
+static void trans_store_s(float *c, long ldc, const __m256 *cols, const fc_tile *t)
+{
+    TRANS_STORE(float, finish_s8, cols)
+}
+
+static void trans_store_d(double *c, long ldc, const __m512d *cols, const fc_tile *t)
+{
+    TRANS_STORE(double, finish_d, cols)
+}
+
 /* ------------------------------------------------------------------ kernels */
 
 #define ROWS8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
 /* The body of every kernel. BROW: B row p; LOADB: aligned (packed) or
  * unaligned (in place) load; AMODE: PACKED (row i of step p at a[i], then a
- * advances by MR) or INPLACE (at a<i>[p], row pointers set up by A_ROWS). */
+ * advances by MR) or GATHER (at a<i>[doff[p]], row pointers set up by A_ROWS). */
 #define KERNEL(T, VT, P, W, MR, NR, MT, BROW, LOADB, AMODE)                                 \
     VT c00 = P(setzero)(), c01 = P(setzero)(), c10 = P(setzero)(), c11 = P(setzero)();         \
     VT c20 = P(setzero)(), c21 = P(setzero)(), c30 = P(setzero)(), c31 = P(setzero)();         \
@@ -68,13 +165,16 @@ finish_d(double *dst, __mmask8 m, __m512d v, double alpha, double beta, int bmod
     VT c60 = P(setzero)(), c61 = P(setzero)(), c70 = P(setzero)(), c71 = P(setzero)();         \
     _Pragma("GCC unroll 2")                                                                    \
     for (long p = 0; p < k; p++) {                                                             \
+        PRE_##AMODE                                                                            \
         const T *bp = (BROW);                                                                  \
         const VT b0 = LOADB(bp), b1 = LOADB(bp + W);                                           \
         VT ai;                                                                                 \
         ROWS8(FMA_ROW_##AMODE)                                                                 \
         ADV_##AMODE;                                                                           \
     }                                                                                          \
-    if (t->mr == MR && t->nr == NR && t->nseg == 1 && t->lo[0] == 0 && t->hi[0] >= NR) {       \
+    if (t->trans) {                                                                            \
+        TRANS_##T                                                                              \
+    } else if (t->mr == MR && t->nr == NR && t->nseg == 1 && t->lo[0] == 0 && t->hi[0] >= NR) { \
         TILE_PARAMS(T)                                                                         \
         T *c0 = c + t->col[0];                                                                 \
         const T *bv = bmode == FC_BIAS_COL ? bias + t->col[0] : NULL;                          \
@@ -99,7 +199,7 @@ finish_d(double *dst, __mmask8 m, __m512d v, double alpha, double beta, int bmod
     c##i##0 = PB(fmadd)(ai, b0, c##i##0);                                                      \
     c##i##1 = PB(fmadd)(ai, b1, c##i##1);
 #define FMA_ROW_PACKED(i) FMA_ROW(i, a[i])
-#define FMA_ROW_INPLACE(i) FMA_ROW(i, a##i[p])
+#define FMA_ROW_GATHER(i) FMA_ROW(i, a##i[d])
 #define FIN_ROW(i)                                                                             \
     {                                                                                          \
         const TB bs = bmode == FC_BIAS_ROW ? bias[t->row0 + i] : (TB)0;                        \
@@ -121,8 +221,47 @@ finish_d(double *dst, __mmask8 m, __m512d v, double alpha, double beta, int bmod
         }                                                                                      \
     }
 
+#define PRE_PACKED
+#define PRE_GATHER const long d = doff[p];
 #define ADV_PACKED a += 8
-#define ADV_INPLACE
+#define ADV_GATHER
+
+/* column-major finishing: transpose, then store a column at a time */
+#define TRANS_float                                                                            \
+    {                                                                                          \
+        __m256 cols[32];                                                                       \
+        transpose_8x16_s(c00, c10, c20, c30, c40, c50, c60, c70, cols);                        \
+        transpose_8x16_s(c01, c11, c21, c31, c41, c51, c61, c71, cols + 16);                   \
+        if (TRANS_WHOLE(8, 32)) {                                                              \
+            TRANS_WHOLE_STORE(float, finish_s8, 32)                                            \
+        } else {                                                                               \
+            trans_store_s(c, ldc, cols, t);                                                    \
+        }                                                                                      \
+    }
+#define TRANS_double                                                                           \
+    {                                                                                          \
+        __m512d cols[16];                                                                      \
+        transpose_8x8_d(c00, c10, c20, c30, c40, c50, c60, c70, cols);                         \
+        transpose_8x8_d(c01, c11, c21, c31, c41, c51, c61, c71, cols + 8);                     \
+        if (TRANS_WHOLE(8, 16)) {                                                              \
+            TRANS_WHOLE_STORE(double, finish_d, 16)                                            \
+        } else {                                                                               \
+            trans_store_d(c, ldc, cols, t);                                                    \
+        }                                                                                      \
+    }
+/* a whole column-major tile: every column stored unmasked from registers */
+#define TRANS_WHOLE(MR, NR)                                                                    \
+    (t->mr == MR && t->nr == NR && t->nseg == 1 && t->lo[0] == 0 && t->hi[0] >= MR)
+#define TRANS_WHOLE_STORE(T, FIN, NR)                                                          \
+    TILE_PARAMS(T)                                                                             \
+    T *c0 = c + t->col[0];                                                                     \
+    const int vmode = bmode == FC_BIAS_ROW ? FC_BIAS_COL                                       \
+                    : bmode == FC_BIAS_COL ? FC_BIAS_ROW : FC_BIAS_NONE;                       \
+    const T *bv = bmode == FC_BIAS_ROW ? bias + t->row0 : NULL;                                \
+    _Pragma("GCC unroll 32")                                                                   \
+    for (int j = 0; j < NR; j++)                                                               \
+        FIN(c0 + (long)j * ldc, 0xFF, cols[j], alpha, beta, vmode,                             \
+            bmode == FC_BIAS_COL ? bias[t->lane0 + j] : (T)0, bv, act, slope);
 #define A_ROWS const float *a0 = a + aoff[0], *a1 = a + aoff[1], *a2 = a + aoff[2], \
     *a3 = a + aoff[3], *a4 = a + aoff[4], *a5 = a + aoff[5], *a6 = a + aoff[6], *a7 = a + aoff[7];
 #define A_ROWS_D const double *a0 = a + aoff[0], *a1 = a + aoff[1], *a2 = a + aoff[2], \
@@ -145,11 +284,11 @@ void fc_ukri_avx512_s(long k, const float *a, const float *b, const long *boff, 
     KERNEL(float, __m512, V, 16, 8, 32, __mmask16, b + boff[p], V(loadu), PACKED)
 }
 
-void fc_ukra_avx512_s(long k, const float *a, const long *aoff, const float *b, float *c, long ldc,
-                      const fc_tile *t)
+void fc_ukrg_avx512_s(long k, const float *a, const long *aoff, const long *doff, const float *b,
+                      float *c, long ldc, const fc_tile *t)
 {
     A_ROWS
-    KERNEL(float, __m512, V, 16, 8, 32, __mmask16, b + p * 32, V(load), INPLACE)
+    KERNEL(float, __m512, V, 16, 8, 32, __mmask16, b + p * 32, V(load), GATHER)
 }
 
 #undef PB
@@ -174,11 +313,11 @@ void fc_ukri_avx512_d(long k, const double *a, const double *b, const long *boff
     KERNEL(double, __m512d, VD, 8, 8, 16, __mmask8, b + boff[p], VD(loadu), PACKED)
 }
 
-void fc_ukra_avx512_d(long k, const double *a, const long *aoff, const double *b, double *c,
-                      long ldc, const fc_tile *t)
+void fc_ukrg_avx512_d(long k, const double *a, const long *aoff, const long *doff, const double *b,
+                      double *c, long ldc, const fc_tile *t)
 {
     A_ROWS_D
-    KERNEL(double, __m512d, VD, 8, 8, 16, __mmask8, b + p * 16, VD(load), INPLACE)
+    KERNEL(double, __m512d, VD, 8, 8, 16, __mmask8, b + p * 16, VD(load), GATHER)
 }
 
 #undef PB

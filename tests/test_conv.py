@@ -36,6 +36,20 @@ CASES = {
     "dcgan_4x4_s2": (3, 16, 8, 8, 8, 4, 4, 2, 1, 1, 1),
     "dcgan_4x4_s2_c32": (2, 32, 8, 8, 64, 4, 4, 2, 1, 1, 1),
     "k2_s2_groups": (2, 6, 9, 7, 4, 2, 2, 2, 0, 1, 2),
+    # shapes of the pixel-major kernels (16+ channels a group): tiles of pixels that
+    # straddle images, channel counts off every tile width, all strides and dilations
+    "pm_3x3_odd": (2, 17, 7, 6, 20, 3, 3, 1, 1, 1, 1),
+    "pm_k4_s2_odd": (3, 16, 9, 11, 33, 4, 4, 2, 1, 1, 1),
+    "pm_stride_gt_kernel": (2, 20, 10, 10, 40, 2, 2, 3, 0, 1, 1),
+    "pm_k3_s2": (2, 16, 8, 8, 16, 3, 3, 2, 1, 1, 1),
+    "pm_dilation2": (2, 16, 11, 9, 24, 3, 3, 1, 2, 2, 1),
+    "pm_dilation2_stride2": (2, 16, 13, 12, 16, 3, 3, 2, 2, 2, 1),
+    "pm_groups2": (2, 32, 6, 7, 40, 3, 3, 1, 1, 1, 2),
+    "pm_nonsquare": (2, 16, 9, 14, 24, 3, 5, (2, 1), (1, 2), 1, 1),
+    "pm_pointwise": (3, 40, 5, 5, 36, 1, 1, 1, 0, 1, 1),
+    "pm_pad_gt_half_kernel": (1, 16, 5, 5, 16, 3, 3, 1, 3, 1, 1),
+    "pm_1x1image": (1, 24, 1, 1, 24, 3, 3, 1, 1, 1, 1),
+    "pm_wide": (2, 48, 6, 6, 96, 3, 3, 1, 1, 1, 1),
 }
 DTYPES = {"f64": (np.float64, 1e-9), "f32": (np.float32, 1e-4)}
 
@@ -185,6 +199,8 @@ SHAPES_FOR_THREADS = {
     "batch1": ((1, 16, 20, 20), (24, 16, 3, 3), 1, 1),
     "strided": ((5, 6, 15, 15), (12, 6, 4, 4), 2, 1),
     "tiny_c1": ((9, 1, 28, 28), (8, 1, 3, 3), 1, 1),
+    "pixel_major": ((6, 16, 9, 9), (32, 16, 4, 4), 2, 1),
+    "pixel_major_wide": ((4, 32, 8, 8), (40, 32, 3, 3), 1, 1),
 }
 
 
@@ -214,7 +230,10 @@ def test_bitwise_identical_for_any_thread_count(monkeypatch, name, dtype, rng):
 # than a tile (every tile spans rows), rows wide enough for whole tiles inside them,
 # and depths of several blocks (tiles merged into the output block after block)
 ISA_CASES = [((3, 5, 9, 9), (7, 5, 3, 3), None), ((2, 3, 20, 37), (4, 3, 3, 3), "relu"),
-             ((2, 70, 6, 40), (5, 70, 3, 3), "leaky_relu"), ((1, 2, 3, 50), (13, 2, 1, 5), None)]
+             ((2, 70, 6, 40), (5, 70, 3, 3), "leaky_relu"), ((1, 2, 3, 50), (13, 2, 1, 5), None),
+             # pixel-major: whole and partial tiles, column-major stores with bias and activation
+             ((3, 16, 6, 5), (33, 16, 3, 3), "leaky_relu"), ((2, 20, 9, 7), (24, 20, 3, 3), "relu"),
+             ((2, 40, 8, 8), (64, 40, 3, 3), None)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -105,6 +105,7 @@ cdef inline fc_epilogue row_epilogue(const void *bias, int act, double slope) no
     e.wrap = 0
     e.keep = 0
     e.bstride = 0
+    e.trans = 0
     return e
 
 
@@ -274,12 +275,266 @@ cdef int _forward(floating *x, floating *w, floating *bias, floating *y, Geom g,
     return rc
 
 
+# ---------------------------------------------------------------------------
+# pixel-major implicit GEMM: forward and weight gradient
+#
+# The rows of the forward product are output pixels (of all images), its
+# columns output channels and its depth the taps (c, r, s): A is the patch
+# matrix gathered in place from the input (zero-padded once per call), one
+# offset per pixel plus one per tap; B is the weight; tiles are stored
+# column-major, eight pixels of one channel at a time, straight into NCHW.
+# Any stride and dilation, no packed patches and no wasted products. The
+# weight gradient is the same gather with the roles of pixels and taps
+# exchanged: dW^T (taps x channels) = patches^T . dy^T.
+
+cdef inline bint pm_geom(int Cg, int Kg, int R, int S) noexcept nogil:
+    """Shapes the pixel-major formulation suits: enough channels for the tile
+    width and enough taps to amortise the transposed stores."""
+    return Kg >= 16 and Cg * R * S >= 32
+
+
+def pixel_major(int Cg, int Kg, int R, int S):
+    """Whether a convolution with these per-group shapes runs pixel-major."""
+    return pm_geom(Cg, Kg, R, S)
+
+
+ctypedef struct Padded:
+    int Hp, Wp            # extent of each padded plane
+    long plane, row       # elements per plane and per row
+    long img              # elements per image (all channels)
+    bint copy             # a zero-padded copy was made
+
+
+cdef Padded padded_geom(const Geom *g, bint force):
+    """The padded planes a convolution reads: just the extent its taps reach."""
+    cdef Padded pd
+    pd.Hp = (g.P - 1) * g.sh + (g.R - 1) * g.dh + 1
+    pd.Wp = (g.Q - 1) * g.sw + (g.S - 1) * g.dw + 1
+    pd.copy = force or g.ph != 0 or g.pw != 0 or pd.Hp > g.H or pd.Wp > g.W
+    if pd.copy:
+        pd.row = pd.Wp
+        pd.plane = <long>pd.Hp * pd.Wp
+    else:
+        pd.row = g.W
+        pd.plane = <long>g.H * g.W
+    pd.img = pd.plane * g.G * g.Cg
+    return pd
+
+
+cdef void _pad_planes(const floating *x, floating *xp, long nplanes, int H, int W, int Hp, int Wp,
+                      int top, int left, int n_threads) noexcept nogil:
+    """xp planes (Hp x Wp) = x planes (H x W) placed at (top, left), zero elsewhere
+    (cropped where the padded plane ends first)."""
+    cdef long t
+    cdef int hp, h, lead, n
+    cdef floating *row
+    cdef const floating *src
+    lead = left if left < Wp else Wp
+    n = W if W < Wp - lead else Wp - lead
+    if n < 0:
+        n = 0
+    for t in prange(nplanes, schedule='static', num_threads=n_threads):
+        src = x + t * H * W
+        for hp in range(Hp):
+            row = xp + (t * Hp + hp) * Wp
+            h = hp - top
+            if h < 0 or h >= H:
+                memset(row, 0, <size_t>Wp * sizeof(floating))
+                continue
+            memset(row, 0, <size_t>lead * sizeof(floating))
+            memcpy(row + lead, src + <long>h * W + (lead - left), <size_t>n * sizeof(floating))
+            memset(row + lead + n, 0, <size_t>(Wp - lead - n) * sizeof(floating))
+
+
+cdef cnp.ndarray pad_copy(cnp.ndarray x, int Hp, int Wp, int top, int left, int n_threads):
+    """A zero-padded copy of x (N, C, H, W): planes of Hp x Wp with x at (top, left)."""
+    cdef long nplanes = x.shape[0] * x.shape[1]
+    cdef int H = x.shape[2], W = x.shape[3]
+    cdef cnp.ndarray xp = np.empty((x.shape[0], x.shape[1], Hp, Wp), dtype=x.dtype)
+    if x.dtype == np.float32:
+        with nogil:
+            _pad_planes(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(xp), nplanes, H, W,
+                        Hp, Wp, top, left, n_threads)
+    else:
+        with nogil:
+            _pad_planes(<double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(xp), nplanes, H, W,
+                        Hp, Wp, top, left, n_threads)
+    return xp
+
+
+cdef cnp.ndarray pixel_offsets(const Geom *g, const Padded *pd):
+    """Offset of the first tap of every output pixel (n, oh, ow), then 16 zeros."""
+    cdef long npix = <long>g.N * g.P * g.Q, i = 0
+    cdef cnp.ndarray offs = np.zeros(npix + 16, dtype=np.int64)
+    cdef long *o = <long *>cnp.PyArray_DATA(offs)
+    cdef int n, oh, ow
+    for n in range(g.N):
+        for oh in range(g.P):
+            for ow in range(g.Q):
+                o[i] = n * pd.img + <long>oh * g.sh * pd.row + <long>ow * g.sw
+                i += 1
+    return offs
+
+
+cdef inline fc_view gather(const void *p, const long *offs, const long *doffs) noexcept nogil:
+    cdef fc_view v
+    memset(&v, 0, sizeof(v))
+    v.kind = FC_VIEW_GATHER
+    v.p = p
+    v.offs = offs
+    v.doffs = doffs
+    return v
+
+
+cdef int _forward_pm(const floating *xp, const floating *w, const floating *bias, floating *y,
+                     const Geom *g, const Padded *pd, int act, double slope, const long *poffs,
+                     const long *toffs, int n_threads) noexcept nogil:
+    cdef int crs = g.Cg * g.R * g.S, pq = g.P * g.Q, gi, rc = 0
+    cdef fc_view A, B
+    cdef fc_epilogue epi
+    for gi in range(g.G):
+        A = gather(xp + <long>gi * g.Cg * pd.plane, poffs, toffs)
+        # B (taps x channels): element (t, k) at w[k * crs + t]
+        B = dense(w + <long>gi * g.Kg * crs, 1, crs)
+        epi = row_epilogue((bias + <long>gi * g.Kg) if bias != NULL else NULL, act, slope)
+        if bias != NULL:
+            epi.bias_mode = FC_BIAS_COL
+        epi.trans = 1
+        epi.wrap = pq
+        epi.keep = pq
+        epi.bstride = <long>g.G * g.Kg * pq
+        rc |= gemm(y + <long>gi * g.Kg * pq, g.N * pq, g.Kg, crs, &A, &B, <floating>0, pq, &epi,
+                   n_threads, NULL)
+    return rc
+
+
+cdef object pm_prepare(cnp.ndarray x, const Geom *g, Padded *pd, int n_threads):
+    """(input planes the gathers read, pixel offsets, tap offsets) for a pixel-major call."""
+    pd[0] = padded_geom(g, False)
+    cdef cnp.ndarray xp = pad_copy(x, pd.Hp, pd.Wp, g.ph, g.pw, n_threads) if pd.copy else x
+    return xp, pixel_offsets(g, pd), shift_offsets(g, pd.Hp, <int>pd.row, pd.plane)
+
+
+cdef object conv2d_forward_pm(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, Geom g, int act,
+                              double slope, int n_threads):
+    cdef Padded pd
+    xp, poffs_arr, toffs_arr = pm_prepare(x, &g, &pd, n_threads)
+    cdef const long *poffs = <const long *>cnp.PyArray_DATA(poffs_arr)
+    cdef const long *toffs = <const long *>cnp.PyArray_DATA(toffs_arr)
+    cdef void *bp = NULL if bias is None else cnp.PyArray_DATA(bias)
+    cdef void *xpp = cnp.PyArray_DATA(xp)
+    cdef int rc
+    if x.dtype == np.float32:
+        with nogil:
+            rc = _forward_pm(<float *>xpp, <float *>cnp.PyArray_DATA(w), <float *>bp,
+                             <float *>cnp.PyArray_DATA(y), &g, &pd, act, slope, poffs, toffs,
+                             n_threads)
+    else:
+        with nogil:
+            rc = _forward_pm(<double *>xpp, <double *>cnp.PyArray_DATA(w), <double *>bp,
+                             <double *>cnp.PyArray_DATA(y), &g, &pd, act, slope, poffs, toffs,
+                             n_threads)
+    if rc:
+        raise MemoryError("fastcnn: out of memory in conv2d")
+    return y
+
+
+cdef void _to_pixel_major(const floating *dy, floating *out, int N, int K, long PQ,
+                          int n_threads) noexcept nogil:
+    """out[(n * PQ + q) * K + k] = dy[(n * K + k) * PQ + q], in blocks of 16 pixels."""
+    cdef long nb = (PQ + 15) // 16, t, q, q0, q1
+    cdef int n, k
+    cdef const floating *src
+    cdef floating *dst
+    for t in prange(<long>N * nb, schedule='static', num_threads=n_threads):
+        n = <int>(t // nb)
+        q0 = (t % nb) * 16
+        q1 = q0 + 16 if q0 + 16 < PQ else PQ
+        dst = out + <long>n * PQ * K
+        for k in range(K):
+            src = dy + (<long>n * K + k) * PQ
+            for q in range(q0, q1):
+                dst[q * K + k] = src[q]
+
+
+cdef int _backward_weight_pm(const floating *xp, const floating *dyT, floating *part,
+                             const Geom *g, const Padded *pd, const long *poffs,
+                             const long *toffs, int nchunks, int n_threads) noexcept nogil:
+    """dW (or per-chunk partials of it) as dW^T = patches^T . dy^T, stored column-major."""
+    cdef int crs = g.Cg * g.R * g.S, pq = g.P * g.Q, K = g.G * g.Kg
+    cdef int t, ch, gi, n0, n1, rc = 0
+    cdef fc_view A, B
+    cdef fc_epilogue epi = row_epilogue(NULL, 0, 0.0)
+    epi.trans = 1
+    if nchunks == 1:
+        for gi in range(g.G):
+            A = gather(xp + <long>gi * g.Cg * pd.plane, toffs, poffs)
+            B = dense(dyT + <long>gi * g.Kg, K, 1)
+            rc |= gemm(part + <long>gi * g.Kg * crs, crs, g.Kg, g.N * pq, &A, &B, <floating>0, crs,
+                       &epi, n_threads, NULL)
+        return rc
+    for t in prange(nchunks * g.G, schedule='static', num_threads=n_threads):
+        ch = t // g.G
+        gi = t % g.G
+        n0 = <int>((<long>ch * g.N) // nchunks)
+        n1 = <int>((<long>(ch + 1) * g.N) // nchunks)
+        A = gather(xp + <long>gi * g.Cg * pd.plane, toffs, poffs + <long>n0 * pq)
+        B = dense(dyT + <long>n0 * pq * K + <long>gi * g.Kg, K, 1)
+        rc |= gemm(part + (<long>ch * g.G + gi) * g.Kg * crs, crs, g.Kg, (n1 - n0) * pq, &A, &B,
+                   <floating>0, crs, &epi, 1, NULL)
+    return rc
+
+
+cdef object conv2d_backward_weight_pm(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, Geom g,
+                                      int n_threads):
+    cdef Padded pd
+    xp, poffs_arr, toffs_arr = pm_prepare(x, &g, &pd, n_threads)
+    cdef const long *poffs = <const long *>cnp.PyArray_DATA(poffs_arr)
+    cdef const long *toffs = <const long *>cnp.PyArray_DATA(toffs_arr)
+    cdef int crs = g.Cg * g.R * g.S, K = g.G * g.Kg
+    cdef long pq = <long>g.P * g.Q
+    # enough output tiles to share among threads, or chunks of images with
+    # partial sums added in a fixed order (by problem size only)
+    cdef int nchunks = 1 if (crs // 8) * ((g.Kg + 31) // 32) >= 16 else <int>min(g.N, 16)
+    cdef cnp.ndarray dyT = np.empty(<long>g.N * pq * K, dtype=x.dtype)
+    cdef cnp.ndarray part = dw if nchunks == 1 else np.empty(nchunks * <long>K * crs, dtype=x.dtype)
+    cdef void *xpp = cnp.PyArray_DATA(xp)
+    cdef int rc
+    if x.dtype == np.float32:
+        with nogil:
+            _to_pixel_major(<float *>cnp.PyArray_DATA(dy), <float *>cnp.PyArray_DATA(dyT), g.N, K,
+                            pq, n_threads)
+            rc = _backward_weight_pm(<float *>xpp, <float *>cnp.PyArray_DATA(dyT),
+                                     <float *>cnp.PyArray_DATA(part), &g, &pd, poffs, toffs,
+                                     nchunks, n_threads)
+            if rc == 0 and nchunks > 1:
+                _reduce_chunks(<float *>cnp.PyArray_DATA(part), <float *>cnp.PyArray_DATA(dw),
+                               nchunks, g.G, g.Kg, crs, False, n_threads)
+    else:
+        with nogil:
+            _to_pixel_major(<double *>cnp.PyArray_DATA(dy), <double *>cnp.PyArray_DATA(dyT), g.N, K,
+                            pq, n_threads)
+            rc = _backward_weight_pm(<double *>xpp, <double *>cnp.PyArray_DATA(dyT),
+                                     <double *>cnp.PyArray_DATA(part), &g, &pd, poffs, toffs,
+                                     nchunks, n_threads)
+            if rc == 0 and nchunks > 1:
+                _reduce_chunks(<double *>cnp.PyArray_DATA(part), <double *>cnp.PyArray_DATA(dw),
+                               nchunks, g.G, g.Kg, crs, False, n_threads)
+    if rc:
+        raise MemoryError("fastcnn: out of memory in conv2d backward")
+    return dw
+
+
 def conv2d_forward(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, int groups,
                    tuple stride, tuple padding, tuple dilation, int act=0, double slope=0.01,
                    int n_threads=1):
     """y (N, K, P, Q) = conv(x (N, C, H, W), w (K, C/groups, R, S)) + bias, then activation."""
     cdef Geom g = make_geom(x, w, groups, y.shape[2], y.shape[3],
                             stride, padding, dilation)
+    if g.N == 0:
+        return y
+    if pm_geom(g.Cg, g.Kg, g.R, g.S):
+        return conv2d_forward_pm(x, w, bias, y, g, act, slope, n_threads)
     cdef int crs = g.Cg * g.R * g.S, pq = g.P * g.Q
     cdef bint outer = g.N * g.G >= TASKS_PER_THREAD * n_threads or n_threads == 1
     cdef int wthreads = n_threads if outer else 1
@@ -315,6 +570,142 @@ def conv2d_forward(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, int groups
     if rc:
         raise MemoryError("fastcnn: out of memory in conv2d")
     return y
+
+
+# ---------------------------------------------------------------------------
+# pixel-major input gradient
+#
+# dx splits into the stride x stride phases of its pixels, (h, w) = (sh i + a,
+# sw j + b); each phase is a stride-1 product over the output gradient with
+# the taps r = a + ph (mod sh) of the kernel: rows are the phase's pixels, A
+# gathers dy (zero-padded once) at one offset per pixel plus one per (k, r, s),
+# B is the phase's slice of the weight. A stride-1 gradient is a single phase
+# written straight into dx; otherwise each phase goes to a buffer that is then
+# interleaved into dx.
+
+cdef inline bint pm_data_geom(const Geom *g) noexcept nogil:
+    """Input gradients suited to the pixel-major formulation (the input channels are its tile width)."""
+    return g.Cg >= 16 and g.Kg * ((g.R + g.sh - 1) // g.sh) * ((g.S + g.sw - 1) // g.sw) >= 32
+
+
+def pixel_major_data(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray dx, int groups, tuple stride,
+                     tuple padding, tuple dilation):
+    """Whether conv2d_backward_data runs pixel-major for these arrays."""
+    cdef Geom g = make_geom(dx, w, groups, dy.shape[2], dy.shape[3], stride, padding, dilation)
+    return pm_data_geom(&g)
+
+
+cdef int _backward_data_pm(const floating *dyp, const floating *wph, floating *out, const Geom *g,
+                           long pix, long dplane, const long *poffs, const long *toffs, int depth,
+                           int n_threads) noexcept nogil:
+    """One phase: out (N, G*Cg, pixels) = gathered dy . phase weight (G x depth x Cg)."""
+    cdef int gi, rc = 0
+    cdef fc_view A, B
+    cdef fc_epilogue epi = row_epilogue(NULL, 0, 0.0)
+    epi.trans = 1
+    epi.wrap = <int>pix
+    epi.keep = <int>pix
+    epi.bstride = <long>g.G * g.Cg * pix
+    for gi in range(g.G):
+        A = gather(dyp + <long>gi * g.Kg * dplane, poffs, toffs)
+        B = dense(wph + <long>gi * depth * g.Cg, g.Cg, 1)
+        rc |= gemm(out + <long>gi * g.Cg * pix, <int>(g.N * pix), g.Cg, depth, &A, &B, <floating>0,
+                   pix, &epi, n_threads, NULL)
+    return rc
+
+
+cdef void _interleave(const floating *buf, floating *dx, long nplanes, int H, int W, int sh, int sw,
+                      int a, int b, int Hi, int Wj, int n_threads) noexcept nogil:
+    """dx[t, sh i + a, sw j + b] = buf[t, i, j] (buf NULL: zero)."""
+    cdef long t
+    cdef int i, j
+    cdef floating *row
+    for t in prange(nplanes, schedule='static', num_threads=n_threads):
+        for i in range(Hi):
+            row = dx + (t * H + sh * i + a) * W + b
+            if buf == NULL:
+                for j in range(Wj):
+                    row[sw * j] = 0
+            else:
+                for j in range(Wj):
+                    row[sw * j] = buf[(t * Hi + i) * Wj + j]
+
+
+cdef list phase_taps(int a, int ph, int d, int s, int R):
+    """[(r, shift)] of the taps reaching output phase a: (a + ph - r d) = shift * s."""
+    return [(r, (a + ph - r * d) // s) for r in range(R) if (a + ph - r * d) % s == 0]
+
+
+cdef object conv2d_backward_data_pm(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray dx, Geom g,
+                                    int n_threads):
+    cdef int sh = g.sh, sw = g.sw, a, b, Hi, Wj, top = 0, left = 0, bottom = 0, right = 0
+    cdef int K = g.G * g.Kg, C = g.G * g.Cg
+    rows = [(a, (g.H - a + sh - 1) // sh, phase_taps(a, g.ph, g.dh, sh, g.R)) for a in range(min(sh, g.H))]
+    cols = [(b, (g.W - b + sw - 1) // sw, phase_taps(b, g.pw, g.dw, sw, g.S)) for b in range(min(sw, g.W))]
+    # dy padded so that every (pixel, tap) reads inside it
+    for _, n, taps in rows:
+        for _, d in taps:
+            top = max(top, -d)
+            bottom = max(bottom, n - 1 + d - (g.P - 1))
+    for _, n, taps in cols:
+        for _, d in taps:
+            left = max(left, -d)
+            right = max(right, n - 1 + d - (g.Q - 1))
+    cdef int Hq = top + g.P + bottom, Wq = left + g.Q + right
+    cdef cnp.ndarray dyp = pad_copy(dy, Hq, Wq, top, left, n_threads)
+    cdef long dplane = <long>Hq * Wq, dimg = K * dplane, pix
+    cdef bint direct = sh == 1 and sw == 1
+    cdef cnp.ndarray buf, poffs_arr, toffs_arr, wph
+    cdef const long *poffs
+    cdef const long *toffs
+    cdef int rc = 0, depth
+    w5 = w.reshape(g.G, g.Kg, g.Cg, g.R, g.S)
+    for a, Hi, rtaps in rows:
+        for b, Wj, staps in cols:
+            if not rtaps or not staps:
+                if dy.dtype == np.float32:
+                    _interleave(<float *>NULL, <float *>cnp.PyArray_DATA(dx), <long>g.N * C, g.H, g.W,
+                                sh, sw, a, b, Hi, Wj, n_threads)
+                else:
+                    _interleave(<double *>NULL, <double *>cnp.PyArray_DATA(dx), <long>g.N * C, g.H,
+                                g.W, sh, sw, a, b, Hi, Wj, n_threads)
+                continue
+            pix = <long>Hi * Wj
+            ii, jj = np.meshgrid(np.arange(Hi) + top, np.arange(Wj) + left, indexing="ij")
+            # rows past the last pixel (a partial tile's) read at the first pixel: tap
+            # offsets may be negative here
+            poffs_arr = np.full(g.N * pix + 16, top * Wq + left, dtype=np.int64)
+            poffs_arr[:g.N * pix] = (np.arange(g.N)[:, None] * dimg + (ii * Wq + jj).ravel()[None, :]).ravel()
+            dr = np.array([d for _, d in rtaps], dtype=np.int64)
+            ds = np.array([d for _, d in staps], dtype=np.int64)
+            toffs_arr = (np.arange(g.Kg)[:, None, None] * dplane + dr[None, :, None] * Wq
+                         + ds[None, None, :]).ravel()
+            depth = toffs_arr.shape[0]
+            # (G, Kg, Cg, |rtaps|, |staps|) -> (G, depth, Cg)
+            wsel = w5[:, :, :, [r for r, _ in rtaps]][:, :, :, :, [r for r, _ in staps]]
+            wph = np.ascontiguousarray(wsel.transpose(0, 1, 3, 4, 2)).reshape(g.G, depth, g.Cg)
+            buf = dx if direct else np.empty((g.N, C, Hi, Wj), dtype=dx.dtype)
+            poffs = <const long *>cnp.PyArray_DATA(poffs_arr)
+            toffs = <const long *>cnp.PyArray_DATA(toffs_arr)
+            if dy.dtype == np.float32:
+                with nogil:
+                    rc |= _backward_data_pm(<float *>cnp.PyArray_DATA(dyp), <float *>cnp.PyArray_DATA(wph),
+                                            <float *>cnp.PyArray_DATA(buf), &g, pix, dplane, poffs,
+                                            toffs, depth, n_threads)
+                    if not direct:
+                        _interleave(<float *>cnp.PyArray_DATA(buf), <float *>cnp.PyArray_DATA(dx),
+                                    <long>g.N * C, g.H, g.W, sh, sw, a, b, Hi, Wj, n_threads)
+            else:
+                with nogil:
+                    rc |= _backward_data_pm(<double *>cnp.PyArray_DATA(dyp), <double *>cnp.PyArray_DATA(wph),
+                                            <double *>cnp.PyArray_DATA(buf), &g, pix, dplane, poffs,
+                                            toffs, depth, n_threads)
+                    if not direct:
+                        _interleave(<double *>cnp.PyArray_DATA(buf), <double *>cnp.PyArray_DATA(dx),
+                                    <long>g.N * C, g.H, g.W, sh, sw, a, b, Hi, Wj, n_threads)
+    if rc:
+        raise MemoryError("fastcnn: out of memory in conv2d backward")
+    return dx
 
 
 # ---------------------------------------------------------------------------
@@ -376,6 +767,8 @@ def conv2d_backward_data(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray dx, int grou
     """dx (N, C, H, W) = gradient of conv2d wrt its input, given dy (N, K, P, Q)."""
     cdef Geom g = make_geom(dx, w, groups, dy.shape[2], dy.shape[3],
                             stride, padding, dilation)
+    if g.N > 0 and pm_data_geom(&g):
+        return conv2d_backward_data_pm(dy, w, dx, g, n_threads)
     cdef int rs = g.R * g.S, pq = g.P * g.Q
     cdef long isz = dy.itemsize
     # channel block: a col buffer of at most ~512 KiB, but enough tasks for the threads
@@ -399,88 +792,8 @@ def conv2d_backward_data(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray dx, int grou
 
 
 # ---------------------------------------------------------------------------
-# backward weight: dW = sum over images of dy_n patches_n^T, in fixed-order chunks
-
-cdef int _backward_weight_task(int t, floating *x, floating *dy, floating *part, const Geom *g,
-                               int nchunks, bint trans, const long *offs, long xp_elems, int ipg,
-                               int inner, floating *wsp) noexcept nogil:
-    """One (chunk of images, group) of the weight gradient, into its partial sum."""
-    cdef int crs = g.Cg * g.R * g.S, pq = g.P * g.Q
-    cdef int ch = t // g.G, gi = t % g.G, n, rc = 0
-    cdef int n0 = <int>((<long>ch * g.N) // nchunks), n1 = <int>((<long>(ch + 1) * g.N) // nchunks)
-    cdef floating *cp = part + (<long>ch * g.G + gi) * g.Kg * crs
-    cdef floating *xn
-    cdef floating *dyn
-    cdef fc_view A, B
-    if offs != NULL:
-        # stride 1: dW^T (crs x Kg) = shifted rows of ipg padded images stacked
-        # per channel (read in place) . dy^T padded with zeros, ipg images a product
-        n = n0
-        while n < n1:
-            rc |= _backward_weight_shift(x, dy, n, min(ipg, n1 - n), gi, cp, g, offs, xp_elems,
-                                         <floating>(0 if n == n0 else 1), inner, wsp)
-            n = n + ipg
-        return rc
-    for n in range(n0, n1):
-        xn = x + (<long>n * g.G * g.Cg + <long>gi * g.Cg) * g.H * g.W
-        dyn = dy + (<long>n * g.G * g.Kg + <long>gi * g.Kg) * pq
-        if trans:
-            # dW^T (crs x Kg) = patches (crs x pq) . dy^T (pq x Kg)
-            A = patches(xn, g, 0)
-            B = dense(dyn, 1, pq)
-            rc |= gemm(cp, crs, g.Kg, pq, &A, &B, <floating>(0 if n == n0 else 1), g.Kg,
-                       NULL, inner, wsp)
-        else:
-            # dW (Kg x crs) = dy (Kg x pq) . patches^T (pq x crs)
-            A = dense(dyn, pq, 1)
-            B = patches(xn, g, 1)
-            rc |= gemm(cp, g.Kg, crs, pq, &A, &B, <floating>(0 if n == n0 else 1), crs,
-                       NULL, inner, wsp)
-    return rc
-
-
-cdef int _backward_weight(floating *x, floating *dy, floating *part, Geom g, int nchunks,
-                          bint trans, int n_threads, Workspace ws, const long *offs,
-                          long xp_elems, int ipg) noexcept nogil:
-    cdef int ntasks = nchunks * g.G, t, rc = 0
-    if ntasks >= n_threads or n_threads == 1:
-        for t in prange(ntasks, schedule='static', num_threads=n_threads):
-            rc |= _backward_weight_task(t, x, dy, part, &g, nchunks, trans, offs, xp_elems, ipg, 1,
-                                        <floating *>ws_for(ws, threadid()))
-    else:
-        for t in range(ntasks):
-            rc |= _backward_weight_task(t, x, dy, part, &g, nchunks, trans, offs, xp_elems, ipg,
-                                        n_threads, <floating *>ws_for(ws, 0))
-    return rc
-
-
-cdef int _backward_weight_shift(const floating *x, const floating *dy, int n0, int cnt, int gi,
-                                floating *cp, const Geom *g, const long *offs, long xp_elems,
-                                floating beta, int nthreads, floating *wsp) noexcept nogil:
-    """Weight gradient of images n0 .. n0+cnt (group gi) accumulated into cp (crs x Kg)."""
-    cdef int Hp = g.P + g.dh * (g.R - 1), Wp = g.Q + g.dw * (g.S - 1)
-    cdef int crs = g.Cg * g.R * g.S, k, oh, i
-    cdef long plane = <long>Hp * Wp, depth = plane * cnt
-    cdef floating *xp = wsp
-    cdef floating *dyp = wsp + xp_elems
-    cdef fc_view A, B
-    memset(xp, 0, <size_t>xp_elems * sizeof(floating))
-    memset(dyp, 0, <size_t>g.Kg * depth * sizeof(floating))
-    for i in range(cnt):
-        # channel c of image i at xp + (c * cnt + i) * plane; tap offsets use the
-        # channel stride cnt * plane (see conv2d_backward_weight)
-        pad_into(x + ((<long>(n0 + i) * g.G + gi) * g.Cg) * g.H * g.W, xp + i * plane, g, Hp, Wp,
-                 depth)
-        for k in range(g.Kg):
-            for oh in range(g.P):
-                memcpy(dyp + k * depth + i * plane + <long>oh * Wp,
-                       dy + (((<long>(n0 + i) * g.G + gi) * g.Kg + k) * g.P + oh) * g.Q,
-                       <size_t>g.Q * sizeof(floating))
-    A = shifted(xp, offs + (cnt - 1) * (crs + 16))
-    B = dense(dyp, 1, depth)
-    return gemm(cp, crs, g.Kg, <int>depth, &A, &B, beta, g.Kg, NULL, nthreads,
-                dyp + (<long>g.Kg * depth + 15) // 16 * 16)
-
+# backward weight: pixel-major (above), partial sums of chunks of images
+# added in a fixed order
 
 cdef inline void _sum_block(const floating *part, floating *acc, long stride, int nchunks,
                             long n) noexcept nogil:
@@ -526,58 +839,10 @@ def conv2d_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, int gr
     """dw (K, C/groups, R, S) = gradient of conv2d wrt its weight."""
     cdef Geom g = make_geom(x, dw, groups, dy.shape[2], dy.shape[3],
                             stride, padding, dilation)
-    cdef int crs = g.Cg * g.R * g.S, pq = g.P * g.Q
-    cdef long isz = x.itemsize
-    cdef long wsz = <long>g.Kg * crs
-    # chunks of images, by problem size only: at most 16, and partials of at most
-    # ~2 MiB (or 4 chunks) so that large weights are not summed from many copies
-    cdef long cap = max(4, (2 * 1024 * 1024) // (isz * wsz * g.G))
-    cdef int nchunks = <int>min(g.N, 16, cap)
-    if nchunks == 0:
+    if g.N == 0:
         dw[...] = 0
         return dw
-    # orientation with the least micro-tile padding
-    cdef bint trans = (((g.Kg + 15) // 16) * 16 * crs) > (((crs + 15) // 16) * 16 * g.Kg)
-    cdef bint outer = nchunks * g.G >= n_threads or n_threads == 1
-    cdef int inner = 1 if outer else n_threads
-    cdef int Hp = g.P + g.dh * (g.R - 1), Wp = g.Q + g.dw * (g.S - 1)
-    cdef long xp_elems = 0, per_thread, plane = <long>Hp * Wp
-    cdef cnp.ndarray offs_arr = None
-    cdef const long *offs = NULL
-    # images per product: enough depth (>= 512) to amortise the output tile traffic
-    cdef int ipg = <int>max(1, min((g.N + nchunks - 1) // nchunks, (512 + plane - 1) // plane))
-    if use_shift(&g):
-        trans = True
-        xp_elems = (g.Cg * ipg * plane + <long>g.dh * (g.R - 1) * Wp + g.dw * (g.S - 1) + 64 + 15) // 16 * 16
-        per_thread = xp_elems + (<long>g.Kg * ipg * plane + 15) // 16 * 16 + \
-            <long>gemm_ws(isz, crs, g.Kg, <int>(ipg * plane), inner)
-        # one row of tap offsets per group size 1 .. ipg (channel stride = size x plane)
-        offs_arr = np.concatenate([shift_offsets(&g, Hp, Wp, c * plane) for c in range(1, ipg + 1)])
-        offs = <const long *>cnp.PyArray_DATA(offs_arr)
-    else:
-        per_thread = gemm_ws(isz, crs if trans else g.Kg, g.Kg if trans else crs, pq, inner)
-    cdef Workspace ws = Workspace(n_threads if outer else 1, isz * per_thread)
-    cdef cnp.ndarray part = np.empty(nchunks * g.G * wsz, dtype=x.dtype)
-    cdef int rc
-    if x.dtype == np.float32:
-        with nogil:
-            rc = _backward_weight(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(dy),
-                                  <float *>cnp.PyArray_DATA(part), g, nchunks, trans, n_threads, ws,
-                                  offs, xp_elems, ipg)
-            if rc == 0:
-                _reduce_chunks(<float *>cnp.PyArray_DATA(part), <float *>cnp.PyArray_DATA(dw),
-                               nchunks, g.G, g.Kg, crs, trans, n_threads)
-    else:
-        with nogil:
-            rc = _backward_weight(<double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(dy),
-                                  <double *>cnp.PyArray_DATA(part), g, nchunks, trans, n_threads, ws,
-                                  offs, xp_elems, ipg)
-            if rc == 0:
-                _reduce_chunks(<double *>cnp.PyArray_DATA(part), <double *>cnp.PyArray_DATA(dw),
-                               nchunks, g.G, g.Kg, crs, trans, n_threads)
-    if rc:
-        raise MemoryError("fastcnn: out of memory in conv2d backward")
-    return dw
+    return conv2d_backward_weight_pm(x, dy, dw, g, n_threads)
 
 
 # ---------------------------------------------------------------------------

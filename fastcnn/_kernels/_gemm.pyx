@@ -62,6 +62,7 @@ cdef fc_epilogue epilogue(object bias, int bias_mode, int act, double slope):
     epi.wrap = 0
     epi.keep = 0
     epi.bstride = 0
+    epi.trans = 0
     if bias is not None:
         bias_arr = bias
         epi.bias_mode = bias_mode

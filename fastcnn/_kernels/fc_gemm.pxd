@@ -15,6 +15,7 @@ cdef extern from "fc_gemm.h" nogil:
         FC_VIEW_PATCH
         FC_VIEW_PACKED
         FC_VIEW_SHIFT
+        FC_VIEW_GATHER
 
     ctypedef struct fc_conv_geom:
         int C, H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw
@@ -26,6 +27,7 @@ cdef extern from "fc_gemm.h" nogil:
         long rs, cs
         fc_conv_geom g
         const long *offs
+        const long *doffs
 
     ctypedef struct fc_epilogue:
         int bias_mode
@@ -35,6 +37,7 @@ cdef extern from "fc_gemm.h" nogil:
         int wrap
         int keep
         long bstride
+        int trans
 
     void fc_init()
     int fc_isa_supported(int isa)

@@ -26,14 +26,20 @@ def _flops(out, weight):
 # ---------------------------------------------------------------------------
 # the three kernels, each choosing its formulation by shape
 #
-# Strided convolutions whose kernel is a multiple of the stride are rewritten
-# as stride-1 convolutions over the stride x stride phases of the image
-# (space-to-depth): no FLOP is wasted and the stride-1 kernels read patches in
-# place. Stride-1 input gradients are a stride-1 convolution with the flipped,
-# transposed kernel (a gather, parallel over pixels).
+# The weight gradient always runs pixel-major, and so does the forward where
+# the channel counts suit it: the kernels read the patches of any stride in
+# place. Otherwise, and for the input gradient, strided convolutions whose kernel is a multiple of the
+# stride are rewritten as stride-1 convolutions over the stride x stride
+# phases of the image (space-to-depth): no FLOP is wasted and the stride-1
+# kernels read patches in place. Stride-1 input gradients are a stride-1
+# convolution with the flipped, transposed kernel.
 
-def _phased(weight, stride, dilation):
-    R, S = weight.shape[2:]
+def _phased(weight, stride, dilation, groups=1, direct=False):
+    """Whether to run over image phases; ``direct``: a forward or weight
+    gradient that runs pixel-major without them."""
+    K, Cg, R, S = weight.shape
+    if direct and _conv.pixel_major(Cg, K // groups, R, S):
+        return False
     return (stride != (1, 1) and dilation == (1, 1)
             and R % stride[0] == 0 and S % stride[1] == 0)
 
@@ -44,13 +50,6 @@ def _phase_weight(weight, stride):
     sh, sw = stride
     return np.ascontiguousarray(weight.reshape(K, Cg, R // sh, sh, S // sw, sw).transpose(0, 1, 3, 5, 2, 4)
                                 ).reshape(K, Cg * sh * sw, R // sh, S // sw)
-
-
-def _unphase_weight(wph, shape, stride):
-    K, Cg, R, S = shape
-    sh, sw = stride
-    return np.ascontiguousarray(wph.reshape(K, Cg, sh, sw, R // sh, S // sw).transpose(0, 1, 4, 2, 5, 3)
-                                ).reshape(shape)
 
 
 def _phase_shape(out_hw, weight, stride):
@@ -71,7 +70,7 @@ def _unphase_image(xph, out, stride, pad, nt):
 
 def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt):
     """y = conv(x, weight) + bias, activation (y preallocated: N, K, P, Q)."""
-    if _phased(weight, stride, dilation):
+    if _phased(weight, stride, dilation, groups, direct=True):
         xph = _phase_image(x, stride, pad, _phase_shape(y.shape[2:], weight, stride), nt)
         _conv.conv2d_forward(xph, _phase_weight(weight, stride), bias, y, groups, (1, 1), (0, 0),
                              (1, 1), act, slope, nt)
@@ -82,6 +81,8 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt):
 
 def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt):
     """Gradient of a convolution wrt its input, written into ``out`` (N, C, H, W)."""
+    if _conv.pixel_major_data(grad_out, weight, out, groups, stride, pad, dilation):
+        return _conv.conv2d_backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt)
     if _phased(weight, stride, dilation):
         hs_ws = _phase_shape(grad_out.shape[2:], weight, stride)
         wph = _phase_weight(weight, stride)
@@ -103,16 +104,8 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt):
 
 
 def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt):
-    """Gradient of a convolution wrt its weight, written into ``gw``."""
-    if _phased(gw, stride, dilation):
-        xph = _phase_image(x, stride, pad, _phase_shape(grad_out.shape[2:], gw, stride), nt)
-        K, Cg, R, S = gw.shape
-        gph = np.empty((K, Cg * stride[0] * stride[1], R // stride[0], S // stride[1]), dtype=gw.dtype)
-        _conv.conv2d_backward_weight(xph, grad_out, gph, groups, (1, 1), (0, 0), (1, 1), nt)
-        gw[...] = _unphase_weight(gph, gw.shape, stride)
-    else:
-        _conv.conv2d_backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt)
-    return gw
+    """Gradient of a convolution wrt its weight, written into ``gw`` (pixel-major, any stride)."""
+    return _conv.conv2d_backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt)
 
 
 def _input(x, name):
