@@ -39,6 +39,12 @@ def _once(fn):
 
 SLOW_CALL_S = 1.0   # calls longer than this get one warm-up call and at most 5 timed samples
 
+# Pause after an engine's sample before the next engine's: numpy's OpenBLAS
+# worker threads keep spinning for about 0.1 s after each call, and on a
+# machine with as many cores as threads they would take a core from whichever
+# engine runs next.
+SETTLE_AFTER_S = {"numpy": 0.25}
+
 
 def _warm_up(fn, calls):
     """Runs ``fn`` ``calls`` times (at least once; once if a call is slow); returns the fastest time."""
@@ -117,6 +123,8 @@ def _run_time(spec, out):
             continue
         warm[engine] = _warm_up(fn, warmup)
         fns[engine] = fn
+        if engine in SETTLE_AFTER_S:
+            time.sleep(SETTLE_AFTER_S[engine])
         if engine == "fastcnn":
             out["rss_mib"] = {"fastcnn": _maxrss_mib()}
     out["fastcnn_version"] = fastcnn.__version__
@@ -133,6 +141,8 @@ def _run_time(spec, out):
         for _ in range(repeat):
             for e, fn in fns.items():
                 times[e].append(_sample(fn, inner[e]))
+                if e in SETTLE_AFTER_S:
+                    time.sleep(SETTLE_AFTER_S[e])
     finally:
         gc.enable()
     out["inner"] = inner

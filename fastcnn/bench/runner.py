@@ -286,7 +286,9 @@ def format_header(info, peak=None, settings=None, results=None, scaling=False):
         lines.append("- environment: " + ", ".join(env))
     if settings:
         what = ("thread counts alternating (1, 2, ..., 1, 2, ...) in one process per workload" if scaling
-                else "engines alternating (fastcnn, numpy, torch, fastcnn, ...) in one process per workload")
+                else "engines alternating (fastcnn, numpy, torch, fastcnn, ...) in one process per workload, "
+                     "with a 0.25 s pause after each numpy sample (OpenBLAS's worker threads spin for "
+                     "about 0.1 s after a call)")
         lines.append(f"- medians of {settings['repeat']} timed samples, {what}; each sample >= "
                      f"{settings['target'] * 1e3:.0f} ms (inner loop), after {settings['warmup']} "
                      "warm-up call(s) (workloads slower than 1 s per call: 1 warm-up call, at most 5 samples); "
