@@ -106,7 +106,8 @@ class BuildExt(build_ext):
                       else ": the compiler could not build and run an OpenMP program"))
             warnings.warn(msg)
             print(msg, file=sys.stderr)
-        common = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+        # short loops stay loops: no calls to memset/memcpy for rows of a few elements
+        common = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fno-tree-loop-distribute-patterns"]
         link = []
         if _env_flag("FASTCNN_DEBUG"):
             common = ["-O0", "-g"]

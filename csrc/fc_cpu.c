@@ -13,16 +13,26 @@ static const fc_kernel_info KERNELS[] = {
     {FC_ISA_GENERIC, "generic", FC_GENERIC_MR_S, FC_GENERIC_NR_S, FC_GENERIC_MR_D, FC_GENERIC_NR_D,
      256, 64, 1024, 128, 64, 1024,
      fc_ukr_generic_s, fc_ukr_generic_d, fc_ukri_generic_s, fc_ukri_generic_d,
-     fc_ukrg_generic_s, fc_ukrg_generic_d, fc_dot_generic_s, fc_dot_generic_d},
+     fc_ukrg_generic_s, fc_ukrg_generic_d, 0, 0, {0}, {0}, {0}, {0},
+     fc_dot_generic_s, fc_dot_generic_d,
+     fc_transpose_generic_s, fc_transpose_generic_d},
 #if FC_X86
     {FC_ISA_AVX2, "avx2", FC_AVX2_MR_S, FC_AVX2_NR_S, FC_AVX2_MR_D, FC_AVX2_NR_D,
      384, 144, 3072, 192, 96, 2048,
      fc_ukr_avx2_s, fc_ukr_avx2_d, fc_ukri_avx2_s, fc_ukri_avx2_d,
-     fc_ukrg_avx2_s, fc_ukrg_avx2_d, fc_dot_avx2_s, fc_dot_avx2_d},
+     fc_ukrg_avx2_s, fc_ukrg_avx2_d, 0, 0, {0}, {0}, {0}, {0},
+     fc_dot_avx2_s, fc_dot_avx2_d,
+     fc_transpose_avx2_s, fc_transpose_avx2_d},
     {FC_ISA_AVX512, "avx512", FC_AVX512_MR_S, FC_AVX512_NR_S, FC_AVX512_MR_D, FC_AVX512_NR_D,
      512, 128, 3072, 256, 96, 2048,
      fc_ukr_avx512_s, fc_ukr_avx512_d, fc_ukri_avx512_s, fc_ukri_avx512_d,
-     fc_ukrg_avx512_s, fc_ukrg_avx512_d, fc_dot_avx512_s, fc_dot_avx512_d},
+     fc_ukrg_avx512_s, fc_ukrg_avx512_d, 64, 32,
+     {fc_ukrn1_avx512_s, fc_ukrn2_avx512_s, fc_ukrn4_avx512_s},
+     {fc_ukrin1_avx512_s, fc_ukrin2_avx512_s, fc_ukrin4_avx512_s},
+     {fc_ukrn1_avx512_d, fc_ukrn2_avx512_d, fc_ukrn4_avx512_d},
+     {fc_ukrin1_avx512_d, fc_ukrin2_avx512_d, fc_ukrin4_avx512_d},
+     fc_dot_avx512_s, fc_dot_avx512_d,
+     fc_transpose_avx512_s, fc_transpose_avx512_d},
 #endif
 };
 #define N_KERNELS ((int)(sizeof(KERNELS) / sizeof(KERNELS[0])))
@@ -131,3 +141,13 @@ void *fc_aligned_alloc(size_t bytes)
 }
 
 void fc_aligned_free(void *p) { free(p); }
+
+void fc_transpose_s(const float *src, long lds, float *dst, long ldd, int rows, int cols)
+{
+    fc_kernel()->transpose_s(src, lds, dst, ldd, rows, cols);
+}
+
+void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows, int cols)
+{
+    fc_kernel()->transpose_d(src, lds, dst, ldd, rows, cols);
+}

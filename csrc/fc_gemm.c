@@ -16,7 +16,10 @@
     static inline int KNC_##SFX(const fc_kernel_info *k) { return k->nc_##SFX; }             \
     static inline fc_ukr_##SFX##_t KUKR_##SFX(const fc_kernel_info *k) { return k->ukr_##SFX; }    \
     static inline fc_ukri_##SFX##_t KUKRI_##SFX(const fc_kernel_info *k) { return k->ukri_##SFX; } \
-    static inline fc_ukrg_##SFX##_t KUKRG_##SFX(const fc_kernel_info *k) { return k->ukrg_##SFX; }
+    static inline fc_ukrg_##SFX##_t KUKRG_##SFX(const fc_kernel_info *k) { return k->ukrg_##SFX; } \
+    static inline int KNRN_##SFX(const fc_kernel_info *k) { return k->nrn_##SFX; }           \
+    static inline fc_ukr_##SFX##_t KUKRN_##SFX(const fc_kernel_info *k, int i) { return k->ukrn_##SFX[i]; } \
+    static inline fc_ukri_##SFX##_t KUKRIN_##SFX(const fc_kernel_info *k, int i) { return k->ukrin_##SFX[i]; }
 KINFO(float, s)
 KINFO(double, d)
 

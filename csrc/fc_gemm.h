@@ -80,7 +80,7 @@ typedef struct {
 } fc_epilogue;
 
 /* Largest micro-tile width of any kernel (lanes of one tile row). */
-#define FC_MAX_NR 32
+#define FC_MAX_NR 64
 
 /* How a micro-kernel finishes its tile: rows i < mr (row row0 + i of the
  * product), lanes j < nr (column lane0 + j).
@@ -120,7 +120,9 @@ typedef void (*fc_ukrg_d_t)(long k, const double *a, const long *aoff, const lon
 
 /* One instruction set's micro-kernels and cache blocking: B packed (ukr),
  * B rows in place (ukri), A gathered in place (ukrg); depth, row and column
- * blocks (kc, mc, nc) per element type. */
+ * blocks (kc, mc, nc) per element type. Optionally narrow kernels for
+ * products of at most four rows: tiles of 1, 2 or 4 rows (index 0, 1, 2) by
+ * nrn lanes (nrn 0: none). */
 typedef struct {
     int isa;
     const char *name;
@@ -132,8 +134,15 @@ typedef struct {
     fc_ukri_d_t ukri_d;
     fc_ukrg_s_t ukrg_s;
     fc_ukrg_d_t ukrg_d;
+    int nrn_s, nrn_d;
+    fc_ukr_s_t ukrn_s[3];
+    fc_ukri_s_t ukrin_s[3];
+    fc_ukr_d_t ukrn_d[3];
+    fc_ukri_d_t ukrin_d[3];
     float (*dot_s)(const float *a, const float *b, int k);
     double (*dot_d)(const double *a, const double *b, int k);
+    void (*transpose_s)(const float *src, long lds, float *dst, long ldd, int rows, int cols);
+    void (*transpose_d)(const double *src, long lds, double *dst, long ldd, int rows, int cols);
 } fc_kernel_info;
 
 /* fc_cpu.c: feature detection and dispatch */
@@ -147,6 +156,11 @@ int fc_openmp_enabled(void);
 const char *fc_compiler(void);
 unsigned fc_fpmode_enter(void);        /* flush-to-zero / denormals-are-zero on */
 void fc_fpmode_leave(unsigned saved);
+
+/* dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols (in the best
+ * instruction set this CPU runs). */
+void fc_transpose_s(const float *src, long lds, float *dst, long ldd, int rows, int cols);
+void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows, int cols);
 
 /* fc_pack.c: pack rows [i0, i0+ni) x cols [p0, p0+kc) of op into panels of
  * width w: dst[(panel * kc + p) * w + i], zero-padding the last panel.
@@ -202,11 +216,32 @@ FC_UKR_DECL(generic)
 FC_UKR_DECL(avx2)
 FC_UKR_DECL(avx512)
 
+/* narrow AVX-512 kernels: 1, 2 or 4 rows by four vectors */
+#define FC_UKRN_DECL(r)                                                                         \
+    void fc_ukrn##r##_avx512_s(long k, const float *a, const float *b, float *c, long ldc,        \
+                               const fc_tile *t);                                               \
+    void fc_ukrn##r##_avx512_d(long k, const double *a, const double *b, double *c, long ldc,     \
+                               const fc_tile *t);                                               \
+    void fc_ukrin##r##_avx512_s(long k, const float *a, const float *b, const long *boff,       \
+                                float *c, long ldc, const fc_tile *t);                          \
+    void fc_ukrin##r##_avx512_d(long k, const double *a, const double *b, const long *boff,     \
+                                double *c, long ldc, const fc_tile *t);
+FC_UKRN_DECL(1)
+FC_UKRN_DECL(2)
+FC_UKRN_DECL(4)
+
 /* fc_store_impl.h: finish a tile held in memory (row stride ldt) into C. */
 void fc_tile_store_generic_s(float *c, long ldc, const float *acc, int ldt, const fc_tile *t);
 void fc_tile_store_generic_d(double *c, long ldc, const double *acc, int ldt, const fc_tile *t);
 void fc_tile_store_avx2_s(float *c, long ldc, const float *acc, int ldt, const fc_tile *t);
 void fc_tile_store_avx2_d(double *c, long ldc, const double *acc, int ldt, const fc_tile *t);
+
+#define FC_TRANSPOSE_DECL(isa)                                                                  \
+    void fc_transpose_##isa##_s(const float *src, long lds, float *dst, long ldd, int rows, int cols); \
+    void fc_transpose_##isa##_d(const double *src, long lds, double *dst, long ldd, int rows, int cols);
+FC_TRANSPOSE_DECL(generic)
+FC_TRANSPOSE_DECL(avx2)
+FC_TRANSPOSE_DECL(avx512)
 
 float fc_dot_generic_s(const float *a, const float *b, int k);
 double fc_dot_generic_d(const double *a, const double *b, int k);

@@ -31,6 +31,29 @@ static inline int FN(row_block)(int m, int MR, int MC)
     return (mb + MR - 1) / MR * MR;
 }
 
+/* The micro-kernels of a product: the instruction set's own, or its narrow
+ * ones for a row-major product of at most four rows with A packed. */
+typedef struct {
+    int MR, NR;
+    void (*ukr)(long, const T *, const T *, T *, long, const fc_tile *);
+    void (*ukri)(long, const T *, const T *, const long *, T *, long, const fc_tile *);
+    void (*ukrg)(long, const T *, const long *, const long *, const T *, T *, long, const fc_tile *);
+} FN(kset);
+
+static FN(kset) FN(kernels_for)(const fc_kernel_info *ki, int m, int narrow_ok)
+{
+    FN(kset) s = {FN(KMR)(ki), FN(KNR)(ki), FN(KUKR)(ki), FN(KUKRI)(ki), FN(KUKRG)(ki)};
+    if (narrow_ok && m <= 4 && FN(KNRN)(ki) > 0) {
+        const int i = m <= 1 ? 0 : m == 2 ? 1 : 2;
+        s.MR = 1 << i;
+        s.NR = FN(KNRN)(ki);
+        s.ukr = FN(KUKRN)(ki, i);
+        s.ukri = FN(KUKRIN)(ki, i);
+        s.ukrg = NULL;
+    }
+    return s;
+}
+
 static int FN(epilogue_active)(const fc_epilogue *e)
 {
     return e != NULL && (e->bias_mode != FC_BIAS_NONE || e->act != FC_ACT_NONE);
@@ -72,7 +95,9 @@ static void FN(tile_runs)(fc_tile *t, long x0, int nr, const fc_epilogue *e)
 static void FN(ws_layout)(int m, int n, int k, const fc_kernel_info *ki,
                           long *b_elems, long *a_elems)
 {
-    const int MR = FN(KMR)(ki), NR = FN(KNR)(ki);
+    /* room for every kernel set, whatever m selects (a workspace sized for m
+     * serves any product of at most m rows) */
+    const int MR = FN(KMR)(ki), NR = FN(KNR)(ki) > FN(KNRN)(ki) ? FN(KNR)(ki) : FN(KNRN)(ki);
     long kc = FN(depth_block)(k, FN(KKC)(ki));
     long nc = n < FN(KNC)(ki) ? n : FN(KNC)(ki);
     long mc = m < FN(KMC)(ki) ? m : FN(KMC)(ki);
@@ -91,14 +116,14 @@ size_t FN(fc_gemm_ws)(int m, int n, int k, int nthreads)
 
 size_t FN(fc_gemm_packed_a_size)(int m, int k)
 {
-    const int MR = FN(KMR)(fc_kernel());
+    const int MR = FN(kernels_for)(fc_kernel(), m, 1).MR;
     return (size_t)((long)(m + MR - 1) / MR * MR * (k < 1 ? 1 : k));
 }
 
 void FN(fc_gemm_pack_a)(int m, int k, const fc_view *A, T *dst)
 {
     const fc_kernel_info *ki = fc_kernel();
-    const int MR = FN(KMR)(ki);
+    const int MR = FN(kernels_for)(ki, m, 1).MR;
     const int KCB = FN(depth_block)(k, FN(KKC)(ki));
     const long mpad = (long)(m + MR - 1) / MR * MR;
     for (int pc = 0; pc < k; pc += KCB) {
@@ -114,20 +139,22 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
     if (nthreads < 1) nthreads = 1;
     if (k < 0) k = 0;
     const fc_kernel_info *ki = fc_kernel();
-    const int MR = FN(KMR)(ki), NR = FN(KNR)(ki), NC = FN(KNC)(ki);
+    const int prepacked = A->kind == FC_VIEW_PACKED;
+    const int shifted = B->kind == FC_VIEW_SHIFT;
+    const int gathered = A->kind == FC_VIEW_GATHER;
+    const int trans = epi != NULL && epi->trans;
+    /* (a prepacked A is for a row-major product: packed for the kernels m selects) */
+    const FN(kset) ks = FN(kernels_for)(ki, m, !trans && !gathered);
+    const int MR = ks.MR, NR = ks.NR, NC = FN(KNC)(ki);
     const int KCB = FN(depth_block)(k, FN(KKC)(ki));
     const int MCB = FN(row_block)(m, MR, FN(KMC)(ki));
     const int nkb = k > 0 ? (k + KCB - 1) / KCB : 1;   /* an empty product still stores beta C */
     const long mpad = (long)(m + MR - 1) / MR * MR;
     const int has_epi = FN(epilogue_active)(epi);
-    const int prepacked = A->kind == FC_VIEW_PACKED;
-    const int shifted = B->kind == FC_VIEW_SHIFT;
-    const int gathered = A->kind == FC_VIEW_GATHER;
-    const int trans = epi != NULL && epi->trans;
-    void (*ukr)(long, const T *, const T *, T *, long, const fc_tile *) = FN(KUKR)(ki);
-    void (*ukri)(long, const T *, const T *, const long *, T *, long, const fc_tile *) = FN(KUKRI)(ki);
+    void (*ukr)(long, const T *, const T *, T *, long, const fc_tile *) = ks.ukr;
+    void (*ukri)(long, const T *, const T *, const long *, T *, long, const fc_tile *) = ks.ukri;
     void (*ukrg)(long, const T *, const long *, const long *, const T *, T *, long,
-                 const fc_tile *) = FN(KUKRG)(ki);
+                 const fc_tile *) = ks.ukrg;
 
     T *own = NULL;
     if (ws == NULL) {

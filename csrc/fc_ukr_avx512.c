@@ -325,6 +325,106 @@ void fc_ukrg_avx512_d(long k, const double *a, const long *aoff, const long *dof
 #undef WB
 #undef FINB
 
+/* ----------------------------------------------------------- narrow kernels */
+
+/* Tiles of 1, 2 or 4 rows by four vectors, for products of at most four rows
+ * (an output gradient folded into a single input channel, say), where the
+ * eight-row kernels would waste most of their work. Finished through masked
+ * stores of each run from the spilled tile. */
+#define NARROW_STORE(T, W, MT, FIN)                                                            \
+    TILE_PARAMS(T)                                                                             \
+    for (int i = 0; i < t->mr; i++) {                                                          \
+        T *row = c + (long)i * ldc;                                                            \
+        const T bs = bmode == FC_BIAS_ROW ? bias[t->row0 + i] : (T)0;                          \
+        for (int s = 0; s < t->nseg; s++) {                                                    \
+            const int lo = t->lo[s], hi = t->hi[s] < t->nr ? t->hi[s] : t->nr;                 \
+            for (int v0 = lo / W * W; v0 < hi; v0 += W) {                                      \
+                const int a = lo > v0 ? lo - v0 : 0, b = hi - v0 < W ? hi - v0 : W;            \
+                const MT m = (MT)((((unsigned)1 << b) - 1u) & ~(((unsigned)1 << a) - 1u));    \
+                const long col = t->col[s] + v0;                                               \
+                FIN(row + col, m, tile[i * 4 + v0 / W], alpha, beta, bmode, bs,                \
+                    bmode == FC_BIAS_COL ? bias + col : NULL, act, slope);                     \
+            }                                                                                  \
+        }                                                                                      \
+    }
+
+static void narrow_store_s(float *c, long ldc, const __m512 *tile, const fc_tile *t)
+{
+    NARROW_STORE(float, 16, __mmask16, finish_s)
+}
+
+static void narrow_store_d(double *c, long ldc, const __m512d *tile, const fc_tile *t)
+{
+    NARROW_STORE(double, 8, __mmask8, finish_d)
+}
+
+#define NROW(i)                                                                                \
+    ai = PB(set1)(a[i]);                                                                       \
+    d##i##0 = PB(fmadd)(ai, b0, d##i##0);                                                      \
+    d##i##1 = PB(fmadd)(ai, b1, d##i##1);                                                      \
+    d##i##2 = PB(fmadd)(ai, b2, d##i##2);                                                      \
+    d##i##3 = PB(fmadd)(ai, b3, d##i##3);
+#define NSPILL(i) tile[4 * i] = d##i##0; tile[4 * i + 1] = d##i##1;                          \
+    tile[4 * i + 2] = d##i##2; tile[4 * i + 3] = d##i##3;
+#define NZERO(i) VT d##i##0 = PB(setzero)(), d##i##1 = d##i##0, d##i##2 = d##i##0,             \
+    d##i##3 = d##i##0;
+#define NROWS1(X) X(0)
+#define NROWS2(X) X(0) X(1)
+#define NROWS4(X) X(0) X(1) X(2) X(3)
+
+#define NKERNEL(T, VT, W, MR, BROW, LOADB, STORE)                                              \
+    NROWS##MR(NZERO)                                                                           \
+    _Pragma("GCC unroll 2")                                                                    \
+    for (long p = 0; p < k; p++) {                                                             \
+        const T *bp = (BROW);                                                                  \
+        const VT b0 = LOADB(bp), b1 = LOADB(bp + W), b2 = LOADB(bp + 2 * W),                   \
+                 b3 = LOADB(bp + 3 * W);                                                       \
+        VT ai;                                                                                 \
+        NROWS##MR(NROW)                                                                        \
+        a += MR;                                                                               \
+    }                                                                                          \
+    VT tile[MR * 4] __attribute__((aligned(64)));                                              \
+    NROWS##MR(NSPILL)                                                                          \
+    STORE(c, ldc, tile, t);
+
+#define NARROW(R)                                                                              \
+    void fc_ukrn##R##_avx512_s(long k, const float *a, const float *b, float *c, long ldc,     \
+                               const fc_tile *t)                                               \
+    {                                                                                          \
+        NKERNEL(float, __m512, 16, R, b + p * 64, V(load), narrow_store_s)                     \
+    }                                                                                          \
+    void fc_ukrin##R##_avx512_s(long k, const float *a, const float *b, const long *boff,    \
+                                float *c, long ldc, const fc_tile *t)                          \
+    {                                                                                          \
+        NKERNEL(float, __m512, 16, R, b + boff[p], V(loadu), narrow_store_s)                   \
+    }
+#define NARROW_D(R)                                                                            \
+    void fc_ukrn##R##_avx512_d(long k, const double *a, const double *b, double *c, long ldc,  \
+                               const fc_tile *t)                                               \
+    {                                                                                          \
+        NKERNEL(double, __m512d, 8, R, b + p * 32, VD(load), narrow_store_d)                   \
+    }                                                                                          \
+    void fc_ukrin##R##_avx512_d(long k, const double *a, const double *b, const long *boff,  \
+                                double *c, long ldc, const fc_tile *t)                         \
+    {                                                                                          \
+        NKERNEL(double, __m512d, 8, R, b + boff[p], VD(loadu), narrow_store_d)                 \
+    }
+
+#define PB V
+#define VT __m512
+NARROW(1)
+NARROW(2)
+NARROW(4)
+#undef PB
+#undef VT
+#define PB VD
+#define VT __m512d
+NARROW_D(1)
+NARROW_D(2)
+NARROW_D(4)
+#undef PB
+#undef VT
+
 /* ------------------------------------------------------------ dot products */
 
 float fc_dot_avx512_s(const float *a, const float *b, int k)
@@ -357,5 +457,63 @@ double fc_dot_avx512_d(const double *a, const double *b, int k)
     for (int l = 0; l < 8; l++) r += t[l];
     for (; i < k; i++) r += a[i] * b[i];
     return r;
+}
+/* ---------------------------------------------------------------- transposes */
+
+/* 16 x 16 floats: rows in, columns out */
+static inline void tr16x16_s(const float *s, long lds, float *d, long ldd)
+{
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(s + i * lds);
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    /* r[4g + q]: rows 4g..4g+3 of column 4L + q in 128-bit lane L */
+    for (int q = 0; q < 4; q++) {
+        const __m512 a = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x88);       /* lanes 0, 2 */
+        const __m512 b = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xDD);       /* lanes 1, 3 */
+        const __m512 c = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x88);
+        const __m512 e = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xDD);
+        _mm512_storeu_ps(d + (long)q * ldd, _mm512_shuffle_f32x4(a, c, 0x88));
+        _mm512_storeu_ps(d + (long)(4 + q) * ldd, _mm512_shuffle_f32x4(b, e, 0x88));
+        _mm512_storeu_ps(d + (long)(8 + q) * ldd, _mm512_shuffle_f32x4(a, c, 0xDD));
+        _mm512_storeu_ps(d + (long)(12 + q) * ldd, _mm512_shuffle_f32x4(b, e, 0xDD));
+    }
+}
+
+static inline void tr8x8_d(const double *s, long lds, double *d, long ldd)
+{
+    __m512d cols[8];
+    transpose_8x8_d(_mm512_loadu_pd(s), _mm512_loadu_pd(s + lds), _mm512_loadu_pd(s + 2 * lds),
+                    _mm512_loadu_pd(s + 3 * lds), _mm512_loadu_pd(s + 4 * lds),
+                    _mm512_loadu_pd(s + 5 * lds), _mm512_loadu_pd(s + 6 * lds),
+                    _mm512_loadu_pd(s + 7 * lds), cols);
+    for (int j = 0; j < 8; j++) _mm512_storeu_pd(d + (long)j * ldd, cols[j]);
+}
+
+#define TRANSPOSE_BLOCKS(T, B, BLOCK)                                                          \
+    const int rb = rows / B * B, cb = cols / B * B;                                            \
+    for (int i = 0; i < rb; i += B)                                                            \
+        for (int j = 0; j < cb; j += B)                                                        \
+            BLOCK(src + (long)i * lds + j, lds, dst + (long)j * ldd + i, ldd);                 \
+    for (int i = 0; i < rows; i++)                                                             \
+        for (int j = i < rb ? cb : 0; j < cols; j++)                                           \
+            dst[(long)j * ldd + i] = src[(long)i * lds + j];
+
+void fc_transpose_avx512_s(const float *src, long lds, float *dst, long ldd, int rows, int cols)
+{
+    TRANSPOSE_BLOCKS(float, 16, tr16x16_s)
+}
+
+void fc_transpose_avx512_d(const double *src, long lds, double *dst, long ldd, int rows, int cols)
+{
+    TRANSPOSE_BLOCKS(double, 8, tr8x8_d)
 }
 #endif

@@ -72,3 +72,24 @@ void fc_ukrg_generic_d(long k, const double *a, const long *aoff, const long *do
 float fc_dot_generic_s(const float *a, const float *b, int k) { DOT_GENERIC(float) }
 double fc_dot_generic_d(const double *a, const double *b, int k) { DOT_GENERIC(double) }
 
+
+/* Transposes in blocks of 8 x 8, so that both sides stay in cache. */
+#define TRANSPOSE_GENERIC(T)                                                  \
+    for (int i0 = 0; i0 < rows; i0 += 8)                                      \
+        for (int j0 = 0; j0 < cols; j0 += 8) {                                \
+            const int i1 = i0 + 8 < rows ? i0 + 8 : rows;                     \
+            const int j1 = j0 + 8 < cols ? j0 + 8 : cols;                     \
+            for (int j = j0; j < j1; j++)                                     \
+                for (int i = i0; i < i1; i++)                                 \
+                    dst[(long)j * ldd + i] = src[(long)i * lds + j];          \
+        }
+
+void fc_transpose_generic_s(const float *src, long lds, float *dst, long ldd, int rows, int cols)
+{
+    TRANSPOSE_GENERIC(float)
+}
+
+void fc_transpose_generic_d(const double *src, long lds, double *dst, long ldd, int rows, int cols)
+{
+    TRANSPOSE_GENERIC(double)
+}

@@ -50,6 +50,9 @@ CASES = {
     "pm_pad_gt_half_kernel": (1, 16, 5, 5, 16, 3, 3, 1, 3, 1, 1),
     "pm_1x1image": (1, 24, 1, 1, 24, 3, 3, 1, 1, 1, 1),
     "pm_wide": (2, 48, 6, 6, 96, 3, 3, 1, 1, 1, 1),
+    # input gradients of one to four rows a product (the narrow kernels)
+    "c1_k4_s2": (2, 1, 12, 12, 16, 4, 4, 2, 1, 1, 1),
+    "c2_3x3": (2, 2, 9, 9, 24, 3, 3, 1, 1, 1, 1),
 }
 DTYPES = {"f64": (np.float64, 1e-9), "f32": (np.float32, 1e-4)}
 
@@ -233,7 +236,9 @@ ISA_CASES = [((3, 5, 9, 9), (7, 5, 3, 3), None), ((2, 3, 20, 37), (4, 3, 3, 3), 
              ((2, 70, 6, 40), (5, 70, 3, 3), "leaky_relu"), ((1, 2, 3, 50), (13, 2, 1, 5), None),
              # pixel-major: whole and partial tiles, column-major stores with bias and activation
              ((3, 16, 6, 5), (33, 16, 3, 3), "leaky_relu"), ((2, 20, 9, 7), (24, 20, 3, 3), "relu"),
-             ((2, 40, 8, 8), (64, 40, 3, 3), None)]
+             ((2, 40, 8, 8), (64, 40, 3, 3), None),
+             # one input channel: its gradient is a product of a single row
+             ((3, 1, 30, 20), (24, 1, 3, 3), "relu")]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -9,7 +9,9 @@ from fastcnn._kernels import _gemm
 import reference as ref
 
 SHAPES = [(1, 1, 1), (1, 7, 1), (7, 1, 5), (5, 3, 1), (6, 16, 8), (7, 17, 9), (13, 33, 65),
-          (37, 5, 300), (100, 37, 257), (3, 700, 2), (200, 3, 70), (145, 130, 260), (64, 3136, 9)]
+          (37, 5, 300), (100, 37, 257), (3, 700, 2), (200, 3, 70), (145, 130, 260), (64, 3136, 9),
+          # products of 1 to 4 rows (the narrow kernels): whole and partial panels, several depth blocks
+          (1, 200, 37), (2, 129, 600), (3, 64, 5), (4, 300, 1100), (4, 7, 3)]
 ISAS = fastcnn.supported_isas()
 
 
@@ -37,8 +39,9 @@ def test_matmul_matches_numpy(isa, dtype, m, n, k, rng):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("ta,tb", [(0, 0), (0, 1), (1, 0), (1, 1)])
 @pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (2.5, 0.0), (1.0, 1.0), (-0.5, 0.75)])
-def test_gemm_transposes_alpha_beta(isa, dtype, ta, tb, alpha, beta, rng):
-    m, n, k = 23, 37, 29
+@pytest.mark.parametrize("m", [23, 3])
+def test_gemm_transposes_alpha_beta(isa, dtype, ta, tb, alpha, beta, m, rng):
+    n, k = 97, 29
     a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
     b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
     c0 = rng.standard_normal((m, n)).astype(dtype)

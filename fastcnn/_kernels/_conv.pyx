@@ -324,9 +324,9 @@ cdef Padded padded_geom(const Geom *g, bint force):
 cdef void _pad_planes(const floating *x, floating *xp, long nplanes, int H, int W, int Hp, int Wp,
                       int top, int left, int n_threads) noexcept nogil:
     """xp planes (Hp x Wp) = x planes (H x W) placed at (top, left), zero elsewhere
-    (cropped where the padded plane ends first)."""
+    (cropped where the padded plane ends first). Plain loops: rows are short."""
     cdef long t
-    cdef int hp, h, lead, n
+    cdef int hp, h, j, lead, n
     cdef floating *row
     cdef const floating *src
     lead = left if left < Wp else Wp
@@ -334,16 +334,20 @@ cdef void _pad_planes(const floating *x, floating *xp, long nplanes, int H, int 
     if n < 0:
         n = 0
     for t in prange(nplanes, schedule='static', num_threads=n_threads):
-        src = x + t * H * W
         for hp in range(Hp):
             row = xp + (t * Hp + hp) * Wp
             h = hp - top
             if h < 0 or h >= H:
-                memset(row, 0, <size_t>Wp * sizeof(floating))
+                for j in range(Wp):
+                    row[j] = 0
                 continue
-            memset(row, 0, <size_t>lead * sizeof(floating))
-            memcpy(row + lead, src + <long>h * W + (lead - left), <size_t>n * sizeof(floating))
-            memset(row + lead + n, 0, <size_t>(Wp - lead - n) * sizeof(floating))
+            src = x + (t * H + h) * W + (lead - left)
+            for j in range(lead):
+                row[j] = 0
+            for j in range(n):
+                row[lead + j] = src[j]
+            for j in range(lead + n, Wp):
+                row[j] = 0
 
 
 cdef cnp.ndarray pad_copy(cnp.ndarray x, int Hp, int Wp, int top, int left, int n_threads):
@@ -441,20 +445,17 @@ cdef object conv2d_forward_pm(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y,
 
 cdef void _to_pixel_major(const floating *dy, floating *out, int N, int K, long PQ,
                           int n_threads) noexcept nogil:
-    """out[(n * PQ + q) * K + k] = dy[(n * K + k) * PQ + q], in blocks of 16 pixels."""
-    cdef long nb = (PQ + 15) // 16, t, q, q0, q1
-    cdef int n, k
-    cdef const floating *src
-    cdef floating *dst
+    """out[(n * PQ + q) * K + k] = dy[(n * K + k) * PQ + q]: blocks of 256 pixels transposed."""
+    cdef long nb = (PQ + 255) // 256, t, q0
+    cdef int n, cnt
     for t in prange(<long>N * nb, schedule='static', num_threads=n_threads):
         n = <int>(t // nb)
-        q0 = (t % nb) * 16
-        q1 = q0 + 16 if q0 + 16 < PQ else PQ
-        dst = out + <long>n * PQ * K
-        for k in range(K):
-            src = dy + (<long>n * K + k) * PQ
-            for q in range(q0, q1):
-                dst[q * K + k] = src[q]
+        q0 = (t % nb) * 256
+        cnt = <int>(PQ - q0 if PQ - q0 < 256 else 256)
+        if floating is float:
+            fc_transpose_s(dy + <long>n * K * PQ + q0, PQ, out + (<long>n * PQ + q0) * K, K, K, cnt)
+        else:
+            fc_transpose_d(dy + <long>n * K * PQ + q0, PQ, out + (<long>n * PQ + q0) * K, K, K, cnt)
 
 
 cdef int _backward_weight_pm(const floating *xp, const floating *dyT, floating *part,

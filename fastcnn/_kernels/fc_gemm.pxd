@@ -48,6 +48,8 @@ cdef extern from "fc_gemm.h" nogil:
     const char *fc_compiler()
     unsigned fc_fpmode_enter()
     void fc_fpmode_leave(unsigned saved)
+    void fc_transpose_s(const float *src, long lds, float *dst, long ldd, int rows, int cols)
+    void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows, int cols)
     void *fc_aligned_alloc(size_t nbytes)
     void fc_aligned_free(void *p)
 
