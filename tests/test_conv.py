@@ -321,3 +321,20 @@ W = np.ones((6, 4, 3, 3))
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_scratch_reuse_across_geometries(rng):
+    """Padded copies share a per-thread scratch buffer and keep its zero borders only for
+    the same geometry: alternating geometries of one padded size must stay exact."""
+    w = rng.standard_normal((20, 16, 3, 3))
+    cases = [((2, 16, 8, 8), 1), ((2, 16, 6, 6), 2), ((2, 16, 8, 8), 1), ((2, 16, 10, 10), 0),
+             ((2, 16, 8, 8), 1)]
+    for shape, pad in cases:
+        x = rng.standard_normal(shape) + 5.0   # nonzero everywhere: a stale value in a border shows
+        y = F.conv2d(x, w, None, 1, pad)
+        np.testing.assert_allclose(y, ref.conv2d(x, w, None, (1, 1), (pad, pad)), rtol=1e-10, atol=1e-9)
+        dy = rng.standard_normal(y.shape)
+        gx, gw, _ = F.conv2d_backward(dy, x, w, 1, pad)
+        rgx, rgw, _ = ref.conv2d_backward(dy, x, w, (1, 1), (pad, pad))
+        np.testing.assert_allclose(gx, rgx, rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(gw, rgw, rtol=1e-10, atol=1e-8)

@@ -13,6 +13,8 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memset, memcpy
 cimport numpy as cnp
+import threading
+
 import numpy as np
 
 from fastcnn._kernels.fc_gemm cimport *
@@ -322,9 +324,11 @@ cdef Padded padded_geom(const Geom *g, bint force):
 
 
 cdef void _pad_planes(const floating *x, floating *xp, long nplanes, int H, int W, int Hp, int Wp,
-                      int top, int left, int n_threads) noexcept nogil:
+                      int top, int left, bint borders, int n_threads) noexcept nogil:
     """xp planes (Hp x Wp) = x planes (H x W) placed at (top, left), zero elsewhere
-    (cropped where the padded plane ends first). Plain loops: rows are short."""
+    (cropped where the padded plane ends first); with borders false only the
+    image is copied (the zeros around it are already there). Plain loops: rows
+    are short."""
     cdef long t
     cdef int hp, h, j, lead, n
     cdef floating *row
@@ -338,31 +342,86 @@ cdef void _pad_planes(const floating *x, floating *xp, long nplanes, int H, int 
             row = xp + (t * Hp + hp) * Wp
             h = hp - top
             if h < 0 or h >= H:
-                for j in range(Wp):
-                    row[j] = 0
+                if borders:
+                    for j in range(Wp):
+                        row[j] = 0
                 continue
             src = x + (t * H + h) * W + (lead - left)
-            for j in range(lead):
-                row[j] = 0
+            if borders:
+                for j in range(lead):
+                    row[j] = 0
+                for j in range(lead + n, Wp):
+                    row[j] = 0
             for j in range(n):
                 row[lead + j] = src[j]
-            for j in range(lead + n, Wp):
-                row[j] = 0
 
 
-cdef cnp.ndarray pad_copy(cnp.ndarray x, int Hp, int Wp, int top, int left, int n_threads):
-    """A zero-padded copy of x (N, C, H, W): planes of Hp x Wp with x at (top, left)."""
+# ---------------------------------------------------------------------------
+# scratch memory
+#
+# The temporaries of a kernel call (padded copies, transposed gradients, phase
+# buffers, partial sums) come from buffers that each Python thread keeps, one
+# per use, grown as needed: repeated calls reuse memory that is mapped and
+# warm instead of faulting in fresh pages, and a padded copy of the same
+# geometry as the last one keeps its zero borders. Buffers above SCRATCH_KEEP
+# bytes are not kept.
+
+SCRATCH_KEEP = 256 * 1024 * 1024
+_scratch = threading.local()
+
+
+cdef cnp.ndarray scratch(str use, tuple shape, dtype):
+    """An uninitialised array for the duration of one kernel call."""
+    cdef dict bufs = getattr(_scratch, "bufs", None)
+    if bufs is None:
+        bufs = _scratch.bufs = {}
+    dt = np.dtype(dtype)
+    cdef Py_ssize_t nbytes = dt.itemsize
+    for d in shape:
+        nbytes *= d
+    entry = bufs.get(use)
+    cdef cnp.ndarray buf
+    if entry is None or (<cnp.ndarray>entry[0]).shape[0] < nbytes + 64:
+        buf = np.empty(nbytes + nbytes // 4 + 64, dtype=np.uint8)
+        if buf.shape[0] <= SCRATCH_KEEP:
+            bufs[use] = [buf, None]
+        elif use in bufs:
+            del bufs[use]
+    else:
+        buf = entry[0]
+    cdef Py_ssize_t off = (64 - <Py_ssize_t>(<size_t>cnp.PyArray_DATA(buf) % 64)) % 64
+    return buf[off:off + nbytes].view(dt).reshape(shape)
+
+
+cdef object scratch_tag(str use, object tag):
+    """Swaps the tag of a scratch buffer (what it holds) for tag; returns the old one."""
+    cdef dict bufs = getattr(_scratch, "bufs", None)
+    entry = None if bufs is None else bufs.get(use)
+    if entry is None:
+        return None
+    old = entry[1]
+    entry[1] = tag
+    return old
+
+
+cdef cnp.ndarray pad_copy(cnp.ndarray x, int Hp, int Wp, int top, int left, int n_threads,
+                          str use="pad"):
+    """A zero-padded copy of x (N, C, H, W) in scratch memory: planes of Hp x Wp
+    with x at (top, left)."""
     cdef long nplanes = x.shape[0] * x.shape[1]
     cdef int H = x.shape[2], W = x.shape[3]
-    cdef cnp.ndarray xp = np.empty((x.shape[0], x.shape[1], Hp, Wp), dtype=x.dtype)
+    cdef cnp.ndarray xp = scratch(use, (x.shape[0], x.shape[1], Hp, Wp), x.dtype)
+    # the borders are zero already if this buffer last held a copy of this geometry
+    geom = (<Py_ssize_t>cnp.PyArray_DATA(xp), x.dtype.num, nplanes, H, W, Hp, Wp, top, left)
+    cdef bint borders = scratch_tag(use, geom) != geom
     if x.dtype == np.float32:
         with nogil:
             _pad_planes(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(xp), nplanes, H, W,
-                        Hp, Wp, top, left, n_threads)
+                        Hp, Wp, top, left, borders, n_threads)
     else:
         with nogil:
             _pad_planes(<double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(xp), nplanes, H, W,
-                        Hp, Wp, top, left, n_threads)
+                        Hp, Wp, top, left, borders, n_threads)
     return xp
 
 
@@ -415,7 +474,7 @@ cdef int _forward_pm(const floating *xp, const floating *w, const floating *bias
 cdef object pm_prepare(cnp.ndarray x, const Geom *g, Padded *pd, int n_threads):
     """(input planes the gathers read, pixel offsets, tap offsets) for a pixel-major call."""
     pd[0] = padded_geom(g, False)
-    cdef cnp.ndarray xp = pad_copy(x, pd.Hp, pd.Wp, g.ph, g.pw, n_threads) if pd.copy else x
+    cdef cnp.ndarray xp = pad_copy(x, pd.Hp, pd.Wp, g.ph, g.pw, n_threads, "x") if pd.copy else x
     return xp, pixel_offsets(g, pd), shift_offsets(g, pd.Hp, <int>pd.row, pd.plane)
 
 
@@ -497,8 +556,8 @@ cdef object conv2d_backward_weight_pm(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray
     # enough output tiles to share among threads, or chunks of images with
     # partial sums added in a fixed order (by problem size only)
     cdef int nchunks = 1 if (crs // 8) * ((g.Kg + 31) // 32) >= 16 else <int>min(g.N, 16)
-    cdef cnp.ndarray dyT = np.empty(<long>g.N * pq * K, dtype=x.dtype)
-    cdef cnp.ndarray part = dw if nchunks == 1 else np.empty(nchunks * <long>K * crs, dtype=x.dtype)
+    cdef cnp.ndarray dyT = scratch("dyT", (<long>g.N * pq * K,), x.dtype)
+    cdef cnp.ndarray part = dw if nchunks == 1 else scratch("partial", (nchunks * <long>K * crs,), x.dtype)
     cdef void *xpp = cnp.PyArray_DATA(xp)
     cdef int rc
     if x.dtype == np.float32:
@@ -653,7 +712,7 @@ cdef object conv2d_backward_data_pm(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray d
             left = max(left, -d)
             right = max(right, n - 1 + d - (g.Q - 1))
     cdef int Hq = top + g.P + bottom, Wq = left + g.Q + right
-    cdef cnp.ndarray dyp = pad_copy(dy, Hq, Wq, top, left, n_threads)
+    cdef cnp.ndarray dyp = pad_copy(dy, Hq, Wq, top, left, n_threads, "dy")
     cdef long dplane = <long>Hq * Wq, dimg = K * dplane, pix
     cdef bint direct = sh == 1 and sw == 1
     cdef cnp.ndarray buf, poffs_arr, toffs_arr, wph
@@ -685,7 +744,7 @@ cdef object conv2d_backward_data_pm(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray d
             # (G, Kg, Cg, |rtaps|, |staps|) -> (G, depth, Cg)
             wsel = w5[:, :, :, [r for r, _ in rtaps]][:, :, :, :, [r for r, _ in staps]]
             wph = np.ascontiguousarray(wsel.transpose(0, 1, 3, 4, 2)).reshape(g.G, depth, g.Cg)
-            buf = dx if direct else np.empty((g.N, C, Hi, Wj), dtype=dx.dtype)
+            buf = dx if direct else scratch("phase", (g.N, C, Hi, Wj), dx.dtype)
             poffs = <const long *>cnp.PyArray_DATA(poffs_arr)
             toffs = <const long *>cnp.PyArray_DATA(toffs_arr)
             if dy.dtype == np.float32:
