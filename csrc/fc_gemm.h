@@ -38,7 +38,9 @@ typedef struct {
  *         block): rows (c, r, s), columns (oh, ow); with trans = 1 the
  *         transpose (rows are pixels, columns are (c, r, s)). Out-of-image
  *         taps read as zero.
- *  PACKED: an A operand already packed by fc_gemm_pack_*() for this m and k.
+ *  PACKED: an operand already packed for this m (or n) and k: A by
+ *          fc_gemm_pack_a_*(), B by fc_gemm_pack_b_*() (for a product whose
+ *          rows select the instruction set's own kernels, not narrow ones).
  *  SHIFT:  a B operand whose row i is contiguous at p + offs[i] (a stride-1
  *          convolution over a zero-padded image: every row of the patch
  *          matrix is a shifted view of the image). Read in place, never
@@ -143,6 +145,14 @@ typedef struct {
     double (*dot_d)(const double *a, const double *b, int k);
     void (*transpose_s)(const float *src, long lds, float *dst, long ldd, int rows, int cols);
     void (*transpose_d)(const double *src, long lds, double *dst, long ldd, int rows, int cols);
+    size_t (*wino43_ws_s)(int N, int C, int K, int P, int Q, int nthreads);
+    size_t (*wino43_ws_d)(int N, int C, int K, int P, int Q, int nthreads);
+    int (*wino43_s)(const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
+                    int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
+                    float *ws);
+    int (*wino43_d)(const double *x, const double *w, const double *bias, double *y, int N, int C,
+                    int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope,
+                    int nthreads, double *ws);
 } fc_kernel_info;
 
 /* fc_cpu.c: feature detection and dispatch */
@@ -161,6 +171,19 @@ void fc_fpmode_leave(unsigned saved);
  * instruction set this CPU runs). */
 void fc_transpose_s(const float *src, long lds, float *dst, long ldd, int rows, int cols);
 void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows, int cols);
+
+/* Winograd F(4x4, 3x3) convolution, stride 1: y (N, K, P, Q) = x (N, C, H, W)
+ * correlated with w (K, C, 3, 3), zero padding (ph, pw) before the image (and
+ * as much after as P, Q need), plus bias (NULL: none), then the activation.
+ * ws: fc_wino43_ws_*() elements, 64-byte aligned. Returns 0. */
+size_t fc_wino43_ws_s(int N, int C, int K, int P, int Q, int nthreads);
+size_t fc_wino43_ws_d(int N, int C, int K, int P, int Q, int nthreads);
+int fc_wino43_s(const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
+                int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
+                float *ws);
+int fc_wino43_d(const double *x, const double *w, const double *bias, double *y, int N, int C,
+                int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
+                double *ws);
 
 /* fc_pack.c: pack rows [i0, i0+ni) x cols [p0, p0+kc) of op into panels of
  * width w: dst[(panel * kc + p) * w + i], zero-padding the last panel.
@@ -188,6 +211,12 @@ int fc_gemv_s(int n, int m, int k, const float *x, long ldx, const float *w, lon
               float *y, long ldy, const fc_epilogue *epi, int nthreads);
 int fc_gemv_d(int n, int m, int k, const double *x, long ldx, const double *w, long ldw,
               double *y, long ldy, const fc_epilogue *epi, int nthreads);
+
+/* Pack all of B (k x n) once, for several products with the same B. */
+size_t fc_gemm_packed_b_size_s(int n, int k);
+size_t fc_gemm_packed_b_size_d(int n, int k);
+void fc_gemm_pack_b_s(int n, int k, const fc_view *B, float *dst);
+void fc_gemm_pack_b_d(int n, int k, const fc_view *B, double *dst);
 
 /* Pack all of A (m x k) once, for several products with the same A. */
 size_t fc_gemm_packed_a_size_s(int m, int k);
@@ -242,6 +271,18 @@ void fc_tile_store_avx2_d(double *c, long ldc, const double *acc, int ldt, const
 FC_TRANSPOSE_DECL(generic)
 FC_TRANSPOSE_DECL(avx2)
 FC_TRANSPOSE_DECL(avx512)
+
+#define FC_WINO_DECL(isa, T, t)                                                                 \
+    size_t fc_wino43_ws_##isa##_##t(int N, int C, int K, int P, int Q, int nthreads);           \
+    int fc_wino43_##isa##_##t(const T *x, const T *w, const T *bias, T *y, int N, int C, int H,  \
+                              int W, int K, int P, int Q, int ph, int pw, int act, double slope, \
+                              int nthreads, T *ws);
+FC_WINO_DECL(generic, float, s)
+FC_WINO_DECL(generic, double, d)
+FC_WINO_DECL(avx2, float, s)
+FC_WINO_DECL(avx2, double, d)
+FC_WINO_DECL(avx512, float, s)
+FC_WINO_DECL(avx512, double, d)
 
 float fc_dot_generic_s(const float *a, const float *b, int k);
 double fc_dot_generic_d(const double *a, const double *b, int k);

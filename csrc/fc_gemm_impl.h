@@ -132,6 +132,135 @@ void FN(fc_gemm_pack_a)(int m, int k, const fc_view *A, T *dst)
     }
 }
 
+size_t FN(fc_gemm_packed_b_size)(int n, int k)
+{
+    const int NR = FN(KNR)(fc_kernel());
+    return (size_t)((long)(n + NR - 1) / NR * NR * (k < 1 ? 1 : k));
+}
+
+void FN(fc_gemm_pack_b)(int n, int k, const fc_view *B, T *dst)
+{
+    const fc_kernel_info *ki = fc_kernel();
+    const int NR = FN(KNR)(ki);
+    const int KCB = FN(depth_block)(k, FN(KKC)(ki));
+    const long npad = (long)(n + NR - 1) / NR * NR;
+    const fc_view Bt = fc_view_t(B);
+    for (int pc = 0; pc < k; pc += KCB) {
+        const int kc = k - pc < KCB ? k - pc : KCB;
+        FN(fc_pack)(&Bt, 0, n, pc, kc, NR, dst + (long)pc * npad);
+    }
+}
+
+/* Everything one thread of a product needs. */
+typedef struct {
+    int m, n, k, MR, NR, NC, KCB, MCB, nkb, prepacked, b_packed, shifted, gathered, trans, has_epi;
+    long mpad, npad, a_elems;
+    T alpha, beta, *C, *bpack, *thread_ws;
+    long ldc;
+    const fc_view *A, *B;
+    fc_view Bt;
+    const fc_epilogue *epi;
+    FN(kset) ks;
+} FN(gemm_ctx);
+
+/* [lo, hi) of 0 .. n for thread tid of nth, in order */
+static inline void FN(split)(int n, int tid, int nth, int *lo, int *hi)
+{
+    *lo = (int)((long)n * tid / nth);
+    *hi = (int)((long)n * (tid + 1) / nth);
+}
+
+/* Thread tid of nth: its share of each B block's packing, then of the tasks
+ * (row blocks x ranges of panels); every C element is one task's. With
+ * nth > 1 it runs inside the product's own parallel region. */
+static void FN(gemm_thread)(const FN(gemm_ctx) *g, int tid, int nth)
+{
+    const int m = g->m, n = g->n, k = g->k, MR = g->MR, NR = g->NR, NC = g->NC;
+    const int KCB = g->KCB, MCB = g->MCB;
+    const fc_view *A = g->A, *B = g->B;
+    const fc_epilogue *epi = g->epi;
+    T *C = g->C;
+    const long ldc = g->ldc;
+    T *apack = g->thread_ws + (long)tid * g->a_elems;
+    fc_tile tile;
+    tile.alpha = (double)g->alpha;
+    tile.trans = g->trans;
+    for (int jc = 0; jc < n; jc += NC) {
+        const int nc = n - jc < NC ? n - jc : NC;
+        const int npanels = (nc + NR - 1) / NR;
+        for (int kb = 0; kb < g->nkb; kb++) {
+            const int pc = kb * KCB;
+            const int kc = k - pc < KCB ? k - pc : KCB;
+            tile.beta = (double)(kb == 0 ? g->beta : (T)1);
+            tile.e = kb == g->nkb - 1 && g->has_epi ? epi : NULL;
+            int lo, hi;
+            if (!g->shifted && !g->b_packed) {
+                FN(split)(npanels, tid, nth, &lo, &hi);
+                for (int jp = lo; jp < hi; jp++) {
+                    int w = nc - jp * NR < NR ? nc - jp * NR : NR;
+                    FN(fc_pack)(&g->Bt, jc + jp * NR, w, pc, kc, NR, g->bpack + (long)jp * kc * NR);
+                }
+#if FC_OPENMP
+                if (nth > 1) {
+#pragma omp barrier
+                }
+#endif
+            }
+            const int n_ic = (m + MCB - 1) / MCB;
+            int n_js = 1;
+            while (n_ic * n_js < 4 * nth && n_js * 2 <= npanels) n_js *= 2;
+            int packed_ic = -1;
+            FN(split)(n_ic * n_js, tid, nth, &lo, &hi);
+            for (int task = lo; task < hi; task++) {
+                const int ic = (task / n_js) * MCB;
+                const int js = task % n_js;
+                const int mc = m - ic < MCB ? m - ic : MCB;
+                const T *ablk = NULL;
+                if (g->prepacked) {
+                    ablk = (const T *)A->p + (long)pc * g->mpad + (long)ic * kc;
+                } else if (!g->gathered) {
+                    if (ic != packed_ic) {
+                        FN(fc_pack)(A, ic, mc, pc, kc, MR, apack);
+                        packed_ic = ic;
+                    }
+                    ablk = apack;
+                }
+                const int jp0 = (int)((long)js * npanels / n_js);
+                const int jp1 = (int)((long)(js + 1) * npanels / n_js);
+                for (int jp = jp0; jp < jp1; jp++) {
+                    const int j = jp * NR;
+                    tile.nr = nc - j < NR ? nc - j : NR;
+                    tile.lane0 = (long)jc + j;
+                    if (!g->trans) FN(tile_runs)(&tile, (long)jc + j, tile.nr, epi);
+                    const T *bp = g->shifted ? (const T *)B->p + jc + j
+                                : g->b_packed ? (const T *)B->p + (long)pc * g->npad + (long)(jc + j) * kc
+                                : g->bpack + (long)jp * kc * NR;
+                    const long *boff = g->shifted ? B->offs + pc : NULL;
+                    for (int ir = 0; ir < mc; ir += MR) {
+                        tile.mr = mc - ir < MR ? mc - ir : MR;
+                        tile.row0 = ic + ir;
+                        /* row-major: C's row of the tile; column-major: its first column */
+                        T *ct = g->trans ? C + ((long)jc + j) * ldc : C + (long)(ic + ir) * ldc;
+                        if (g->trans) FN(tile_runs)(&tile, (long)ic + ir, tile.mr, epi);
+                        if (g->gathered)
+                            g->ks.ukrg(kc, (const T *)A->p, A->offs + ic + ir, A->doffs + pc, bp, ct, ldc,
+                                       &tile);
+                        else if (g->shifted)
+                            g->ks.ukri(kc, ablk + (long)(ir / MR) * kc * MR, bp, boff, ct, ldc, &tile);
+                        else
+                            g->ks.ukr(kc, ablk + (long)(ir / MR) * kc * MR, bp, ct, ldc, &tile);
+                    }
+                }
+            }
+#if FC_OPENMP
+            if (nth > 1) {
+#pragma omp barrier
+            }
+#endif
+        }
+    }
+}
+
 int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B,
                 T beta, T *C, long ldc, const fc_epilogue *epi, int nthreads, T *ws)
 {
@@ -139,22 +268,33 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
     if (nthreads < 1) nthreads = 1;
     if (k < 0) k = 0;
     const fc_kernel_info *ki = fc_kernel();
-    const int prepacked = A->kind == FC_VIEW_PACKED;
-    const int shifted = B->kind == FC_VIEW_SHIFT;
-    const int gathered = A->kind == FC_VIEW_GATHER;
-    const int trans = epi != NULL && epi->trans;
+    FN(gemm_ctx) g;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.prepacked = A->kind == FC_VIEW_PACKED;
+    g.b_packed = B->kind == FC_VIEW_PACKED;
+    g.shifted = B->kind == FC_VIEW_SHIFT;
+    g.gathered = A->kind == FC_VIEW_GATHER;
+    g.trans = epi != NULL && epi->trans;
     /* (a prepacked A is for a row-major product: packed for the kernels m selects) */
-    const FN(kset) ks = FN(kernels_for)(ki, m, !trans && !gathered);
-    const int MR = ks.MR, NR = ks.NR, NC = FN(KNC)(ki);
-    const int KCB = FN(depth_block)(k, FN(KKC)(ki));
-    const int MCB = FN(row_block)(m, MR, FN(KMC)(ki));
-    const int nkb = k > 0 ? (k + KCB - 1) / KCB : 1;   /* an empty product still stores beta C */
-    const long mpad = (long)(m + MR - 1) / MR * MR;
-    const int has_epi = FN(epilogue_active)(epi);
-    void (*ukr)(long, const T *, const T *, T *, long, const fc_tile *) = ks.ukr;
-    void (*ukri)(long, const T *, const T *, const long *, T *, long, const fc_tile *) = ks.ukri;
-    void (*ukrg)(long, const T *, const long *, const long *, const T *, T *, long,
-                 const fc_tile *) = ks.ukrg;
+    g.ks = FN(kernels_for)(ki, m, !g.trans && !g.gathered && !g.b_packed);
+    g.MR = g.ks.MR;
+    g.NR = g.ks.NR;
+    g.NC = FN(KNC)(ki);
+    g.KCB = FN(depth_block)(k, FN(KKC)(ki));
+    g.MCB = FN(row_block)(m, g.MR, FN(KMC)(ki));
+    g.nkb = k > 0 ? (k + g.KCB - 1) / g.KCB : 1;   /* an empty product still stores beta C */
+    g.mpad = (long)(m + g.MR - 1) / g.MR * g.MR;
+    g.npad = (long)(n + g.NR - 1) / g.NR * g.NR;
+    g.has_epi = FN(epilogue_active)(epi);
+    g.alpha = alpha;
+    g.beta = beta;
+    g.C = C;
+    g.ldc = ldc;
+    g.A = A;
+    g.B = B;
+    g.epi = epi;
 
     T *own = NULL;
     if (ws == NULL) {
@@ -162,89 +302,27 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
         if (own == NULL) return -1;
         ws = own;
     }
-    long b_elems, a_elems;
-    FN(ws_layout)(m, n, k, ki, &b_elems, &a_elems);
-    T *bpack = ws;
-    T *thread_ws = ws + b_elems;
-    const fc_view Bt = fc_view_t(B);
+    long b_elems;
+    FN(ws_layout)(m, n, k, ki, &b_elems, &g.a_elems);
+    g.bpack = ws;
+    g.thread_ws = ws + b_elems;
+    g.Bt = fc_view_t(B);
 
+    if (nthreads > 1) {
 #if FC_OPENMP
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-#endif
-    {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        unsigned fpmode = fc_fpmode_enter();
-        T *apack = thread_ws + (long)tid * a_elems;
-        fc_tile tile;
-        tile.alpha = (double)alpha;
-        tile.trans = trans;
-        for (int jc = 0; jc < n; jc += NC) {
-            const int nc = n - jc < NC ? n - jc : NC;
-            const int npanels = (nc + NR - 1) / NR;
-            for (int kb = 0; kb < nkb; kb++) {
-                const int pc = kb * KCB;
-                const int kc = k - pc < KCB ? k - pc : KCB;
-                tile.beta = (double)(kb == 0 ? beta : (T)1);
-                tile.e = kb == nkb - 1 && has_epi ? epi : NULL;
-#if FC_OPENMP
-#pragma omp for schedule(static)
-#endif
-                for (int jp = 0; jp < (shifted ? 0 : npanels); jp++) {
-                    int w = nc - jp * NR < NR ? nc - jp * NR : NR;
-                    FN(fc_pack)(&Bt, jc + jp * NR, w, pc, kc, NR, bpack + (long)jp * kc * NR);
-                }
-                const int n_ic = (m + MCB - 1) / MCB;
-                int n_js = 1;
-                while (n_ic * n_js < 4 * nthreads && n_js * 2 <= npanels) n_js *= 2;
-                const int ntasks = n_ic * n_js;
-                int packed_ic = -1;
-#if FC_OPENMP
-#pragma omp for schedule(static)
-#endif
-                for (int task = 0; task < ntasks; task++) {
-                    const int ic = (task / n_js) * MCB;
-                    const int js = task % n_js;
-                    const int mc = m - ic < MCB ? m - ic : MCB;
-                    const T *ablk = NULL;
-                    if (prepacked) {
-                        ablk = (const T *)A->p + (long)pc * mpad + (long)ic * kc;
-                    } else if (!gathered) {
-                        if (ic != packed_ic) {
-                            FN(fc_pack)(A, ic, mc, pc, kc, MR, apack);
-                            packed_ic = ic;
-                        }
-                        ablk = apack;
-                    }
-                    const int jp0 = (int)((long)js * npanels / n_js);
-                    const int jp1 = (int)((long)(js + 1) * npanels / n_js);
-                    for (int jp = jp0; jp < jp1; jp++) {
-                        const int j = jp * NR;
-                        tile.nr = nc - j < NR ? nc - j : NR;
-                        tile.lane0 = (long)jc + j;
-                        if (!trans) FN(tile_runs)(&tile, (long)jc + j, tile.nr, epi);
-                        const T *bp = shifted ? (const T *)B->p + jc + j : bpack + (long)jp * kc * NR;
-                        const long *boff = shifted ? B->offs + pc : NULL;
-                        for (int ir = 0; ir < mc; ir += MR) {
-                            tile.mr = mc - ir < MR ? mc - ir : MR;
-                            tile.row0 = ic + ir;
-                            /* row-major: C's row of the tile; column-major: its first column */
-                            T *ct = trans ? C + ((long)jc + j) * ldc : C + (long)(ic + ir) * ldc;
-                            if (trans) FN(tile_runs)(&tile, (long)ic + ir, tile.mr, epi);
-                            if (gathered)
-                                ukrg(kc, (const T *)A->p, A->offs + ic + ir, A->doffs + pc, bp, ct, ldc,
-                                     &tile);
-                            else if (shifted)
-                                ukri(kc, ablk + (long)(ir / MR) * kc * MR, bp, boff, ct, ldc, &tile);
-                            else
-                                ukr(kc, ablk + (long)(ir / MR) * kc * MR, bp, ct, ldc, &tile);
-                        }
-                    }
-                }
-            }
+#pragma omp parallel num_threads(nthreads)
+        {
+            unsigned fpmode = fc_fpmode_enter();
+            FN(gemm_thread)(&g, omp_get_thread_num(), omp_get_num_threads());
+            fc_fpmode_leave(fpmode);
         }
+#else
+        nthreads = 1;
+#endif
+    }
+    if (nthreads == 1) {
+        unsigned fpmode = fc_fpmode_enter();
+        FN(gemm_thread)(&g, 0, 1);
         fc_fpmode_leave(fpmode);
     }
     if (own) fc_aligned_free(own);

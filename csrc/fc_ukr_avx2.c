@@ -3,7 +3,14 @@
  * finished from registers (scaling, bias, activation); partial tiles and
  * column runs are spilled and finished by the tile store of this file.
  * Compiled with -mavx2 -mfma; only called when the CPU has both. */
+#include <string.h>
 #include "fc_gemm.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifndef FC_OPENMP
+#define FC_OPENMP 0
+#endif
 
 #if FC_X86
 #include <immintrin.h>
@@ -267,4 +274,36 @@ void fc_transpose_avx2_d(const double *src, long lds, double *dst, long ldd, int
 {
     TRANSPOSE_BLOCKS(double, 4, tr4x4_d)
 }
+
+/* ------------------------------------------------------------ Winograd F(4x4, 3x3) */
+#define FN(name) fc_##name##_avx2_s
+#define T float
+#define GEMM fc_gemm_s
+#define GEMM_WS fc_gemm_ws_s
+#define GEMM_PACK_B fc_gemm_pack_b_s
+#define GEMM_PACKED_B_SIZE fc_gemm_packed_b_size_s
+#define TRANSPOSE fc_transpose_avx2_s
+#include "fc_winograd_impl.h"
+#undef T
+#undef FN
+#undef GEMM
+#undef GEMM_WS
+#undef GEMM_PACK_B
+#undef GEMM_PACKED_B_SIZE
+#undef TRANSPOSE
+#define FN(name) fc_##name##_avx2_d
+#define T double
+#define GEMM fc_gemm_d
+#define GEMM_WS fc_gemm_ws_d
+#define GEMM_PACK_B fc_gemm_pack_b_d
+#define GEMM_PACKED_B_SIZE fc_gemm_packed_b_size_d
+#define TRANSPOSE fc_transpose_avx2_d
+#include "fc_winograd_impl.h"
+#undef T
+#undef FN
+#undef GEMM
+#undef GEMM_WS
+#undef GEMM_PACK_B
+#undef GEMM_PACKED_B_SIZE
+#undef TRANSPOSE
 #endif

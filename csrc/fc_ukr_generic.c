@@ -1,6 +1,13 @@
 /* Portable micro-kernels: acc (MR x NR) = A panel . B panel, finished by the
  * tile store; A packed or in place, B packed or through row offsets. */
+#include <string.h>
 #include "fc_gemm.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifndef FC_OPENMP
+#define FC_OPENMP 0
+#endif
 
 #define FN(name) fc_##name##_generic_s
 #define T float
@@ -93,3 +100,35 @@ void fc_transpose_generic_d(const double *src, long lds, double *dst, long ldd, 
 {
     TRANSPOSE_GENERIC(double)
 }
+
+/* ------------------------------------------------------------ Winograd F(4x4, 3x3) */
+#define FN(name) fc_##name##_generic_s
+#define T float
+#define GEMM fc_gemm_s
+#define GEMM_WS fc_gemm_ws_s
+#define GEMM_PACK_B fc_gemm_pack_b_s
+#define GEMM_PACKED_B_SIZE fc_gemm_packed_b_size_s
+#define TRANSPOSE fc_transpose_generic_s
+#include "fc_winograd_impl.h"
+#undef T
+#undef FN
+#undef GEMM
+#undef GEMM_WS
+#undef GEMM_PACK_B
+#undef GEMM_PACKED_B_SIZE
+#undef TRANSPOSE
+#define FN(name) fc_##name##_generic_d
+#define T double
+#define GEMM fc_gemm_d
+#define GEMM_WS fc_gemm_ws_d
+#define GEMM_PACK_B fc_gemm_pack_b_d
+#define GEMM_PACKED_B_SIZE fc_gemm_packed_b_size_d
+#define TRANSPOSE fc_transpose_generic_d
+#include "fc_winograd_impl.h"
+#undef T
+#undef FN
+#undef GEMM
+#undef GEMM_WS
+#undef GEMM_PACK_B
+#undef GEMM_PACKED_B_SIZE
+#undef TRANSPOSE

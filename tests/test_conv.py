@@ -50,6 +50,10 @@ CASES = {
     "pm_pad_gt_half_kernel": (1, 16, 5, 5, 16, 3, 3, 1, 3, 1, 1),
     "pm_1x1image": (1, 24, 1, 1, 24, 3, 3, 1, 1, 1, 1),
     "pm_wide": (2, 48, 6, 6, 96, 3, 3, 1, 1, 1, 1),
+    # Winograd F(4x4, 3x3): outputs not a multiple of the tile, padding 0-2, several blocks
+    "wino_pad0": (2, 16, 10, 9, 16, 3, 3, 1, 0, 1, 1),
+    "wino_pad2": (1, 20, 5, 6, 17, 3, 3, 1, 2, 1, 1),
+    "wino_blocks": (8, 16, 18, 18, 24, 3, 3, 1, 1, 1, 1),
     # input gradients of one to four rows a product (the narrow kernels)
     "c1_k4_s2": (2, 1, 12, 12, 16, 4, 4, 2, 1, 1, 1),
     "c2_3x3": (2, 2, 9, 9, 24, 3, 3, 1, 1, 1, 1),

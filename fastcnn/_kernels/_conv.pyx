@@ -278,6 +278,43 @@ cdef int _forward(floating *x, floating *w, floating *bias, floating *y, Geom g,
 
 
 # ---------------------------------------------------------------------------
+# Winograd F(4x4, 3x3): 3x3 stride-1 convolutions (csrc/fc_winograd_impl.h)
+
+def winograd(int Cg, int Kg, int R, int S, tuple stride, tuple dilation, int groups, int P, int Q):
+    """Whether a convolution runs as Winograd F(4x4, 3x3): 3x3, stride 1, no
+    dilation or groups, enough channels for its products and outputs for its tiles."""
+    return (R == 3 and S == 3 and stride == (1, 1) and dilation == (1, 1) and groups == 1
+            and Cg >= 16 and Kg >= 16 and P >= 4 and Q >= 4)
+
+
+def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple padding, int act=0,
+                    double slope=0.01, int n_threads=1):
+    """y (N, K, P, Q) = x (N, C, H, W) correlated with w (K, C, 3, 3), padding (top, left)."""
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int K = w.shape[0], P = y.shape[2], Q = y.shape[3]
+    cdef int ph = padding[0], pw = padding[1], rc
+    if N == 0:
+        return y
+    cdef size_t n = fc_wino43_ws_s(N, C, K, P, Q, n_threads) if x.dtype == np.float32 else \
+        fc_wino43_ws_d(N, C, K, P, Q, n_threads)
+    cdef cnp.ndarray ws = scratch("winograd", (<Py_ssize_t>n,), x.dtype)
+    cdef void *bp = NULL if bias is None else cnp.PyArray_DATA(bias)
+    if x.dtype == np.float32:
+        with nogil:
+            rc = fc_wino43_s(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(w), <float *>bp,
+                             <float *>cnp.PyArray_DATA(y), N, C, H, W, K, P, Q, ph, pw, act, slope,
+                             n_threads, <float *>cnp.PyArray_DATA(ws))
+    else:
+        with nogil:
+            rc = fc_wino43_d(<double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(w), <double *>bp,
+                             <double *>cnp.PyArray_DATA(y), N, C, H, W, K, P, Q, ph, pw, act, slope,
+                             n_threads, <double *>cnp.PyArray_DATA(ws))
+    if rc:
+        raise MemoryError("fastcnn: out of memory in conv2d")
+    return y
+
+
+# ---------------------------------------------------------------------------
 # pixel-major implicit GEMM: forward and weight gradient
 #
 # The rows of the forward product are output pixels (of all images), its
