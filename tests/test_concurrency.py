@@ -128,7 +128,7 @@ def _long_call(kernel):
     rng = np.random.default_rng(4)
     f32 = np.float32
     if kernel.startswith("conv"):
-        x = rng.random((4, 32, 64, 64), dtype=f32)
+        x = rng.random((16, 32, 64, 64), dtype=f32)
         w = rng.random((64, 32, 3, 3), dtype=f32)
         if kernel == "conv2d":
             return lambda: F.conv2d(x, w, padding=1)
@@ -211,14 +211,16 @@ def test_kernels_release_the_gil(kernel):
 
 class _Spy:
     """Stands in for a kernel module and records the ``n_threads`` of every kernel call
-    (the shape predicates ``pixel_major*`` take no thread count)."""
+    (the shape predicates that choose a formulation take no thread count)."""
+
+    PREDICATES = ("pixel_major", "pixel_major_data", "winograd")
 
     def __init__(self, module, record):
         self._module, self._record = module, record
 
     def __getattr__(self, name):
         fn = getattr(self._module, name)
-        if name.startswith("pixel_major"):
+        if name in self.PREDICATES:
             return fn
 
         def wrapped(*args, **kwargs):
