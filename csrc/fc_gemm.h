@@ -24,7 +24,8 @@ extern "C" {
 enum { FC_ISA_AUTO = -1, FC_ISA_GENERIC = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
 enum { FC_ACT_NONE = 0, FC_ACT_RELU = 1, FC_ACT_LEAKY = 2 };
 enum { FC_BIAS_NONE = 0, FC_BIAS_ROW = 1, FC_BIAS_COL = 2 };
-enum { FC_VIEW_DENSE = 0, FC_VIEW_PATCH = 1, FC_VIEW_PACKED = 2, FC_VIEW_SHIFT = 3, FC_VIEW_GATHER = 4 };
+enum { FC_VIEW_DENSE = 0, FC_VIEW_PATCH = 1, FC_VIEW_PACKED = 2, FC_VIEW_SHIFT = 3, FC_VIEW_GATHER = 4,
+       FC_VIEW_IMAGES = 5 };
 
 /* Geometry of a 2-D convolution of one image group (C channels of H x W)
  * producing P x Q output pixels with an R x S kernel. */
@@ -46,6 +47,11 @@ typedef struct {
  *          matrix is a shifted view of the image). Read in place, never
  *          packed; the memory must extend NR elements past the last column
  *          of every row.
+ *  IMAGES: a batch of images as channels x (pixels of every image): element
+ *          (i, j) at p[(j / rs) * cs + i * rs + j % rs] (rs pixels an image,
+ *          cs the image stride); as B, with trans = 1: its transpose (the
+ *          weight gradient's output gradient), packed with register
+ *          transposes.
  *  GATHER: an A operand read in place, element (i, j) at p[offs[i] + doffs[j]]
  *          (the patch matrix of a zero-padded batch of images: one offset per
  *          output pixel and one per tap, or the transpose). offs must have m

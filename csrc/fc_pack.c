@@ -15,12 +15,16 @@ fc_view fc_view_t(const fc_view *v)
 
 #define T float
 #define FN(name) name##_s
+#define FC_TRANSPOSE fc_transpose_s
 #include "fc_pack_impl.h"
 #undef T
 #undef FN
+#undef FC_TRANSPOSE
 
 #define T double
 #define FN(name) name##_d
+#define FC_TRANSPOSE fc_transpose_d
 #include "fc_pack_impl.h"
 #undef T
 #undef FN
+#undef FC_TRANSPOSE

@@ -130,9 +130,34 @@ static void FN(pack_patch_tap)(const fc_view *v, int i0, int ni, int p0, int kc,
     }
 }
 
+/* Images operand, channels as the panel dimension, pixels as the depth: each
+ * image's run of pixels is one transpose of (channels x pixels) into the
+ * panel rows. */
+static void FN(pack_images)(const fc_view *v, int i0, int ni, int p0, int kc, int w, T *dst)
+{
+    const T *src = (const T *)v->p;
+    const long pix = v->rs, img = v->cs;
+    for (int ip = 0; ip < ni; ip += w) {
+        const int wi = ni - ip < w ? ni - ip : w;
+        T *d = dst + (long)(ip / w) * kc * w;
+        int p = 0;
+        while (p < kc) {
+            const long j = (long)p0 + p, n = j / pix, q = j % pix;
+            const int run = (int)(pix - q < kc - p ? pix - q : kc - p);
+            FC_TRANSPOSE(src + n * img + (long)(i0 + ip) * pix + q, pix, d + (long)p * w, w, wi, run);
+            if (wi < w)
+                for (int u = 0; u < run; u++)
+                    for (int i = wi; i < w; i++) d[(long)(p + u) * w + i] = 0;
+            p += run;
+        }
+    }
+}
+
 void FN(fc_pack)(const fc_view *v, int i0, int ni, int p0, int kc, int w, T *dst)
 {
-    if (v->kind == FC_VIEW_DENSE)
+    if (v->kind == FC_VIEW_IMAGES)
+        FN(pack_images)(v, i0, ni, p0, kc, w, dst);   /* B = the transpose: panels of channels */
+    else if (v->kind == FC_VIEW_DENSE)
         FN(pack_dense)(v, i0, ni, p0, kc, w, dst);
     else if (v->trans)
         FN(pack_patch_pix)(v, i0, ni, p0, kc, w, dst);

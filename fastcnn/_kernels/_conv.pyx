@@ -539,34 +539,32 @@ cdef object conv2d_forward_pm(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y,
     return y
 
 
-cdef void _to_pixel_major(const floating *dy, floating *out, int N, int K, long PQ,
-                          int n_threads) noexcept nogil:
-    """out[(n * PQ + q) * K + k] = dy[(n * K + k) * PQ + q]: blocks of 256 pixels transposed."""
-    cdef long nb = (PQ + 255) // 256, t, q0
-    cdef int n, cnt
-    for t in prange(<long>N * nb, schedule='static', num_threads=n_threads):
-        n = <int>(t // nb)
-        q0 = (t % nb) * 256
-        cnt = <int>(PQ - q0 if PQ - q0 < 256 else 256)
-        if floating is float:
-            fc_transpose_s(dy + <long>n * K * PQ + q0, PQ, out + (<long>n * PQ + q0) * K, K, K, cnt)
-        else:
-            fc_transpose_d(dy + <long>n * K * PQ + q0, PQ, out + (<long>n * PQ + q0) * K, K, K, cnt)
+cdef inline fc_view dy_t(const void *p, long pq, long img) noexcept nogil:
+    """The output gradient as pixels (of every image) x channels."""
+    cdef fc_view v
+    memset(&v, 0, sizeof(v))
+    v.kind = FC_VIEW_IMAGES
+    v.trans = 1
+    v.p = p
+    v.rs = pq
+    v.cs = img
+    return v
 
 
-cdef int _backward_weight_pm(const floating *xp, const floating *dyT, floating *part,
+cdef int _backward_weight_pm(const floating *xp, const floating *dy, floating *part,
                              const Geom *g, const Padded *pd, const long *poffs,
                              const long *toffs, int nchunks, int n_threads) noexcept nogil:
     """dW (or per-chunk partials of it) as dW^T = patches^T . dy^T, stored column-major."""
     cdef int crs = g.Cg * g.R * g.S, pq = g.P * g.Q, K = g.G * g.Kg
     cdef int t, ch, gi, n0, n1, rc = 0
+    cdef long img = <long>K * pq
     cdef fc_view A, B
     cdef fc_epilogue epi = row_epilogue(NULL, 0, 0.0)
     epi.trans = 1
     if nchunks == 1:
         for gi in range(g.G):
             A = gather(xp + <long>gi * g.Cg * pd.plane, toffs, poffs)
-            B = dense(dyT + <long>gi * g.Kg, K, 1)
+            B = dy_t(dy + <long>gi * g.Kg * pq, pq, img)
             rc |= gemm(part + <long>gi * g.Kg * crs, crs, g.Kg, g.N * pq, &A, &B, <floating>0, crs,
                        &epi, n_threads, NULL)
         return rc
@@ -576,7 +574,7 @@ cdef int _backward_weight_pm(const floating *xp, const floating *dyT, floating *
         n0 = <int>((<long>ch * g.N) // nchunks)
         n1 = <int>((<long>(ch + 1) * g.N) // nchunks)
         A = gather(xp + <long>gi * g.Cg * pd.plane, toffs, poffs + <long>n0 * pq)
-        B = dense(dyT + <long>n0 * pq * K + <long>gi * g.Kg, K, 1)
+        B = dy_t(dy + <long>n0 * img + <long>gi * g.Kg * pq, pq, img)
         rc |= gemm(part + (<long>ch * g.G + gi) * g.Kg * crs, crs, g.Kg, (n1 - n0) * pq, &A, &B,
                    <floating>0, crs, &epi, 1, NULL)
     return rc
@@ -593,15 +591,12 @@ cdef object conv2d_backward_weight_pm(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray
     # enough output tiles to share among threads, or chunks of images with
     # partial sums added in a fixed order (by problem size only)
     cdef int nchunks = 1 if (crs // 8) * ((g.Kg + 31) // 32) >= 16 else <int>min(g.N, 16)
-    cdef cnp.ndarray dyT = scratch("dyT", (<long>g.N * pq * K,), x.dtype)
     cdef cnp.ndarray part = dw if nchunks == 1 else scratch("partial", (nchunks * <long>K * crs,), x.dtype)
     cdef void *xpp = cnp.PyArray_DATA(xp)
     cdef int rc
     if x.dtype == np.float32:
         with nogil:
-            _to_pixel_major(<float *>cnp.PyArray_DATA(dy), <float *>cnp.PyArray_DATA(dyT), g.N, K,
-                            pq, n_threads)
-            rc = _backward_weight_pm(<float *>xpp, <float *>cnp.PyArray_DATA(dyT),
+            rc = _backward_weight_pm(<float *>xpp, <float *>cnp.PyArray_DATA(dy),
                                      <float *>cnp.PyArray_DATA(part), &g, &pd, poffs, toffs,
                                      nchunks, n_threads)
             if rc == 0 and nchunks > 1:
@@ -609,9 +604,7 @@ cdef object conv2d_backward_weight_pm(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray
                                nchunks, g.G, g.Kg, crs, False, n_threads)
     else:
         with nogil:
-            _to_pixel_major(<double *>cnp.PyArray_DATA(dy), <double *>cnp.PyArray_DATA(dyT), g.N, K,
-                            pq, n_threads)
-            rc = _backward_weight_pm(<double *>xpp, <double *>cnp.PyArray_DATA(dyT),
+            rc = _backward_weight_pm(<double *>xpp, <double *>cnp.PyArray_DATA(dy),
                                      <double *>cnp.PyArray_DATA(part), &g, &pd, poffs, toffs,
                                      nchunks, n_threads)
             if rc == 0 and nchunks > 1:

@@ -16,6 +16,7 @@ cdef extern from "fc_gemm.h" nogil:
         FC_VIEW_PACKED
         FC_VIEW_SHIFT
         FC_VIEW_GATHER
+        FC_VIEW_IMAGES
 
     ctypedef struct fc_conv_geom:
         int C, H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw
