@@ -50,9 +50,10 @@ CASES = {
     "pm_pad_gt_half_kernel": (1, 16, 5, 5, 16, 3, 3, 1, 3, 1, 1),
     "pm_1x1image": (1, 24, 1, 1, 24, 3, 3, 1, 1, 1, 1),
     "pm_wide": (2, 48, 6, 6, 96, 3, 3, 1, 1, 1, 1),
-    # Winograd F(4x4, 3x3): outputs not a multiple of the tile, padding 0-2, several blocks
-    "wino_pad0": (2, 16, 10, 9, 16, 3, 3, 1, 0, 1, 1),
-    "wino_pad2": (1, 20, 5, 6, 17, 3, 3, 1, 2, 1, 1),
+    # Winograd F(4x4, 3x3) (64 tiles or more): outputs not a multiple of the tile,
+    # padding 0-2, several blocks, channel counts off the vector width
+    "wino_pad0": (8, 16, 14, 13, 16, 3, 3, 1, 0, 1, 1),
+    "wino_pad2": (4, 20, 13, 14, 17, 3, 3, 1, 2, 1, 1),
     "wino_blocks": (8, 16, 18, 18, 24, 3, 3, 1, 1, 1, 1),
     # input gradients of one to four rows a product (the narrow kernels)
     "c1_k4_s2": (2, 1, 12, 12, 16, 4, 4, 2, 1, 1, 1),
@@ -208,6 +209,7 @@ SHAPES_FOR_THREADS = {
     "tiny_c1": ((9, 1, 28, 28), (8, 1, 3, 3), 1, 1),
     "pixel_major": ((6, 16, 9, 9), (32, 16, 4, 4), 2, 1),
     "pixel_major_wide": ((4, 32, 8, 8), (40, 32, 3, 3), 1, 1),
+    "winograd": ((8, 16, 16, 16), (32, 16, 3, 3), 1, 1),
 }
 
 
@@ -241,6 +243,8 @@ ISA_CASES = [((3, 5, 9, 9), (7, 5, 3, 3), None), ((2, 3, 20, 37), (4, 3, 3, 3), 
              # pixel-major: whole and partial tiles, column-major stores with bias and activation
              ((3, 16, 6, 5), (33, 16, 3, 3), "leaky_relu"), ((2, 20, 9, 7), (24, 20, 3, 3), "relu"),
              ((2, 40, 8, 8), (64, 40, 3, 3), None),
+             # Winograd F(4x4, 3x3): transforms and products compiled per instruction set
+             ((4, 16, 16, 15), (24, 16, 3, 3), "relu"),
              # one input channel: its gradient is a product of a single row
              ((3, 1, 30, 20), (24, 1, 3, 3), "relu")]
 

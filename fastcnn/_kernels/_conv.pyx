@@ -280,11 +280,13 @@ cdef int _forward(floating *x, floating *w, floating *bias, floating *y, Geom g,
 # ---------------------------------------------------------------------------
 # Winograd F(4x4, 3x3): 3x3 stride-1 convolutions (csrc/fc_winograd_impl.h)
 
-def winograd(int Cg, int Kg, int R, int S, tuple stride, tuple dilation, int groups, int P, int Q):
+def winograd(int N, int Cg, int Kg, int R, int S, tuple stride, tuple dilation, int groups, int P, int Q):
     """Whether a convolution runs as Winograd F(4x4, 3x3): 3x3, stride 1, no
-    dilation or groups, enough channels for its products and outputs for its tiles."""
+    dilation or groups, enough channels for its products, outputs for its
+    tiles, and tiles (64) to repay transforming the weights at every call."""
     return (R == 3 and S == 3 and stride == (1, 1) and dilation == (1, 1) and groups == 1
-            and Cg >= 16 and Kg >= 16 and P >= 4 and Q >= 4)
+            and Cg >= 16 and Kg >= 16 and P >= 4 and Q >= 4
+            and N * ((P + 3) // 4) * ((Q + 3) // 4) >= 64)
 
 
 def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple padding, int act=0,

@@ -68,14 +68,14 @@ def _unphase_image(xph, out, stride, pad, nt):
     return _conv.from_phases(xph, out, stride, pad, nt)
 
 
-def _winograd(x_channels, weight, groups, stride, dilation, out_hw):
+def _winograd(n, weight, groups, stride, dilation, out_hw):
     K, Cg, R, S = weight.shape
-    return _conv.winograd(Cg, K // groups, R, S, stride, dilation, groups, out_hw[0], out_hw[1])
+    return _conv.winograd(n, Cg, K // groups, R, S, stride, dilation, groups, out_hw[0], out_hw[1])
 
 
 def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt):
     """y = conv(x, weight) + bias, activation (y preallocated: N, K, P, Q)."""
-    if _winograd(x.shape[1], weight, groups, stride, dilation, y.shape[2:]):
+    if _winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:]):
         return _conv.conv2d_winograd(x, weight, bias, y, pad, act, slope, nt)
     if _phased(weight, stride, dilation, groups, direct=True):
         xph = _phase_image(x, stride, pad, _phase_shape(y.shape[2:], weight, stride), nt)
@@ -89,7 +89,7 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt):
 def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt):
     """Gradient of a convolution wrt its input, written into ``out`` (N, C, H, W)."""
     if (pad[0] <= 2 and pad[1] <= 2 and weight.shape[2:] == (3, 3)
-            and _winograd(grad_out.shape[1], weight.transpose(1, 0, 2, 3), groups, stride, dilation,
+            and _winograd(grad_out.shape[0], weight.transpose(1, 0, 2, 3), groups, stride, dilation,
                           out.shape[2:])):
         # a 3x3 stride-1 correlation of the output gradient with the flipped, transposed kernel
         flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
