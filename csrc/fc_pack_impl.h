@@ -18,13 +18,16 @@ static void FN(pack_dense)(const fc_view *v, int i0, int ni, int p0, int kc, int
                 for (; i < wi; i++) d[(long)p * w + i] = s[i];
                 for (; i < w; i++) d[(long)p * w + i] = 0;
             }
+        } else if (cs == 1) {
+            /* depth contiguous: a transpose in register blocks */
+            FC_TRANSPOSE(s0, rs, d, w, wi, kc);
+            if (wi < w)
+                for (int p = 0; p < kc; p++)
+                    for (int i = wi; i < w; i++) d[(long)p * w + i] = 0;
         } else {
             for (int i = 0; i < wi; i++) {
                 const T *s = s0 + (long)i * rs;
-                if (cs == 1)
-                    for (int p = 0; p < kc; p++) d[(long)p * w + i] = s[p];
-                else
-                    for (int p = 0; p < kc; p++) d[(long)p * w + i] = s[(long)p * cs];
+                for (int p = 0; p < kc; p++) d[(long)p * w + i] = s[(long)p * cs];
             }
             for (int i = wi; i < w; i++)
                 for (int p = 0; p < kc; p++) d[(long)p * w + i] = 0;
