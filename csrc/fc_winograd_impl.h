@@ -150,14 +150,23 @@ static void FN(wino_out)(const T *M, long ms, int Ks, int K, int tw, int t0, int
                 FN(wino_at16)(s + a * FC_WINO_L, 4 * FC_WINO_L, o + a * FC_WINO_L, 4 * FC_WINO_L);
             /* bias and activation on all 16 pixels x 16 channels, then a transpose:
              * ot[l][pixel], each channel's four rows of four contiguous */
-            for (int q = 0; q < 16; q++) {
-                T *oq = o + q * FC_WINO_L;
-                for (int l = 0; l < FC_WINO_L; l++) {
-                    T v = oq[l] + (bias && k0 + l < K ? bias[k0 + l] : (T)0);
-                    if (act == FC_ACT_RELU) v = v < 0 ? (T)0 : v;
-                    else if (act == FC_ACT_LEAKY) v = v < 0 ? v * slope : v;
-                    oq[l] = v;
-                }
+            T bk[FC_WINO_L];
+            for (int l = 0; l < FC_WINO_L; l++) bk[l] = bias && k0 + l < K ? bias[k0 + l] : (T)0;
+            if (act == FC_ACT_RELU) {
+                for (int q = 0; q < 16; q++)
+                    for (int l = 0; l < FC_WINO_L; l++) {
+                        const T v = o[q * FC_WINO_L + l] + bk[l];
+                        o[q * FC_WINO_L + l] = v > 0 ? v : (T)0;
+                    }
+            } else if (act == FC_ACT_LEAKY) {
+                for (int q = 0; q < 16; q++)
+                    for (int l = 0; l < FC_WINO_L; l++) {
+                        const T v = o[q * FC_WINO_L + l] + bk[l];
+                        o[q * FC_WINO_L + l] = v > 0 ? v : v * slope;
+                    }
+            } else {
+                for (int q = 0; q < 16; q++)
+                    for (int l = 0; l < FC_WINO_L; l++) o[q * FC_WINO_L + l] += bk[l];
             }
             TRANSPOSE(o, FC_WINO_L, ot, 16, 16, FC_WINO_L);
             const int kn = K - k0 < FC_WINO_L ? K - k0 : FC_WINO_L;
