@@ -16,7 +16,8 @@ static const fc_kernel_info KERNELS[] = {
      fc_ukrg_generic_s, fc_ukrg_generic_d, 0, 0, {0}, {0}, {0}, {0},
      fc_dot_generic_s, fc_dot_generic_d,
      fc_transpose_generic_s, fc_transpose_generic_d,
-     fc_wino43_ws_generic_s, fc_wino43_ws_generic_d, fc_wino43_generic_s, fc_wino43_generic_d},
+     fc_wino43_ws_generic_s, fc_wino43_ws_generic_d, fc_wino43_generic_s, fc_wino43_generic_d,
+     fc_wino43_wgrad_ws_generic_s, fc_wino43_wgrad_ws_generic_d, fc_wino43_wgrad_generic_s, fc_wino43_wgrad_generic_d},
 #if FC_X86
     {FC_ISA_AVX2, "avx2", FC_AVX2_MR_S, FC_AVX2_NR_S, FC_AVX2_MR_D, FC_AVX2_NR_D,
      384, 144, 3072, 192, 96, 2048,
@@ -24,7 +25,8 @@ static const fc_kernel_info KERNELS[] = {
      fc_ukrg_avx2_s, fc_ukrg_avx2_d, 0, 0, {0}, {0}, {0}, {0},
      fc_dot_avx2_s, fc_dot_avx2_d,
      fc_transpose_avx2_s, fc_transpose_avx2_d,
-     fc_wino43_ws_avx2_s, fc_wino43_ws_avx2_d, fc_wino43_avx2_s, fc_wino43_avx2_d},
+     fc_wino43_ws_avx2_s, fc_wino43_ws_avx2_d, fc_wino43_avx2_s, fc_wino43_avx2_d,
+     fc_wino43_wgrad_ws_avx2_s, fc_wino43_wgrad_ws_avx2_d, fc_wino43_wgrad_avx2_s, fc_wino43_wgrad_avx2_d},
     {FC_ISA_AVX512, "avx512", FC_AVX512_MR_S, FC_AVX512_NR_S, FC_AVX512_MR_D, FC_AVX512_NR_D,
      512, 128, 3072, 256, 96, 2048,
      fc_ukr_avx512_s, fc_ukr_avx512_d, fc_ukri_avx512_s, fc_ukri_avx512_d,
@@ -35,7 +37,8 @@ static const fc_kernel_info KERNELS[] = {
      {fc_ukrin1_avx512_d, fc_ukrin2_avx512_d, fc_ukrin4_avx512_d},
      fc_dot_avx512_s, fc_dot_avx512_d,
      fc_transpose_avx512_s, fc_transpose_avx512_d,
-     fc_wino43_ws_avx512_s, fc_wino43_ws_avx512_d, fc_wino43_avx512_s, fc_wino43_avx512_d},
+     fc_wino43_ws_avx512_s, fc_wino43_ws_avx512_d, fc_wino43_avx512_s, fc_wino43_avx512_d,
+     fc_wino43_wgrad_ws_avx512_s, fc_wino43_wgrad_ws_avx512_d, fc_wino43_wgrad_avx512_s, fc_wino43_wgrad_avx512_d},
 #endif
 };
 #define N_KERNELS ((int)(sizeof(KERNELS) / sizeof(KERNELS[0])))
@@ -177,4 +180,26 @@ int fc_wino43_d(const double *x, const double *w, const double *bias, double *y,
                 double *ws)
 {
     return fc_kernel()->wino43_d(x, w, bias, y, N, C, H, W, K, P, Q, ph, pw, act, slope, nthreads, ws);
+}
+
+size_t fc_wino43_wgrad_ws_s(int N, int C, int K, int P, int Q, int nthreads)
+{
+    return fc_kernel()->wino43_wgrad_ws_s(N, C, K, P, Q, nthreads);
+}
+
+size_t fc_wino43_wgrad_ws_d(int N, int C, int K, int P, int Q, int nthreads)
+{
+    return fc_kernel()->wino43_wgrad_ws_d(N, C, K, P, Q, nthreads);
+}
+
+int fc_wino43_wgrad_s(const float *x, const float *dy, float *dw, int N, int C, int H, int W, int K,
+                      int P, int Q, int ph, int pw, int nthreads, float *ws)
+{
+    return fc_kernel()->wino43_wgrad_s(x, dy, dw, N, C, H, W, K, P, Q, ph, pw, nthreads, ws);
+}
+
+int fc_wino43_wgrad_d(const double *x, const double *dy, double *dw, int N, int C, int H, int W, int K,
+                      int P, int Q, int ph, int pw, int nthreads, double *ws)
+{
+    return fc_kernel()->wino43_wgrad_d(x, dy, dw, N, C, H, W, K, P, Q, ph, pw, nthreads, ws);
 }

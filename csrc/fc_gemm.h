@@ -159,6 +159,12 @@ typedef struct {
     int (*wino43_d)(const double *x, const double *w, const double *bias, double *y, int N, int C,
                     int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope,
                     int nthreads, double *ws);
+    size_t (*wino43_wgrad_ws_s)(int N, int C, int K, int P, int Q, int nthreads);
+    size_t (*wino43_wgrad_ws_d)(int N, int C, int K, int P, int Q, int nthreads);
+    int (*wino43_wgrad_s)(const float *x, const float *dy, float *dw, int N, int C, int H, int W,
+                          int K, int P, int Q, int ph, int pw, int nthreads, float *ws);
+    int (*wino43_wgrad_d)(const double *x, const double *dy, double *dw, int N, int C, int H, int W,
+                          int K, int P, int Q, int ph, int pw, int nthreads, double *ws);
 } fc_kernel_info;
 
 /* fc_cpu.c: feature detection and dispatch */
@@ -190,6 +196,14 @@ int fc_wino43_s(const float *x, const float *w, const float *bias, float *y, int
 int fc_wino43_d(const double *x, const double *w, const double *bias, double *y, int N, int C,
                 int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
                 double *ws);
+
+/* Its weight gradient: dw (K, C, 3, 3) from x (N, C, H, W) and dy (N, K, P, Q). */
+size_t fc_wino43_wgrad_ws_s(int N, int C, int K, int P, int Q, int nthreads);
+size_t fc_wino43_wgrad_ws_d(int N, int C, int K, int P, int Q, int nthreads);
+int fc_wino43_wgrad_s(const float *x, const float *dy, float *dw, int N, int C, int H, int W, int K,
+                      int P, int Q, int ph, int pw, int nthreads, float *ws);
+int fc_wino43_wgrad_d(const double *x, const double *dy, double *dw, int N, int C, int H, int W, int K,
+                      int P, int Q, int ph, int pw, int nthreads, double *ws);
 
 /* fc_pack.c: pack rows [i0, i0+ni) x cols [p0, p0+kc) of op into panels of
  * width w: dst[(panel * kc + p) * w + i], zero-padding the last panel.
@@ -282,7 +296,10 @@ FC_TRANSPOSE_DECL(avx512)
     size_t fc_wino43_ws_##isa##_##t(int N, int C, int K, int P, int Q, int nthreads);           \
     int fc_wino43_##isa##_##t(const T *x, const T *w, const T *bias, T *y, int N, int C, int H,  \
                               int W, int K, int P, int Q, int ph, int pw, int act, double slope, \
-                              int nthreads, T *ws);
+                              int nthreads, T *ws);                                             \
+    size_t fc_wino43_wgrad_ws_##isa##_##t(int N, int C, int K, int P, int Q, int nthreads);     \
+    int fc_wino43_wgrad_##isa##_##t(const T *x, const T *dy, T *dw, int N, int C, int H, int W,  \
+                                    int K, int P, int Q, int ph, int pw, int nthreads, T *ws);
 FC_WINO_DECL(generic, float, s)
 FC_WINO_DECL(generic, double, d)
 FC_WINO_DECL(avx2, float, s)

@@ -314,3 +314,190 @@ int FN(wino43)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H,
     }
     return rc;
 }
+
+/* ---------------------------------------------------------------------------
+ * Weight gradient: the same transform read backwards. With Z = A dy A^T for
+ * the 4 x 4 block of the output gradient over each tile and V = B^T d B as in
+ * the forward, dW[k][c] = G^T [sum over tiles of Z_k . V_c] G: 36 GEMMs
+ * S_e (C x K) = V_e^T (C x tiles) . Z_e (tiles x K), summed over chunks of
+ * blocks of tiles (a fixed number, by problem size) in a fixed order. */
+
+/* out[e] = sum_a A[e][a] in[a] for e < 6, a < 4 (A = (A^T)^T). */
+static inline __attribute__((always_inline)) void
+FN(wino_a16)(const T *restrict in, long is, T *restrict out, long os)
+{
+    for (int l = 0; l < FC_WINO_L; l++) {
+        const T d0 = in[l], d1 = in[is + l], d2 = in[2 * is + l], d3 = in[3 * is + l];
+        const T p02 = d0 + d2, p13 = d1 + d3, q02 = d0 + 4 * d2, q13 = 2 * d1 + 8 * d3;
+        out[l] = d0;
+        out[os + l] = p02 + p13;
+        out[2 * os + l] = p02 - p13;
+        out[3 * os + l] = q02 + q13;
+        out[4 * os + l] = q02 - q13;
+        out[5 * os + l] = d3;
+    }
+}
+
+/* Z_e[t][k] for the tiles t0 .. t0 + nt of one image's channels-last output
+ * gradient dyi (rows of Wq pixels of Ks channels). */
+static void FN(wino_dy)(const T *dyi, int Wq, int Ks, int tw, int t0, int nt, T *Z, long zs)
+{
+    T r[24 * FC_WINO_L] __attribute__((aligned(64)));
+    T d[36 * FC_WINO_L] __attribute__((aligned(64)));
+    for (int t = 0; t < nt; t++) {
+        const int I = (t0 + t) / tw, J = (t0 + t) % tw;
+        for (int k0 = 0; k0 < Ks; k0 += FC_WINO_L) {
+            const T *src = dyi + ((long)(4 * I) * Wq + 4 * J) * Ks + k0;
+            /* A down the columns: r[e_row][j] */
+            for (int j = 0; j < 4; j++)
+                FN(wino_a16)(src + (long)j * Ks, (long)Wq * Ks, r + j * FC_WINO_L, 4 * FC_WINO_L);
+            /* A along the rows: d[e_row][e_col] */
+            for (int er = 0; er < 6; er++)
+                FN(wino_a16)(r + er * 4 * FC_WINO_L, FC_WINO_L, d + er * 6 * FC_WINO_L, FC_WINO_L);
+            for (int e = 0; e < 36; e++) {
+                T *dst = Z + e * zs + (long)t * Ks + k0;
+                for (int l = 0; l < FC_WINO_L; l++) dst[l] = d[e * FC_WINO_L + l];
+            }
+        }
+    }
+}
+
+/* dW[k][c] = G^T S[.][c][k] G (6 x 6 -> 3 x 3) for the output channels k0 .. k1. */
+static void FN(wino_wout)(const T *S, int C, int K, int k0, int k1, T *dw)
+{
+    const long CK = (long)C * K;
+    for (int k = k0; k < k1; k++)
+        for (int c = 0; c < C; c++) {
+            T m[6][6], h[6][3];
+            for (int e = 0; e < 36; e++) m[e / 6][e % 6] = S[e * CK + (long)c * K + k];
+            for (int r = 0; r < 6; r++) {   /* m G */
+                const T a = m[r][0], b = m[r][1], d = m[r][2], e3 = m[r][3], e4 = m[r][4], f = m[r][5];
+                h[r][0] = a / 4 - (b + d) / 6 + (e3 + e4) / 24;
+                h[r][1] = (d - b) / 6 + (e3 - e4) / 12;
+                h[r][2] = -(b + d) / 6 + (e3 + e4) / 6 + f;
+            }
+            T *g = dw + ((long)k * C + c) * 9;
+            for (int s = 0; s < 3; s++) {   /* G^T (m G) */
+                const T a = h[0][s], b = h[1][s], d = h[2][s], e3 = h[3][s], e4 = h[4][s], f = h[5][s];
+                g[s] = a / 4 - (b + d) / 6 + (e3 + e4) / 24;
+                g[3 + s] = (d - b) / 6 + (e3 - e4) / 12;
+                g[6 + s] = -(b + d) / 6 + (e3 + e4) / 6 + f;
+            }
+        }
+}
+
+typedef struct {
+    FN(wino_geom) f;                           /* the forward's geometry (input side) */
+    int Hq, Wq, nchunks;
+    long dimg, dy_layout, partials, per, z_off, gws_off, zs;
+} FN(wino_wgeom);
+
+static FN(wino_wgeom) FN(wino_wplan)(int N, int C, int K, int P, int Q)
+{
+    FN(wino_wgeom) g;
+    g.f = FN(wino_plan)(N, C, K, P, Q, 1);
+    g.Hq = 4 * g.f.th;
+    g.Wq = 4 * g.f.tw;
+    g.nchunks = g.f.nblocks < 8 ? g.f.nblocks : 8;
+    g.dimg = (long)g.Hq * g.Wq * g.f.Ks;
+    g.dy_layout = FC_WINO_AL((long)N * g.dimg);
+    g.partials = FC_WINO_AL((long)g.nchunks * 36 * C * K);
+    g.zs = FC_WINO_AL((long)FC_WINO_TILES * g.f.Ks) + 16;
+    g.z_off = FC_WINO_AL(36 * g.f.vs);
+    g.gws_off = g.z_off + FC_WINO_AL(36 * g.zs);
+    g.per = g.gws_off + FC_WINO_AL(GEMM_WS(C, K, FC_WINO_TILES, 1));
+    return g;
+}
+
+size_t FN(wino43_wgrad_ws)(int N, int C, int K, int P, int Q, int nthreads)
+{
+    if (nthreads < 1) nthreads = 1;
+    const FN(wino_wgeom) g = FN(wino_wplan)(N, C, K, P, Q);
+    return (size_t)(g.f.ws_layout + g.dy_layout + g.partials + (long)nthreads * g.per);
+}
+
+int FN(wino43_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, int K, int P,
+                     int Q, int ph, int pw, int nthreads, T *ws)
+{
+    if (nthreads < 1) nthreads = 1;
+    const FN(wino_wgeom) g = FN(wino_wplan)(N, C, K, P, Q);
+    const FN(wino_geom) *f = &g.f;
+    const long CK = (long)C * K;
+    T *xt = ws;
+    T *dyt = xt + f->ws_layout;
+    T *part = dyt + g.dy_layout;
+    T *task_ws = part + g.partials;
+    int rc = 0;
+#if FC_OPENMP
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1) reduction(| : rc)
+#endif
+    {
+        int tid = 0, nth = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+        nth = omp_get_num_threads();
+#endif
+        unsigned fpmode = fc_fpmode_enter();
+        /* channels-last copies of the input (padded) and of the output gradient */
+        const long nx = (long)N * f->Hp, nd = (long)N * g.Hq;
+        FN(wino_layout)(x, nx * tid / nth, nx * (tid + 1) / nth, C, H, W, f->Cs, f->Hp, f->Wp, ph, pw, xt);
+        FN(wino_layout)(dy, nd * tid / nth, nd * (tid + 1) / nth, K, P, Q, f->Ks, g.Hq, g.Wq, 0, 0, dyt);
+#if FC_OPENMP
+#pragma omp barrier
+#endif
+        T *V = task_ws + (long)tid * g.per;
+        T *Z = V + g.z_off;
+        T *gws = V + g.gws_off;
+        const int tpi = f->th * f->tw;
+#if FC_OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int ch = 0; ch < g.nchunks; ch++) {
+            const int b0 = (int)((long)ch * f->nblocks / g.nchunks);
+            const int b1 = (int)((long)(ch + 1) * f->nblocks / g.nchunks);
+            T *S = part + (long)ch * 36 * CK;
+            for (int bi = b0; bi < b1; bi++) {
+                const int t0 = bi * FC_WINO_TILES;
+                const int nt = f->ntiles - t0 < FC_WINO_TILES ? f->ntiles - t0 : FC_WINO_TILES;
+                for (int t = t0; t < t0 + nt;) {
+                    const int n = t / tpi, ti = t % tpi;
+                    const int cnt = tpi - ti < t0 + nt - t ? tpi - ti : t0 + nt - t;
+                    FN(wino_in)(xt + (long)n * f->img, f->Wp, f->Cs, f->tw, ti, cnt,
+                                V + (long)(t - t0) * f->Cs, f->vs);
+                    FN(wino_dy)(dyt + (long)n * g.dimg, g.Wq, f->Ks, f->tw, ti, cnt,
+                                Z + (long)(t - t0) * f->Ks, g.zs);
+                    t += cnt;
+                }
+                for (int e = 0; e < 36; e++) {
+                    fc_view A, B;
+                    memset(&A, 0, sizeof(A));
+                    memset(&B, 0, sizeof(B));
+                    A.kind = FC_VIEW_DENSE;        /* V_e^T: (c, t) at V_e[t][c] */
+                    A.p = V + (long)e * f->vs;
+                    A.rs = 1;
+                    A.cs = f->Cs;
+                    B.kind = FC_VIEW_DENSE;        /* Z_e: (t, k) */
+                    B.p = Z + (long)e * g.zs;
+                    B.rs = f->Ks;
+                    B.cs = 1;
+                    rc |= GEMM(C, K, nt, (T)1, &A, &B, bi == b0 ? (T)0 : (T)1, S + e * CK, K, NULL, 1, gws);
+                }
+            }
+        }
+        /* chunks summed in order into the first, then the output transform */
+        {
+            const long total = 36 * CK;
+            const long lo = total * tid / nth, hi = total * (tid + 1) / nth;
+            for (int ch = 1; ch < g.nchunks; ch++) {
+                const T *src = part + (long)ch * total;
+                for (long i = lo; i < hi; i++) part[i] += src[i];
+            }
+        }
+#if FC_OPENMP
+#pragma omp barrier
+#endif
+        FN(wino_wout)(part, C, K, (int)((long)tid * K / nth), (int)((long)(tid + 1) * K / nth), dw);
+        fc_fpmode_leave(fpmode);
+    }
+    return rc;
+}

@@ -316,6 +316,31 @@ def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple pad
     return y
 
 
+def conv2d_winograd_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, tuple padding,
+                                    int n_threads=1):
+    """dw (K, C, 3, 3) = gradient of the 3x3 stride-1 convolution of x (N, C, H, W), padding
+    (top, left), with output gradient dy (N, K, P, Q)."""
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int K = dy.shape[1], P = dy.shape[2], Q = dy.shape[3]
+    cdef int ph = padding[0], pw = padding[1], rc
+    cdef size_t n = fc_wino43_wgrad_ws_s(N, C, K, P, Q, n_threads) if x.dtype == np.float32 else \
+        fc_wino43_wgrad_ws_d(N, C, K, P, Q, n_threads)
+    cdef cnp.ndarray ws = scratch("winograd", (<Py_ssize_t>n,), x.dtype)
+    if x.dtype == np.float32:
+        with nogil:
+            rc = fc_wino43_wgrad_s(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(dy),
+                                   <float *>cnp.PyArray_DATA(dw), N, C, H, W, K, P, Q, ph, pw, n_threads,
+                                   <float *>cnp.PyArray_DATA(ws))
+    else:
+        with nogil:
+            rc = fc_wino43_wgrad_d(<double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(dy),
+                                   <double *>cnp.PyArray_DATA(dw), N, C, H, W, K, P, Q, ph, pw, n_threads,
+                                   <double *>cnp.PyArray_DATA(ws))
+    if rc:
+        raise MemoryError("fastcnn: out of memory in conv2d backward")
+    return dw
+
+
 # ---------------------------------------------------------------------------
 # pixel-major implicit GEMM: forward and weight gradient
 #

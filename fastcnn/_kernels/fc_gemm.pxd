@@ -59,6 +59,12 @@ cdef extern from "fc_gemm.h" nogil:
     int fc_wino43_d(const double *x, const double *w, const double *bias, double *y, int N, int C,
                     int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope,
                     int nthreads, double *ws)
+    size_t fc_wino43_wgrad_ws_s(int N, int C, int K, int P, int Q, int nthreads)
+    size_t fc_wino43_wgrad_ws_d(int N, int C, int K, int P, int Q, int nthreads)
+    int fc_wino43_wgrad_s(const float *x, const float *dy, float *dw, int N, int C, int H, int W,
+                          int K, int P, int Q, int ph, int pw, int nthreads, float *ws)
+    int fc_wino43_wgrad_d(const double *x, const double *dy, double *dw, int N, int C, int H, int W,
+                          int K, int P, int Q, int ph, int pw, int nthreads, double *ws)
     void *fc_aligned_alloc(size_t nbytes)
     void fc_aligned_free(void *p)
 

@@ -117,7 +117,10 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt):
 
 
 def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt):
-    """Gradient of a convolution wrt its weight, written into ``gw`` (pixel-major, any stride)."""
+    """Gradient of a convolution wrt its weight, written into ``gw`` (Winograd for 3x3 stride 1,
+    else pixel-major, any stride)."""
+    if x.shape[0] and _winograd(x.shape[0], gw, groups, stride, dilation, grad_out.shape[2:]):
+        return _conv.conv2d_winograd_backward_weight(x, grad_out, gw, pad, nt)
     return _conv.conv2d_backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt)
 
 
