@@ -16,8 +16,11 @@ static const fc_kernel_info KERNELS[] = {
      fc_ukrg_generic_s, fc_ukrg_generic_d, 0, 0, {0}, {0}, {0}, {0},
      fc_dot_generic_s, fc_dot_generic_d,
      fc_transpose_generic_s, fc_transpose_generic_d,
-     fc_wino43_ws_generic_s, fc_wino43_ws_generic_d, fc_wino43_generic_s, fc_wino43_generic_d,
-     fc_wino43_wgrad_ws_generic_s, fc_wino43_wgrad_ws_generic_d, fc_wino43_wgrad_generic_s, fc_wino43_wgrad_generic_d},
+     {fc_wino_ws43_generic_s, fc_wino_ws42_generic_s}, {fc_wino_ws43_generic_d, fc_wino_ws42_generic_d},
+     {fc_wino43_generic_s, fc_wino42_generic_s}, {fc_wino43_generic_d, fc_wino42_generic_d},
+     {fc_wino_wgrad_ws43_generic_s, fc_wino_wgrad_ws42_generic_s},
+     {fc_wino_wgrad_ws43_generic_d, fc_wino_wgrad_ws42_generic_d},
+     {fc_wino_wgrad43_generic_s, fc_wino_wgrad42_generic_s}, {fc_wino_wgrad43_generic_d, fc_wino_wgrad42_generic_d}},
 #if FC_X86
     {FC_ISA_AVX2, "avx2", FC_AVX2_MR_S, FC_AVX2_NR_S, FC_AVX2_MR_D, FC_AVX2_NR_D,
      384, 144, 3072, 192, 96, 2048,
@@ -25,8 +28,11 @@ static const fc_kernel_info KERNELS[] = {
      fc_ukrg_avx2_s, fc_ukrg_avx2_d, 0, 0, {0}, {0}, {0}, {0},
      fc_dot_avx2_s, fc_dot_avx2_d,
      fc_transpose_avx2_s, fc_transpose_avx2_d,
-     fc_wino43_ws_avx2_s, fc_wino43_ws_avx2_d, fc_wino43_avx2_s, fc_wino43_avx2_d,
-     fc_wino43_wgrad_ws_avx2_s, fc_wino43_wgrad_ws_avx2_d, fc_wino43_wgrad_avx2_s, fc_wino43_wgrad_avx2_d},
+     {fc_wino_ws43_avx2_s, fc_wino_ws42_avx2_s}, {fc_wino_ws43_avx2_d, fc_wino_ws42_avx2_d},
+     {fc_wino43_avx2_s, fc_wino42_avx2_s}, {fc_wino43_avx2_d, fc_wino42_avx2_d},
+     {fc_wino_wgrad_ws43_avx2_s, fc_wino_wgrad_ws42_avx2_s},
+     {fc_wino_wgrad_ws43_avx2_d, fc_wino_wgrad_ws42_avx2_d},
+     {fc_wino_wgrad43_avx2_s, fc_wino_wgrad42_avx2_s}, {fc_wino_wgrad43_avx2_d, fc_wino_wgrad42_avx2_d}},
     {FC_ISA_AVX512, "avx512", FC_AVX512_MR_S, FC_AVX512_NR_S, FC_AVX512_MR_D, FC_AVX512_NR_D,
      512, 128, 3072, 256, 96, 2048,
      fc_ukr_avx512_s, fc_ukr_avx512_d, fc_ukri_avx512_s, fc_ukri_avx512_d,
@@ -37,8 +43,11 @@ static const fc_kernel_info KERNELS[] = {
      {fc_ukrin1_avx512_d, fc_ukrin2_avx512_d, fc_ukrin4_avx512_d},
      fc_dot_avx512_s, fc_dot_avx512_d,
      fc_transpose_avx512_s, fc_transpose_avx512_d,
-     fc_wino43_ws_avx512_s, fc_wino43_ws_avx512_d, fc_wino43_avx512_s, fc_wino43_avx512_d,
-     fc_wino43_wgrad_ws_avx512_s, fc_wino43_wgrad_ws_avx512_d, fc_wino43_wgrad_avx512_s, fc_wino43_wgrad_avx512_d},
+     {fc_wino_ws43_avx512_s, fc_wino_ws42_avx512_s}, {fc_wino_ws43_avx512_d, fc_wino_ws42_avx512_d},
+     {fc_wino43_avx512_s, fc_wino42_avx512_s}, {fc_wino43_avx512_d, fc_wino42_avx512_d},
+     {fc_wino_wgrad_ws43_avx512_s, fc_wino_wgrad_ws42_avx512_s},
+     {fc_wino_wgrad_ws43_avx512_d, fc_wino_wgrad_ws42_avx512_d},
+     {fc_wino_wgrad43_avx512_s, fc_wino_wgrad42_avx512_s}, {fc_wino_wgrad43_avx512_d, fc_wino_wgrad42_avx512_d}},
 #endif
 };
 #define N_KERNELS ((int)(sizeof(KERNELS) / sizeof(KERNELS[0])))
@@ -158,48 +167,51 @@ void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows
     fc_kernel()->transpose_d(src, lds, dst, ldd, rows, cols);
 }
 
-size_t fc_wino43_ws_s(int N, int C, int K, int P, int Q, int nthreads)
+#define FC_WI(r) ((r) == 3 ? 0 : 1)
+
+size_t fc_wino_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads)
 {
-    return fc_kernel()->wino43_ws_s(N, C, K, P, Q, nthreads);
+    return fc_kernel()->wino_ws_s[FC_WI(r)](N, C, K, P, Q, nthreads);
 }
 
-size_t fc_wino43_ws_d(int N, int C, int K, int P, int Q, int nthreads)
+size_t fc_wino_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads)
 {
-    return fc_kernel()->wino43_ws_d(N, C, K, P, Q, nthreads);
+    return fc_kernel()->wino_ws_d[FC_WI(r)](N, C, K, P, Q, nthreads);
 }
 
-int fc_wino43_s(const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
-                int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
-                float *ws)
+int fc_wino_s(int r, const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
+              int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads, float *ws)
 {
-    return fc_kernel()->wino43_s(x, w, bias, y, N, C, H, W, K, P, Q, ph, pw, act, slope, nthreads, ws);
+    return fc_kernel()->wino_s[FC_WI(r)](x, w, bias, y, N, C, H, W, K, P, Q, ph, pw, act, slope,
+                                          nthreads, ws);
 }
 
-int fc_wino43_d(const double *x, const double *w, const double *bias, double *y, int N, int C,
-                int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
-                double *ws)
+int fc_wino_d(int r, const double *x, const double *w, const double *bias, double *y, int N, int C,
+              int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
+              double *ws)
 {
-    return fc_kernel()->wino43_d(x, w, bias, y, N, C, H, W, K, P, Q, ph, pw, act, slope, nthreads, ws);
+    return fc_kernel()->wino_d[FC_WI(r)](x, w, bias, y, N, C, H, W, K, P, Q, ph, pw, act, slope,
+                                          nthreads, ws);
 }
 
-size_t fc_wino43_wgrad_ws_s(int N, int C, int K, int P, int Q, int nthreads)
+size_t fc_wino_wgrad_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads)
 {
-    return fc_kernel()->wino43_wgrad_ws_s(N, C, K, P, Q, nthreads);
+    return fc_kernel()->wino_wgrad_ws_s[FC_WI(r)](N, C, K, P, Q, nthreads);
 }
 
-size_t fc_wino43_wgrad_ws_d(int N, int C, int K, int P, int Q, int nthreads)
+size_t fc_wino_wgrad_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads)
 {
-    return fc_kernel()->wino43_wgrad_ws_d(N, C, K, P, Q, nthreads);
+    return fc_kernel()->wino_wgrad_ws_d[FC_WI(r)](N, C, K, P, Q, nthreads);
 }
 
-int fc_wino43_wgrad_s(const float *x, const float *dy, float *dw, int N, int C, int H, int W, int K,
-                      int P, int Q, int ph, int pw, int nthreads, float *ws)
+int fc_wino_wgrad_s(int r, const float *x, const float *dy, float *dw, int N, int C, int H, int W,
+                    int K, int P, int Q, int ph, int pw, int nthreads, float *ws)
 {
-    return fc_kernel()->wino43_wgrad_s(x, dy, dw, N, C, H, W, K, P, Q, ph, pw, nthreads, ws);
+    return fc_kernel()->wino_wgrad_s[FC_WI(r)](x, dy, dw, N, C, H, W, K, P, Q, ph, pw, nthreads, ws);
 }
 
-int fc_wino43_wgrad_d(const double *x, const double *dy, double *dw, int N, int C, int H, int W, int K,
-                      int P, int Q, int ph, int pw, int nthreads, double *ws)
+int fc_wino_wgrad_d(int r, const double *x, const double *dy, double *dw, int N, int C, int H, int W,
+                    int K, int P, int Q, int ph, int pw, int nthreads, double *ws)
 {
-    return fc_kernel()->wino43_wgrad_d(x, dy, dw, N, C, H, W, K, P, Q, ph, pw, nthreads, ws);
+    return fc_kernel()->wino_wgrad_d[FC_WI(r)](x, dy, dw, N, C, H, W, K, P, Q, ph, pw, nthreads, ws);
 }

@@ -151,20 +151,21 @@ typedef struct {
     double (*dot_d)(const double *a, const double *b, int k);
     void (*transpose_s)(const float *src, long lds, float *dst, long ldd, int rows, int cols);
     void (*transpose_d)(const double *src, long lds, double *dst, long ldd, int rows, int cols);
-    size_t (*wino43_ws_s)(int N, int C, int K, int P, int Q, int nthreads);
-    size_t (*wino43_ws_d)(int N, int C, int K, int P, int Q, int nthreads);
-    int (*wino43_s)(const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
-                    int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
-                    float *ws);
-    int (*wino43_d)(const double *x, const double *w, const double *bias, double *y, int N, int C,
-                    int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope,
-                    int nthreads, double *ws);
-    size_t (*wino43_wgrad_ws_s)(int N, int C, int K, int P, int Q, int nthreads);
-    size_t (*wino43_wgrad_ws_d)(int N, int C, int K, int P, int Q, int nthreads);
-    int (*wino43_wgrad_s)(const float *x, const float *dy, float *dw, int N, int C, int H, int W,
-                          int K, int P, int Q, int ph, int pw, int nthreads, float *ws);
-    int (*wino43_wgrad_d)(const double *x, const double *dy, double *dw, int N, int C, int H, int W,
-                          int K, int P, int Q, int ph, int pw, int nthreads, double *ws);
+    /* Winograd F(4x4, 3x3) ([0]) and F(4x4, 2x2) ([1]) */
+    size_t (*wino_ws_s[2])(int N, int C, int K, int P, int Q, int nthreads);
+    size_t (*wino_ws_d[2])(int N, int C, int K, int P, int Q, int nthreads);
+    int (*wino_s[2])(const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
+                     int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
+                     float *ws);
+    int (*wino_d[2])(const double *x, const double *w, const double *bias, double *y, int N, int C,
+                     int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope,
+                     int nthreads, double *ws);
+    size_t (*wino_wgrad_ws_s[2])(int N, int C, int K, int P, int Q, int nthreads);
+    size_t (*wino_wgrad_ws_d[2])(int N, int C, int K, int P, int Q, int nthreads);
+    int (*wino_wgrad_s[2])(const float *x, const float *dy, float *dw, int N, int C, int H, int W,
+                           int K, int P, int Q, int ph, int pw, int nthreads, float *ws);
+    int (*wino_wgrad_d[2])(const double *x, const double *dy, double *dw, int N, int C, int H, int W,
+                           int K, int P, int Q, int ph, int pw, int nthreads, double *ws);
 } fc_kernel_info;
 
 /* fc_cpu.c: feature detection and dispatch */
@@ -184,26 +185,25 @@ void fc_fpmode_leave(unsigned saved);
 void fc_transpose_s(const float *src, long lds, float *dst, long ldd, int rows, int cols);
 void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows, int cols);
 
-/* Winograd F(4x4, 3x3) convolution, stride 1: y (N, K, P, Q) = x (N, C, H, W)
- * correlated with w (K, C, 3, 3), zero padding (ph, pw) before the image (and
- * as much after as P, Q need), plus bias (NULL: none), then the activation.
- * ws: fc_wino43_ws_*() elements, 64-byte aligned. Returns 0. */
-size_t fc_wino43_ws_s(int N, int C, int K, int P, int Q, int nthreads);
-size_t fc_wino43_ws_d(int N, int C, int K, int P, int Q, int nthreads);
-int fc_wino43_s(const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
-                int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
-                float *ws);
-int fc_wino43_d(const double *x, const double *w, const double *bias, double *y, int N, int C,
-                int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
-                double *ws);
-
-/* Its weight gradient: dw (K, C, 3, 3) from x (N, C, H, W) and dy (N, K, P, Q). */
-size_t fc_wino43_wgrad_ws_s(int N, int C, int K, int P, int Q, int nthreads);
-size_t fc_wino43_wgrad_ws_d(int N, int C, int K, int P, int Q, int nthreads);
-int fc_wino43_wgrad_s(const float *x, const float *dy, float *dw, int N, int C, int H, int W, int K,
-                      int P, int Q, int ph, int pw, int nthreads, float *ws);
-int fc_wino43_wgrad_d(const double *x, const double *dy, double *dw, int N, int C, int H, int W, int K,
-                      int P, int Q, int ph, int pw, int nthreads, double *ws);
+/* Winograd F(4x4, rxr) convolution (r = 3 or 2), stride 1: y (N, K, P, Q) =
+ * x (N, C, H, W) correlated with w (K, C, r, r), zero padding (ph, pw) before
+ * the image (negative: cropped; and as much after as P, Q need), plus bias
+ * (NULL: none), then the activation; and its weight gradient dw (K, C, r, r)
+ * from x and dy (N, K, P, Q). ws: the *_ws() elements, 64-byte aligned.
+ * Return 0. */
+size_t fc_wino_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads);
+size_t fc_wino_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads);
+int fc_wino_s(int r, const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
+              int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads, float *ws);
+int fc_wino_d(int r, const double *x, const double *w, const double *bias, double *y, int N, int C,
+              int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
+              double *ws);
+size_t fc_wino_wgrad_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads);
+size_t fc_wino_wgrad_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads);
+int fc_wino_wgrad_s(int r, const float *x, const float *dy, float *dw, int N, int C, int H, int W,
+                    int K, int P, int Q, int ph, int pw, int nthreads, float *ws);
+int fc_wino_wgrad_d(int r, const double *x, const double *dy, double *dw, int N, int C, int H, int W,
+                    int K, int P, int Q, int ph, int pw, int nthreads, double *ws);
 
 /* fc_pack.c: pack rows [i0, i0+ni) x cols [p0, p0+kc) of op into panels of
  * width w: dst[(panel * kc + p) * w + i], zero-padding the last panel.
@@ -292,20 +292,20 @@ FC_TRANSPOSE_DECL(generic)
 FC_TRANSPOSE_DECL(avx2)
 FC_TRANSPOSE_DECL(avx512)
 
-#define FC_WINO_DECL(isa, T, t)                                                                 \
-    size_t fc_wino43_ws_##isa##_##t(int N, int C, int K, int P, int Q, int nthreads);           \
-    int fc_wino43_##isa##_##t(const T *x, const T *w, const T *bias, T *y, int N, int C, int H,  \
-                              int W, int K, int P, int Q, int ph, int pw, int act, double slope, \
-                              int nthreads, T *ws);                                             \
-    size_t fc_wino43_wgrad_ws_##isa##_##t(int N, int C, int K, int P, int Q, int nthreads);     \
-    int fc_wino43_wgrad_##isa##_##t(const T *x, const T *dy, T *dw, int N, int C, int H, int W,  \
-                                    int K, int P, int Q, int ph, int pw, int nthreads, T *ws);
-FC_WINO_DECL(generic, float, s)
-FC_WINO_DECL(generic, double, d)
-FC_WINO_DECL(avx2, float, s)
-FC_WINO_DECL(avx2, double, d)
-FC_WINO_DECL(avx512, float, s)
-FC_WINO_DECL(avx512, double, d)
+#define FC_WINO_DECL1(isa, T, t, r)                                                             \
+    size_t fc_wino_ws##r##_##isa##_##t(int N, int C, int K, int P, int Q, int nthreads);         \
+    int fc_wino##r##_##isa##_##t(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, \
+                                 int W, int K, int P, int Q, int ph, int pw, int act, double slope, \
+                                 int nthreads, T *ws);                                          \
+    size_t fc_wino_wgrad_ws##r##_##isa##_##t(int N, int C, int K, int P, int Q, int nthreads);   \
+    int fc_wino_wgrad##r##_##isa##_##t(const T *x, const T *dy, T *dw, int N, int C, int H, int W, \
+                                       int K, int P, int Q, int ph, int pw, int nthreads, T *ws);
+#define FC_WINO_DECL(isa)                                                                       \
+    FC_WINO_DECL1(isa, float, s, 43) FC_WINO_DECL1(isa, float, s, 42)                           \
+    FC_WINO_DECL1(isa, double, d, 43) FC_WINO_DECL1(isa, double, d, 42)
+FC_WINO_DECL(generic)
+FC_WINO_DECL(avx2)
+FC_WINO_DECL(avx512)
 
 float fc_dot_generic_s(const float *a, const float *b, int k);
 double fc_dot_generic_d(const double *a, const double *b, int k);

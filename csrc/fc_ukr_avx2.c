@@ -275,7 +275,7 @@ void fc_transpose_avx2_d(const double *src, long lds, double *dst, long ldd, int
     TRANSPOSE_BLOCKS(double, 4, tr4x4_d)
 }
 
-/* ------------------------------------------------------------ Winograd F(4x4, 3x3) */
+/* ------------------------------------------------ Winograd F(4x4, 3x3) and F(4x4, 2x2) */
 #define FN(name) fc_##name##_avx2_s
 #define T float
 #define GEMM fc_gemm_s
@@ -283,7 +283,14 @@ void fc_transpose_avx2_d(const double *src, long lds, double *dst, long ldd, int
 #define GEMM_PACK_B fc_gemm_pack_b_s
 #define GEMM_PACKED_B_SIZE fc_gemm_packed_b_size_s
 #define TRANSPOSE fc_transpose_avx2_s
+#define WR 3
 #include "fc_winograd_impl.h"
+#undef WR
+#define FC_WINO_LAYOUT_DONE
+#define WR 2
+#include "fc_winograd_impl.h"
+#undef WR
+#undef FC_WINO_LAYOUT_DONE
 #undef T
 #undef FN
 #undef GEMM
@@ -298,7 +305,14 @@ void fc_transpose_avx2_d(const double *src, long lds, double *dst, long ldd, int
 #define GEMM_PACK_B fc_gemm_pack_b_d
 #define GEMM_PACKED_B_SIZE fc_gemm_packed_b_size_d
 #define TRANSPOSE fc_transpose_avx2_d
+#define WR 3
 #include "fc_winograd_impl.h"
+#undef WR
+#define FC_WINO_LAYOUT_DONE
+#define WR 2
+#include "fc_winograd_impl.h"
+#undef WR
+#undef FC_WINO_LAYOUT_DONE
 #undef T
 #undef FN
 #undef GEMM

@@ -55,6 +55,10 @@ CASES = {
     "wino_pad0": (8, 16, 14, 13, 16, 3, 3, 1, 0, 1, 1),
     "wino_pad2": (4, 20, 13, 14, 17, 3, 3, 1, 2, 1, 1),
     "wino_blocks": (8, 16, 18, 18, 24, 3, 3, 1, 1, 1, 1),
+    # F(4x4, 2x2): a 2x2 kernel, and a 4x4 stride-2 one over image phases (four tiles
+    # an input channel or more)
+    "wino_2x2": (16, 16, 17, 17, 20, 2, 2, 1, 0, 1, 1),
+    "wino_phases_4x4_s2": (16, 16, 32, 32, 16, 4, 4, 2, 1, 1, 1),
     # input gradients of one to four rows a product (the narrow kernels)
     "c1_k4_s2": (2, 1, 12, 12, 16, 4, 4, 2, 1, 1, 1),
     "c2_3x3": (2, 2, 9, 9, 24, 3, 3, 1, 1, 1, 1),

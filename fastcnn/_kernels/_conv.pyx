@@ -278,37 +278,43 @@ cdef int _forward(floating *x, floating *w, floating *bias, floating *y, Geom g,
 
 
 # ---------------------------------------------------------------------------
-# Winograd F(4x4, 3x3): 3x3 stride-1 convolutions (csrc/fc_winograd_impl.h)
+# Winograd F(4x4, 3x3) and F(4x4, 2x2): 3x3 and 2x2 stride-1 convolutions, the
+# latter also for 4x4 stride-2 convolutions over image phases
+# (csrc/fc_winograd_impl.h)
 
 def winograd(int N, int Cg, int Kg, int R, int S, tuple stride, tuple dilation, int groups, int P, int Q):
-    """Whether a convolution runs as Winograd F(4x4, 3x3): 3x3, stride 1, no
-    dilation or groups, enough channels for its products, outputs for its
-    tiles, and tiles (64) to repay transforming the weights at every call."""
-    return (R == 3 and S == 3 and stride == (1, 1) and dilation == (1, 1) and groups == 1
-            and Cg >= 16 and Kg >= 16 and P >= 4 and Q >= 4
-            and N * ((P + 3) // 4) * ((Q + 3) // 4) >= 64)
+    """Whether a convolution runs as Winograd F(4x4, 3x3) or F(4x4, 2x2): a 3x3 or
+    2x2 kernel, stride 1, no dilation or groups, enough channels for its
+    products, outputs for its tiles, and tiles (64) to repay transforming the
+    weights at every call. The 2x2 transform saves less (25 products for 64,
+    not 36 for 144): it also needs four tiles an input channel."""
+    cdef long tiles = <long>N * ((P + 3) // 4) * ((Q + 3) // 4)
+    return (R == S and (R == 3 or R == 2) and stride == (1, 1) and dilation == (1, 1)
+            and groups == 1 and Cg >= 16 and Kg >= 16 and P >= 4 and Q >= 4 and tiles >= 64
+            and (R == 3 or tiles >= 4 * Cg))
 
 
 def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple padding, int act=0,
                     double slope=0.01, int n_threads=1):
-    """y (N, K, P, Q) = x (N, C, H, W) correlated with w (K, C, 3, 3), padding (top, left)."""
+    """y (N, K, P, Q) = x (N, C, H, W) correlated with w (K, C, r, r) (r = 3 or 2), padding
+    (top, left; negative crops)."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef int K = w.shape[0], P = y.shape[2], Q = y.shape[3]
+    cdef int K = w.shape[0], P = y.shape[2], Q = y.shape[3], r = w.shape[2]
     cdef int ph = padding[0], pw = padding[1], rc
     if N == 0:
         return y
-    cdef size_t n = fc_wino43_ws_s(N, C, K, P, Q, n_threads) if x.dtype == np.float32 else \
-        fc_wino43_ws_d(N, C, K, P, Q, n_threads)
+    cdef size_t n = fc_wino_ws_s(r, N, C, K, P, Q, n_threads) if x.dtype == np.float32 else \
+        fc_wino_ws_d(r, N, C, K, P, Q, n_threads)
     cdef cnp.ndarray ws = scratch("winograd", (<Py_ssize_t>n,), x.dtype)
     cdef void *bp = NULL if bias is None else cnp.PyArray_DATA(bias)
     if x.dtype == np.float32:
         with nogil:
-            rc = fc_wino43_s(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(w), <float *>bp,
+            rc = fc_wino_s(r, <float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(w), <float *>bp,
                              <float *>cnp.PyArray_DATA(y), N, C, H, W, K, P, Q, ph, pw, act, slope,
                              n_threads, <float *>cnp.PyArray_DATA(ws))
     else:
         with nogil:
-            rc = fc_wino43_d(<double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(w), <double *>bp,
+            rc = fc_wino_d(r, <double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(w), <double *>bp,
                              <double *>cnp.PyArray_DATA(y), N, C, H, W, K, P, Q, ph, pw, act, slope,
                              n_threads, <double *>cnp.PyArray_DATA(ws))
     if rc:
@@ -318,22 +324,22 @@ def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple pad
 
 def conv2d_winograd_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, tuple padding,
                                     int n_threads=1):
-    """dw (K, C, 3, 3) = gradient of the 3x3 stride-1 convolution of x (N, C, H, W), padding
-    (top, left), with output gradient dy (N, K, P, Q)."""
+    """dw (K, C, r, r) = gradient of the rxr stride-1 convolution (r = 3 or 2) of x (N, C, H, W),
+    padding (top, left), with output gradient dy (N, K, P, Q)."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef int K = dy.shape[1], P = dy.shape[2], Q = dy.shape[3]
+    cdef int K = dy.shape[1], P = dy.shape[2], Q = dy.shape[3], r = dw.shape[2]
     cdef int ph = padding[0], pw = padding[1], rc
-    cdef size_t n = fc_wino43_wgrad_ws_s(N, C, K, P, Q, n_threads) if x.dtype == np.float32 else \
-        fc_wino43_wgrad_ws_d(N, C, K, P, Q, n_threads)
+    cdef size_t n = fc_wino_wgrad_ws_s(r, N, C, K, P, Q, n_threads) if x.dtype == np.float32 else \
+        fc_wino_wgrad_ws_d(r, N, C, K, P, Q, n_threads)
     cdef cnp.ndarray ws = scratch("winograd", (<Py_ssize_t>n,), x.dtype)
     if x.dtype == np.float32:
         with nogil:
-            rc = fc_wino43_wgrad_s(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(dy),
+            rc = fc_wino_wgrad_s(r, <float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(dy),
                                    <float *>cnp.PyArray_DATA(dw), N, C, H, W, K, P, Q, ph, pw, n_threads,
                                    <float *>cnp.PyArray_DATA(ws))
     else:
         with nogil:
-            rc = fc_wino43_wgrad_d(<double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(dy),
+            rc = fc_wino_wgrad_d(r, <double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(dy),
                                    <double *>cnp.PyArray_DATA(dw), N, C, H, W, K, P, Q, ph, pw, n_threads,
                                    <double *>cnp.PyArray_DATA(ws))
     if rc:
@@ -802,6 +808,22 @@ cdef object conv2d_backward_data_pm(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray d
             wsel = w5[:, :, :, [r for r, _ in rtaps]][:, :, :, :, [r for r, _ in staps]]
             wph = np.ascontiguousarray(wsel.transpose(0, 1, 3, 4, 2)).reshape(g.G, depth, g.Cg)
             buf = dx if direct else scratch("phase", (g.N, C, Hi, Wj), dx.dtype)
+            if (g.G == 1 and g.dh == 1 and g.dw == 1 and len(rtaps) == len(staps)
+                    and winograd(g.N, K, C, len(rtaps), len(staps), (1, 1), (1, 1), 1, Hi, Wj)):
+                # a stride-1 correlation of dy with the phase's taps in the order of their shifts
+                rs_ = sorted(rtaps, key=lambda t: t[1])
+                ss_ = sorted(staps, key=lambda t: t[1])
+                gsub = np.ascontiguousarray(
+                    w[:, :, [r for r, _ in rs_]][:, :, :, [q for q, _ in ss_]].transpose(1, 0, 2, 3))
+                conv2d_winograd(dy, gsub, None, buf, (-rs_[0][1], -ss_[0][1]), 0, 0.0, n_threads)
+                if not direct:
+                    if dy.dtype == np.float32:
+                        _interleave(<float *>cnp.PyArray_DATA(buf), <float *>cnp.PyArray_DATA(dx),
+                                    <long>g.N * C, g.H, g.W, sh, sw, a, b, Hi, Wj, n_threads)
+                    else:
+                        _interleave(<double *>cnp.PyArray_DATA(buf), <double *>cnp.PyArray_DATA(dx),
+                                    <long>g.N * C, g.H, g.W, sh, sw, a, b, Hi, Wj, n_threads)
+                continue
             poffs = <const long *>cnp.PyArray_DATA(poffs_arr)
             toffs = <const long *>cnp.PyArray_DATA(toffs_arr)
             if dy.dtype == np.float32:

@@ -26,9 +26,12 @@ def _flops(out, weight):
 # ---------------------------------------------------------------------------
 # the three kernels, each choosing its formulation by shape
 #
-# The weight gradient always runs pixel-major, and so does the forward where
-# the channel counts suit it: the kernels read the patches of any stride in
-# place. Otherwise, and for the input gradient, strided convolutions whose kernel is a multiple of the
+# 3x3 stride-1 convolutions run as Winograd F(4x4, 3x3) (forward and both
+# gradients), and 4x4 stride-2 ones as F(4x4, 2x2) over the image phases,
+# where channels and tiles suffice. Otherwise the weight gradient runs
+# pixel-major, and so does the forward where the channel counts suit it: the
+# kernels read the patches of any stride in place. Otherwise, and for the
+# input gradient, strided convolutions whose kernel is a multiple of the
 # stride are rewritten as stride-1 convolutions over the stride x stride
 # phases of the image (space-to-depth): no FLOP is wasted and the stride-1
 # kernels read patches in place. Stride-1 input gradients are a stride-1
@@ -52,6 +55,14 @@ def _phase_weight(weight, stride):
                                 ).reshape(K, Cg * sh * sw, R // sh, S // sw)
 
 
+def _unphase_weight(wph, shape, stride):
+    """The inverse of _phase_weight."""
+    K, Cg, R, S = shape
+    sh, sw = stride
+    return np.ascontiguousarray(wph.reshape(K, Cg, sh, sw, R // sh, S // sw).transpose(0, 1, 4, 2, 5, 3)
+                                ).reshape(shape)
+
+
 def _phase_shape(out_hw, weight, stride):
     R, S = weight.shape[2:]
     return out_hw[0] + R // stride[0] - 1, out_hw[1] + S // stride[1] - 1
@@ -73,10 +84,24 @@ def _winograd(n, weight, groups, stride, dilation, out_hw):
     return _conv.winograd(n, Cg, K // groups, R, S, stride, dilation, groups, out_hw[0], out_hw[1])
 
 
+def _phase_winograd(n, weight, groups, stride, dilation, out_hw):
+    """Whether a strided convolution runs as F(4x4, 2x2) over its image phases (a 4x4
+    kernel of stride 2, say: 2x2 taps a phase)."""
+    K, Cg, R, S = weight.shape
+    if stride == (1, 1) or not _phased(weight, stride, dilation):
+        return False
+    sh, sw = stride
+    return _conv.winograd(n, Cg * sh * sw, K // groups, R // sh, S // sw, (1, 1), (1, 1), groups,
+                          out_hw[0], out_hw[1])
+
+
 def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt):
     """y = conv(x, weight) + bias, activation (y preallocated: N, K, P, Q)."""
     if _winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:]):
         return _conv.conv2d_winograd(x, weight, bias, y, pad, act, slope, nt)
+    if _phase_winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:]):
+        xph = _phase_image(x, stride, pad, _phase_shape(y.shape[2:], weight, stride), nt)
+        return _conv.conv2d_winograd(xph, _phase_weight(weight, stride), bias, y, (0, 0), act, slope, nt)
     if _phased(weight, stride, dilation, groups, direct=True):
         xph = _phase_image(x, stride, pad, _phase_shape(y.shape[2:], weight, stride), nt)
         _conv.conv2d_forward(xph, _phase_weight(weight, stride), bias, y, groups, (1, 1), (0, 0),
@@ -119,8 +144,16 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt):
 def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt):
     """Gradient of a convolution wrt its weight, written into ``gw`` (Winograd for 3x3 stride 1,
     else pixel-major, any stride)."""
-    if x.shape[0] and _winograd(x.shape[0], gw, groups, stride, dilation, grad_out.shape[2:]):
+    n = x.shape[0]
+    if n and _winograd(n, gw, groups, stride, dilation, grad_out.shape[2:]):
         return _conv.conv2d_winograd_backward_weight(x, grad_out, gw, pad, nt)
+    if n and _phase_winograd(n, gw, groups, stride, dilation, grad_out.shape[2:]):
+        xph = _phase_image(x, stride, pad, _phase_shape(grad_out.shape[2:], gw, stride), nt)
+        K, Cg, R, S = gw.shape
+        gph = np.empty((K, Cg * stride[0] * stride[1], R // stride[0], S // stride[1]), dtype=gw.dtype)
+        _conv.conv2d_winograd_backward_weight(xph, grad_out, gph, (0, 0), nt)
+        gw[...] = _unphase_weight(gph, gw.shape, stride)
+        return gw
     return _conv.conv2d_backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt)
 
 
