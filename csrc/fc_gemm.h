@@ -205,6 +205,15 @@ int fc_wino_wgrad_s(int r, const float *x, const float *dy, float *dw, int N, in
 int fc_wino_wgrad_d(int r, const double *x, const double *dy, double *dw, int N, int C, int H, int W,
                     int K, int P, int Q, int ph, int pw, int nthreads, double *ws);
 
+/* fc_pack.c: rows r0 .. r1 (of all images' Hp rows) of a channels-last
+ * zero-padded copy of x (N, C, H, W): out[n][h][w][c] (Hp x Wp pixels of Cs
+ * >= C channels, those past C zero) = x[n][c][h - top][w - left], zero
+ * elsewhere (a negative padding crops). */
+void fc_nhwc_rows_s(const float *x, long r0, long r1, int C, int H, int W, int Cs, int Hp, int Wp,
+                    int top, int left, float *out);
+void fc_nhwc_rows_d(const double *x, long r0, long r1, int C, int H, int W, int Cs, int Hp, int Wp,
+                    int top, int left, double *out);
+
 /* fc_pack.c: pack rows [i0, i0+ni) x cols [p0, p0+kc) of op into panels of
  * width w: dst[(panel * kc + p) * w + i], zero-padding the last panel.
  * "rows" here is the panel dimension: for A that is A's rows; for B pass

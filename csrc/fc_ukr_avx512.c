@@ -532,14 +532,14 @@ void fc_transpose_avx512_d(const double *src, long lds, double *dst, long ldd, i
 #define GEMM_PACK_B fc_gemm_pack_b_s
 #define GEMM_PACKED_B_SIZE fc_gemm_packed_b_size_s
 #define TRANSPOSE fc_transpose_avx512_s
+#define NHWC_ROWS fc_nhwc_rows_s
 #define WR 3
 #include "fc_winograd_impl.h"
 #undef WR
-#define FC_WINO_LAYOUT_DONE
 #define WR 2
 #include "fc_winograd_impl.h"
 #undef WR
-#undef FC_WINO_LAYOUT_DONE
+#undef NHWC_ROWS
 #undef T
 #undef FN
 #undef GEMM
@@ -554,14 +554,14 @@ void fc_transpose_avx512_d(const double *src, long lds, double *dst, long ldd, i
 #define GEMM_PACK_B fc_gemm_pack_b_d
 #define GEMM_PACKED_B_SIZE fc_gemm_packed_b_size_d
 #define TRANSPOSE fc_transpose_avx512_d
+#define NHWC_ROWS fc_nhwc_rows_d
 #define WR 3
 #include "fc_winograd_impl.h"
 #undef WR
-#define FC_WINO_LAYOUT_DONE
 #define WR 2
 #include "fc_winograd_impl.h"
 #undef WR
-#undef FC_WINO_LAYOUT_DONE
+#undef NHWC_ROWS
 #undef T
 #undef FN
 #undef GEMM

@@ -166,25 +166,6 @@ static void WN(wino_weights)(const T *w, int K, int C, int Cs, int k0, int k1, T
         }
 }
 
-#ifndef FC_WINO_LAYOUT_DONE
-/* Rows r0 .. r1 (of all images' Hp padded rows) of the channels-last
- * zero-padded copy: xt[n][h][w][c] (Hp x Wp pixels of Cs channels) =
- * x[n][c][h - ph][w - pw], zero elsewhere (a negative padding crops). */
-static void FN(wino_layout)(const T *x, long r0, long r1, int C, int H, int W, int Cs, int Hp,
-                            int Wp, int ph, int pw, T *xt)
-{
-    const long row = (long)Wp * Cs;
-    const int d0 = pw > 0 ? pw : 0, s0 = pw < 0 ? -pw : 0;
-    const int wn = W - s0 < Wp - d0 ? W - s0 : Wp - d0;
-    for (long r = r0; r < r1; r++) {
-        const int n = (int)(r / Hp), hp = (int)(r % Hp), h = hp - ph;
-        T *xr = xt + r * row;
-        for (long i = 0; i < row; i++) xr[i] = 0;
-        if (h < 0 || h >= H || wn <= 0) continue;
-        TRANSPOSE(x + ((long)n * C * H + h) * W + s0, (long)H * W, xr + (long)d0 * Cs, Cs, C, wn);
-    }
-}
-#endif
 
 /* V_e[t][c] of the tiles t0 .. t0 + nt of the image whose channels-last copy
  * is xi (tiles tw a row). */
@@ -344,8 +325,7 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
             GEMM_PACK_B(K, g.Cs, &B, Upack + e * ustride);
         }
         const long nrows = (long)N * g.Hp;
-        FN(wino_layout)(x, nrows * tid / nth, nrows * (tid + 1) / nth, C, H, W, g.Cs, g.Hp, g.Wp, ph,
-                        pw, xt);
+        NHWC_ROWS(x, nrows * tid / nth, nrows * (tid + 1) / nth, C, H, W, g.Cs, g.Hp, g.Wp, ph, pw, xt);
 #if FC_OPENMP
 #pragma omp barrier
 #endif
@@ -490,8 +470,8 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, i
         unsigned fpmode = fc_fpmode_enter();
         /* channels-last copies of the input (padded) and of the output gradient */
         const long nx = (long)N * f->Hp, nd = (long)N * g.Hq;
-        FN(wino_layout)(x, nx * tid / nth, nx * (tid + 1) / nth, C, H, W, f->Cs, f->Hp, f->Wp, ph, pw, xt);
-        FN(wino_layout)(dy, nd * tid / nth, nd * (tid + 1) / nth, K, P, Q, f->Ks, g.Hq, g.Wq, 0, 0, dyt);
+        NHWC_ROWS(x, nx * tid / nth, nx * (tid + 1) / nth, C, H, W, f->Cs, f->Hp, f->Wp, ph, pw, xt);
+        NHWC_ROWS(dy, nd * tid / nth, nd * (tid + 1) / nth, K, P, Q, f->Ks, g.Hq, g.Wq, 0, 0, dyt);
 #if FC_OPENMP
 #pragma omp barrier
 #endif

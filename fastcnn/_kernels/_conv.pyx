@@ -495,6 +495,32 @@ cdef cnp.ndarray pad_copy(cnp.ndarray x, int Hp, int Wp, int top, int left, int 
     return xp
 
 
+cdef void _nhwc_rows(const floating *x, floating *out, long nrows, int C, int H, int W, int Hp,
+                     int Wp, int top, int left, int n_threads) noexcept nogil:
+    cdef long t, nb = (nrows + 7) // 8
+    for t in prange(nb, schedule='static', num_threads=n_threads):
+        if floating is float:
+            fc_nhwc_rows_s(x, t * 8, min(nrows, t * 8 + 8), C, H, W, C, Hp, Wp, top, left, out)
+        else:
+            fc_nhwc_rows_d(x, t * 8, min(nrows, t * 8 + 8), C, H, W, C, Hp, Wp, top, left, out)
+
+
+cdef cnp.ndarray nhwc_copy(cnp.ndarray x, int Hp, int Wp, int top, int left, int n_threads, str use):
+    """A channels-last zero-padded copy of x (N, C, H, W) in scratch memory: (N, Hp, Wp, C)
+    with x at (top, left)."""
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef cnp.ndarray out = scratch(use, (N, Hp, Wp, C), x.dtype)
+    if x.dtype == np.float32:
+        with nogil:
+            _nhwc_rows(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(out), <long>N * Hp, C, H,
+                       W, Hp, Wp, top, left, n_threads)
+    else:
+        with nogil:
+            _nhwc_rows(<double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(out), <long>N * Hp, C, H,
+                       W, Hp, Wp, top, left, n_threads)
+    return out
+
+
 cdef cnp.ndarray pixel_offsets(const Geom *g, const Padded *pd):
     """Offset of the first tap of every output pixel (n, oh, ow), then 16 zeros."""
     cdef long npix = <long>g.N * g.P * g.Q, i = 0
@@ -719,9 +745,10 @@ def pixel_major_data(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray dx, int groups, 
 
 
 cdef int _backward_data_pm(const floating *dyp, const floating *wph, floating *out, const Geom *g,
-                           long pix, long dplane, const long *poffs, const long *toffs, int depth,
+                           long pix, const long *poffs, const long *toffs, int depth,
                            int n_threads) noexcept nogil:
-    """One phase: out (N, G*Cg, pixels) = gathered dy . phase weight (G x depth x Cg)."""
+    """One phase: out (N, G*Cg, pixels) = gathered dy (channels-last) . phase weight
+    (G x depth x Cg)."""
     cdef int gi, rc = 0
     cdef fc_view A, B
     cdef fc_epilogue epi = row_epilogue(NULL, 0, 0.0)
@@ -730,7 +757,7 @@ cdef int _backward_data_pm(const floating *dyp, const floating *wph, floating *o
     epi.keep = <int>pix
     epi.bstride = <long>g.G * g.Cg * pix
     for gi in range(g.G):
-        A = gather(dyp + <long>gi * g.Kg * dplane, poffs, toffs)
+        A = gather(dyp + <long>gi * g.Kg, poffs, toffs)
         B = dense(wph + <long>gi * depth * g.Cg, g.Cg, 1)
         rc |= gemm(out + <long>gi * g.Cg * pix, <int>(g.N * pix), g.Cg, depth, &A, &B, <floating>0,
                    pix, &epi, n_threads, NULL)
@@ -754,6 +781,19 @@ cdef void _interleave(const floating *buf, floating *dx, long nplanes, int H, in
                     row[sw * j] = buf[(t * Hi + i) * Wj + j]
 
 
+def _taps_index(taps):
+    """Index of the kernel taps [(r, shift)]: a slice (no copy) when they are evenly spaced."""
+    rs = [r for r, _ in taps]
+    n = len(rs)
+    if n == 1:
+        return slice(rs[0], rs[0] + 1)
+    step = rs[1] - rs[0]
+    if all(rs[i + 1] - rs[i] == step for i in range(n - 1)):
+        stop = rs[n - 1] + step   # (no negative indexing: the module is compiled without wraparound)
+        return slice(rs[0], stop if stop >= 0 else None, step)
+    return rs
+
+
 cdef list phase_taps(int a, int ph, int d, int s, int R):
     """[(r, shift)] of the taps reaching output phase a: (a + ph - r d) = shift * s."""
     return [(r, (a + ph - r * d) // s) for r in range(R) if (a + ph - r * d) % s == 0]
@@ -775,8 +815,10 @@ cdef object conv2d_backward_data_pm(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray d
             left = max(left, -d)
             right = max(right, n - 1 + d - (g.Q - 1))
     cdef int Hq = top + g.P + bottom, Wq = left + g.Q + right
-    cdef cnp.ndarray dyp = pad_copy(dy, Hq, Wq, top, left, n_threads, "dy")
-    cdef long dplane = <long>Hq * Wq, dimg = K * dplane, pix
+    # dy channels-last (zero-padded): a product's depth runs over the channels
+    # of one tap at a time, contiguous in memory
+    cdef cnp.ndarray dyp = nhwc_copy(dy, Hq, Wq, top, left, n_threads, "dy")
+    cdef long dimg = <long>Hq * Wq * K, pix
     cdef bint direct = sh == 1 and sw == 1
     cdef cnp.ndarray buf, poffs_arr, toffs_arr, wph
     cdef const long *poffs
@@ -797,16 +839,18 @@ cdef object conv2d_backward_data_pm(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray d
             ii, jj = np.meshgrid(np.arange(Hi) + top, np.arange(Wj) + left, indexing="ij")
             # rows past the last pixel (a partial tile's) read at the first pixel: tap
             # offsets may be negative here
-            poffs_arr = np.full(g.N * pix + 16, top * Wq + left, dtype=np.int64)
-            poffs_arr[:g.N * pix] = (np.arange(g.N)[:, None] * dimg + (ii * Wq + jj).ravel()[None, :]).ravel()
+            poffs_arr = np.full(g.N * pix + 16, (top * Wq + left) * K, dtype=np.int64)
+            poffs_arr[:g.N * pix] = (np.arange(g.N)[:, None] * dimg
+                                     + (ii * Wq + jj).ravel()[None, :] * K).ravel()
             dr = np.array([d for _, d in rtaps], dtype=np.int64)
             ds = np.array([d for _, d in staps], dtype=np.int64)
-            toffs_arr = (np.arange(g.Kg)[:, None, None] * dplane + dr[None, :, None] * Wq
-                         + ds[None, None, :]).ravel()
+            # depth (tap row, tap column, channel)
+            toffs_arr = ((dr[:, None, None] * Wq + ds[None, :, None]) * K
+                         + np.arange(g.Kg)[None, None, :]).ravel()
             depth = toffs_arr.shape[0]
             # (G, Kg, Cg, |rtaps|, |staps|) -> (G, depth, Cg)
-            wsel = w5[:, :, :, [r for r, _ in rtaps]][:, :, :, :, [r for r, _ in staps]]
-            wph = np.ascontiguousarray(wsel.transpose(0, 1, 3, 4, 2)).reshape(g.G, depth, g.Cg)
+            wsel = w5[:, :, :, _taps_index(rtaps)][:, :, :, :, _taps_index(staps)]
+            wph = np.ascontiguousarray(wsel.transpose(0, 3, 4, 1, 2)).reshape(g.G, depth, g.Cg)
             buf = dx if direct else scratch("phase", (g.N, C, Hi, Wj), dx.dtype)
             if (g.G == 1 and g.dh == 1 and g.dw == 1 and len(rtaps) == len(staps)
                     and winograd(g.N, K, C, len(rtaps), len(staps), (1, 1), (1, 1), 1, Hi, Wj)):
@@ -814,7 +858,7 @@ cdef object conv2d_backward_data_pm(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray d
                 rs_ = sorted(rtaps, key=lambda t: t[1])
                 ss_ = sorted(staps, key=lambda t: t[1])
                 gsub = np.ascontiguousarray(
-                    w[:, :, [r for r, _ in rs_]][:, :, :, [q for q, _ in ss_]].transpose(1, 0, 2, 3))
+                    w[:, :, _taps_index(rs_)][:, :, :, _taps_index(ss_)].transpose(1, 0, 2, 3))
                 conv2d_winograd(dy, gsub, None, buf, (-rs_[0][1], -ss_[0][1]), 0, 0.0, n_threads)
                 if not direct:
                     if dy.dtype == np.float32:
@@ -829,7 +873,7 @@ cdef object conv2d_backward_data_pm(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray d
             if dy.dtype == np.float32:
                 with nogil:
                     rc |= _backward_data_pm(<float *>cnp.PyArray_DATA(dyp), <float *>cnp.PyArray_DATA(wph),
-                                            <float *>cnp.PyArray_DATA(buf), &g, pix, dplane, poffs,
+                                            <float *>cnp.PyArray_DATA(buf), &g, pix, poffs,
                                             toffs, depth, n_threads)
                     if not direct:
                         _interleave(<float *>cnp.PyArray_DATA(buf), <float *>cnp.PyArray_DATA(dx),
@@ -837,7 +881,7 @@ cdef object conv2d_backward_data_pm(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray d
             else:
                 with nogil:
                     rc |= _backward_data_pm(<double *>cnp.PyArray_DATA(dyp), <double *>cnp.PyArray_DATA(wph),
-                                            <double *>cnp.PyArray_DATA(buf), &g, pix, dplane, poffs,
+                                            <double *>cnp.PyArray_DATA(buf), &g, pix, poffs,
                                             toffs, depth, n_threads)
                     if not direct:
                         _interleave(<double *>cnp.PyArray_DATA(buf), <double *>cnp.PyArray_DATA(dx),

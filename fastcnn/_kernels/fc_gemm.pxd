@@ -65,6 +65,10 @@ cdef extern from "fc_gemm.h" nogil:
                         int K, int P, int Q, int ph, int pw, int nthreads, float *ws)
     int fc_wino_wgrad_d(int r, const double *x, const double *dy, double *dw, int N, int C, int H,
                         int W, int K, int P, int Q, int ph, int pw, int nthreads, double *ws)
+    void fc_nhwc_rows_s(const float *x, long r0, long r1, int C, int H, int W, int Cs, int Hp, int Wp,
+                        int top, int left, float *out)
+    void fc_nhwc_rows_d(const double *x, long r0, long r1, int C, int H, int W, int Cs, int Hp, int Wp,
+                        int top, int left, double *out)
     void *fc_aligned_alloc(size_t nbytes)
     void fc_aligned_free(void *p)
 
