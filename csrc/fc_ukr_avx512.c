@@ -467,11 +467,14 @@ double fc_dot_avx512_d(const double *a, const double *b, int k)
 }
 /* ---------------------------------------------------------------- transposes */
 
-/* 16 x 16 floats: rows in, columns out */
-static inline void tr16x16_s(const float *s, long lds, float *d, long ldd)
+/* nr x nc floats (at most 16 x 16): rows in, columns out; missing rows read as
+ * zero and missing lanes are neither read nor written (masked). */
+static inline void tr16x16_s(const float *s, long lds, float *d, long ldd, int nr, int nc)
 {
+    const __mmask16 mc = (__mmask16)((1u << nc) - 1u), mr = (__mmask16)((1u << nr) - 1u);
     __m512 r[16], t[16];
-    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(s + i * lds);
+    for (int i = 0; i < 16; i++)
+        r[i] = i < nr ? _mm512_maskz_loadu_ps(mc, s + i * lds) : _mm512_setzero_ps();
     for (int i = 0; i < 16; i += 2) {
         t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
         t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
@@ -483,36 +486,43 @@ static inline void tr16x16_s(const float *s, long lds, float *d, long ldd)
         r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
     }
     /* r[4g + q]: rows 4g..4g+3 of column 4L + q in 128-bit lane L */
+    __m512 c[16];
     for (int q = 0; q < 4; q++) {
         const __m512 a = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x88);       /* lanes 0, 2 */
         const __m512 b = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xDD);       /* lanes 1, 3 */
-        const __m512 c = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x88);
-        const __m512 e = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xDD);
-        _mm512_storeu_ps(d + (long)q * ldd, _mm512_shuffle_f32x4(a, c, 0x88));
-        _mm512_storeu_ps(d + (long)(4 + q) * ldd, _mm512_shuffle_f32x4(b, e, 0x88));
-        _mm512_storeu_ps(d + (long)(8 + q) * ldd, _mm512_shuffle_f32x4(a, c, 0xDD));
-        _mm512_storeu_ps(d + (long)(12 + q) * ldd, _mm512_shuffle_f32x4(b, e, 0xDD));
+        const __m512 e = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x88);
+        const __m512 f = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xDD);
+        c[q] = _mm512_shuffle_f32x4(a, e, 0x88);
+        c[4 + q] = _mm512_shuffle_f32x4(b, f, 0x88);
+        c[8 + q] = _mm512_shuffle_f32x4(a, e, 0xDD);
+        c[12 + q] = _mm512_shuffle_f32x4(b, f, 0xDD);
     }
+    if (nr == 16)
+        for (int j = 0; j < nc; j++) _mm512_storeu_ps(d + (long)j * ldd, c[j]);
+    else
+        for (int j = 0; j < nc; j++) _mm512_mask_storeu_ps(d + (long)j * ldd, mr, c[j]);
 }
 
-static inline void tr8x8_d(const double *s, long lds, double *d, long ldd)
+/* nr x nc doubles (at most 8 x 8), as above */
+static inline void tr8x8_d(const double *s, long lds, double *d, long ldd, int nr, int nc)
 {
-    __m512d cols[8];
-    transpose_8x8_d(_mm512_loadu_pd(s), _mm512_loadu_pd(s + lds), _mm512_loadu_pd(s + 2 * lds),
-                    _mm512_loadu_pd(s + 3 * lds), _mm512_loadu_pd(s + 4 * lds),
-                    _mm512_loadu_pd(s + 5 * lds), _mm512_loadu_pd(s + 6 * lds),
-                    _mm512_loadu_pd(s + 7 * lds), cols);
-    for (int j = 0; j < 8; j++) _mm512_storeu_pd(d + (long)j * ldd, cols[j]);
+    const __mmask8 mc = (__mmask8)((1u << nc) - 1u), mr = (__mmask8)((1u << nr) - 1u);
+    __m512d r[8], cols[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = i < nr ? _mm512_maskz_loadu_pd(mc, s + i * lds) : _mm512_setzero_pd();
+    transpose_8x8_d(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], cols);
+    if (nr == 8)
+        for (int j = 0; j < nc; j++) _mm512_storeu_pd(d + (long)j * ldd, cols[j]);
+    else
+        for (int j = 0; j < nc; j++) _mm512_mask_storeu_pd(d + (long)j * ldd, mr, cols[j]);
 }
 
+/* whole and edge blocks alike, through the masked block transposes */
 #define TRANSPOSE_BLOCKS(T, B, BLOCK)                                                          \
-    const int rb = rows / B * B, cb = cols / B * B;                                            \
-    for (int i = 0; i < rb; i += B)                                                            \
-        for (int j = 0; j < cb; j += B)                                                        \
-            BLOCK(src + (long)i * lds + j, lds, dst + (long)j * ldd + i, ldd);                 \
-    for (int i = 0; i < rows; i++)                                                             \
-        for (int j = i < rb ? cb : 0; j < cols; j++)                                           \
-            dst[(long)j * ldd + i] = src[(long)i * lds + j];
+    for (int i = 0; i < rows; i += B)                                                          \
+        for (int j = 0; j < cols; j += B)                                                      \
+            BLOCK(src + (long)i * lds + j, lds, dst + (long)j * ldd + i, ldd,                  \
+                  rows - i < B ? rows - i : B, cols - j < B ? cols - j : B);
 
 void fc_transpose_avx512_s(const float *src, long lds, float *dst, long ldd, int rows, int cols)
 {
