@@ -265,10 +265,12 @@ def test_max_pool2d_nan_inf_ties_match_torch(torch, rng, width, dtype):
 
 
 # The MaxPool2d layer in training mode keeps each 2x2 window's argmax as a
-# one-byte code (vector path for float32 rows of >= 8 outputs, scalar otherwise).
+# one-byte code (float32 through the vector kernels, rows of < 8 outputs via a
+# padded copy; float64 scalar).
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", [(2, 3, 10, 40), (2, 3, 10, 6), (1, 2, 33, 17), (3, 1, 2, 2),
-                                   (1, 1, 5, 3), (2, 2, 16, 18)])
+                                   (1, 1, 5, 3), (2, 2, 16, 18), (2, 3, 7, 15), (1, 1, 3, 2),
+                                   (2, 1, 2, 5), (5, 3, 14, 14)])
 def test_max_pool_layer_window_codes_match_torch(torch, rng, shape, dtype):
     from fastcnn import nn
     x = rng.integers(-2, 3, shape).astype(dtype)  # many ties

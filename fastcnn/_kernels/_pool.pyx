@@ -15,8 +15,9 @@ Layers:
 cimport cython
 from fastcnn._kernels._reduce cimport plane_sum
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, parallel
 from libc.math cimport INFINITY
+from libc.stdlib cimport malloc, free
 from libc.stdint cimport int64_t, uint64_t, uint8_t
 from libc.string cimport memset, memcpy
 
@@ -462,6 +463,11 @@ def max_pool2d_2x2_codes(const floating[:, :, ::1] x, floating[:, :, ::1] y, uin
     cdef Py_ssize_t P = x.shape[0], W = x.shape[2], OH = y.shape[1], OW = y.shape[2], p
     if P == 0 or OH == 0 or OW == 0:
         return
+    if floating is float:
+        if OW < 8 and FC_POOL_VECTOR:
+            _max_pool_2x2_codes_narrow(&x[0, 0, 0], &y[0, 0, 0], &code[0, 0, 0], P, x.shape[1], W, OH,
+                                       OW, n_threads)
+            return
     with nogil:
         for p in prange(P, schedule='static', num_threads=n_threads):
             if floating is float:
@@ -473,6 +479,65 @@ def max_pool2d_2x2_codes(const floating[:, :, ::1] x, floating[:, :, ::1] y, uin
                 _max_pool_2x2_code_plane(&x[p, 0, 0], &y[p, 0, 0], &code[p, 0, 0], W, OH, OW)
 
 
+# Planes of fewer than eight windows a row (the vector kernels take eight at a
+# time) go through a per-thread copy whose rows are 16 wide, padded with -inf
+# (never a maximum; the windows it adds are dropped), and back.
+DEF NARROW_W = 16
+
+cdef void _max_pool_2x2_codes_narrow(const float *x, float *y, uint8_t *code, Py_ssize_t P,
+                                     Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+                                     int n_threads) noexcept nogil:
+    cdef Py_ssize_t p, r, j, oh, i
+    cdef float *tx
+    cdef float *ty
+    cdef uint8_t *tc
+    with nogil, parallel(num_threads=n_threads):
+        tx = <float *>malloc(2 * OH * NARROW_W * sizeof(float) + OH * 8 * sizeof(float) + OH * 8 + 64)
+        if tx != NULL:
+            ty = tx + 2 * OH * NARROW_W
+            tc = <uint8_t *>(ty + OH * 8)
+            for i in range(2 * OH):
+                for j in range(W, NARROW_W):
+                    tx[i * NARROW_W + j] = -INFINITY
+            for p in prange(P, schedule='static'):
+                for r in range(2 * OH):
+                    memcpy(tx + r * NARROW_W, x + (p * H + r) * W, W * sizeof(float))
+                fc_max_pool_2x2_f32v(tx, ty, NULL, tc, NARROW_W, OH, 8)
+                for oh in range(OH):
+                    memcpy(y + (p * OH + oh) * OW, ty + oh * 8, OW * sizeof(float))
+                    memcpy(code + (p * OH + oh) * OW, tc + oh * 8, OW)
+            free(tx)
+
+
+cdef void _max_pool_2x2_code_backward_narrow(const float *g, const uint8_t *code, float *gx,
+                                             Py_ssize_t P, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
+                                             Py_ssize_t OW, int n_threads) noexcept nogil:
+    cdef Py_ssize_t p, r, oh
+    cdef float *tg
+    cdef float *tx
+    cdef uint8_t *tc
+    with nogil, parallel(num_threads=n_threads):
+        tx = <float *>malloc(2 * OH * NARROW_W * sizeof(float) + OH * 8 * sizeof(float) + OH * 8 + 64)
+        if tx != NULL:
+            tg = tx + 2 * OH * NARROW_W
+            tc = <uint8_t *>(tg + OH * 8)
+            memset(tg, 0, OH * 8 * sizeof(float))
+            memset(tc, 0, OH * 8)
+            for p in prange(P, schedule='static'):
+                for oh in range(OH):
+                    memcpy(tg + oh * 8, g + (p * OH + oh) * OW, OW * sizeof(float))
+                    memcpy(tc + oh * 8, code + (p * OH + oh) * OW, OW)
+                fc_max_pool_2x2_code_backward_f32v(tg, tc, tx, 2 * OH, NARROW_W, OH, 8)
+                for r in range(2 * OH):
+                    memcpy(gx + (p * H + r) * W, tx + r * NARROW_W, W * sizeof(float))
+                if W > 2 * OW:
+                    for r in range(2 * OH):
+                        gx[(p * H + r) * W + W - 1] = 0
+                if H > 2 * OH:
+                    memset(gx + (p * H + H - 1) * W, 0, W * sizeof(float))
+            free(tx)
+
+
 def max_pool2d_2x2_code_backward(const floating[:, :, ::1] g, const uint8_t[:, :, ::1] code,
                                  floating[:, :, ::1] gx, int n_threads):
     """grad_x (P, H, W), fully overwritten, from grad_out and the window codes."""
@@ -480,6 +545,11 @@ def max_pool2d_2x2_code_backward(const floating[:, :, ::1] g, const uint8_t[:, :
     cdef Py_ssize_t OH = g.shape[1], OW = g.shape[2], p
     if P == 0 or H == 0 or W == 0:
         return
+    if floating is float:
+        if OW < 8 and FC_POOL_VECTOR:
+            _max_pool_2x2_code_backward_narrow(&g[0, 0, 0], &code[0, 0, 0], &gx[0, 0, 0], P, H, W, OH,
+                                               OW, n_threads)
+            return
     with nogil:
         for p in prange(P, schedule='static', num_threads=n_threads):
             if floating is float:
