@@ -24,6 +24,36 @@ extern "C" {
 enum { FC_ISA_AUTO = -1, FC_ISA_GENERIC = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
 enum { FC_ACT_NONE = 0, FC_ACT_RELU = 1, FC_ACT_LEAKY = 2 };
 enum { FC_BIAS_NONE = 0, FC_BIAS_ROW = 1, FC_BIAS_COL = 2 };
+/* Statement S (a micro-kernel's finishing of a tile, written with the
+ * variables alpha, beta, bmode and act in scope) compiled once per common
+ * epilogue (alpha 1, beta 0 or 1, every bias mode and activation), so that
+ * none of its per-vector tests is left at run time, and once as it is. */
+#define FC_SPEC_CASE(T, BE, BM, AC, ...)                                                       \
+    case (BE) * 9 + (BM) * 3 + (AC): {                                                         \
+        const T alpha = (T)1, beta = (T)(BE);                                                  \
+        const int bmode = (BM), act = (AC);                                                    \
+        (void)alpha; (void)beta; (void)bmode; (void)act;                                       \
+        __VA_ARGS__                                                                            \
+    } break;
+#define FC_SPEC_ACTS(T, BE, BM, ...)                                                           \
+    FC_SPEC_CASE(T, BE, BM, FC_ACT_NONE, __VA_ARGS__)                                          \
+    FC_SPEC_CASE(T, BE, BM, FC_ACT_RELU, __VA_ARGS__)                                          \
+    FC_SPEC_CASE(T, BE, BM, FC_ACT_LEAKY, __VA_ARGS__)
+#define FC_SPEC_BIASES(T, BE, ...)                                                             \
+    FC_SPEC_ACTS(T, BE, FC_BIAS_NONE, __VA_ARGS__)                                             \
+    FC_SPEC_ACTS(T, BE, FC_BIAS_ROW, __VA_ARGS__)                                              \
+    FC_SPEC_ACTS(T, BE, FC_BIAS_COL, __VA_ARGS__)
+#define FC_SPECIALISE(T, ...)                                                                  \
+    if (alpha == 1 && (beta == 0 || beta == 1)) {                                              \
+        switch ((beta == 1) * 9 + bmode * 3 + act) {                                           \
+            FC_SPEC_BIASES(T, 0, __VA_ARGS__)                                                  \
+            FC_SPEC_BIASES(T, 1, __VA_ARGS__)                                                  \
+        default: { __VA_ARGS__ } break;                                                        \
+        }                                                                                      \
+    } else {                                                                                   \
+        __VA_ARGS__                                                                            \
+    }
+
 enum { FC_VIEW_DENSE = 0, FC_VIEW_PATCH = 1, FC_VIEW_PACKED = 2, FC_VIEW_SHIFT = 3, FC_VIEW_GATHER = 4,
        FC_VIEW_IMAGES = 5 };
 

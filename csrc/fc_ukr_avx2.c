@@ -83,7 +83,7 @@ finish_d(double *dst, __m256d v, double alpha, double beta, int bmode, double bs
         const T alpha = (T)t->alpha, beta = (T)t->beta;                                        \
         T *c0 = c + t->col[0];                                                                 \
         const T *bv = bmode == FC_BIAS_COL ? bias + t->col[0] : NULL;                          \
-        ROWS6(FIN_ROW)                                                                         \
+        FC_SPECIALISE(T, ROWS6(FIN_ROW))                                                       \
     } else {                                                                                   \
         VT tile[MR * 2] __attribute__((aligned(32)));                                          \
         ROWS6(SPILL_ROW)                                                                       \

@@ -137,6 +137,8 @@ static inline int trans_masks(const fc_tile *t, __mmask8 *m)
     TILE_PARAMS(T)                                                                             \
     __mmask8 m[FC_MAX_NR];                                                                     \
     const int nseg = trans_masks(t, m);                                                        \
+    FC_SPECIALISE(T, TRANS_STORE_BODY(T, FIN, cols))
+#define TRANS_STORE_BODY(T, FIN, cols)                                                         \
     const int vmode = bmode == FC_BIAS_ROW ? FC_BIAS_COL                                       \
                     : bmode == FC_BIAS_COL ? FC_BIAS_ROW : FC_BIAS_NONE;                       \
     const T *bv = bmode == FC_BIAS_ROW ? bias + t->row0 : NULL;                                \
@@ -186,7 +188,7 @@ static void trans_store_d(double *c, long ldc, const __m512d *cols, const fc_til
         T *c0 = c + t->col[0];                                                                 \
         const T *bv = bmode == FC_BIAS_COL ? bias + t->col[0] : NULL;                          \
         const MT m = (MT)~0u;                                                                  \
-        ROWS8(FIN_ROW)                                                                         \
+        FC_SPECIALISE(T, ROWS8(FIN_ROW))                                                       \
     } else {                                                                                   \
         TILE_PARAMS(T)                                                                         \
         const int nseg = t->nseg;                                                              \
@@ -198,7 +200,7 @@ static void trans_store_d(double *c, long ldc, const __m512d *cols, const fc_til
             m0[s] = (MT)(bits & ((1u << W) - 1u));                                             \
             m1[s] = (MT)(bits >> W);                                                           \
         }                                                                                      \
-        ROWS8(RUN_ROW)                                                                         \
+        FC_SPECIALISE(T, ROWS8(RUN_ROW))                                                       \
     }
 
 #define FMA_ROW(i, ael)                                                                        \
@@ -262,6 +264,8 @@ static void trans_store_d(double *c, long ldc, const __m512d *cols, const fc_til
 #define TRANS_WHOLE_STORE(T, FIN, NR)                                                          \
     TILE_PARAMS(T)                                                                             \
     T *c0 = c + t->col[0];                                                                     \
+    FC_SPECIALISE(T, TRANS_WHOLE_BODY(T, FIN, NR))
+#define TRANS_WHOLE_BODY(T, FIN, NR)                                                           \
     const int vmode = bmode == FC_BIAS_ROW ? FC_BIAS_COL                                       \
                     : bmode == FC_BIAS_COL ? FC_BIAS_ROW : FC_BIAS_NONE;                       \
     const T *bv = bmode == FC_BIAS_ROW ? bias + t->row0 : NULL;                                \
@@ -340,6 +344,8 @@ void fc_ukrg_avx512_d(long k, const double *a, const long *aoff, const long *dof
  * stores of each run from the spilled tile. */
 #define NARROW_STORE(T, W, MT, FIN)                                                            \
     TILE_PARAMS(T)                                                                             \
+    FC_SPECIALISE(T, NARROW_STORE_BODY(T, W, MT, FIN))
+#define NARROW_STORE_BODY(T, W, MT, FIN)                                                       \
     for (int i = 0; i < t->mr; i++) {                                                          \
         T *row = c + (long)i * ldc;                                                            \
         const T bs = bmode == FC_BIAS_ROW ? bias[t->row0 + i] : (T)0;                          \

@@ -99,6 +99,34 @@ def test_linear_epilogue(isa, activation, dtype, batch, features, rng):
     np.testing.assert_allclose(y, expected, **_tol(dtype, features))
 
 
+# Every epilogue the micro-kernels finish a tile with (compiled once per
+# alpha 1 / beta 0 or 1, bias mode and activation, and once in general), on
+# whole and partial tiles, eight-row and narrow kernels, one and two depth blocks.
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (1.0, 1.0), (2.0, 0.0), (1.0, 0.5)])
+@pytest.mark.parametrize("bias_mode", [0, 1, 2])
+@pytest.mark.parametrize("act", [0, 1, 2])
+@pytest.mark.parametrize("m,n,k", [(16, 64, 7), (11, 45, 600), (3, 70, 5)])
+def test_gemm_epilogue_every_mode(isa, dtype, alpha, beta, bias_mode, act, m, n, k, rng):
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    bias = rng.standard_normal(m if bias_mode == 1 else n).astype(dtype) if bias_mode else None
+    c = c0.copy()
+    _gemm.gemm(a, b, c, alpha=alpha, beta=beta, bias=bias, bias_mode=bias_mode, act=act,
+               slope=0.25, n_threads=2)
+    expected = alpha * (a.astype(np.float64) @ b) + beta * c0
+    if bias_mode == 1:
+        expected += bias[:, None]
+    elif bias_mode == 2:
+        expected += bias[None, :]
+    if act == 1:
+        expected = np.maximum(expected, 0)
+    elif act == 2:
+        expected = np.where(expected < 0, 0.25 * expected, expected)
+    np.testing.assert_allclose(c, expected, **_tol(dtype, k))
+
+
 def test_linear_backward_matches_torch(torch, rng):
     x = rng.standard_normal((17, 30))
     w = rng.standard_normal((11, 30))
