@@ -186,27 +186,30 @@ cdef inline bint use_shift(const Geom *g) noexcept nogil:
     return g.sh == 1 and g.sw == 1 and 4 * g.dw * (g.S - 1) <= g.Q + 8
 
 
-cdef inline void pad_into(const floating *x, floating *xp, const Geom *g, int Hp, int Wp,
-                          long cstride) noexcept nogil:
-    """Place image x (Cg x H x W) at (ph, pw) of zeroed Hp x Wp planes, one every cstride elements."""
-    cdef int c, h, hp
-    cdef int wn = g.W if g.W < Wp - g.pw else Wp - g.pw
-    if wn <= 0:
-        return
-    for c in range(g.Cg):
-        for h in range(g.H):
-            hp = h + g.ph
-            if hp >= Hp:
-                break
-            memcpy(xp + c * cstride + <long>hp * Wp + g.pw, x + (<long>c * g.H + h) * g.W,
-                   <size_t>wn * sizeof(floating))
-
-
 cdef inline void pad_image(const floating *x, floating *xp, const Geom *g, int Hp, int Wp,
                            long total) noexcept nogil:
-    """xp (Cg x Hp x Wp, then zeros up to total) = x placed at (ph, pw) with zero borders."""
-    memset(xp, 0, <size_t>total * sizeof(floating))
-    pad_into(x, xp, g, Hp, Wp, <long>Hp * Wp)
+    """xp (Cg x Hp x Wp, then zeros up to total) = x placed at (ph, pw) (negative:
+    cropped) with zero borders; every element written once."""
+    cdef long plane = <long>Hp * Wp
+    cdef int left = 0 if g.pw < 0 else (g.pw if g.pw < Wp else Wp)
+    cdef int x0 = left - g.pw
+    cdef int wn = g.W - x0 if g.W - x0 < Wp - left else Wp - left
+    cdef int c, h, j
+    cdef floating *row
+    if wn < 0:
+        wn = 0
+    for c in range(g.Cg):
+        for h in range(Hp):
+            row = xp + c * plane + <long>h * Wp
+            if 0 <= h - g.ph < g.H and wn > 0:
+                for j in range(left):
+                    row[j] = 0
+                memcpy(row + left, x + (<long>c * g.H + h - g.ph) * g.W + x0, <size_t>wn * sizeof(floating))
+                for j in range(left + wn, Wp):
+                    row[j] = 0
+            else:
+                memset(row, 0, <size_t>Wp * sizeof(floating))
+    memset(xp + g.Cg * plane, 0, <size_t>(total - g.Cg * plane) * sizeof(floating))
 
 
 cdef cnp.ndarray shift_offsets(const Geom *g, int Hp, int Wp, long cstride=0):
