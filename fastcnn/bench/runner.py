@@ -96,7 +96,9 @@ def machine_info(threads):
         per_cycle = 32 if info["isa"] == "avx2" else 64
         info["fma_peak_gflops"] = threads * mhz / 1000.0 * per_cycle
         info["fma_peak_note"] = (f"{threads} cores x {mhz / 1000:.2f} GHz (reported) x {per_cycle} "
-                                 "FLOP/cycle, assuming two FMA units")
+                                 "FLOP/cycle, assuming two FMA units of the full vector width"
+                                 + ("; CPUs that run 512-bit FMAs as two 256-bit halves (AMD Zen 4) "
+                                    "reach half of it" if info["isa"] == "avx512" else ""))
     return info
 
 
