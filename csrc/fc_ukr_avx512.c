@@ -273,9 +273,7 @@ static void trans_store_d(double *c, long ldc, const __m512d *cols, const fc_til
     for (int j = 0; j < NR; j++)                                                               \
         FIN(c0 + (long)j * ldc, 0xFF, cols[j], alpha, beta, vmode,                             \
             bmode == FC_BIAS_COL ? bias[t->lane0 + j] : (T)0, bv, act, slope);
-#define A_ROWS const float *a0 = a + aoff[0], *a1 = a + aoff[1], *a2 = a + aoff[2], \
-    *a3 = a + aoff[3], *a4 = a + aoff[4], *a5 = a + aoff[5], *a6 = a + aoff[6], *a7 = a + aoff[7];
-#define A_ROWS_D const double *a0 = a + aoff[0], *a1 = a + aoff[1], *a2 = a + aoff[2], \
+#define A_ROWS(T) const T *a0 = a + aoff[0], *a1 = a + aoff[1], *a2 = a + aoff[2], \
     *a3 = a + aoff[3], *a4 = a + aoff[4], *a5 = a + aoff[5], *a6 = a + aoff[6], *a7 = a + aoff[7];
 
 /* float: 8 x 32 */
@@ -298,7 +296,7 @@ void fc_ukri_avx512_s(long k, const float *a, const float *b, const long *boff, 
 void fc_ukrg_avx512_s(long k, const float *a, const long *aoff, const long *doff, const float *b,
                       float *c, long ldc, const fc_tile *t)
 {
-    A_ROWS
+    A_ROWS(float)
     KERNEL(float, __m512, V, 16, 8, 32, __mmask16, b + p * 32, V(load), GATHER)
 }
 
@@ -327,7 +325,7 @@ void fc_ukri_avx512_d(long k, const double *a, const double *b, const long *boff
 void fc_ukrg_avx512_d(long k, const double *a, const long *aoff, const long *doff, const double *b,
                       double *c, long ldc, const fc_tile *t)
 {
-    A_ROWS_D
+    A_ROWS(double)
     KERNEL(double, __m512d, VD, 8, 8, 16, __mmask8, b + p * 16, VD(load), GATHER)
 }
 

@@ -186,29 +186,42 @@ cdef inline bint use_shift(const Geom *g) noexcept nogil:
     return g.sh == 1 and g.sw == 1 and 4 * g.dw * (g.S - 1) <= g.Q + 8
 
 
+cdef inline void pad_plane(const floating *x, floating *xp, int H, int W, int Hp, int Wp,
+                           int top, int left, bint borders) noexcept nogil:
+    """xp (Hp x Wp) = x (H x W) placed at (top, left) (negative or past the end:
+    cropped), zero elsewhere; with borders false only the image is copied (the
+    zeros around it are already there)."""
+    cdef int lead = 0 if left < 0 else (left if left < Wp else Wp)
+    cdef int x0 = lead - left
+    cdef int n = W - x0 if W - x0 < Wp - lead else Wp - lead
+    cdef int hp, h, j
+    cdef floating *row
+    cdef const floating *src
+    for hp in range(Hp):
+        row = xp + <long>hp * Wp
+        h = hp - top
+        if h < 0 or h >= H or n <= 0:
+            if borders:
+                for j in range(Wp):
+                    row[j] = 0
+            continue
+        src = x + <long>h * W + x0
+        if borders:
+            for j in range(lead):
+                row[j] = 0
+            for j in range(lead + n, Wp):
+                row[j] = 0
+        memcpy(row + lead, src, <size_t>n * sizeof(floating))
+
+
 cdef inline void pad_image(const floating *x, floating *xp, const Geom *g, int Hp, int Wp,
                            long total) noexcept nogil:
-    """xp (Cg x Hp x Wp, then zeros up to total) = x placed at (ph, pw) (negative:
-    cropped) with zero borders; every element written once."""
+    """xp (Cg x Hp x Wp, then zeros up to total) = x placed at (ph, pw) with zero
+    borders; every element written once."""
     cdef long plane = <long>Hp * Wp
-    cdef int left = 0 if g.pw < 0 else (g.pw if g.pw < Wp else Wp)
-    cdef int x0 = left - g.pw
-    cdef int wn = g.W - x0 if g.W - x0 < Wp - left else Wp - left
-    cdef int c, h, j
-    cdef floating *row
-    if wn < 0:
-        wn = 0
+    cdef int c
     for c in range(g.Cg):
-        for h in range(Hp):
-            row = xp + c * plane + <long>h * Wp
-            if 0 <= h - g.ph < g.H and wn > 0:
-                for j in range(left):
-                    row[j] = 0
-                memcpy(row + left, x + (<long>c * g.H + h - g.ph) * g.W + x0, <size_t>wn * sizeof(floating))
-                for j in range(left + wn, Wp):
-                    row[j] = 0
-            else:
-                memset(row, 0, <size_t>Wp * sizeof(floating))
+        pad_plane(x + <long>c * g.H * g.W, xp + c * plane, g.H, g.W, Hp, Wp, g.ph, g.pw, True)
     memset(xp + g.Cg * plane, 0, <size_t>(total - g.Cg * plane) * sizeof(floating))
 
 
@@ -398,35 +411,10 @@ cdef Padded padded_geom(const Geom *g, bint force):
 
 cdef void _pad_planes(const floating *x, floating *xp, long nplanes, int H, int W, int Hp, int Wp,
                       int top, int left, bint borders, int n_threads) noexcept nogil:
-    """xp planes (Hp x Wp) = x planes (H x W) placed at (top, left), zero elsewhere
-    (cropped where the padded plane ends first); with borders false only the
-    image is copied (the zeros around it are already there). Plain loops: rows
-    are short."""
+    """pad_plane over nplanes planes, in parallel."""
     cdef long t
-    cdef int hp, h, j, lead, n
-    cdef floating *row
-    cdef const floating *src
-    lead = left if left < Wp else Wp
-    n = W if W < Wp - lead else Wp - lead
-    if n < 0:
-        n = 0
     for t in prange(nplanes, schedule='static', num_threads=n_threads):
-        for hp in range(Hp):
-            row = xp + (t * Hp + hp) * Wp
-            h = hp - top
-            if h < 0 or h >= H:
-                if borders:
-                    for j in range(Wp):
-                        row[j] = 0
-                continue
-            src = x + (t * H + h) * W + (lead - left)
-            if borders:
-                for j in range(lead):
-                    row[j] = 0
-                for j in range(lead + n, Wp):
-                    row[j] = 0
-            for j in range(n):
-                row[lead + j] = src[j]
+        pad_plane(x + t * H * W, xp + t * Hp * Wp, H, W, Hp, Wp, top, left, borders)
 
 
 # ---------------------------------------------------------------------------

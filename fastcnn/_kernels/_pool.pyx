@@ -484,6 +484,11 @@ def max_pool2d_2x2_codes(const floating[:, :, ::1] x, floating[:, :, ::1] y, uin
 # (never a maximum; the windows it adds are dropped), and back.
 DEF NARROW_W = 16
 
+cdef inline size_t _narrow_scratch_bytes(Py_ssize_t OH) noexcept nogil:
+    """One thread's copy: 2 OH input rows of NARROW_W, then OH x 8 outputs and OH x 8 codes."""
+    return 2 * OH * NARROW_W * sizeof(float) + OH * 8 * sizeof(float) + OH * 8 + 64
+
+
 cdef void _max_pool_2x2_codes_narrow(const float *x, float *y, uint8_t *code, Py_ssize_t P,
                                      Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
                                      int n_threads) noexcept nogil:
@@ -492,7 +497,7 @@ cdef void _max_pool_2x2_codes_narrow(const float *x, float *y, uint8_t *code, Py
     cdef float *ty
     cdef uint8_t *tc
     with nogil, parallel(num_threads=n_threads):
-        tx = <float *>malloc(2 * OH * NARROW_W * sizeof(float) + OH * 8 * sizeof(float) + OH * 8 + 64)
+        tx = <float *>malloc(_narrow_scratch_bytes(OH))
         if tx != NULL:
             ty = tx + 2 * OH * NARROW_W
             tc = <uint8_t *>(ty + OH * 8)
@@ -517,7 +522,7 @@ cdef void _max_pool_2x2_code_backward_narrow(const float *g, const uint8_t *code
     cdef float *tx
     cdef uint8_t *tc
     with nogil, parallel(num_threads=n_threads):
-        tx = <float *>malloc(2 * OH * NARROW_W * sizeof(float) + OH * 8 * sizeof(float) + OH * 8 + 64)
+        tx = <float *>malloc(_narrow_scratch_bytes(OH))
         if tx != NULL:
             tg = tx + 2 * OH * NARROW_W
             tc = <uint8_t *>(tg + OH * 8)
