@@ -128,6 +128,22 @@ def test_folded_weights_follow_parameter_changes():
     m[1].weight.data = m[1].weight.data * 2
     m[13].weight.data = m[13].weight.data + 1
     np.testing.assert_allclose(m(x), unfused(), rtol=1e-10, atol=1e-12)
+    # in-place edits in eval mode: weights, BatchNorm affine and running statistics
+    m(x)
+    m[0].weight.data += 0.5
+    np.testing.assert_allclose(m(x), unfused(), rtol=1e-10, atol=1e-12)
+    m[1].weight.data *= 2
+    m[5].running_mean[:] += 0.3
+    np.testing.assert_allclose(m(x), unfused(), rtol=1e-10, atol=1e-12)
+    m[13].bias.data[0] -= 1.0
+    m[14].running_var[2] *= 4
+    np.testing.assert_allclose(m(x), unfused(), rtol=1e-10, atol=1e-12)
+    # an optimiser step on a model left in eval mode
+    m.zero_grad()
+    m(x)
+    m.backward(np.ones((2, 3)))
+    fastcnn.optim.SGD(m.parameters(), lr=0.1).step()
+    np.testing.assert_allclose(m(x), unfused(), rtol=1e-10, atol=1e-12)
     # dtype change
     m.float()
     np.testing.assert_allclose(m(x.astype(np.float32)), unfused(), rtol=1e-4, atol=1e-5)

@@ -12,6 +12,7 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport exp, expf, log, logf, tanh, tanhf, sqrt, sqrtf, INFINITY
+from libc.string cimport memcmp
 
 
 cdef inline floating _exp(floating v) noexcept nogil:
@@ -34,6 +35,18 @@ cdef inline floating _sigmoid(floating v) noexcept nogil:
         return 1 / (1 + _exp(-v))
     e = _exp(v)
     return e / (1 + e)
+
+
+def same_bytes(const unsigned char[::1] a, const unsigned char[::1] b):
+    """Whether two byte buffers are equal (lengths included)."""
+    cdef int r
+    if a.shape[0] != b.shape[0]:
+        return False
+    if a.shape[0] == 0:
+        return True
+    with nogil:
+        r = memcmp(&a[0], &b[0], a.shape[0])
+    return r == 0
 
 
 # ---------------------------------------------------------------------------

@@ -18,12 +18,23 @@ weight and bias,
 import numpy as np
 
 from .. import functional as F
+from .._kernels._pointwise import same_bytes
 from .layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Identity, LeakyReLU, Linear, MaxPool2d, ReLU,
                      _grad_as, _no_forward)
 from ..functional._checks import pair
 from .module import accumulate, backward_without_input_grad
 
 __all__ = ["build_plan", "FusedBlock"]
+
+
+def _unchanged(a, snap):
+    """Whether array ``a`` still holds the values of its copy ``snap`` (bytes compared,
+    so NaNs compare equal)."""
+    if a is None:
+        return True
+    if a.shape != snap.shape or a.dtype != snap.dtype:
+        return False
+    return same_bytes(np.ascontiguousarray(a).reshape(-1).view(np.uint8), snap.reshape(-1).view(np.uint8))
 
 
 def _foldable_bn(bn, layer):
@@ -108,6 +119,7 @@ class FusedBlock:
             self.activation, self.slope = "leaky_relu", act.negative_slope
         self._is_conv = type(layer) is Conv2d
         self._key = None
+        self._snap = None
         self._folded = None
         self._ctx = None
 
@@ -124,10 +136,12 @@ class FusedBlock:
         return src
 
     def folded(self):
-        """(w', b', s, inv_std): the folded weight and bias (recomputed when an array is replaced)."""
+        """(w', b', s, inv_std): the folded weight and bias, recomputed when a source
+        array is replaced or its values change (in-place updates included)."""
         src = self._sources()
         key = self._key
-        if key is not None and len(key) == len(src) and all(a is b for a, b in zip(key, src)):
+        if (key is not None and len(key) == len(src) and all(a is b for a, b in zip(key, src))
+                and (self._snap is None or all(_unchanged(a, s) for a, s in zip(src, self._snap)))):
             return self._folded
         layer, bn = self.layer, self.bn
         w = layer.weight.data
@@ -149,6 +163,8 @@ class FusedBlock:
             folded = (w2, bias.astype(dt), s.astype(dt), inv_std.astype(dt))
         self._folded = folded
         self._key = src
+        # without BatchNorm the folded arrays are the parameters themselves
+        self._snap = None if bn is None else [None if a is None else a.copy() for a in src]
         return folded
 
     def _unfused(self, x):
