@@ -112,58 +112,86 @@ WN(wino_a16)(const T *restrict in, long is, T *restrict out, long os)
     }
 }
 
-/* Along one axis of a kernel: out[e] = sum_k G[e][k] in[k] (e < WA, k < r). */
-static inline void WN(wino_gcol)(const T *in, long is, T *out, long os)
+/* Along one axis of a kernel: out[e] = sum_k G[e][k] in[k] (e < WA, k < r),
+ * over FC_WINO_L lanes (kernels). */
+static inline __attribute__((always_inline)) void
+WN(wino_g16)(const T *restrict in, long is, T *restrict out, long os)
 {
+    for (int l = 0; l < FC_WINO_L; l++) {
 #if WR == 3
-    const T a = in[0], b = in[is], d = in[2 * is];
-    out[0] = a / 4;
-    out[os] = -(a + b + d) / 6;
-    out[2 * os] = -(a - b + d) / 6;
-    out[3 * os] = a / 24 + b / 12 + d / 6;
-    out[4 * os] = a / 24 - b / 12 + d / 6;
-    out[5 * os] = d;
+        const T a = in[l], b = in[is + l], d = in[2 * is + l];
+        out[l] = a / 4;
+        out[os + l] = -(a + b + d) / 6;
+        out[2 * os + l] = -(a - b + d) / 6;
+        out[3 * os + l] = a / 24 + b / 12 + d / 6;
+        out[4 * os + l] = a / 24 - b / 12 + d / 6;
+        out[5 * os + l] = d;
 #else
-    const T a = in[0], b = in[is];
-    out[0] = a / 2;
-    out[os] = -(a + b) / 2;
-    out[2 * os] = (b - a) / 6;
-    out[3 * os] = a / 6 + b / 3;
-    out[4 * os] = b;
+        const T a = in[l], b = in[is + l];
+        out[l] = a / 2;
+        out[os + l] = -(a + b) / 2;
+        out[2 * os + l] = (b - a) / 6;
+        out[3 * os + l] = a / 6 + b / 3;
+        out[4 * os + l] = b;
 #endif
+    }
 }
 
-/* Along one axis of a transformed kernel: out[k] = sum_e G[e][k] in[e]. */
-static inline void WN(wino_gtcol)(const T *in, long is, T *out, long os)
+/* Along one axis of a transformed kernel: out[k] = sum_e G[e][k] in[e], over
+ * FC_WINO_L lanes. */
+static inline __attribute__((always_inline)) void
+WN(wino_gt16)(const T *restrict in, long is, T *restrict out, long os)
 {
+    for (int l = 0; l < FC_WINO_L; l++) {
 #if WR == 3
-    const T a = in[0], b = in[is], d = in[2 * is], e3 = in[3 * is], e4 = in[4 * is], f = in[5 * is];
-    out[0] = a / 4 - (b + d) / 6 + (e3 + e4) / 24;
-    out[os] = (d - b) / 6 + (e3 - e4) / 12;
-    out[2 * os] = -(b + d) / 6 + (e3 + e4) / 6 + f;
+        const T a = in[l], b = in[is + l], d = in[2 * is + l], e3 = in[3 * is + l], e4 = in[4 * is + l];
+        const T f = in[5 * is + l];
+        out[l] = a / 4 - (b + d) / 6 + (e3 + e4) / 24;
+        out[os + l] = (d - b) / 6 + (e3 - e4) / 12;
+        out[2 * os + l] = -(b + d) / 6 + (e3 + e4) / 6 + f;
 #else
-    const T a = in[0], b = in[is], d = in[2 * is], e3 = in[3 * is], f = in[4 * is];
-    out[0] = (a - b) / 2 + (e3 - d) / 6;
-    out[os] = (d - b) / 6 + e3 / 3 - b / 3 + f;
+        const T a = in[l], b = in[is + l], d = in[2 * is + l], e3 = in[3 * is + l], f = in[4 * is + l];
+        out[l] = (a - b) / 2 + (e3 - d) / 6;
+        out[os + l] = (d - b) / 6 + e3 / 3 - b / 3 + f;
 #endif
+    }
 }
 
 /* U_e^T (Cs x K, zero rows for c >= C) for every point e: u[e][c][k] = (G g G^T)[e]
- * with g = w[k][c] (r x r), for the output channels k0 .. k1. */
+ * with g = w[k][c] (r x r), for the output channels k0 .. k1, FC_WINO_L
+ * channels k at a time. */
 static void WN(wino_weights)(const T *w, int K, int C, int Cs, int k0, int k1, T *U)
 {
     const long CK = (long)Cs * K;
+    T g[WR * WR * FC_WINO_L] __attribute__((aligned(64)));
+    T t[WA * WR * FC_WINO_L] __attribute__((aligned(64)));   /* G g: t[e][s] */
+    T u[WP * FC_WINO_L] __attribute__((aligned(64)));        /* (G g) G^T */
     for (int e = 0; e < WP; e++)
         for (int c = C; c < Cs; c++)
             for (int k = k0; k < k1; k++) U[e * CK + (long)c * K + k] = 0;
-    for (int k = k0; k < k1; k++)
+    for (int kb = k0; kb < k1; kb += FC_WINO_L) {
+        const int kn = k1 - kb < FC_WINO_L ? k1 - kb : FC_WINO_L;
         for (int c = 0; c < C; c++) {
-            const T *g = w + ((long)k * C + c) * WR * WR;
-            T t[WA * WR];   /* G g: t[e][s] */
-            for (int s = 0; s < WR; s++) WN(wino_gcol)(g + s, WR, t + s, WR);
-            for (int e = 0; e < WA; e++)   /* (G g) G^T */
-                WN(wino_gcol)(t + e * WR, 1, U + (long)(WA * e) * CK + (long)c * K + k, CK);
+            for (int l = 0; l < kn; l++) {
+                const T *src = w + ((long)(kb + l) * C + c) * WR * WR;
+                for (int j = 0; j < WR * WR; j++) g[j * FC_WINO_L + l] = src[j];
+            }
+            for (int l = kn; l < FC_WINO_L; l++)
+                for (int j = 0; j < WR * WR; j++) g[j * FC_WINO_L + l] = 0;
+            for (int s = 0; s < WR; s++)
+                WN(wino_g16)(g + s * FC_WINO_L, WR * FC_WINO_L, t + s * FC_WINO_L, WR * FC_WINO_L);
+            for (int e = 0; e < WA; e++)
+                WN(wino_g16)(t + e * WR * FC_WINO_L, FC_WINO_L, u + e * WA * FC_WINO_L, FC_WINO_L);
+            T *dst = U + (long)c * K + kb;
+            if (kn == FC_WINO_L) {
+                for (int e = 0; e < WP; e++)
+                    for (int l = 0; l < FC_WINO_L; l++) dst[e * CK + l] = u[e * FC_WINO_L + l];
+            } else {
+                for (int e = 0; e < WP; e++)
+                    for (int l = 0; l < kn; l++) dst[e * CK + l] = u[e * FC_WINO_L + l];
+            }
         }
+    }
 }
 
 
@@ -402,18 +430,30 @@ static void WN(wino_dy)(const T *dyi, int Wq, int Ks, int tw, int t0, int nt, T 
     }
 }
 
-/* dW[k][c] = G^T S[.][c][k] G (WA x WA -> r x r) for the output channels k0 .. k1. */
+/* dW[k][c] = G^T S[.][c][k] G (WA x WA -> r x r) for the output channels k0 .. k1,
+ * FC_WINO_L channels k at a time. */
 static void WN(wino_wout)(const T *S, int C, int K, int k0, int k1, T *dw)
 {
     const long CK = (long)C * K;
-    for (int k = k0; k < k1; k++)
+    T sv[WP * FC_WINO_L] __attribute__((aligned(64)));
+    T h[WA * WR * FC_WINO_L] __attribute__((aligned(64)));   /* S G: h[e_row][s] */
+    T g[WR * WR * FC_WINO_L] __attribute__((aligned(64)));
+    for (int kb = k0; kb < k1; kb += FC_WINO_L) {
+        const int kn = k1 - kb < FC_WINO_L ? k1 - kb : FC_WINO_L;
         for (int c = 0; c < C; c++) {
-            T h[WA * WR];   /* S G: h[e_row][s] */
+            for (int e = 0; e < WP; e++) {
+                const T *src = S + (long)e * CK + (long)c * K + kb;
+                for (int l = 0; l < FC_WINO_L; l++) sv[e * FC_WINO_L + l] = l < kn ? src[l] : (T)0;
+            }
             for (int er = 0; er < WA; er++)
-                WN(wino_gtcol)(S + (long)(WA * er) * CK + (long)c * K + k, CK, h + er * WR, 1);
-            T *g = dw + ((long)k * C + c) * WR * WR;
-            for (int s = 0; s < WR; s++) WN(wino_gtcol)(h + s, WR, g + s, WR);
+                WN(wino_gt16)(sv + WA * er * FC_WINO_L, FC_WINO_L, h + er * WR * FC_WINO_L, FC_WINO_L);
+            for (int s = 0; s < WR; s++)
+                WN(wino_gt16)(h + s * FC_WINO_L, WR * FC_WINO_L, g + s * FC_WINO_L, WR * FC_WINO_L);
+            for (int l = 0; l < kn; l++)
+                for (int j = 0; j < WR * WR; j++)
+                    dw[((long)(kb + l) * C + c) * WR * WR + j] = g[j * FC_WINO_L + l];
         }
+    }
 }
 
 typedef struct {
