@@ -169,29 +169,30 @@ void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows
 
 #define FC_WI(r) ((r) == 3 ? 0 : 1)
 
-size_t fc_wino_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads)
+size_t fc_wino_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
 {
-    return fc_kernel()->wino_ws_s[FC_WI(r)](N, C, K, P, Q, nthreads);
+    return fc_kernel()->wino_ws_s[FC_WI(r)](N, C, K, P, Q, nthreads, upack);
 }
 
-size_t fc_wino_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads)
+size_t fc_wino_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
 {
-    return fc_kernel()->wino_ws_d[FC_WI(r)](N, C, K, P, Q, nthreads);
+    return fc_kernel()->wino_ws_d[FC_WI(r)](N, C, K, P, Q, nthreads, upack);
 }
 
 int fc_wino_s(int r, const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
-              int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads, float *ws)
+              int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads, float *ws,
+              float *upack, int upack_ready)
 {
     return fc_kernel()->wino_s[FC_WI(r)](x, w, bias, y, N, C, H, W, K, P, Q, ph, pw, act, slope,
-                                          nthreads, ws);
+                                          nthreads, ws, upack, upack_ready);
 }
 
 int fc_wino_d(int r, const double *x, const double *w, const double *bias, double *y, int N, int C,
               int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
-              double *ws)
+              double *ws, double *upack, int upack_ready)
 {
     return fc_kernel()->wino_d[FC_WI(r)](x, w, bias, y, N, C, H, W, K, P, Q, ph, pw, act, slope,
-                                          nthreads, ws);
+                                          nthreads, ws, upack, upack_ready);
 }
 
 size_t fc_wino_wgrad_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads)

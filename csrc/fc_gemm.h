@@ -182,14 +182,14 @@ typedef struct {
     void (*transpose_s)(const float *src, long lds, float *dst, long ldd, int rows, int cols);
     void (*transpose_d)(const double *src, long lds, double *dst, long ldd, int rows, int cols);
     /* Winograd F(4x4, 3x3) ([0]) and F(4x4, 2x2) ([1]) */
-    size_t (*wino_ws_s[2])(int N, int C, int K, int P, int Q, int nthreads);
-    size_t (*wino_ws_d[2])(int N, int C, int K, int P, int Q, int nthreads);
+    size_t (*wino_ws_s[2])(int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
+    size_t (*wino_ws_d[2])(int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
     int (*wino_s[2])(const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
                      int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
-                     float *ws);
+                     float *ws, float *upack, int upack_ready);
     int (*wino_d[2])(const double *x, const double *w, const double *bias, double *y, int N, int C,
                      int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope,
-                     int nthreads, double *ws);
+                     int nthreads, double *ws, double *upack, int upack_ready);
     size_t (*wino_wgrad_ws_s[2])(int N, int C, int K, int P, int Q, int nthreads);
     size_t (*wino_wgrad_ws_d[2])(int N, int C, int K, int P, int Q, int nthreads);
     int (*wino_wgrad_s[2])(const float *x, const float *dy, float *dw, int N, int C, int H, int W,
@@ -220,14 +220,19 @@ void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows
  * the image (negative: cropped; and as much after as P, Q need), plus bias
  * (NULL: none), then the activation; and its weight gradient dw (K, C, r, r)
  * from x and dy (N, K, P, Q). ws: the *_ws() elements, 64-byte aligned.
+ * upack: NULL, or a 64-byte aligned buffer of the *upack elements that
+ * fc_wino_ws reports, to keep the transformed weights between calls: filled
+ * from w unless upack_ready (then w is not read). It is valid for one weight
+ * array, its C, K and r, and the instruction set in use when it was filled.
  * Return 0. */
-size_t fc_wino_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads);
-size_t fc_wino_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads);
+size_t fc_wino_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
+size_t fc_wino_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
 int fc_wino_s(int r, const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
-              int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads, float *ws);
+              int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads, float *ws,
+              float *upack, int upack_ready);
 int fc_wino_d(int r, const double *x, const double *w, const double *bias, double *y, int N, int C,
               int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
-              double *ws);
+              double *ws, double *upack, int upack_ready);
 size_t fc_wino_wgrad_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads);
 size_t fc_wino_wgrad_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads);
 int fc_wino_wgrad_s(int r, const float *x, const float *dy, float *dw, int N, int C, int H, int W,
@@ -332,10 +337,11 @@ FC_TRANSPOSE_DECL(avx2)
 FC_TRANSPOSE_DECL(avx512)
 
 #define FC_WINO_DECL1(isa, T, t, r)                                                             \
-    size_t fc_wino_ws##r##_##isa##_##t(int N, int C, int K, int P, int Q, int nthreads);         \
+    size_t fc_wino_ws##r##_##isa##_##t(int N, int C, int K, int P, int Q, int nthreads,         \
+                                       size_t *upack);                                          \
     int fc_wino##r##_##isa##_##t(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, \
                                  int W, int K, int P, int Q, int ph, int pw, int act, double slope, \
-                                 int nthreads, T *ws);                                          \
+                                 int nthreads, T *ws, T *upack, int upack_ready);               \
     size_t fc_wino_wgrad_ws##r##_##isa##_##t(int N, int C, int K, int P, int Q, int nthreads);   \
     int fc_wino_wgrad##r##_##isa##_##t(const T *x, const T *dy, T *dw, int N, int C, int H, int W, \
                                        int K, int P, int Q, int ph, int pw, int nthreads, T *ws);

@@ -309,24 +309,72 @@ static WN(wino_geom) WN(wino_plan)(int N, int C, int K, int P, int Q)
     return g;
 }
 
-size_t WN(wino_ws)(int N, int C, int K, int P, int Q, int nthreads)
+size_t WN(wino_ws)(int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
 {
     if (nthreads < 1) nthreads = 1;
     const WN(wino_geom) g = WN(wino_plan)(N, C, K, P, Q);
+    if (upack) *upack = (size_t)g.upack;
     return (size_t)(FC_WINO_AL((long)WP * g.Cs * K) + g.upack + g.ws_layout + (long)nthreads * g.per);
 }
 
+/* Input tiles ta .. tb (of all images' tiles, t0 the first of the block whose
+ * V they go to) transformed into V. */
+static void WN(wino_in_range)(const T *xt, const WN(wino_geom) *g, int t0, int ta, int tb, T *V)
+{
+    const int tpi = g->th * g->tw;                  /* tiles an image */
+    for (int t = ta; t < tb;) {
+        const int n = t / tpi, ti = t % tpi;
+        const int cnt = tpi - ti < tb - t ? tpi - ti : tb - t;
+        WN(wino_in)(xt + (long)n * g->img, g->Wp, g->Cs, g->tw, ti, cnt, V + (long)(t - t0) * g->Cs, g->vs);
+        t += cnt;
+    }
+}
+
+/* Output tiles ta .. tb from the block's M (t0 its first tile). */
+static void WN(wino_out_range)(const T *M, const WN(wino_geom) *g, int K, int P, int Q, int t0, int ta,
+                               int tb, T *y, const T *bias, int act, T slope)
+{
+    const int tpi = g->th * g->tw;
+    for (int t = ta; t < tb;) {
+        const int n = t / tpi, ti = t % tpi;
+        const int cnt = tpi - ti < tb - t ? tpi - ti : tb - t;
+        WN(wino_out)(M + (long)(t - t0) * g->Ks, g->ms, g->Ks, K, g->tw, ti, cnt, y + (long)n * K * P * Q,
+                     P, Q, bias, act, slope);
+        t += cnt;
+    }
+}
+
+/* M_e (nt x K) = V_e . U_e^T for the point e of a block of nt tiles. */
+static int WN(wino_point)(const T *V, const T *Upack, long ustride, const WN(wino_geom) *g, int K, int nt,
+                          int e, const long *aoff, const long *doff, T *M, T *gws)
+{
+    fc_view A, B;
+    memset(&A, 0, sizeof(A));
+    memset(&B, 0, sizeof(B));
+    A.kind = FC_VIEW_GATHER;
+    A.p = (T *)V + (long)e * g->vs;
+    A.offs = aoff;
+    A.doffs = doff;
+    B.kind = FC_VIEW_PACKED;
+    B.p = (T *)Upack + e * ustride;
+    return GEMM(nt, K, g->Cs, (T)1, &A, &B, (T)0, M + (long)e * g->ms, g->Ks, NULL, 1, gws);
+}
+
+/* upack: NULL, or the caller's buffer of the transformed, packed weights
+ * (*upack elements of wino_ws): filled here unless upack_ready, then read. */
 int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, int W, int K,
-             int P, int Q, int ph, int pw, int act, double slope, int nthreads, T *ws)
+             int P, int Q, int ph, int pw, int act, double slope, int nthreads, T *ws, T *upack,
+             int upack_ready)
 {
     if (nthreads < 1) nthreads = 1;
     const WN(wino_geom) g = WN(wino_plan)(N, C, K, P, Q);
     const long CK = (long)g.Cs * K;
     T *U = ws;                                          /* WP x Cs x K */
-    T *Upack = U + FC_WINO_AL(WP * CK);
-    T *xt = Upack + g.upack;
+    T *Upack = upack ? upack : U + FC_WINO_AL(WP * CK);
+    T *xt = U + FC_WINO_AL(WP * CK) + g.upack;
     T *task_ws = xt + g.ws_layout;
     const long ustride = FC_WINO_AL(GEMM_PACKED_B_SIZE(K, g.Cs));
+    const int transform = !(upack && upack_ready);
     int rc = 0;
 #if FC_OPENMP
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1) reduction(| : rc)
@@ -339,64 +387,68 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
 #endif
         unsigned fpmode = fc_fpmode_enter();
         /* transformed weights, packed per point; channels-last copies of the input */
-        WN(wino_weights)(w, K, C, g.Cs, (int)((long)tid * K / nth), (int)((long)(tid + 1) * K / nth), U);
+        if (transform) {
+            WN(wino_weights)(w, K, C, g.Cs, (int)((long)tid * K / nth), (int)((long)(tid + 1) * K / nth), U);
 #if FC_OPENMP
 #pragma omp barrier
 #endif
-        for (int e = tid; e < WP; e += nth) {
-            fc_view B;
-            memset(&B, 0, sizeof(B));
-            B.kind = FC_VIEW_DENSE;
-            B.p = U + e * CK;
-            B.rs = K;
-            B.cs = 1;
-            GEMM_PACK_B(K, g.Cs, &B, Upack + e * ustride);
+            for (int e = tid; e < WP; e += nth) {
+                fc_view B;
+                memset(&B, 0, sizeof(B));
+                B.kind = FC_VIEW_DENSE;
+                B.p = U + e * CK;
+                B.rs = K;
+                B.cs = 1;
+                GEMM_PACK_B(K, g.Cs, &B, Upack + e * ustride);
+            }
         }
         const long nrows = (long)N * g.Hp;
         NHWC_ROWS(x, nrows * tid / nth, nrows * (tid + 1) / nth, C, H, W, g.Cs, g.Hp, g.Wp, ph, pw, xt);
-#if FC_OPENMP
-#pragma omp barrier
-#endif
-        T *V = task_ws + (long)tid * g.per + g.v_off;
-        T *M = task_ws + (long)tid * g.per + g.m_off;
         long *aoff = (long *)(task_ws + (long)tid * g.per + g.offs_off);
         long *doff = aoff + FC_WINO_TILES + 16;
         T *gws = task_ws + (long)tid * g.per + g.gws_off;
         for (int i = 0; i < FC_WINO_TILES + 16; i++) aoff[i] = (long)(i < FC_WINO_TILES ? i : 0) * g.Cs;
         for (int c = 0; c < g.Cs; c++) doff[c] = c;
-        const int tpi = g.th * g.tw;                   /* tiles an image */
+#if FC_OPENMP
+#pragma omp barrier
+#endif
+        if (g.nblocks >= nth) {
+            /* a block of tiles a task */
+            T *V = task_ws + (long)tid * g.per + g.v_off;
+            T *M = task_ws + (long)tid * g.per + g.m_off;
 #if FC_OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (int bi = 0; bi < g.nblocks; bi++) {
-            const int t0 = bi * FC_WINO_TILES;
-            const int nt = g.ntiles - t0 < FC_WINO_TILES ? g.ntiles - t0 : FC_WINO_TILES;
-            /* transformed tiles, image by image */
-            for (int t = t0; t < t0 + nt;) {
-                const int n = t / tpi, ti = t % tpi;
-                const int cnt = tpi - ti < t0 + nt - t ? tpi - ti : t0 + nt - t;
-                WN(wino_in)(xt + (long)n * g.img, g.Wp, g.Cs, g.tw, ti, cnt, V + (long)(t - t0) * g.Cs,
-                            g.vs);
-                t += cnt;
+            for (int bi = 0; bi < g.nblocks; bi++) {
+                const int t0 = bi * FC_WINO_TILES;
+                const int nt = g.ntiles - t0 < FC_WINO_TILES ? g.ntiles - t0 : FC_WINO_TILES;
+                WN(wino_in_range)(xt, &g, t0, t0, t0 + nt, V);
+                for (int e = 0; e < WP; e++)
+                    rc |= WN(wino_point)(V, Upack, ustride, &g, K, nt, e, aoff, doff, M, gws);
+                WN(wino_out_range)(M, &g, K, P, Q, t0, t0, t0 + nt, y, bias, act, (T)slope);
             }
-            for (int e = 0; e < WP; e++) {
-                fc_view A, B;
-                memset(&A, 0, sizeof(A));
-                memset(&B, 0, sizeof(B));
-                A.kind = FC_VIEW_GATHER;
-                A.p = V + (long)e * g.vs;
-                A.offs = aoff;
-                A.doffs = doff;
-                B.kind = FC_VIEW_PACKED;
-                B.p = Upack + e * ustride;
-                rc |= GEMM(nt, K, g.Cs, (T)1, &A, &B, (T)0, M + (long)e * g.ms, g.Ks, NULL, 1, gws);
-            }
-            for (int t = t0; t < t0 + nt;) {
-                const int n = t / tpi, ti = t % tpi;
-                const int cnt = tpi - ti < t0 + nt - t ? tpi - ti : t0 + nt - t;
-                WN(wino_out)(M + (long)(t - t0) * g.Ks, g.ms, g.Ks, K, g.tw, ti, cnt,
-                             y + (long)n * K * P * Q, P, Q, bias, act, (T)slope);
-                t += cnt;
+        } else {
+            /* fewer blocks than threads: each block's tiles, then its points, shared out */
+            T *V = task_ws + g.v_off;
+            T *M = task_ws + g.m_off;
+            for (int bi = 0; bi < g.nblocks; bi++) {
+                const int t0 = bi * FC_WINO_TILES;
+                const int nt = g.ntiles - t0 < FC_WINO_TILES ? g.ntiles - t0 : FC_WINO_TILES;
+                WN(wino_in_range)(xt, &g, t0, t0 + (int)((long)nt * tid / nth),
+                                  t0 + (int)((long)nt * (tid + 1) / nth), V);
+#if FC_OPENMP
+#pragma omp barrier
+#endif
+                for (int e = tid; e < WP; e += nth)
+                    rc |= WN(wino_point)(V, Upack, ustride, &g, K, nt, e, aoff, doff, M, gws);
+#if FC_OPENMP
+#pragma omp barrier
+#endif
+                WN(wino_out_range)(M, &g, K, P, Q, t0, t0 + (int)((long)nt * tid / nth),
+                                   t0 + (int)((long)nt * (tid + 1) / nth), y, bias, act, (T)slope);
+#if FC_OPENMP
+#pragma omp barrier
+#endif
             }
         }
         fc_fpmode_leave(fpmode);

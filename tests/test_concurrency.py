@@ -213,7 +213,7 @@ class _Spy:
     """Stands in for a kernel module and records the ``n_threads`` of every kernel call
     (the shape predicates that choose a formulation take no thread count)."""
 
-    PREDICATES = ("pixel_major", "pixel_major_data", "winograd")
+    PREDICATES = ("pixel_major", "pixel_major_data", "winograd", "winograd_packed", "isa_id")
 
     def __init__(self, module, record):
         self._module, self._record = module, record

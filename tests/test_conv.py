@@ -55,6 +55,8 @@ CASES = {
     "wino_pad0": (8, 16, 14, 13, 16, 3, 3, 1, 0, 1, 1),
     "wino_pad2": (4, 20, 13, 14, 17, 3, 3, 1, 2, 1, 1),
     "wino_blocks": (8, 16, 18, 18, 24, 3, 3, 1, 1, 1, 1),
+    # fewer tiles than a block (32): each block's points shared among the threads
+    "wino_few_tiles": (2, 16, 14, 13, 20, 3, 3, 1, 1, 1, 1),
     # F(4x4, 2x2): a 2x2 kernel, and a 4x4 stride-2 one over image phases (four tiles
     # an input channel or more)
     "wino_2x2": (16, 16, 17, 17, 20, 2, 2, 1, 0, 1, 1),
@@ -214,6 +216,9 @@ SHAPES_FOR_THREADS = {
     "pixel_major": ((6, 16, 9, 9), (32, 16, 4, 4), 2, 1),
     "pixel_major_wide": ((4, 32, 8, 8), (40, 32, 3, 3), 1, 1),
     "winograd": ((8, 16, 16, 16), (32, 16, 3, 3), 1, 1),
+    # one block of tiles, and two: blocks or points shared out, by thread count
+    "winograd_one_block": ((2, 16, 14, 14), (32, 16, 3, 3), 1, 1),
+    "winograd_two_blocks": ((5, 16, 14, 14), (20, 16, 3, 3), 1, 1),
 }
 
 
@@ -279,6 +284,53 @@ def test_every_isa_path(isa, case, dtype, rng):
     _close(y, y_ref, tol, "forward")
     _close(gx, rgx, tol, "grad_x")
     _close(gw, rgw, tol, "grad_w")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_cache_reuses_transformed_weights_while_values_stay(dtype, rng, torch):
+    x = rng.standard_normal((1, 16, 14, 14)).astype(dtype)   # 16 tiles: Winograd only with the cache
+    w = rng.standard_normal((24, 16, 3, 3)).astype(dtype)
+    b = rng.standard_normal(24).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    cache = F.WeightCache()
+    assert cache.lookup(w)[1] is False
+    y1 = F.conv2d(x, w, b, 1, 1, weight_cache=cache)
+    assert cache.lookup(w)[1] is True
+    y2 = F.conv2d(x, w, b, 1, 1, weight_cache=cache)
+    assert np.array_equal(y1, y2)
+    _close(y1, ref.conv2d(x, w, b, (1, 1), (1, 1)), tol, "kept weights vs reference")
+    for t in (1, 2, 3):   # the same result for any thread count
+        with fastcnn.threads(t):
+            assert np.array_equal(F.conv2d(x, w, b, 1, 1, weight_cache=cache), y1)
+    # an in-place edit is seen; so is another array with the same values
+    w[3, 2, 1, 1] += 1.0
+    assert cache.lookup(w)[1] is False
+    y3 = F.conv2d(x, w, b, 1, 1, weight_cache=cache)
+    _close(y3, ref.conv2d(x, w, b, (1, 1), (1, 1)), tol, "after an in-place edit")
+    assert not np.allclose(y3, y1)
+    w2 = w.copy()
+    assert cache.lookup(w2)[1] is False
+    _close(F.conv2d(x, w2, b, 1, 1, weight_cache=cache), y3, tol, "another array")
+    # the packed layout belongs to the instruction set it was made for
+    try:
+        for isa in fastcnn.supported_isas():
+            fastcnn.set_isa(isa)
+            _close(F.conv2d(x, w2, b, 1, 1, weight_cache=cache), y3, tol, f"isa {isa}")
+    finally:
+        fastcnn.set_isa("auto")
+    with pytest.raises(TypeError, match="weight_cache"):
+        F.conv2d(x, w, b, 1, 1, weight_cache={})
+    # a Conv2d in eval mode keeps its transformed weights and follows in-place updates
+    m = fastcnn.nn.Conv2d(16, 24, 3, padding=1).to(dtype).eval()
+    tm = torch.nn.Conv2d(16, 24, 3, padding=1).to(torch.float32 if dtype == np.float32 else torch.float64)
+    for step in range(3):
+        with torch.no_grad():
+            tm.weight.copy_(torch.tensor(m.weight.data))
+            tm.bias.copy_(torch.tensor(m.bias.data))
+            expected = tm(torch.tensor(x)).numpy()
+        _close(m(x), expected, tol, f"Conv2d eval, step {step}")
+        m.weight.data *= -0.5
+        m.weight.data[0] += 0.25
 
 
 def test_zero_size_batch():

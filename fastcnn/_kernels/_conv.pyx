@@ -298,41 +298,64 @@ cdef int _forward(floating *x, floating *w, floating *bias, floating *y, Geom g,
 # latter also for 4x4 stride-2 convolutions over image phases
 # (csrc/fc_winograd_impl.h)
 
-def winograd(int N, int Cg, int Kg, int R, int S, tuple stride, tuple dilation, int groups, int P, int Q):
+def winograd(int N, int Cg, int Kg, int R, int S, tuple stride, tuple dilation, int groups, int P, int Q,
+             long min_tiles=64):
     """Whether a convolution runs as Winograd F(4x4, 3x3) or F(4x4, 2x2): a 3x3 or
     2x2 kernel, stride 1, no dilation or groups, enough channels for its
-    products, outputs for its tiles, and tiles (64) to repay transforming the
-    weights at every call. The 2x2 transform saves less (25 products for 64,
-    not 36 for 144): it also needs four tiles an input channel."""
+    products, outputs for its tiles, and at least ``min_tiles`` tiles to repay
+    the transforms (of the weights too, unless they are kept between calls).
+    The 2x2 transform saves less (25 products for 64, not 36 for 144): it also
+    needs four tiles an input channel."""
     cdef long tiles = <long>N * ((P + 3) // 4) * ((Q + 3) // 4)
     return (R == S and (R == 3 or R == 2) and stride == (1, 1) and dilation == (1, 1)
-            and groups == 1 and Cg >= 16 and Kg >= 16 and P >= 4 and Q >= 4 and tiles >= 64
+            and groups == 1 and Cg >= 16 and Kg >= 16 and P >= 4 and Q >= 4 and tiles >= min_tiles
             and (R == 3 or tiles >= 4 * Cg))
 
 
+def isa_id():
+    """The instruction set this module's kernels run (changes with set_isa)."""
+    return fc_get_isa()
+
+
+def winograd_packed(int r, int C, int K, dtype):
+    """A 64-byte aligned buffer for the transformed weights of an r x r layer of K x C
+    channels (see conv2d_winograd's ``upack``)."""
+    cdef size_t u = 0
+    if np.dtype(dtype) == np.float32:
+        fc_wino_ws_s(r, 1, C, K, 4, 4, 1, &u)
+    else:
+        fc_wino_ws_d(r, 1, C, K, 4, 4, 1, &u)
+    dt = np.dtype(dtype)
+    cdef cnp.ndarray buf = np.empty(<Py_ssize_t>u * dt.itemsize + 64, dtype=np.uint8)
+    cdef Py_ssize_t off = (64 - <Py_ssize_t>(<size_t>cnp.PyArray_DATA(buf) % 64)) % 64
+    return buf[off:off + <Py_ssize_t>u * dt.itemsize].view(dt)
+
+
 def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple padding, int act=0,
-                    double slope=0.01, int n_threads=1):
+                    double slope=0.01, int n_threads=1, upack=None, bint upack_ready=False):
     """y (N, K, P, Q) = x (N, C, H, W) correlated with w (K, C, r, r) (r = 3 or 2), padding
-    (top, left; negative crops)."""
+    (top, left; negative crops). ``upack``: None, or a winograd_packed buffer for w that
+    keeps its transformed weights: filled from w here unless ``upack_ready``."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], P = y.shape[2], Q = y.shape[3], r = w.shape[2]
     cdef int ph = padding[0], pw = padding[1], rc
     if N == 0:
         return y
-    cdef size_t n = fc_wino_ws_s(r, N, C, K, P, Q, n_threads) if x.dtype == np.float32 else \
-        fc_wino_ws_d(r, N, C, K, P, Q, n_threads)
+    cdef size_t n = fc_wino_ws_s(r, N, C, K, P, Q, n_threads, NULL) if x.dtype == np.float32 else \
+        fc_wino_ws_d(r, N, C, K, P, Q, n_threads, NULL)
     cdef cnp.ndarray ws = scratch("winograd", (<Py_ssize_t>n,), x.dtype)
     cdef void *bp = NULL if bias is None else cnp.PyArray_DATA(bias)
+    cdef void *up = NULL if upack is None else cnp.PyArray_DATA(upack)
     if x.dtype == np.float32:
         with nogil:
             rc = fc_wino_s(r, <float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(w), <float *>bp,
                              <float *>cnp.PyArray_DATA(y), N, C, H, W, K, P, Q, ph, pw, act, slope,
-                             n_threads, <float *>cnp.PyArray_DATA(ws))
+                             n_threads, <float *>cnp.PyArray_DATA(ws), <float *>up, upack_ready)
     else:
         with nogil:
             rc = fc_wino_d(r, <double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(w), <double *>bp,
                              <double *>cnp.PyArray_DATA(y), N, C, H, W, K, P, Q, ph, pw, act, slope,
-                             n_threads, <double *>cnp.PyArray_DATA(ws))
+                             n_threads, <double *>cnp.PyArray_DATA(ws), <double *>up, upack_ready)
     if rc:
         raise MemoryError("fastcnn: out of memory in conv2d")
     return y

@@ -51,14 +51,14 @@ cdef extern from "fc_gemm.h" nogil:
     void fc_fpmode_leave(unsigned saved)
     void fc_transpose_s(const float *src, long lds, float *dst, long ldd, int rows, int cols)
     void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows, int cols)
-    size_t fc_wino_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads)
-    size_t fc_wino_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads)
+    size_t fc_wino_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
+    size_t fc_wino_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
     int fc_wino_s(int r, const float *x, const float *w, const float *bias, float *y, int N, int C,
                   int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope,
-                  int nthreads, float *ws)
+                  int nthreads, float *ws, float *upack, int upack_ready)
     int fc_wino_d(int r, const double *x, const double *w, const double *bias, double *y, int N,
                   int C, int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope,
-                  int nthreads, double *ws)
+                  int nthreads, double *ws, double *upack, int upack_ready)
     size_t fc_wino_wgrad_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads)
     size_t fc_wino_wgrad_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads)
     int fc_wino_wgrad_s(int r, const float *x, const float *dy, float *dw, int N, int C, int H, int W,

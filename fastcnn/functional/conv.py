@@ -10,10 +10,11 @@ and output gradient exchanged.
 import numpy as np
 
 from .._kernels import _conv
+from .._kernels._pointwise import same_bytes
 from ._checks import as_float_array, check_index_range, check_int, check_size, n_threads, pair
 from .linalg import _activation
 
-__all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward",
+__all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "WeightCache",
            "conv2d_output_size", "conv_transpose2d_output_size"]
 
 
@@ -79,9 +80,45 @@ def _unphase_image(xph, out, stride, pad, nt):
     return _conv.from_phases(xph, out, stride, pad, nt)
 
 
-def _winograd(n, weight, groups, stride, dilation, out_hw):
+# Tiles from which Winograd pays off: with the weights transformed at every
+# call; with them kept between calls by a layer (WeightCache); for a weight
+# gradient or a strided convolution over its image phases.
+_WINO_TILES, _WINO_TILES_KEPT, _WINO_TILES_OTHER = 32, 16, 64
+
+
+def _winograd(n, weight, groups, stride, dilation, out_hw, min_tiles=_WINO_TILES):
     K, Cg, R, S = weight.shape
-    return _conv.winograd(n, Cg, K // groups, R, S, stride, dilation, groups, out_hw[0], out_hw[1])
+    return _conv.winograd(n, Cg, K // groups, R, S, stride, dilation, groups, out_hw[0], out_hw[1],
+                          min_tiles)
+
+
+class WeightCache:
+    """The Winograd-transformed weights of a convolution, kept by a layer between
+    forward calls (inference).
+
+    They are reused while the layer passes the same weight array holding the
+    same values (compared with a copy, so in-place edits are seen) and the
+    instruction set has not changed. A buffer is published only once filled
+    and never written again, so threads may share a cache.
+    """
+    __slots__ = ("_state",)
+
+    def __init__(self):
+        self._state = None   # (weight, key, copy of its values, packed)
+
+    def lookup(self, weight):
+        """(packed, ready): the buffer for ``weight``'s transform and whether it holds it."""
+        key = (weight.shape, weight.dtype, _conv.isa_id())
+        st = self._state
+        if (st is not None and st[0] is weight and st[1] == key
+                and same_bytes(weight.reshape(-1).view(np.uint8), st[2].reshape(-1).view(np.uint8))):
+            return st[3], True
+        K, C, r = weight.shape[0], weight.shape[1], weight.shape[2]
+        return _conv.winograd_packed(r, C, K, weight.dtype), False
+
+    def commit(self, weight, snapshot, packed):
+        """Publish ``packed``, filled from ``weight`` whose values were ``snapshot``."""
+        self._state = (weight, (weight.shape, weight.dtype, _conv.isa_id()), snapshot, packed)
 
 
 def _phase_winograd(n, weight, groups, stride, dilation, out_hw):
@@ -92,13 +129,21 @@ def _phase_winograd(n, weight, groups, stride, dilation, out_hw):
         return False
     sh, sw = stride
     return _conv.winograd(n, Cg * sh * sw, K // groups, R // sh, S // sw, (1, 1), (1, 1), groups,
-                          out_hw[0], out_hw[1])
+                          out_hw[0], out_hw[1], _WINO_TILES_OTHER)
 
 
-def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt):
+def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, cache=None):
     """y = conv(x, weight) + bias, activation (y preallocated: N, K, P, Q)."""
-    if _winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:]):
-        return _conv.conv2d_winograd(x, weight, bias, y, pad, act, slope, nt)
+    if _winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:],
+                 _WINO_TILES if cache is None else _WINO_TILES_KEPT):
+        if cache is None:
+            return _conv.conv2d_winograd(x, weight, bias, y, pad, act, slope, nt)
+        packed, ready = cache.lookup(weight)
+        snapshot = None if ready else weight.copy()
+        _conv.conv2d_winograd(x, weight, bias, y, pad, act, slope, nt, packed, ready)
+        if not ready:
+            cache.commit(weight, snapshot, packed)
+        return y
     if _phase_winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:]):
         xph = _phase_image(x, stride, pad, _phase_shape(y.shape[2:], weight, stride), nt)
         return _conv.conv2d_winograd(xph, _phase_weight(weight, stride), bias, y, (0, 0), act, slope, nt)
@@ -145,7 +190,7 @@ def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt):
     """Gradient of a convolution wrt its weight, written into ``gw`` (Winograd for 3x3 stride 1,
     else pixel-major, any stride)."""
     n = x.shape[0]
-    if n and _winograd(n, gw, groups, stride, dilation, grad_out.shape[2:]):
+    if n and _winograd(n, gw, groups, stride, dilation, grad_out.shape[2:], _WINO_TILES_OTHER):
         return _conv.conv2d_winograd_backward_weight(x, grad_out, gw, pad, nt)
     if n and _phase_winograd(n, gw, groups, stride, dilation, grad_out.shape[2:]):
         xph = _phase_image(x, stride, pad, _phase_shape(grad_out.shape[2:], gw, stride), nt)
@@ -225,12 +270,16 @@ def _conv_args(x, weight, bias, stride, padding, dilation, groups, what="conv2d"
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-           activation=None, negative_slope=0.01):
+           activation=None, negative_slope=0.01, weight_cache=None):
     """2-D convolution of ``x`` (N, C, H, W) with ``weight`` (K, C/groups, R, S).
 
     ``padding``: int, pair, 'same' or 'valid'. ``activation`` None, 'relu' or
     'leaky_relu' is applied in the GEMM epilogue together with the bias.
+    ``weight_cache``: a :class:`WeightCache` kept across calls with the same
+    weights (inference), so that transformed weights are reused.
     """
+    if weight_cache is not None and type(weight_cache) is not WeightCache:
+        raise TypeError(f"weight_cache must be a WeightCache or None, got {type(weight_cache).__name__}")
     x, unbatched = _input(x, "x")
     weight, bias, groups, stride, pad, dilation, (P, Q) = _conv_args(
         x, weight, bias, stride, padding, dilation, groups)
@@ -238,7 +287,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     act = _activation(activation)
     y = np.empty((x.shape[0], weight.shape[0], P, Q), dtype=x.dtype)
     _forward(x, weight, bias, y, groups, stride, pad, dilation, act, float(negative_slope),
-             n_threads(_flops(y, weight)))
+             n_threads(_flops(y, weight)), weight_cache)
     return y[0] if unbatched else y
 
 

@@ -179,7 +179,8 @@ class FusedBlock:
         w, b, _, _ = self.folded()
         if self._is_conv:
             y = F.conv2d(x, w, b, layer.stride, layer._pad, layer.dilation, layer.groups,
-                         activation=self.activation, negative_slope=self.slope)
+                         activation=self.activation, negative_slope=self.slope,
+                         weight_cache=None if layer.training else layer._weight_cache())
         elif x.ndim == 2:
             y = F.linear(x, w, b, activation=self.activation, negative_slope=self.slope)
         else:

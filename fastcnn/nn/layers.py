@@ -14,6 +14,7 @@ from .. import init
 from .._random import default_generator, resolve
 from ..functional._checks import as_float_array, check_float, check_int, pair
 from ..functional.pool import _max_pool2d_2x2, _max_pool2d_2x2_backward
+from ..functional.conv import WeightCache
 from .module import Module, Parameter, _check_dtype, accumulate
 
 __all__ = [
@@ -170,7 +171,15 @@ class Conv2d(_ConvNd):
         self._x = x
         b = self.bias
         return F.conv2d(x, self.weight.data, None if b is None else b.data,
-                        self.stride, self._pad, self.dilation, self.groups)
+                        self.stride, self._pad, self.dilation, self.groups,
+                        weight_cache=None if self.training else self._weight_cache())
+
+    def _weight_cache(self):
+        """The transformed weights kept between calls in eval mode."""
+        c = self.__dict__.get("_wcache")
+        if c is None:
+            c = self.__dict__["_wcache"] = WeightCache()
+        return c
 
     def backward(self, grad_out, need_input_grad=True):
         x = self._x
