@@ -43,6 +43,8 @@ def default_num_threads():
 
 _num_threads = default_num_threads()
 _local = threading.local()  # .override: the innermost threads(n) block of this Python thread
+_open_blocks = 0            # threads(n) blocks open in any Python thread
+_blocks_lock = threading.Lock()
 
 
 def set_num_threads(n):
@@ -57,6 +59,8 @@ def set_num_threads(n):
 
 def get_num_threads():
     """The number of threads fastcnn kernels called from this Python thread use."""
+    if not _open_blocks:
+        return _num_threads
     override = getattr(_local, "override", None)
     return _num_threads if override is None else override
 
@@ -68,10 +72,15 @@ def threads(n):
     The override is per Python thread (other threads keep their own count)
     and blocks nest; the previous count is restored on exit.
     """
+    global _open_blocks
     n = _check_count(n)
     previous = getattr(_local, "override", None)
     _local.override = n
+    with _blocks_lock:
+        _open_blocks += 1
     try:
         yield n
     finally:
         _local.override = previous
+        with _blocks_lock:
+            _open_blocks -= 1

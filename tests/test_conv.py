@@ -387,6 +387,33 @@ def test_bad_input(call, exc, match):
         call()
 
 
+def test_checked_arguments_are_remembered_by_exact_value():
+    """A repeated call skips the checks; arguments equal to a remembered call's but of
+    another type (True for 1, 1.0 for 1) or of another shape are still checked."""
+    x = np.ones((2, 4, 8, 8))
+    for _ in range(2):
+        assert F.conv2d(x, W, None, 1, 1).shape == (2, 6, 8, 8)
+        assert F.conv2d(x, W, None, (1, 1), (1, 1)).shape == (2, 6, 8, 8)
+    for bad in (True, (True, 1), 1.0, (1, 1.0)):
+        with pytest.raises(TypeError, match="stride must be an int"):
+            F.conv2d(x, W, None, bad, 1)
+        with pytest.raises(TypeError, match="padding must be an int"):
+            F.conv2d(x, W, None, 1, bad)
+    with pytest.raises(TypeError, match="groups must be an int"):
+        F.conv2d(x, W, None, 1, 1, 1, True)
+    with pytest.raises(ValueError, match="input has 3 channels"):
+        F.conv2d(np.ones((2, 3, 8, 8)), W, None, 1, 1)
+    with pytest.raises(ValueError, match=r"bias must have shape \(6,\)"):
+        F.conv2d(x, W, np.ones(5), 1, 1)
+    with pytest.raises(TypeError, match="bias must have dtype float64"):
+        F.conv2d(x, W, np.ones(6, np.float32), 1, 1)
+    with pytest.raises(ValueError, match="output size"):
+        F.conv2d(np.ones((2, 4, 1, 1)), W, None, 1, 0)
+    # non-contiguous weights and biases are taken as well
+    wt = np.asfortranarray(W)
+    np.testing.assert_array_equal(F.conv2d(x, wt, np.ones(12)[::2], 1, 1), F.conv2d(x, W, np.ones(6), 1, 1))
+
+
 def test_scratch_reuse_across_geometries(rng):
     """Padded copies share a per-thread scratch buffer and keep its zero borders only for
     the same geometry: alternating geometries of one padded size must stay exact."""

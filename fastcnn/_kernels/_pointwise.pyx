@@ -9,10 +9,13 @@ in one thread, in a fixed order. Output arrays may alias input arrays
 (in-place use).
 """
 cimport cython
+cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport exp, expf, log, logf, tanh, tanhf, sqrt, sqrtf, INFINITY
 from libc.string cimport memcmp
+
+cnp.import_array()
 
 
 cdef inline floating _exp(floating v) noexcept nogil:
@@ -37,15 +40,18 @@ cdef inline floating _sigmoid(floating v) noexcept nogil:
     return e / (1 + e)
 
 
-def same_bytes(const unsigned char[::1] a, const unsigned char[::1] b):
-    """Whether two byte buffers are equal (lengths included)."""
+def same_bytes(cnp.ndarray a, cnp.ndarray b):
+    """Whether two C-contiguous arrays hold the same bytes (sizes included)."""
+    cdef Py_ssize_t n = cnp.PyArray_NBYTES(a)
     cdef int r
-    if a.shape[0] != b.shape[0]:
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_IS_C_CONTIGUOUS(b)):
+        raise ValueError("same_bytes: arrays must be C-contiguous")
+    if cnp.PyArray_NBYTES(b) != n:
         return False
-    if a.shape[0] == 0:
+    if n == 0:
         return True
     with nogil:
-        r = memcmp(&a[0], &b[0], a.shape[0])
+        r = memcmp(cnp.PyArray_DATA(a), cnp.PyArray_DATA(b), n)
     return r == 0
 
 

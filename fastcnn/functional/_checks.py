@@ -29,8 +29,8 @@ def n_threads(work=None, grain=None):
     nt = get_num_threads()
     if work is None or nt == 1:
         return nt
-    grain = WORK_PER_THREAD if grain is None else grain
-    return int(max(1, min(nt, work // max(1, grain))))
+    n = int(work // (WORK_PER_THREAD if grain is None else max(1, grain)))
+    return nt if n >= nt else (n if n > 1 else 1)
 
 
 def as_float_array(x, name, ndim=None, dtype=None, contiguous=True):

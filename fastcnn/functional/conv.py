@@ -111,7 +111,7 @@ class WeightCache:
         key = (weight.shape, weight.dtype, _conv.isa_id())
         st = self._state
         if (st is not None and st[0] is weight and st[1] == key
-                and same_bytes(weight.reshape(-1).view(np.uint8), st[2].reshape(-1).view(np.uint8))):
+                and same_bytes(weight, st[2])):
             return st[3], True
         K, C, r = weight.shape[0], weight.shape[1], weight.shape[2]
         return _conv.winograd_packed(r, C, K, weight.dtype), False
@@ -236,7 +236,49 @@ def conv2d_output_size(hw, kernel_size, stride, total_padding, dilation):
                  for i in range(2))
 
 
+def _exact(v):
+    """``v`` if it is a plain int, str or tuple of ints (a memo key that cannot
+    confuse True with 1 or 1.0 with 1), else None."""
+    t = type(v)
+    if t is int or t is str:
+        return v
+    if t is tuple and all(type(e) is int for e in v):
+        return v
+    return None
+
+
+# The checked geometry of recent calls, by argument shapes and exact parameter
+# values: a repeated call (a layer's, every batch) skips the checks, which
+# depend on nothing else.
+_ARGS_MEMO = {}
+_ARGS_MEMO_SIZE = 512
+
+
+def _args_key(x, weight, bias, params):
+    if (type(weight) is not np.ndarray or weight.dtype != x.dtype or not weight.flags.c_contiguous
+            or (bias is not None and (type(bias) is not np.ndarray or bias.dtype != x.dtype
+                                      or not bias.flags.c_contiguous))):
+        return None
+    for v in params:
+        if v is not None and _exact(v) is None:
+            return None
+    return (x.shape, x.dtype, weight.shape, None if bias is None else bias.shape) + params
+
+
 def _conv_args(x, weight, bias, stride, padding, dilation, groups, what="conv2d"):
+    key = _args_key(x, weight, bias, (stride, padding, dilation, groups, what))
+    hit = None if key is None else _ARGS_MEMO.get(key)
+    if hit is not None:
+        return (weight, bias) + hit
+    out = _check_conv_args(x, weight, bias, stride, padding, dilation, groups, what)
+    if key is not None:
+        if len(_ARGS_MEMO) >= _ARGS_MEMO_SIZE:
+            _ARGS_MEMO.clear()
+        _ARGS_MEMO[key] = out[2:]
+    return out
+
+
+def _check_conv_args(x, weight, bias, stride, padding, dilation, groups, what):
     weight = as_float_array(weight, "weight", ndim=4, dtype=x.dtype, contiguous=False)
     groups = check_int(groups, "groups", minimum=1)
     stride = pair(stride, "stride", minimum=1)
@@ -287,7 +329,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     act = _activation(activation)
     y = np.empty((x.shape[0], weight.shape[0], P, Q), dtype=x.dtype)
     _forward(x, weight, bias, y, groups, stride, pad, dilation, act, float(negative_slope),
-             n_threads(_flops(y, weight)), weight_cache)
+             n_threads(2 * y.size * (weight.size // weight.shape[0])), weight_cache)
     return y[0] if unbatched else y
 
 

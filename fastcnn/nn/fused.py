@@ -34,7 +34,7 @@ def _unchanged(a, snap):
         return True
     if a.shape != snap.shape or a.dtype != snap.dtype:
         return False
-    return same_bytes(np.ascontiguousarray(a).reshape(-1).view(np.uint8), snap.reshape(-1).view(np.uint8))
+    return same_bytes(np.ascontiguousarray(a), snap)
 
 
 def _foldable_bn(bn, layer):
