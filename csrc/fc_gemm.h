@@ -177,8 +177,8 @@ typedef struct {
     fc_ukri_s_t ukrin_s[3];
     fc_ukr_d_t ukrn_d[3];
     fc_ukri_d_t ukrin_d[3];
-    float (*dot_s)(const float *a, const float *b, int k);
-    double (*dot_d)(const double *a, const double *b, int k);
+    void (*dot4_s)(const float *a, const float *const *b, int k, float *out);
+    void (*dot4_d)(const double *a, const double *const *b, int k, double *out);
     void (*transpose_s)(const float *src, long lds, float *dst, long ldd, int rows, int cols);
     void (*transpose_d)(const double *src, long lds, double *dst, long ldd, int rows, int cols);
     /* Winograd F(4x4, 3x3) ([0]) and F(4x4, 2x2) ([1]) */
@@ -352,12 +352,12 @@ FC_WINO_DECL(generic)
 FC_WINO_DECL(avx2)
 FC_WINO_DECL(avx512)
 
-float fc_dot_generic_s(const float *a, const float *b, int k);
-double fc_dot_generic_d(const double *a, const double *b, int k);
-float fc_dot_avx2_s(const float *a, const float *b, int k);
-double fc_dot_avx2_d(const double *a, const double *b, int k);
-float fc_dot_avx512_s(const float *a, const float *b, int k);
-double fc_dot_avx512_d(const double *a, const double *b, int k);
+void fc_dot4_generic_s(const float *a, const float *const *b, int k, float *out);
+void fc_dot4_generic_d(const double *a, const double *const *b, int k, double *out);
+void fc_dot4_avx2_s(const float *a, const float *const *b, int k, float *out);
+void fc_dot4_avx2_d(const double *a, const double *const *b, int k, double *out);
+void fc_dot4_avx512_s(const float *a, const float *const *b, int k, float *out);
+void fc_dot4_avx512_d(const double *a, const double *const *b, int k, double *out);
 
 #define FC_GENERIC_MR_S 4
 #define FC_GENERIC_NR_S 8

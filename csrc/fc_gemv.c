@@ -1,7 +1,8 @@
 /* Small-batch products y = x . W^T + bias (Linear with a batch of a few rows):
  * every output is a dot product of two contiguous rows, so nothing is packed.
- * Parallel over output features; the dot products (one per instruction set,
- * beside the micro-kernels) sum in a fixed order, so results do not depend
+ * Parallel over groups of four output features, whose dot products share the
+ * loads of x (one kernel per instruction set, beside the micro-kernels); each
+ * sums in a fixed order, the same in every group, so results do not depend
  * on the number of threads. */
 #include "fc_gemm.h"
 
@@ -20,16 +21,24 @@ int fc_gemv_##SFX(int n, int m, int k, const T *x, long ldx, const T *w, long ld
     const int act = epi ? epi->act : FC_ACT_NONE;                                     \
     const T slope = epi ? (T)epi->slope : 0;                                          \
     const int col_bias = epi && epi->bias_mode == FC_BIAS_COL;                        \
-    T (*dot)(const T *, const T *, int) = fc_kernel()->dot_##SFX;                     \
+    void (*dot4)(const T *, const T *const *, int, T *) = fc_kernel()->dot4_##SFX;    \
+    const int ngroups = (m + 3) / 4;                                                  \
     if (nthreads < 1) nthreads = 1;                                                   \
     FC_PARALLEL_FOR                                                                   \
-    for (int o = 0; o < m; o++) {                                                     \
+    for (int gi = 0; gi < ngroups; gi++) {                                            \
+        const int o0 = 4 * gi, cnt = m - o0 < 4 ? m - o0 : 4;                         \
+        const T *rows[4];                                                             \
+        for (int j = 0; j < 4; j++) rows[j] = w + (long)(o0 + (j < cnt ? j : cnt - 1)) * ldw; \
         for (int r = 0; r < n; r++) {                                                 \
-            T v = dot(x + (long)r * ldx, w + (long)o * ldw, k);                       \
-            if (col_bias) v += bias[o];                                               \
-            if (act == FC_ACT_RELU) v = v < 0 ? (T)0 : v;                             \
-            else if (act == FC_ACT_LEAKY) v = v < 0 ? v * slope : v;                  \
-            y[(long)r * ldy + o] = v;                                                 \
+            T v[4];                                                                   \
+            dot4(x + (long)r * ldx, rows, k, v);                                      \
+            for (int j = 0; j < cnt; j++) {                                           \
+                T u = v[j];                                                           \
+                if (col_bias) u += bias[o0 + j];                                      \
+                if (act == FC_ACT_RELU) u = u < 0 ? (T)0 : u;                         \
+                else if (act == FC_ACT_LEAKY) u = u < 0 ? u * slope : u;              \
+                y[(long)r * ldy + o0 + j] = u;                                        \
+            }                                                                         \
         }                                                                             \
     }                                                                                 \
     return 0;                                                                         \

@@ -174,48 +174,39 @@ void fc_ukrg_avx2_d(long k, const double *a, const long *aoff, const long *doff,
 #undef WB
 #undef FINB
 
-/* Dot products for small-batch Linear: four independent 8-lane (4-lane)
- * accumulators, reduced in a fixed order. */
-float fc_dot_avx2_s(const float *a, const float *b, int k)
-{
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 32 <= k; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+/* Four dot products of a with the rows b[0..3] (small-batch Linear), sharing
+ * the loads of a: per product two 8-lane (4-lane) accumulators reduced in a
+ * fixed order, eight FMA chains in flight. */
+#define DOT4_AVX2(T, VT, L, LOAD, FMA, ZERO, ADD, STORE)                          \
+    VT s[4][2];                                                                   \
+    for (int j = 0; j < 4; j++) s[j][0] = s[j][1] = ZERO();                       \
+    int i = 0;                                                                    \
+    for (; i + 2 * L <= k; i += 2 * L) {                                          \
+        const VT x0 = LOAD(a + i), x1 = LOAD(a + i + L);                          \
+        for (int j = 0; j < 4; j++) {                                             \
+            s[j][0] = FMA(x0, LOAD(b[j] + i), s[j][0]);                           \
+            s[j][1] = FMA(x1, LOAD(b[j] + i + L), s[j][1]);                       \
+        }                                                                         \
+    }                                                                             \
+    for (int j = 0; j < 4; j++) {                                                 \
+        T t[L] __attribute__((aligned(32)));                                      \
+        STORE(t, ADD(s[j][0], s[j][1]));                                          \
+        T r = 0;                                                                  \
+        for (int l = 0; l < L; l++) r += t[l];                                    \
+        for (int q = i; q < k; q++) r += a[q] * b[j][q];                          \
+        out[j] = r;                                                               \
     }
-    for (; i + 8 <= k; i += 8)
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-    float t[8] __attribute__((aligned(32)));
-    _mm256_store_ps(t, s);
-    float r = ((t[0] + t[4]) + (t[1] + t[5])) + ((t[2] + t[6]) + (t[3] + t[7]));
-    for (; i < k; i++) r += a[i] * b[i];
-    return r;
+
+void fc_dot4_avx2_s(const float *a, const float *const *b, int k, float *out)
+{
+    DOT4_AVX2(float, __m256, 8, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_setzero_ps, _mm256_add_ps,
+              _mm256_store_ps)
 }
 
-double fc_dot_avx2_d(const double *a, const double *b, int k)
+void fc_dot4_avx2_d(const double *a, const double *const *b, int k, double *out)
 {
-    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
-    __m256d s2 = _mm256_setzero_pd(), s3 = _mm256_setzero_pd();
-    int i = 0;
-    for (; i + 16 <= k; i += 16) {
-        s0 = _mm256_fmadd_pd(_mm256_loadu_pd(a + i), _mm256_loadu_pd(b + i), s0);
-        s1 = _mm256_fmadd_pd(_mm256_loadu_pd(a + i + 4), _mm256_loadu_pd(b + i + 4), s1);
-        s2 = _mm256_fmadd_pd(_mm256_loadu_pd(a + i + 8), _mm256_loadu_pd(b + i + 8), s2);
-        s3 = _mm256_fmadd_pd(_mm256_loadu_pd(a + i + 12), _mm256_loadu_pd(b + i + 12), s3);
-    }
-    for (; i + 4 <= k; i += 4)
-        s0 = _mm256_fmadd_pd(_mm256_loadu_pd(a + i), _mm256_loadu_pd(b + i), s0);
-    __m256d s = _mm256_add_pd(_mm256_add_pd(s0, s1), _mm256_add_pd(s2, s3));
-    double t[4] __attribute__((aligned(32)));
-    _mm256_store_pd(t, s);
-    double r = (t[0] + t[2]) + (t[1] + t[3]);
-    for (; i < k; i++) r += a[i] * b[i];
-    return r;
+    DOT4_AVX2(double, __m256d, 4, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_setzero_pd, _mm256_add_pd,
+              _mm256_store_pd)
 }
 
 /* Transposes: whole 8 x 8 (float) or 4 x 4 (double) blocks in registers, the

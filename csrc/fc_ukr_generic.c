@@ -67,17 +67,22 @@ void fc_ukrg_generic_d(long k, const double *a, const long *aoff, const long *do
     UKR_BODY(double, FC_GENERIC_MR_D, FC_GENERIC_NR_D, b + p * FC_GENERIC_NR_D, a[aoff[i] + doff[p]], fc_tile_store_generic_d)
 }
 
-#define DOT_GENERIC(T)                                                        \
-    T acc[8] = {0};                                                           \
-    int i = 0;                                                                \
-    for (; i + 8 <= k; i += 8)                                                \
-        for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];            \
-    T r = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])); \
-    for (; i < k; i++) r += a[i] * b[i];                                      \
-    return r;
+/* Four dot products of a with the rows b[0..3], each over eight accumulators
+ * reduced in a fixed order. */
+#define DOT4_GENERIC(T)                                                       \
+    for (int j = 0; j < 4; j++) {                                             \
+        const T *bj = b[j];                                                   \
+        T acc[8] = {0};                                                       \
+        int i = 0;                                                            \
+        for (; i + 8 <= k; i += 8)                                            \
+            for (int l = 0; l < 8; l++) acc[l] += a[i + l] * bj[i + l];       \
+        T r = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])); \
+        for (; i < k; i++) r += a[i] * bj[i];                                 \
+        out[j] = r;                                                           \
+    }
 
-float fc_dot_generic_s(const float *a, const float *b, int k) { DOT_GENERIC(float) }
-double fc_dot_generic_d(const double *a, const double *b, int k) { DOT_GENERIC(double) }
+void fc_dot4_generic_s(const float *a, const float *const *b, int k, float *out) { DOT4_GENERIC(float) }
+void fc_dot4_generic_d(const double *a, const double *const *b, int k, double *out) { DOT4_GENERIC(double) }
 
 
 /* Transposes in blocks of 8 x 8, so that both sides stay in cache. */

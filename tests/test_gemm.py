@@ -99,6 +99,24 @@ def test_linear_epilogue(isa, activation, dtype, batch, features, rng):
     np.testing.assert_allclose(y, expected, **_tol(dtype, features))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_small_batch_linear_same_for_any_thread_count(isa, monkeypatch, dtype, rng):
+    """Rows of a few-row Linear run four output features at a time; a feature's sum
+    is the same whichever group and thread it falls in."""
+    x = rng.standard_normal((3, 517)).astype(dtype)
+    w = rng.standard_normal((23, 517)).astype(dtype)
+    monkeypatch.setattr("fastcnn.functional._checks.WORK_PER_THREAD", 1)
+    outs = []
+    for t in (1, 2, 3):
+        with fastcnn.threads(t):
+            outs.append(F.linear(x, w, None, activation="relu"))
+            outs.append(F.linear(x, w[1:], None, activation="relu"))
+    for i, o in enumerate(outs):
+        assert np.array_equal(o, outs[i % 2])
+    np.testing.assert_array_equal(outs[0][:, 1:], outs[1])   # feature 1 leads its group of four
+    np.testing.assert_allclose(outs[0], np.maximum(x.astype(np.float64) @ w.T, 0), **_tol(dtype, 517))
+
+
 # Every epilogue the micro-kernels finish a tile with (compiled once per
 # alpha 1 / beta 0 or 1, bias mode and activation, and once in general), on
 # whole and partial tiles, eight-row and narrow kernels, one and two depth blocks.
