@@ -177,6 +177,8 @@ typedef struct {
     fc_ukri_s_t ukrin_s[3];
     fc_ukr_d_t ukrn_d[3];
     fc_ukri_d_t ukrin_d[3];
+    int (*direct3_s)(const float *x, const float *w, const float *bias, float *y, int N, int K, int H,
+                     int W, int ph, int pw, int act, double slope, int nthreads);
     void (*dot4_s)(const float *a, const float *const *b, int k, float *out);
     void (*dot4_d)(const double *a, const double *const *b, int k, double *out);
     void (*transpose_s)(const float *src, long lds, float *dst, long ldd, int rows, int cols);
@@ -214,6 +216,15 @@ void fc_fpmode_leave(unsigned saved);
  * instruction set this CPU runs). */
 void fc_transpose_s(const float *src, long lds, float *dst, long ldd, int rows, int cols);
 void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows, int cols);
+
+/* Direct 3x3 stride-1 convolution with one output channel: y (N, 1, P, Q)
+ * from x (N, K, H, W) and w (1, K, 3, 3), padding (ph, pw) on both sides,
+ * plus bias (NULL: none) and activation. Returns -1
+ * where the instruction set in use has no such kernel (then nothing is
+ * written), else 0. */
+int fc_direct3_s(const float *x, const float *w, const float *bias, float *y, int N, int K, int H, int W,
+                 int ph, int pw, int act, double slope, int nthreads);
+int fc_direct3_available(void);
 
 /* Winograd F(4x4, rxr) convolution (r = 3 or 2), stride 1: y (N, K, P, Q) =
  * x (N, C, H, W) correlated with w (K, C, r, r), zero padding (ph, pw) before
@@ -356,6 +367,8 @@ void fc_dot4_generic_s(const float *a, const float *const *b, int k, float *out)
 void fc_dot4_generic_d(const double *a, const double *const *b, int k, double *out);
 void fc_dot4_avx2_s(const float *a, const float *const *b, int k, float *out);
 void fc_dot4_avx2_d(const double *a, const double *const *b, int k, double *out);
+int fc_direct3_avx512_s(const float *x, const float *w, const float *bias, float *y, int N, int K, int H,
+                        int W, int ph, int pw, int act, double slope, int nthreads);
 void fc_dot4_avx512_s(const float *a, const float *const *b, int k, float *out);
 void fc_dot4_avx512_d(const double *a, const double *const *b, int k, double *out);
 

@@ -436,6 +436,100 @@ NARROW_D(4)
 #undef PB
 #undef VT
 
+/* ------------------------------------------------- direct 3x3 convolution */
+
+/* Stride-1 3x3 correlation with a single output channel (a one-channel
+ * layer's input gradient), where a GEMM has a single row: y (N, 1, P, Q) =
+ * x (N, K, H, W) * w (1, K, 3, 3), padding (ph, pw) on both sides (P = H +
+ * 2 ph - 2, Q = W + 2 pw - 2), plus bias and activation. Blocks of DR output
+ * rows by 32 columns are held in 2 DR registers; each input row is loaded once
+ * a block and channel (at three column shifts, masked at the edges) and
+ * multiplied by broadcast taps. Every output sums its taps in one fixed order
+ * (input channel, tap row, tap column); tasks are (image, block of rows,
+ * block of columns), so results do not depend on the thread count. */
+#define DR 4
+
+static inline __mmask16 d3_lanes(int c, int W)
+{
+    /* lanes j with 0 <= c + j < W */
+    const int lo = c < 0 ? -c : 0;
+    const int hi = W - c > 16 ? 16 : W - c;
+    if (hi <= lo) return 0;
+    return (__mmask16)((((unsigned)1 << hi) - 1) & ~(((unsigned)1 << lo) - 1));
+}
+
+/* acc[r][v] += sum over taps (a, b) of wk[3a + b] x[h0 - ph + r + a][c0 + 16 v + b - pw] */
+static inline __attribute__((always_inline)) void
+d3_block(const float *xp, int H, int W, int h0, int c0, int ph, int pw, const float *wk, __m512 acc[DR][2])
+{
+    __m512 wt[9];
+    for (int t = 0; t < 9; t++) wt[t] = _mm512_set1_ps(wk[t]);
+#pragma GCC unroll 6
+    for (int t = 0; t < DR + 2; t++) {
+        const int hi = h0 - ph + t;
+        if (hi < 0 || hi >= H) continue;
+        const float *row = xp + (long)hi * W;
+#pragma GCC unroll 2
+        for (int v = 0; v < 2; v++) {
+#pragma GCC unroll 3
+            for (int b = 0; b < 3; b++) {
+                const int c = c0 + 16 * v + b - pw;
+                const __mmask16 m = d3_lanes(c, W);
+                const __m512 in = _mm512_maskz_loadu_ps(m, row + c);
+#pragma GCC unroll 3
+                for (int a = 0; a < 3; a++) {
+                    const int r = t - a;
+                    if (r >= 0 && r < DR) acc[r][v] = _mm512_fmadd_ps(in, wt[3 * a + b], acc[r][v]);
+                }
+            }
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void
+d3_store(__m512 acc[DR][2], float *yp, int P, int Q, int h0, int c0, float bias, int act, float slope)
+{
+    const __m512 bv = _mm512_set1_ps(bias), zero = _mm512_setzero_ps(), sv = _mm512_set1_ps(slope);
+    for (int r = 0; r < DR && h0 + r < P; r++)
+        for (int v = 0; v < 2; v++) {
+            const __mmask16 m = d3_lanes(c0 + 16 * v, Q);
+            if (!m) continue;
+            __m512 o = _mm512_add_ps(acc[r][v], bv);
+            if (act == FC_ACT_RELU)
+                o = _mm512_max_ps(o, zero);
+            else if (act == FC_ACT_LEAKY)
+                o = _mm512_mask_mul_ps(o, _mm512_cmp_ps_mask(o, zero, _CMP_LT_OQ), o, sv);
+            _mm512_mask_storeu_ps(yp + (long)(h0 + r) * Q + c0 + 16 * v, m, o);
+        }
+}
+
+int fc_direct3_avx512_s(const float *x, const float *w, const float *bias, float *y, int N, int K, int H,
+                        int W, int ph, int pw, int act, double slope, int nthreads)
+{
+    const int P = H + 2 * ph - 2, Q = W + 2 * pw - 2;
+    const int nrb = (P + DR - 1) / DR, ncb = (Q + 31) / 32;
+    const long ntasks = (long)N * nrb * ncb;
+    const long HW = (long)H * W, PQ = (long)P * Q;
+    if (nthreads < 1) nthreads = 1;
+#if FC_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+#endif
+    for (long task = 0; task < ntasks; task++) {
+        const int n = (int)(task / ((long)nrb * ncb));
+        const int rb = (int)(task / ncb % nrb), cb = (int)(task % ncb);
+        const int h0 = rb * DR, c0 = cb * 32;
+        unsigned fpmode = fc_fpmode_enter();
+        __m512 acc[DR][2];
+        for (int r = 0; r < DR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+        for (int i = 0; i < K; i++)
+            d3_block(x + ((long)n * K + i) * HW, H, W, h0, c0, ph, pw, w + 9L * i, acc);
+        d3_store(acc, y + (long)n * PQ, P, Q, h0, c0, bias ? bias[0] : 0.0f, act, (float)slope);
+        fc_fpmode_leave(fpmode);
+    }
+    return 0;
+}
+#undef DR
+
 /* ------------------------------------------------------------ dot products */
 
 /* Four dot products of a with the rows b[0..3] (small-batch Linear), sharing

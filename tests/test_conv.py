@@ -61,6 +61,11 @@ CASES = {
     # an input channel or more)
     "wino_2x2": (16, 16, 17, 17, 20, 2, 2, 1, 0, 1, 1),
     "wino_phases_4x4_s2": (16, 16, 32, 32, 16, 4, 4, 2, 1, 1, 1),
+    # one-channel input gradients of 3x3 stride-1 layers (the direct kernel): padding
+    # 0-2, rows past one block of columns, heights off the block of rows
+    "c1_direct_wide": (2, 1, 9, 45, 7, 3, 3, 1, 0, 1, 1),
+    "c1_direct_pad2": (3, 1, 6, 5, 3, 3, 3, 1, 2, 1, 1),
+    "c1_direct_k40": (1, 1, 17, 33, 40, 3, 3, 1, 1, 1, 1),
     # input gradients of one to four rows a product (the narrow kernels)
     "c1_k4_s2": (2, 1, 12, 12, 16, 4, 4, 2, 1, 1, 1),
     "c2_3x3": (2, 2, 9, 9, 24, 3, 3, 1, 1, 1, 1),

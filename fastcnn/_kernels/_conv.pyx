@@ -317,6 +317,31 @@ def isa_id():
     return fc_get_isa()
 
 
+def direct3(int Cg, int K, int R, int S, tuple stride, tuple dilation, int groups, tuple padding, dtype):
+    """Whether a float32 3x3 stride-1 convolution with one output channel runs as the
+    direct kernel (where the instruction set in use has one)."""
+    return (K == 1 and R == 3 and S == 3 and stride == (1, 1) and dilation == (1, 1) and groups == 1
+            and dtype == np.float32 and 0 <= padding[0] <= 2 and 0 <= padding[1] <= 2
+            and fc_direct3_available() != 0)
+
+
+def conv3x3_direct(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple padding, int act=0,
+                   double slope=0.01, int n_threads=1):
+    """y (N, 1, P, Q) = x (N, K, H, W) correlated with w (1, K, 3, 3), stride 1,
+    ``padding`` on both sides, + bias, activation."""
+    cdef int N = x.shape[0], K = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int ph = padding[0], pw = padding[1], rc
+    cdef float *bp = NULL if bias is None else <float *>cnp.PyArray_DATA(bias)
+    if N == 0:
+        return y
+    with nogil:
+        rc = fc_direct3_s(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(w), bp,
+                          <float *>cnp.PyArray_DATA(y), N, K, H, W, ph, pw, act, slope, n_threads)
+    if rc:
+        raise RuntimeError("fastcnn: no direct 3x3 kernel for this instruction set")
+    return y
+
+
 def winograd_packed(int r, int C, int K, dtype):
     """A 64-byte aligned buffer for the transformed weights of an r x r layer of K x C
     channels (see conv2d_winograd's ``upack``)."""

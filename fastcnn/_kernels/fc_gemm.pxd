@@ -51,6 +51,9 @@ cdef extern from "fc_gemm.h" nogil:
     void fc_fpmode_leave(unsigned saved)
     void fc_transpose_s(const float *src, long lds, float *dst, long ldd, int rows, int cols)
     void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows, int cols)
+    int fc_direct3_s(const float *x, const float *w, const float *bias, float *y, int N, int K, int H,
+                     int W, int ph, int pw, int act, double slope, int nthreads)
+    int fc_direct3_available()
     size_t fc_wino_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
     size_t fc_wino_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
     int fc_wino_s(int r, const float *x, const float *w, const float *bias, float *y, int N, int C,

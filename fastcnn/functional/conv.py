@@ -144,6 +144,9 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
         if not ready:
             cache.commit(weight, snapshot, packed)
         return y
+    K, Cg, R, S = weight.shape
+    if _conv.direct3(Cg, K, R, S, stride, dilation, groups, pad, x.dtype):
+        return _conv.conv3x3_direct(x, weight, bias, y, pad, act, slope, nt)
     if _phase_winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:]):
         xph = _phase_image(x, stride, pad, _phase_shape(y.shape[2:], weight, stride), nt)
         return _conv.conv2d_winograd(xph, _phase_weight(weight, stride), bias, y, (0, 0), act, slope, nt)
@@ -158,12 +161,17 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
 
 def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt):
     """Gradient of a convolution wrt its input, written into ``out`` (N, C, H, W)."""
-    if (pad[0] <= 2 and pad[1] <= 2 and weight.shape[2:] == (3, 3)
-            and _winograd(grad_out.shape[0], weight.transpose(1, 0, 2, 3), groups, stride, dilation,
-                          out.shape[2:])):
+    K, Cg, R, S = weight.shape
+    if pad[0] <= 2 and pad[1] <= 2 and (R, S) == (3, 3):
         # a 3x3 stride-1 correlation of the output gradient with the flipped, transposed kernel
-        flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        return _conv.conv2d_winograd(grad_out, flipped, None, out, (2 - pad[0], 2 - pad[1]), 0, 0.0, nt)
+        fpad = (2 - pad[0], 2 - pad[1])
+        wino = _winograd(grad_out.shape[0], weight.transpose(1, 0, 2, 3), groups, stride, dilation,
+                         out.shape[2:])
+        if wino or _conv.direct3(K, Cg, R, S, stride, dilation, groups, fpad, out.dtype):
+            flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+            if wino:
+                return _conv.conv2d_winograd(grad_out, flipped, None, out, fpad, 0, 0.0, nt)
+            return _conv.conv3x3_direct(grad_out, flipped, None, out, fpad, 0, 0.0, nt)
     if _conv.pixel_major_data(grad_out, weight, out, groups, stride, pad, dilation):
         return _conv.conv2d_backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt)
     if _phased(weight, stride, dilation):
@@ -172,7 +180,6 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt):
         gph = np.empty((out.shape[0], wph.shape[1] * groups) + hs_ws, dtype=out.dtype)
         _backward_data(grad_out, wph, gph, groups, (1, 1), (0, 0), (1, 1), nt)
         return _unphase_image(gph, out, stride, pad, nt)
-    K, Cg, R, S = weight.shape
     top, left = dilation[0] * (R - 1) - pad[0], dilation[1] * (S - 1) - pad[1]
     if stride == (1, 1) and top >= 0 and left >= 0:
         Kg = K // groups
