@@ -179,6 +179,8 @@ typedef struct {
     fc_ukri_d_t ukrin_d[3];
     int (*direct3_s)(const float *x, const float *w, const float *bias, float *y, int N, int K, int H,
                      int W, int ph, int pw, int act, double slope, int nthreads);
+    int (*direct3_wgrad_s)(const float *x, const float *dy, float *dw, float *db, int N, int K, int H,
+                           int W, int ph, int pw, int nthreads, float *ws);
     void (*dot4_s)(const float *a, const float *const *b, int k, float *out);
     void (*dot4_d)(const double *a, const double *const *b, int k, double *out);
     void (*transpose_s)(const float *src, long lds, float *dst, long ldd, int rows, int cols);
@@ -225,6 +227,11 @@ void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows
 int fc_direct3_s(const float *x, const float *w, const float *bias, float *y, int N, int K, int H, int W,
                  int ph, int pw, int act, double slope, int nthreads);
 int fc_direct3_available(void);
+/* Its weight gradient for one input channel: dw (K, 1, 3, 3) and db (K) (NULL:
+ * not wanted) from x (N, 1, H, W) and dy (N, K, P, Q); ws: 160 N K floats,
+ * 64-byte aligned. Returns -1 where there is no such kernel. */
+int fc_direct3_wgrad_s(const float *x, const float *dy, float *dw, float *db, int N, int K, int H, int W,
+                       int ph, int pw, int nthreads, float *ws);
 
 /* Winograd F(4x4, rxr) convolution (r = 3 or 2), stride 1: y (N, K, P, Q) =
  * x (N, C, H, W) correlated with w (K, C, r, r), zero padding (ph, pw) before
@@ -369,6 +376,8 @@ void fc_dot4_avx2_s(const float *a, const float *const *b, int k, float *out);
 void fc_dot4_avx2_d(const double *a, const double *const *b, int k, double *out);
 int fc_direct3_avx512_s(const float *x, const float *w, const float *bias, float *y, int N, int K, int H,
                         int W, int ph, int pw, int act, double slope, int nthreads);
+int fc_direct3_wgrad_avx512_s(const float *x, const float *dy, float *dw, float *db, int N, int K, int H,
+                              int W, int ph, int pw, int nthreads, float *ws);
 void fc_dot4_avx512_s(const float *a, const float *const *b, int k, float *out);
 void fc_dot4_avx512_d(const double *a, const double *const *b, int k, double *out);
 

@@ -458,9 +458,19 @@ static inline __mmask16 d3_lanes(int c, int W)
     return (__mmask16)((((unsigned)1 << hi) - 1) & ~(((unsigned)1 << lo) - 1));
 }
 
-/* acc[r][v] += sum over taps (a, b) of wk[3a + b] x[h0 - ph + r + a][c0 + 16 v + b - pw] */
+/* The lanes of the input loads of the block of columns from c0: (v, b) for the
+ * 16 columns from c0 + 16 v + b - pw. */
+static inline void d3_masks(int c0, int pw, int W, __mmask16 mx[2][3])
+{
+    for (int v = 0; v < 2; v++)
+        for (int b = 0; b < 3; b++) mx[v][b] = d3_lanes(c0 + 16 * v + b - pw, W);
+}
+
+/* acc[r][v] += sum over taps (a, b) of wk[3a + b] x[h0 - ph + r + a][c0 + 16 v + b - pw]
+ * (mx: d3_masks of c0) */
 static inline __attribute__((always_inline)) void
-d3_block(const float *xp, int H, int W, int h0, int c0, int ph, int pw, const float *wk, __m512 acc[DR][2])
+d3_block(const float *xp, int H, int W, int h0, int c0, int ph, int pw, const __mmask16 mx[2][3],
+         const float *wk, __m512 acc[DR][2])
 {
     __m512 wt[9];
     for (int t = 0; t < 9; t++) wt[t] = _mm512_set1_ps(wk[t]);
@@ -473,9 +483,7 @@ d3_block(const float *xp, int H, int W, int h0, int c0, int ph, int pw, const fl
         for (int v = 0; v < 2; v++) {
 #pragma GCC unroll 3
             for (int b = 0; b < 3; b++) {
-                const int c = c0 + 16 * v + b - pw;
-                const __mmask16 m = d3_lanes(c, W);
-                const __m512 in = _mm512_maskz_loadu_ps(m, row + c);
+                const __m512 in = _mm512_maskz_loadu_ps(mx[v][b], row + c0 + 16 * v + b - pw);
 #pragma GCC unroll 3
                 for (int a = 0; a < 3; a++) {
                     const int r = t - a;
@@ -520,10 +528,97 @@ int fc_direct3_avx512_s(const float *x, const float *w, const float *bias, float
         const int h0 = rb * DR, c0 = cb * 32;
         unsigned fpmode = fc_fpmode_enter();
         __m512 acc[DR][2];
+        __mmask16 mx[2][3];
+        d3_masks(c0, pw, W, mx);
         for (int r = 0; r < DR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
         for (int i = 0; i < K; i++)
-            d3_block(x + ((long)n * K + i) * HW, H, W, h0, c0, ph, pw, w + 9L * i, acc);
+            d3_block(x + ((long)n * K + i) * HW, H, W, h0, c0, ph, pw, mx, w + 9L * i, acc);
         d3_store(acc, y + (long)n * PQ, P, Q, h0, c0, bias ? bias[0] : 0.0f, act, (float)slope);
+        fc_fpmode_leave(fpmode);
+    }
+    return 0;
+}
+
+/* Weight and bias gradients of a one-input-channel 3x3 stride-1 layer:
+ * dw[k][a][b] = sum over n, h, w of dy[n][k][h][w] x[n][0][h + a - ph][w + b - pw]
+ * and db[k] = the sum of dy[n][k] (db may be NULL), P = H + 2 ph - 2, Q =
+ * W + 2 pw - 2. One task per (image, output channel) sums its plane, block of
+ * rows by block of columns, into ten vectors (nine taps and the bias) kept in
+ * ws (N K 160 floats); the tasks' vectors are then added image after image
+ * and their lanes in order, so results do not depend on the thread count. */
+int fc_direct3_wgrad_avx512_s(const float *x, const float *dy, float *dw, float *db, int N, int K, int H,
+                              int W, int ph, int pw, int nthreads, float *ws)
+{
+    const int P = H + 2 * ph - 2, Q = W + 2 * pw - 2;
+    const long ntasks = (long)N * K;
+    const long HW = (long)H * W, PQ = (long)P * Q;
+    if (nthreads < 1) nthreads = 1;
+#if FC_OPENMP
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+#endif
+    {
+        unsigned fpmode = fc_fpmode_enter();
+#if FC_OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (long task = 0; task < ntasks; task++) {
+            const int n = (int)(task / K);
+            const float *xp = x + (long)n * HW, *gp = dy + task * PQ;
+            __m512 acc[10];
+            for (int t = 0; t < 10; t++) acc[t] = _mm512_setzero_ps();
+            for (int c0 = 0; c0 < Q; c0 += 32) {
+                __mmask16 mx[2][3];
+                d3_masks(c0, pw, W, mx);
+                const __mmask16 mg[2] = {d3_lanes(c0, Q), d3_lanes(c0 + 16, Q)};
+                for (int h0 = 0; h0 < P; h0 += DR) {
+                    __m512 g[DR][2];
+                    for (int r = 0; r < DR; r++)
+                        for (int v = 0; v < 2; v++) {
+                            g[r][v] = _mm512_maskz_loadu_ps(h0 + r < P ? mg[v] : 0,
+                                                            gp + (long)(h0 + r) * Q + c0 + 16 * v);
+                            acc[9] = _mm512_add_ps(acc[9], g[r][v]);
+                        }
+#pragma GCC unroll 6
+                    for (int t = 0; t < DR + 2; t++) {
+                        const int hi = h0 - ph + t;
+                        if (hi < 0 || hi >= H) continue;
+                        const float *row = xp + (long)hi * W;
+#pragma GCC unroll 2
+                        for (int v = 0; v < 2; v++) {
+#pragma GCC unroll 3
+                            for (int b = 0; b < 3; b++) {
+                                const __m512 in = _mm512_maskz_loadu_ps(mx[v][b], row + c0 + 16 * v + b - pw);
+#pragma GCC unroll 3
+                                for (int a = 0; a < 3; a++) {
+                                    const int r = t - a;
+                                    if (r >= 0 && r < DR) acc[3 * a + b] = _mm512_fmadd_ps(in, g[r][v], acc[3 * a + b]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for (int t = 0; t < 10; t++) _mm512_store_ps(ws + task * 160 + 16 * t, acc[t]);
+        }
+#if FC_OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int k = 0; k < K; k++) {
+            __m512 s[10];
+            for (int t = 0; t < 10; t++) s[t] = _mm512_setzero_ps();
+            for (int n = 0; n < N; n++)
+                for (int t = 0; t < 10; t++)
+                    s[t] = _mm512_add_ps(s[t], _mm512_load_ps(ws + ((long)n * K + k) * 160 + 16 * t));
+            float lanes[16] __attribute__((aligned(64)));
+            for (int t = 0; t < 10; t++) {
+                if (t == 9 && !db) break;
+                _mm512_store_ps(lanes, s[t]);
+                float r = 0;
+                for (int l = 0; l < 16; l++) r += lanes[l];
+                if (t < 9) dw[9L * k + t] = r;
+                else db[k] = r;
+            }
+        }
         fc_fpmode_leave(fpmode);
     }
     return 0;

@@ -317,12 +317,14 @@ def isa_id():
     return fc_get_isa()
 
 
-def direct3(int Cg, int K, int R, int S, tuple stride, tuple dilation, int groups, tuple padding, dtype):
-    """Whether a float32 3x3 stride-1 convolution with one output channel runs as the
-    direct kernel (where the instruction set in use has one)."""
-    return (K == 1 and R == 3 and S == 3 and stride == (1, 1) and dilation == (1, 1) and groups == 1
-            and dtype == np.float32 and 0 <= padding[0] <= 2 and 0 <= padding[1] <= 2
-            and fc_direct3_available() != 0)
+def direct3(int Cg, int K, int R, int S, tuple stride, tuple dilation, int groups, tuple padding, dtype,
+            bint weight_grad=False):
+    """Whether a float32 3x3 stride-1 convolution runs as the direct kernels (where the
+    instruction set in use has them): its forward with one output channel, or
+    (``weight_grad``) its weight gradient with one input channel."""
+    return (R == 3 and S == 3 and stride == (1, 1) and dilation == (1, 1) and groups == 1
+            and (Cg == 1 if weight_grad else K == 1) and dtype == np.float32
+            and 0 <= padding[0] <= 2 and 0 <= padding[1] <= 2 and fc_direct3_available() != 0)
 
 
 def conv3x3_direct(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple padding, int act=0,
@@ -340,6 +342,23 @@ def conv3x3_direct(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple padd
     if rc:
         raise RuntimeError("fastcnn: no direct 3x3 kernel for this instruction set")
     return y
+
+
+def conv3x3_direct_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, db, tuple padding,
+                                   int n_threads=1):
+    """dw (K, 1, 3, 3) and, unless None, db (K) of a one-input-channel 3x3 stride-1
+    convolution of x (N, 1, H, W) with output gradient dy (N, K, P, Q)."""
+    cdef int N = x.shape[0], H = x.shape[2], W = x.shape[3], K = dy.shape[1]
+    cdef int ph = padding[0], pw = padding[1], rc
+    cdef float *dbp = NULL if db is None else <float *>cnp.PyArray_DATA(db)
+    cdef cnp.ndarray ws = scratch("direct3", (<Py_ssize_t>N * K * 160,), np.float32)
+    with nogil:
+        rc = fc_direct3_wgrad_s(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(dy),
+                                <float *>cnp.PyArray_DATA(dw), dbp, N, K, H, W, ph, pw, n_threads,
+                                <float *>cnp.PyArray_DATA(ws))
+    if rc:
+        raise RuntimeError("fastcnn: no direct 3x3 kernel for this instruction set")
+    return dw
 
 
 def winograd_packed(int r, int C, int K, dtype):

@@ -54,6 +54,8 @@ cdef extern from "fc_gemm.h" nogil:
     int fc_direct3_s(const float *x, const float *w, const float *bias, float *y, int N, int K, int H,
                      int W, int ph, int pw, int act, double slope, int nthreads)
     int fc_direct3_available()
+    int fc_direct3_wgrad_s(const float *x, const float *dy, float *dw, float *db, int N, int K, int H,
+                           int W, int ph, int pw, int nthreads, float *ws)
     size_t fc_wino_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
     size_t fc_wino_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
     int fc_wino_s(int r, const float *x, const float *w, const float *bias, float *y, int N, int C,

@@ -193,20 +193,26 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt):
     return out
 
 
-def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt):
+def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb=None):
     """Gradient of a convolution wrt its weight, written into ``gw`` (Winograd for 3x3 stride 1,
-    else pixel-major, any stride)."""
+    the direct kernel for one input channel, else pixel-major, any stride). Where a kernel
+    also sums the bias gradient into ``gb`` (if given), returns True."""
     n = x.shape[0]
+    K, Cg, R, S = gw.shape
+    if n and _conv.direct3(Cg, K, R, S, stride, dilation, groups, pad, gw.dtype, True):
+        _conv.conv3x3_direct_backward_weight(x, grad_out, gw, gb, pad, nt)
+        return gb is not None
     if n and _winograd(n, gw, groups, stride, dilation, grad_out.shape[2:], _WINO_TILES_OTHER):
-        return _conv.conv2d_winograd_backward_weight(x, grad_out, gw, pad, nt)
+        _conv.conv2d_winograd_backward_weight(x, grad_out, gw, pad, nt)
+        return False
     if n and _phase_winograd(n, gw, groups, stride, dilation, grad_out.shape[2:]):
         xph = _phase_image(x, stride, pad, _phase_shape(grad_out.shape[2:], gw, stride), nt)
-        K, Cg, R, S = gw.shape
         gph = np.empty((K, Cg * stride[0] * stride[1], R // stride[0], S // stride[1]), dtype=gw.dtype)
         _conv.conv2d_winograd_backward_weight(xph, grad_out, gph, (0, 0), nt)
         gw[...] = _unphase_weight(gph, gw.shape, stride)
-        return gw
-    return _conv.conv2d_backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt)
+        return False
+    _conv.conv2d_backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt)
+    return False
 
 
 def _input(x, name):
@@ -361,8 +367,9 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
         if unbatched:
             gx = gx[0]
     gw = np.empty_like(weight)
-    _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt)
-    gb = _conv.channel_sum(grad_out, np.empty(weight.shape[0], dtype=x.dtype), nt)
+    gb = np.empty(weight.shape[0], dtype=x.dtype)
+    if not _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb):
+        _conv.channel_sum(grad_out, gb, nt)
     return gx, gw, gb
 
 
