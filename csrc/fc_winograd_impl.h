@@ -412,8 +412,10 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
 #if FC_OPENMP
 #pragma omp barrier
 #endif
-        if (g.nblocks >= nth) {
-            /* a block of tiles a task */
+        /* a block of tiles a task while that shares the tiles out evenly (a thread's
+         * share at most a tenth above the mean); else each block's tiles and points */
+        const long share = (long)((g.nblocks + nth - 1) / nth) * FC_WINO_TILES;
+        if (g.nblocks >= 8 * nth || 10 * share * nth <= 11L * g.ntiles) {
             T *V = task_ws + (long)tid * g.per + g.v_off;
             T *M = task_ws + (long)tid * g.per + g.m_off;
 #if FC_OPENMP
@@ -428,7 +430,7 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
                 WN(wino_out_range)(M, &g, K, P, Q, t0, t0, t0 + nt, y, bias, act, (T)slope);
             }
         } else {
-            /* fewer blocks than threads: each block's tiles, then its points, shared out */
+            /* each block's tiles, then its points, shared out */
             T *V = task_ws + g.v_off;
             T *M = task_ws + g.m_off;
             for (int bi = 0; bi < g.nblocks; bi++) {
