@@ -309,3 +309,23 @@ def test_max_pool_layer_window_codes_bad_grad(rng):
         pool.backward([[1.0]])
     # float64 gradient for a float32 layer is cast, as everywhere in the layer API
     assert pool.backward(np.ones((2, 3, 4, 4))).dtype == np.float32
+
+
+def test_checked_geometry_is_remembered_by_exact_value():
+    """Repeated calls skip the geometry checks; equal values of another type (True for 1,
+    2.0 for 2, 1 for True) are still refused, and other input sizes still checked."""
+    x = np.arange(2 * 3 * 8 * 8, dtype=np.float64).reshape(2, 3, 8, 8)
+    for _ in range(2):
+        assert F.max_pool2d(x, 2).shape == (2, 3, 4, 4)
+        assert F.avg_pool2d(x, (2, 2), 2, 0, False).shape == (2, 3, 4, 4)
+    for bad in (True, (2, 2.0), 2.0):
+        with pytest.raises(TypeError, match="kernel_size"):
+            F.max_pool2d(x, bad)
+    with pytest.raises(TypeError, match="ceil_mode"):
+        F.max_pool2d(x, 2, 2, 0, 1, 1)
+    with pytest.raises(TypeError, match="ceil_mode"):
+        F.avg_pool2d(x, 2, 2, 0, 0)
+    with pytest.raises(ValueError, match="bigger than the padded input"):
+        F.max_pool2d(x[..., :1, :1], 2)
+    np.testing.assert_array_equal(F.max_pool2d(x, 2, ceil_mode=True), F.max_pool2d(x, 2))
+    assert F.max_pool2d(x[..., :7, :7], 2, ceil_mode=True).shape == (2, 3, 4, 4)

@@ -33,6 +33,31 @@ def n_threads(work=None, grain=None):
     return nt if n >= nt else (n if n > 1 else 1)
 
 
+def memo_key(params):
+    """``params`` (a tuple) as part of a memo key if each is None, a str, an int or a
+    tuple of ints, types that cannot confuse True with 1 or 1.0 with 1; else None."""
+    for v in params:
+        t = type(v)
+        if not (v is None or t is int or t is str or (t is tuple and all(type(e) is int for e in v))):
+            return None
+    return params
+
+
+class Memo(dict):
+    """Checked results of recent calls, by argument shapes and exact parameter values:
+    a repeated call (a layer's, every batch) skips checks that depend on nothing else."""
+
+    def __init__(self, size=512):
+        super().__init__()
+        self.size = size
+
+    def put(self, key, value):
+        if len(self) >= self.size:
+            self.clear()
+        self[key] = value
+        return value
+
+
 def as_float_array(x, name, ndim=None, dtype=None, contiguous=True):
     """Return ``x`` as a float32/float64 ndarray (C-contiguous unless told not to).
 

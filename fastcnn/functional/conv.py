@@ -11,7 +11,7 @@ import numpy as np
 
 from .._kernels import _conv
 from .._kernels._pointwise import same_bytes
-from ._checks import as_float_array, check_index_range, check_int, check_size, n_threads, pair
+from ._checks import Memo, as_float_array, check_index_range, check_int, check_size, memo_key, n_threads, pair
 from .linalg import _activation
 
 __all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "WeightCache",
@@ -249,32 +249,15 @@ def conv2d_output_size(hw, kernel_size, stride, total_padding, dilation):
                  for i in range(2))
 
 
-def _exact(v):
-    """``v`` if it is a plain int, str or tuple of ints (a memo key that cannot
-    confuse True with 1 or 1.0 with 1), else None."""
-    t = type(v)
-    if t is int or t is str:
-        return v
-    if t is tuple and all(type(e) is int for e in v):
-        return v
-    return None
-
-
-# The checked geometry of recent calls, by argument shapes and exact parameter
-# values: a repeated call (a layer's, every batch) skips the checks, which
-# depend on nothing else.
-_ARGS_MEMO = {}
-_ARGS_MEMO_SIZE = 512
+_ARGS_MEMO = Memo()
 
 
 def _args_key(x, weight, bias, params):
     if (type(weight) is not np.ndarray or weight.dtype != x.dtype or not weight.flags.c_contiguous
             or (bias is not None and (type(bias) is not np.ndarray or bias.dtype != x.dtype
-                                      or not bias.flags.c_contiguous))):
+                                      or not bias.flags.c_contiguous))
+            or memo_key(params) is None):
         return None
-    for v in params:
-        if v is not None and _exact(v) is None:
-            return None
     return (x.shape, x.dtype, weight.shape, None if bias is None else bias.shape) + params
 
 
@@ -285,9 +268,7 @@ def _conv_args(x, weight, bias, stride, padding, dilation, groups, what="conv2d"
         return (weight, bias) + hit
     out = _check_conv_args(x, weight, bias, stride, padding, dilation, groups, what)
     if key is not None:
-        if len(_ARGS_MEMO) >= _ARGS_MEMO_SIZE:
-            _ARGS_MEMO.clear()
-        _ARGS_MEMO[key] = out[2:]
+        _ARGS_MEMO.put(key, out[2:])
     return out
 
 

@@ -8,7 +8,7 @@ H x W plane, ``count_include_pad``).
 import numpy as np
 
 from .._kernels import _pool
-from ._checks import as_float_array, check_int, check_size, n_threads, pair
+from ._checks import Memo, as_float_array, check_int, check_size, memo_key, n_threads, pair
 
 __all__ = [
     "max_pool2d", "max_pool2d_backward",
@@ -46,7 +46,23 @@ def _planes(x):
     return x.reshape(-1, x.shape[-2], x.shape[-1])
 
 
+_GEOMETRY_MEMO = Memo()
+
+
 def _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, what):
+    """((kh, kw, sh, sw, ph, pw, dh, dw), (oh, ow)) of a pooling of x, checked."""
+    key = memo_key((kernel_size, stride, padding, dilation))
+    if key is not None and type(ceil_mode) is bool:
+        key = (x.shape[-2], x.shape[-1], ceil_mode) + key
+        hit = _GEOMETRY_MEMO.get(key)
+        if hit is None:
+            hit = _GEOMETRY_MEMO.put(key, _check_pool_geometry(x, kernel_size, stride, padding, dilation,
+                                                               ceil_mode, what))
+        return hit
+    return _check_pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, what)
+
+
+def _check_pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode, what):
     kh, kw = pair(kernel_size, "kernel_size", 1)
     sh, sw = (kh, kw) if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) \
         else pair(stride, "stride", 1)
