@@ -214,3 +214,29 @@ def test_forcing_an_unsupported_isa_is_refused():
     with pytest.raises(ValueError):
         fastcnn.set_isa("sse9")
     assert fastcnn.get_isa() == ISAS[0]
+
+
+def test_linear_checks_are_remembered_by_shapes_and_types(rng):
+    """A repeated Linear call skips its checks; one that differs in a shape, a dtype, the
+    bias or the activation is checked again."""
+    x = rng.standard_normal((3, 5))
+    w = rng.standard_normal((4, 5))
+    b = rng.standard_normal(4)
+    for _ in range(2):
+        np.testing.assert_allclose(F.linear(x, w, b, "relu"), np.maximum(x @ w.T + b, 0), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"bias must have shape \(4,\)"):
+        F.linear(x, w, np.ones(3), "relu")
+    with pytest.raises(TypeError, match="bias must have dtype float64"):
+        F.linear(x, w, b.astype(np.float32), "relu")
+    with pytest.raises(ValueError, match="activation"):
+        F.linear(x, w, b, "tanh")
+    with pytest.raises(ValueError, match="activation"):
+        F.linear(x, w, b, 1)
+    with pytest.raises(TypeError, match="weight must have dtype float64"):
+        F.linear(x, w.astype(np.float32), b, "relu")
+    with pytest.raises(ValueError, match="features"):
+        F.linear(x, w[:, :4].copy(), b, "relu")
+    # a strided bias is made contiguous
+    b2 = np.repeat(b, 2)[::2]
+    np.testing.assert_allclose(F.linear(x, w, b2, "relu"), np.maximum(x @ w.T + b, 0), rtol=1e-12)
+    np.testing.assert_allclose(F.linear(x, w, b2, "relu"), np.maximum(x @ w.T + b, 0), rtol=1e-12)

@@ -2,7 +2,7 @@
 import numpy as np
 
 from .._kernels import _gemm, _conv
-from ._checks import as_float_array, check_index_range, check_size, n_threads
+from ._checks import Memo, as_float_array, check_index_range, check_size, n_threads
 
 __all__ = ["matmul", "linear", "linear_backward"]
 
@@ -42,8 +42,31 @@ def matmul(a, b):
     return _gemm.gemm(a, b, c, n_threads=n_threads(2 * c.size * a.shape[1]))
 
 
+_LINEAR_MEMO = Memo()
+
+
 def linear(x, weight, bias=None, activation=None, negative_slope=0.01):
     """``x @ weight.T + bias`` (then ReLU/LeakyReLU if asked); x (N, in), weight (out, in)."""
+    if (type(x) is np.ndarray and type(weight) is np.ndarray and x.flags.c_contiguous
+            and weight.flags.c_contiguous and (bias is None or (type(bias) is np.ndarray
+                                                                 and bias.flags.c_contiguous))):
+        # a call like an earlier one (same shapes and dtypes, every array contiguous) was checked
+        key = (x.shape, x.dtype, weight.shape, weight.dtype,
+               None if bias is None else (bias.shape, bias.dtype), activation)
+        try:
+            act = _LINEAR_MEMO.get(key)
+        except TypeError:   # an unhashable activation
+            act = None
+        if act is not None:
+            return _linear(x, weight, bias, act, negative_slope)
+        y = _checked_linear(x, weight, bias, activation, negative_slope)
+        if type(activation) is str or activation is None:
+            _LINEAR_MEMO.put(key, _activation(activation))
+        return y
+    return _checked_linear(x, weight, bias, activation, negative_slope)
+
+
+def _checked_linear(x, weight, bias, activation, negative_slope):
     x = as_float_array(x, "x", ndim=2, contiguous=False)
     weight = as_float_array(weight, "weight", ndim=2, dtype=x.dtype, contiguous=False)
     if weight.shape[1] != x.shape[1]:
@@ -56,7 +79,10 @@ def linear(x, weight, bias=None, activation=None, negative_slope=0.01):
             raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
     check_index_range("linear", {"N": x.shape[0], "in_features": x.shape[1], "out_features": weight.shape[0]})
     check_size((x.shape[0], weight.shape[0]), "linear output", x.itemsize)
-    x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
+    return _linear(np.ascontiguousarray(x), np.ascontiguousarray(weight), bias, act, negative_slope)
+
+
+def _linear(x, weight, bias, act, negative_slope):
     y = np.empty((x.shape[0], weight.shape[0]), dtype=x.dtype)
     nt = n_threads(2 * y.size * x.shape[1], grain=200_000)
     if x.shape[0] <= SMALL_BATCH:
