@@ -24,8 +24,12 @@ __all__ = [
 _SERIAL_BELOW = 1 << 15
 
 
-def _threads_for(*arrays):
-    return 1 if sum(a.size for a in arrays) < _SERIAL_BELOW else n_threads()
+# stands in for the indices when they are not wanted (never written)
+_NO_INDICES = np.empty((1, 1, 1), dtype=np.int64)
+
+
+def _threads_for(a, b):
+    return 1 if a.size + b.size < _SERIAL_BELOW else n_threads()
 
 
 def _kernels():
@@ -123,7 +127,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         idx3 = _planes(idx)
     else:
         idx = None
-        idx3 = np.empty((1, 1, 1), dtype=np.int64)
+        idx3 = _NO_INDICES
     _kernels().max_pool2d_forward(_planes(x), _planes(y), idx3, bool(return_indices),
                                   *geo, _threads_for(x, y))
     return (y, idx) if return_indices else y
