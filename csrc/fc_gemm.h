@@ -24,6 +24,30 @@ extern "C" {
 enum { FC_ISA_AUTO = -1, FC_ISA_GENERIC = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
 enum { FC_ACT_NONE = 0, FC_ACT_RELU = 1, FC_ACT_LEAKY = 2 };
 enum { FC_BIAS_NONE = 0, FC_BIAS_ROW = 1, FC_BIAS_COL = 2 };
+/* Four dot products of a (k elements) with the rows b[0..3] into out[0..3]
+ * (small-batch Linear), for an instruction set's vector type VT of L lanes:
+ * the loads of a are shared, each product keeps two accumulators (eight FMA
+ * chains in flight) and reduces them in one fixed order, whatever the row. */
+#define FC_DOT4(T, VT, L, LOAD, FMA, ZERO, ADD, STORE)                                         \
+    VT s[4][2];                                                                                \
+    for (int j = 0; j < 4; j++) s[j][0] = s[j][1] = ZERO();                                    \
+    int i = 0;                                                                                 \
+    for (; i + 2 * L <= k; i += 2 * L) {                                                       \
+        const VT x0 = LOAD(a + i), x1 = LOAD(a + i + L);                                       \
+        for (int j = 0; j < 4; j++) {                                                          \
+            s[j][0] = FMA(x0, LOAD(b[j] + i), s[j][0]);                                        \
+            s[j][1] = FMA(x1, LOAD(b[j] + i + L), s[j][1]);                                    \
+        }                                                                                      \
+    }                                                                                          \
+    for (int j = 0; j < 4; j++) {                                                              \
+        T t[L] __attribute__((aligned(64)));                                                   \
+        STORE(t, ADD(s[j][0], s[j][1]));                                                       \
+        T r = 0;                                                                               \
+        for (int l = 0; l < L; l++) r += t[l];                                                 \
+        for (int q = i; q < k; q++) r += a[q] * b[j][q];                                       \
+        out[j] = r;                                                                            \
+    }
+
 /* Statement S (a micro-kernel's finishing of a tile, written with the
  * variables alpha, beta, bmode and act in scope) compiled once per common
  * epilogue (alpha 1, beta 0 or 1, every bias mode and activation), so that

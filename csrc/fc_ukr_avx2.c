@@ -174,38 +174,16 @@ void fc_ukrg_avx2_d(long k, const double *a, const long *aoff, const long *doff,
 #undef WB
 #undef FINB
 
-/* Four dot products of a with the rows b[0..3] (small-batch Linear), sharing
- * the loads of a: per product two 8-lane (4-lane) accumulators reduced in a
- * fixed order, eight FMA chains in flight. */
-#define DOT4_AVX2(T, VT, L, LOAD, FMA, ZERO, ADD, STORE)                          \
-    VT s[4][2];                                                                   \
-    for (int j = 0; j < 4; j++) s[j][0] = s[j][1] = ZERO();                       \
-    int i = 0;                                                                    \
-    for (; i + 2 * L <= k; i += 2 * L) {                                          \
-        const VT x0 = LOAD(a + i), x1 = LOAD(a + i + L);                          \
-        for (int j = 0; j < 4; j++) {                                             \
-            s[j][0] = FMA(x0, LOAD(b[j] + i), s[j][0]);                           \
-            s[j][1] = FMA(x1, LOAD(b[j] + i + L), s[j][1]);                       \
-        }                                                                         \
-    }                                                                             \
-    for (int j = 0; j < 4; j++) {                                                 \
-        T t[L] __attribute__((aligned(32)));                                      \
-        STORE(t, ADD(s[j][0], s[j][1]));                                          \
-        T r = 0;                                                                  \
-        for (int l = 0; l < L; l++) r += t[l];                                    \
-        for (int q = i; q < k; q++) r += a[q] * b[j][q];                          \
-        out[j] = r;                                                               \
-    }
-
+/* Small-batch Linear: four dot products at a time (FC_DOT4). */
 void fc_dot4_avx2_s(const float *a, const float *const *b, int k, float *out)
 {
-    DOT4_AVX2(float, __m256, 8, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_setzero_ps, _mm256_add_ps,
+    FC_DOT4(float, __m256, 8, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_setzero_ps, _mm256_add_ps,
               _mm256_store_ps)
 }
 
 void fc_dot4_avx2_d(const double *a, const double *const *b, int k, double *out)
 {
-    DOT4_AVX2(double, __m256d, 4, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_setzero_pd, _mm256_add_pd,
+    FC_DOT4(double, __m256d, 4, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_setzero_pd, _mm256_add_pd,
               _mm256_store_pd)
 }
 

@@ -466,32 +466,38 @@ static inline void d3_masks(int c0, int pw, int W, __mmask16 mx[2][3])
         for (int b = 0; b < 3; b++) mx[v][b] = d3_lanes(c0 + 16 * v + b - pw, W);
 }
 
-/* acc[r][v] += sum over taps (a, b) of wk[3a + b] x[h0 - ph + r + a][c0 + 16 v + b - pw]
- * (mx: d3_masks of c0) */
+/* For each input row t of the DR + 2 that a block of DR output rows from h0
+ * reads, vector v and column shift b: in = the 16 inputs at row h0 - ph + t,
+ * columns c0 + 16 v + b - pw on (mx: d3_masks of c0); then STMT for each tap
+ * row a whose output row r = t - a is in the block. */
+#define D3_TAPS(xp, H, W, h0, c0, ph, pw, mx, STMT)                                             \
+    _Pragma("GCC unroll 6")                                                                     \
+    for (int t = 0; t < DR + 2; t++) {                                                          \
+        const int hi = (h0) - (ph) + t;                                                         \
+        if (hi < 0 || hi >= (H)) continue;                                                      \
+        const float *row = (xp) + (long)hi * (W);                                               \
+        _Pragma("GCC unroll 2")                                                                 \
+        for (int v = 0; v < 2; v++) {                                                           \
+            _Pragma("GCC unroll 3")                                                             \
+            for (int b = 0; b < 3; b++) {                                                       \
+                const __m512 in = _mm512_maskz_loadu_ps((mx)[v][b], row + (c0) + 16 * v + b - (pw)); \
+                _Pragma("GCC unroll 3")                                                         \
+                for (int a = 0; a < 3; a++) {                                                   \
+                    const int r = t - a;                                                        \
+                    if (r >= 0 && r < DR) { STMT; }                                             \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+    }
+
+/* acc[r][v] += sum over taps (a, b) of wk[3a + b] x[h0 - ph + r + a][c0 + 16 v + b - pw] */
 static inline __attribute__((always_inline)) void
 d3_block(const float *xp, int H, int W, int h0, int c0, int ph, int pw, const __mmask16 mx[2][3],
          const float *wk, __m512 acc[DR][2])
 {
     __m512 wt[9];
     for (int t = 0; t < 9; t++) wt[t] = _mm512_set1_ps(wk[t]);
-#pragma GCC unroll 6
-    for (int t = 0; t < DR + 2; t++) {
-        const int hi = h0 - ph + t;
-        if (hi < 0 || hi >= H) continue;
-        const float *row = xp + (long)hi * W;
-#pragma GCC unroll 2
-        for (int v = 0; v < 2; v++) {
-#pragma GCC unroll 3
-            for (int b = 0; b < 3; b++) {
-                const __m512 in = _mm512_maskz_loadu_ps(mx[v][b], row + c0 + 16 * v + b - pw);
-#pragma GCC unroll 3
-                for (int a = 0; a < 3; a++) {
-                    const int r = t - a;
-                    if (r >= 0 && r < DR) acc[r][v] = _mm512_fmadd_ps(in, wt[3 * a + b], acc[r][v]);
-                }
-            }
-        }
-    }
+    D3_TAPS(xp, H, W, h0, c0, ph, pw, mx, acc[r][v] = _mm512_fmadd_ps(in, wt[3 * a + b], acc[r][v]))
 }
 
 static inline __attribute__((always_inline)) void
@@ -578,24 +584,8 @@ int fc_direct3_wgrad_avx512_s(const float *x, const float *dy, float *dw, float 
                                                             gp + (long)(h0 + r) * Q + c0 + 16 * v);
                             acc[9] = _mm512_add_ps(acc[9], g[r][v]);
                         }
-#pragma GCC unroll 6
-                    for (int t = 0; t < DR + 2; t++) {
-                        const int hi = h0 - ph + t;
-                        if (hi < 0 || hi >= H) continue;
-                        const float *row = xp + (long)hi * W;
-#pragma GCC unroll 2
-                        for (int v = 0; v < 2; v++) {
-#pragma GCC unroll 3
-                            for (int b = 0; b < 3; b++) {
-                                const __m512 in = _mm512_maskz_loadu_ps(mx[v][b], row + c0 + 16 * v + b - pw);
-#pragma GCC unroll 3
-                                for (int a = 0; a < 3; a++) {
-                                    const int r = t - a;
-                                    if (r >= 0 && r < DR) acc[3 * a + b] = _mm512_fmadd_ps(in, g[r][v], acc[3 * a + b]);
-                                }
-                            }
-                        }
-                    }
+                    D3_TAPS(xp, H, W, h0, c0, ph, pw, mx,
+                            acc[3 * a + b] = _mm512_fmadd_ps(in, g[r][v], acc[3 * a + b]))
                 }
             }
             for (int t = 0; t < 10; t++) _mm512_store_ps(ws + task * 160 + 16 * t, acc[t]);
@@ -623,42 +613,21 @@ int fc_direct3_wgrad_avx512_s(const float *x, const float *dy, float *dw, float 
     }
     return 0;
 }
+#undef D3_TAPS
 #undef DR
 
 /* ------------------------------------------------------------ dot products */
 
-/* Four dot products of a with the rows b[0..3] (small-batch Linear), sharing
- * the loads of a: per product two 16-lane (8-lane) accumulators reduced in a
- * fixed order, eight FMA chains in flight. */
-#define DOT4_AVX512(T, VT, L, LOAD, FMA, ZERO, ADD, STORE)                        \
-    VT s[4][2];                                                                   \
-    for (int j = 0; j < 4; j++) s[j][0] = s[j][1] = ZERO();                       \
-    int i = 0;                                                                    \
-    for (; i + 2 * L <= k; i += 2 * L) {                                          \
-        const VT x0 = LOAD(a + i), x1 = LOAD(a + i + L);                          \
-        for (int j = 0; j < 4; j++) {                                             \
-            s[j][0] = FMA(x0, LOAD(b[j] + i), s[j][0]);                           \
-            s[j][1] = FMA(x1, LOAD(b[j] + i + L), s[j][1]);                       \
-        }                                                                         \
-    }                                                                             \
-    for (int j = 0; j < 4; j++) {                                                 \
-        T t[L] __attribute__((aligned(64)));                                      \
-        STORE(t, ADD(s[j][0], s[j][1]));                                          \
-        T r = 0;                                                                  \
-        for (int l = 0; l < L; l++) r += t[l];                                    \
-        for (int q = i; q < k; q++) r += a[q] * b[j][q];                          \
-        out[j] = r;                                                               \
-    }
-
+/* Small-batch Linear: four dot products at a time (FC_DOT4). */
 void fc_dot4_avx512_s(const float *a, const float *const *b, int k, float *out)
 {
-    DOT4_AVX512(float, __m512, 16, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_setzero_ps, _mm512_add_ps,
+    FC_DOT4(float, __m512, 16, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_setzero_ps, _mm512_add_ps,
                 _mm512_store_ps)
 }
 
 void fc_dot4_avx512_d(const double *a, const double *const *b, int k, double *out)
 {
-    DOT4_AVX512(double, __m512d, 8, _mm512_loadu_pd, _mm512_fmadd_pd, _mm512_setzero_pd, _mm512_add_pd,
+    FC_DOT4(double, __m512d, 8, _mm512_loadu_pd, _mm512_fmadd_pd, _mm512_setzero_pd, _mm512_add_pd,
                 _mm512_store_pd)
 }
 /* ---------------------------------------------------------------- transposes */

@@ -70,15 +70,21 @@ def test_matmul_any_strides(layout, rng):
     np.testing.assert_allclose(F.matmul(a, b), a @ b, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_matmul_bitwise_identical_for_any_thread_count(monkeypatch, dtype, rng):
-    a = rng.standard_normal((300, 520)).astype(dtype)
-    b = rng.standard_normal((520, 333)).astype(dtype)
+def _for_thread_counts(monkeypatch, fn):
+    """fn() with 1, 2 and 3 threads (each splitting even the smallest work)."""
     monkeypatch.setattr("fastcnn.functional._checks.WORK_PER_THREAD", 1)
     results = []
     for t in (1, 2, 3):
         with fastcnn.threads(t):
-            results.append(F.matmul(a, b))
+            results.append(fn())
+    return results
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matmul_bitwise_identical_for_any_thread_count(monkeypatch, dtype, rng):
+    a = rng.standard_normal((300, 520)).astype(dtype)
+    b = rng.standard_normal((520, 333)).astype(dtype)
+    results = _for_thread_counts(monkeypatch, lambda: F.matmul(a, b))
     assert np.array_equal(results[0], results[1]) and np.array_equal(results[0], results[2])
 
 
@@ -105,16 +111,12 @@ def test_small_batch_linear_same_for_any_thread_count(isa, monkeypatch, dtype, r
     is the same whichever group and thread it falls in."""
     x = rng.standard_normal((3, 517)).astype(dtype)
     w = rng.standard_normal((23, 517)).astype(dtype)
-    monkeypatch.setattr("fastcnn.functional._checks.WORK_PER_THREAD", 1)
-    outs = []
-    for t in (1, 2, 3):
-        with fastcnn.threads(t):
-            outs.append(F.linear(x, w, None, activation="relu"))
-            outs.append(F.linear(x, w[1:], None, activation="relu"))
-    for i, o in enumerate(outs):
-        assert np.array_equal(o, outs[i % 2])
-    np.testing.assert_array_equal(outs[0][:, 1:], outs[1])   # feature 1 leads its group of four
-    np.testing.assert_allclose(outs[0], np.maximum(x.astype(np.float64) @ w.T, 0), **_tol(dtype, 517))
+    outs = _for_thread_counts(monkeypatch, lambda: (F.linear(x, w, None, activation="relu"),
+                                                    F.linear(x, w[1:], None, activation="relu")))
+    for full, shifted in outs:
+        assert np.array_equal(full, outs[0][0]) and np.array_equal(shifted, outs[0][1])
+    np.testing.assert_array_equal(outs[0][0][:, 1:], outs[0][1])   # feature 1 leads its group of four
+    np.testing.assert_allclose(outs[0][0], np.maximum(x.astype(np.float64) @ w.T, 0), **_tol(dtype, 517))
 
 
 # Every epilogue the micro-kernels finish a tile with (compiled once per
