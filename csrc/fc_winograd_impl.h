@@ -16,8 +16,11 @@
  * The input is first laid out channels-last (a zero-padded copy of each
  * image, rows of pixels of C channels rounded up to a multiple of 16) so
  * that the transforms run on vectors of 16 consecutive channels. Tiles come
- * in blocks of FC_WINO_TILES, one block per task, fixed by the problem size:
- * results do not depend on the thread count.
+ * in blocks of FC_WINO_TILES fixed by the problem size; a block is one task,
+ * or, where that would load the threads unevenly, its tiles and its points
+ * are shared among them. Each tile's and point's arithmetic is the same
+ * either way, so results do not depend on the thread count. The transformed
+ * weights can be kept by the caller between calls (upack).
  *
  * The weight gradient reads the transform backwards: with Z = A dy A^T for
  * the 4 x 4 block of the output gradient over each tile and V = B^T d B,
