@@ -245,48 +245,7 @@ void fc_transpose_avx2_d(const double *src, long lds, double *dst, long ldd, int
 }
 
 /* ------------------------------------------------ Winograd F(4x4, 3x3) and F(4x4, 2x2) */
-#define FN(name) fc_##name##_avx2_s
-#define T float
-#define GEMM fc_gemm_s
-#define GEMM_WS fc_gemm_ws_s
-#define GEMM_PACK_B fc_gemm_pack_b_s
-#define GEMM_PACKED_B_SIZE fc_gemm_packed_b_size_s
-#define TRANSPOSE fc_transpose_avx2_s
-#define NHWC_ROWS fc_nhwc_rows_s
-#define WR 3
-#include "fc_winograd_impl.h"
-#undef WR
-#define WR 2
-#include "fc_winograd_impl.h"
-#undef WR
-#undef NHWC_ROWS
-#undef T
-#undef FN
-#undef GEMM
-#undef GEMM_WS
-#undef GEMM_PACK_B
-#undef GEMM_PACKED_B_SIZE
-#undef TRANSPOSE
-#define FN(name) fc_##name##_avx2_d
-#define T double
-#define GEMM fc_gemm_d
-#define GEMM_WS fc_gemm_ws_d
-#define GEMM_PACK_B fc_gemm_pack_b_d
-#define GEMM_PACKED_B_SIZE fc_gemm_packed_b_size_d
-#define TRANSPOSE fc_transpose_avx2_d
-#define NHWC_ROWS fc_nhwc_rows_d
-#define WR 3
-#include "fc_winograd_impl.h"
-#undef WR
-#define WR 2
-#include "fc_winograd_impl.h"
-#undef WR
-#undef NHWC_ROWS
-#undef T
-#undef FN
-#undef GEMM
-#undef GEMM_WS
-#undef GEMM_PACK_B
-#undef GEMM_PACKED_B_SIZE
-#undef TRANSPOSE
+#define FC_ISA avx2
+#include "fc_winograd_inst.h"
+#undef FC_ISA
 #endif

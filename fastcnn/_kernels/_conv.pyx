@@ -658,13 +658,9 @@ cdef object conv2d_forward_pm(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y,
 
 cdef inline fc_view dy_t(const void *p, long pq, long img) noexcept nogil:
     """The output gradient as pixels (of every image) x channels."""
-    cdef fc_view v
-    memset(&v, 0, sizeof(v))
+    cdef fc_view v = dense(p, pq, img)
     v.kind = FC_VIEW_IMAGES
     v.trans = 1
-    v.p = p
-    v.rs = pq
-    v.cs = img
     return v
 
 

@@ -1,0 +1,56 @@
+/* The Winograd kernels F(4x4, 3x3) and F(4x4, 2x2), float and double, of the
+ * instruction set named by the token FC_ISA (generic, avx2, avx512): included
+ * once at the end of that set's micro-kernel file, so that the transforms are
+ * compiled with its flags. Functions are fc_<name>43_<isa>_<s|d> and
+ * fc_<name>42_<isa>_<s|d>. */
+#define FC_WI_CAT(a, b, c) a##b##c
+#define FC_WI_NAME(name, isa, t) FC_WI_CAT(fc_##name##_, isa, _##t)
+
+#define FN(name) FC_WI_NAME(name, FC_ISA, s)
+#define T float
+#define GEMM fc_gemm_s
+#define GEMM_WS fc_gemm_ws_s
+#define GEMM_PACK_B fc_gemm_pack_b_s
+#define GEMM_PACKED_B_SIZE fc_gemm_packed_b_size_s
+#define TRANSPOSE FC_WI_NAME(transpose, FC_ISA, s)
+#define NHWC_ROWS fc_nhwc_rows_s
+#define WR 3
+#include "fc_winograd_impl.h"
+#undef WR
+#define WR 2
+#include "fc_winograd_impl.h"
+#undef WR
+#undef NHWC_ROWS
+#undef T
+#undef FN
+#undef GEMM
+#undef GEMM_WS
+#undef GEMM_PACK_B
+#undef GEMM_PACKED_B_SIZE
+#undef TRANSPOSE
+
+#define FN(name) FC_WI_NAME(name, FC_ISA, d)
+#define T double
+#define GEMM fc_gemm_d
+#define GEMM_WS fc_gemm_ws_d
+#define GEMM_PACK_B fc_gemm_pack_b_d
+#define GEMM_PACKED_B_SIZE fc_gemm_packed_b_size_d
+#define TRANSPOSE FC_WI_NAME(transpose, FC_ISA, d)
+#define NHWC_ROWS fc_nhwc_rows_d
+#define WR 3
+#include "fc_winograd_impl.h"
+#undef WR
+#define WR 2
+#include "fc_winograd_impl.h"
+#undef WR
+#undef NHWC_ROWS
+#undef T
+#undef FN
+#undef GEMM
+#undef GEMM_WS
+#undef GEMM_PACK_B
+#undef GEMM_PACKED_B_SIZE
+#undef TRANSPOSE
+
+#undef FC_WI_NAME
+#undef FC_WI_CAT
