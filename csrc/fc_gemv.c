@@ -1,5 +1,7 @@
-/* Small-batch products y = x . W^T + bias (Linear with a batch of a few rows):
- * every output is a dot product of two contiguous rows, so nothing is packed.
+/* Small-batch products y = x . W^T + bias (Linear with a batch of a few rows,
+ * or, with the roles of x and W swapped and the bias by row, a Linear with a
+ * few output features): every output is a dot product of two contiguous
+ * rows, so nothing is packed.
  * Parallel over groups of four output features, whose dot products share the
  * loads of x (one kernel per instruction set, beside the micro-kernels); each
  * sums in a fixed order, the same in every group, so results do not depend
@@ -21,6 +23,7 @@ int fc_gemv_##SFX(int n, int m, int k, const T *x, long ldx, const T *w, long ld
     const int act = epi ? epi->act : FC_ACT_NONE;                                     \
     const T slope = epi ? (T)epi->slope : 0;                                          \
     const int col_bias = epi && epi->bias_mode == FC_BIAS_COL;                        \
+    const int row_bias = epi && epi->bias_mode == FC_BIAS_ROW;                        \
     void (*dot4)(const T *, const T *const *, int, T *) = fc_kernel()->dot4_##SFX;    \
     const int ngroups = (m + 3) / 4;                                                  \
     if (nthreads < 1) nthreads = 1;                                                   \
@@ -35,6 +38,7 @@ int fc_gemv_##SFX(int n, int m, int k, const T *x, long ldx, const T *w, long ld
             for (int j = 0; j < cnt; j++) {                                           \
                 T u = v[j];                                                           \
                 if (col_bias) u += bias[o0 + j];                                      \
+                else if (row_bias) u += bias[r];                                      \
                 if (act == FC_ACT_RELU) u = u < 0 ? (T)0 : u;                         \
                 else if (act == FC_ACT_LEAKY) u = u < 0 ? u * slope : u;              \
                 y[(long)r * ldy + o0 + j] = u;                                        \

@@ -249,6 +249,23 @@ def test_bitwise_identical_for_any_thread_count(monkeypatch, name, dtype, rng):
             assert np.array_equal(a, b_)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(37, 70, 7, 7), (17, 5, 15, 17), (33, 3, 16, 16), (2, 4, 1, 1), (5, 2, 3, 1),
+                                   (37, 130)])
+def test_bias_gradient_sums_for_any_thread_count(monkeypatch, shape, dtype, rng):
+    """The bias gradient (per-channel sums: planes shorter or longer than a block,
+    several blocks of images, a Linear's rows) in a fixed order for any thread count."""
+    from fastcnn._kernels import _conv
+    dy = rng.standard_normal(shape).astype(dtype)
+    monkeypatch.setattr("fastcnn.functional._checks.WORK_PER_THREAD", 1)
+    outs = [_conv.channel_sum(dy, np.empty(shape[1], dtype), t) for t in (1, 2, 3)]
+    for o in outs[1:]:
+        assert np.array_equal(o, outs[0])
+    axes = (0,) + tuple(range(2, len(shape)))
+    np.testing.assert_allclose(outs[0], dy.astype(np.float64).sum(axis=axes),
+                               rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
 # stride-1 shapes that store tiles through the column wrap in every way: rows narrower
 # than a tile (every tile spans rows), rows wide enough for whole tiles inside them,
 # and depths of several blocks (tiles merged into the output block after block)

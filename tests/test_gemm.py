@@ -119,6 +119,27 @@ def test_small_batch_linear_same_for_any_thread_count(isa, monkeypatch, dtype, r
     np.testing.assert_allclose(outs[0][0], np.maximum(x.astype(np.float64) @ w.T, 0), **_tol(dtype, 517))
 
 
+@pytest.mark.parametrize("out_features", [1, 2, 4, 5])
+@pytest.mark.parametrize("activation", [None, "relu", "leaky_relu"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_few_output_features_linear(isa, monkeypatch, activation, dtype, out_features, rng):
+    """A Linear with a few outputs (a discriminator's last layer) over many rows: the
+    bias is per output feature, the result row-major and the same for any thread count."""
+    x = rng.standard_normal((37, 611)).astype(dtype)
+    w = rng.standard_normal((out_features, 611)).astype(dtype)
+    b = rng.standard_normal(out_features).astype(dtype)
+    outs = _for_thread_counts(monkeypatch, lambda: F.linear(x, w, b, activation=activation, negative_slope=0.2))
+    expected = x.astype(np.float64) @ w.T + b
+    if activation == "relu":
+        expected = np.maximum(expected, 0)
+    elif activation == "leaky_relu":
+        expected = np.where(expected < 0, 0.2 * expected, expected)
+    for y in outs:
+        assert y.shape == (37, out_features) and y.flags.c_contiguous
+        assert np.array_equal(y, outs[0])
+    np.testing.assert_allclose(outs[0], expected, **_tol(dtype, 611))
+
+
 # Every epilogue the micro-kernels finish a tile with (compiled once per
 # alpha 1 / beta 0 or 1, bias mode and activation, and once in general), on
 # whole and partial tiles, eight-row and narrow kernels, one and two depth blocks.

@@ -1085,15 +1085,74 @@ def conv2d_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, int gr
 # ---------------------------------------------------------------------------
 # per-channel helpers: bias gradient and bias addition (NCHW or NC)
 
+# Sums of many short planes or columns (HW < 256, or a Linear's (N, C)) first add
+# blocks of SUM_ROWS planes element by element, then the block sums in double:
+# the order is fixed by the shape, and each partial sums as few values as
+# plane_sum's.
+DEF SUM_ROWS = 16
+DEF SUM_COLS = 64
+
+
+cdef double _short_planes_sum(const floating *p, long stride, int N, long HW) noexcept nogil:
+    """Sum of N planes of HW (< 256) values, plane n at p + n * stride."""
+    cdef floating s[256]
+    cdef double acc = 0
+    cdef int n0, n, nb
+    cdef long i
+    cdef const floating *q
+    for n0 in range(0, N, SUM_ROWS):
+        nb = N - n0 if N - n0 < SUM_ROWS else SUM_ROWS
+        q = p + <long>n0 * stride
+        for i in range(HW):
+            s[i] = q[i]
+        for n in range(1, nb):
+            q = p + <long>(n0 + n) * stride
+            for i in range(HW):
+                s[i] = s[i] + q[i]
+        acc += plane_sum(s, HW)
+    return acc
+
+
+cdef void _column_sums(const floating *dy, floating *out, int N, int C, int c0, int nc) noexcept nogil:
+    """out[c] = sum over the N rows of column c of dy (N, C), for c0 <= c < c0 + nc (nc <= SUM_COLS)."""
+    cdef floating s[SUM_COLS]
+    cdef double acc[SUM_COLS]
+    cdef int n0, n, nb, j
+    cdef const floating *q
+    for j in range(nc):
+        acc[j] = 0
+    for n0 in range(0, N, SUM_ROWS):
+        nb = N - n0 if N - n0 < SUM_ROWS else SUM_ROWS
+        q = dy + <long>n0 * C + c0
+        for j in range(nc):
+            s[j] = q[j]
+        for n in range(1, nb):
+            q = dy + <long>(n0 + n) * C + c0
+            for j in range(nc):
+                s[j] = s[j] + q[j]
+        for j in range(nc):
+            acc[j] += s[j]
+    for j in range(nc):
+        out[c0 + j] = <floating>acc[j]
+
+
 cdef void _channel_sum(const floating *dy, floating *out, int N, int C, long HW,
                        int n_threads) noexcept nogil:
-    cdef int c, n
+    cdef int c, n, cb, nblocks = (C + SUM_COLS - 1) // SUM_COLS
     cdef double acc
+    if HW == 1:
+        for cb in prange(nblocks, schedule='static', num_threads=n_threads):
+            _column_sums(dy, out, N, C, cb * SUM_COLS, C - cb * SUM_COLS if C - cb * SUM_COLS < SUM_COLS
+                         else SUM_COLS)
+        return
     for c in prange(C, schedule='static', num_threads=n_threads):
-        acc = 0
-        for n in range(N):
-            acc = acc + plane_sum(dy + (<long>n * C + c) * HW, HW)
-        out[c] = <floating>acc
+        if HW < 256:
+            out[c] = <floating>_short_planes_sum(dy + <long>c * HW, <long>C * HW, N, HW)
+        else:
+            acc = 0
+            for n in range(N):
+                acc = acc + plane_sum(dy + (<long>n * C + c) * HW, HW)
+            out[c] = <floating>acc
 
 
 def channel_sum(cnp.ndarray dy, cnp.ndarray out, int n_threads=1):

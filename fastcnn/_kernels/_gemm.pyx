@@ -100,12 +100,13 @@ def gemm(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, bint trans_a=False, bint t
 
 
 def linear_rows(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, int act=0, double slope=0.01,
-                int n_threads=1):
+                int n_threads=1, bint bias_by_row=False):
     """y = x @ w.T (+ bias, activation) for a few rows of x, without packing.
 
-    x (n, k) and w (m, k) with unit column stride, y (n, m) C-contiguous.
+    x (n, k) and w (m, k) with unit column stride, y (n, m) C-contiguous; the
+    bias has one value per column of y, or per row with ``bias_by_row``.
     """
-    cdef fc_epilogue epi = epilogue(bias, FC_BIAS_COL, act, slope)
+    cdef fc_epilogue epi = epilogue(bias, FC_BIAS_ROW if bias_by_row else FC_BIAS_COL, act, slope)
     cdef int n = x.shape[0], k = x.shape[1], m = w.shape[0]
     cdef long ldx = x.strides[0] // x.itemsize, ldw = w.strides[0] // w.itemsize
     cdef long ldy = y.strides[0] // y.itemsize

@@ -12,7 +12,7 @@ cimport cython
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport exp, expf, log, logf, tanh, tanhf, sqrt, sqrtf, INFINITY
+from libc.math cimport exp, expf, log, logf, sqrt, sqrtf, INFINITY
 from libc.string cimport memcmp
 
 cnp.import_array()
@@ -127,15 +127,6 @@ def leaky_relu_backward(const floating[::1] g, const floating[::1] x, floating[:
         return
     for c in prange(nc, schedule='static', nogil=True, num_threads=n_threads):
         _leaky_bwd_run(&g[c * CHUNK], &x[c * CHUNK], &gx[c * CHUNK], s, min(CHUNK, n - c * CHUNK))
-
-
-def tanh_forward(const floating[::1] x, floating[::1] y, int n_threads):
-    cdef Py_ssize_t i, n = x.shape[0]
-    for i in prange(n, schedule='static', nogil=True, num_threads=n_threads):
-        if floating is float:
-            y[i] = tanhf(x[i])
-        else:
-            y[i] = tanh(x[i])
 
 
 def tanh_backward(const floating[::1] g, const floating[::1] y, floating[::1] gx, int n_threads):

@@ -10,6 +10,8 @@ _ACT = {None: 0, "relu": 1, "leaky_relu": 2}
 
 # Batches up to this size run Linear as dot products over the weight rows:
 # packing the weight for the GEMM would cost more than the product itself.
+# So do layers with this many output features, with the roles swapped
+# (y.T = weight @ x.T, dot products over the rows of x).
 SMALL_BATCH = 4
 
 
@@ -87,6 +89,13 @@ def _linear(x, weight, bias, act, negative_slope):
     nt = n_threads(2 * y.size * x.shape[1], grain=200_000)
     if x.shape[0] <= SMALL_BATCH:
         return _gemm.linear_rows(x, weight, bias, y, act, float(negative_slope), nt)
+    if weight.shape[0] <= SMALL_BATCH:
+        yt = _gemm.linear_rows(weight, x, bias, np.empty((y.shape[1], y.shape[0]), dtype=x.dtype), act,
+                               float(negative_slope), nt, True)
+        if y.shape[1] == 1:
+            return yt.reshape(y.shape)
+        y[...] = yt.T
+        return y
     return _gemm.gemm(x, weight, y, False, True, bias=bias, bias_mode=2, act=act,
                       slope=float(negative_slope), n_threads=nt)
 
