@@ -26,10 +26,11 @@
  * the 4 x 4 block of the output gradient over each tile and V = B^T d B,
  * dW[k][c] = G^T [sum over tiles of Z_k . V_c] G: WA^2 GEMMs S_e (C x K) =
  * V_e^T (C x tiles) . Z_e (tiles x K), summed over a fixed number of chunks
- * of blocks of tiles in a fixed order. */
+ * of equal blocks of tiles in a fixed order. */
 
 #ifndef FC_WINO_TILES
 #define FC_WINO_TILES 64
+#define FC_WINO_MIN_TILES 24                   /* the smallest block of shared-out tiles */
 #define FC_WINO_L 16                           /* channels a transform vector */
 #define FC_WINO_AL(n) (((long)(n) + 15) & ~15L)
 #endif
@@ -416,17 +417,22 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
 #pragma omp barrier
 #endif
         /* a block of tiles a task while that shares the tiles out evenly (a thread's
-         * share at most a tenth above the mean); else each block's tiles and points */
+         * share at most a tenth above the mean, or blocks of equal size, at least
+         * FC_WINO_MIN_TILES, in a multiple of the thread count); else each block's
+         * tiles and points. A tile's arithmetic does not depend on its block. */
         const long share = (long)((g.nblocks + nth - 1) / nth) * FC_WINO_TILES;
-        if (g.nblocks >= 8 * nth || 10 * share * nth <= 11L * g.ntiles) {
+        const int nbal = (g.nblocks + nth - 1) / nth * nth, bal = (g.ntiles + nbal - 1) / nbal;
+        const int even = g.nblocks >= 8 * nth || 10 * share * nth <= 11L * g.ntiles;
+        if (even || bal >= FC_WINO_MIN_TILES) {
+            const int bt = even ? FC_WINO_TILES : bal, nb = (g.ntiles + bt - 1) / bt;
             T *V = task_ws + (long)tid * g.per + g.v_off;
             T *M = task_ws + (long)tid * g.per + g.m_off;
 #if FC_OPENMP
 #pragma omp for schedule(static)
 #endif
-            for (int bi = 0; bi < g.nblocks; bi++) {
-                const int t0 = bi * FC_WINO_TILES;
-                const int nt = g.ntiles - t0 < FC_WINO_TILES ? g.ntiles - t0 : FC_WINO_TILES;
+            for (int bi = 0; bi < nb; bi++) {
+                const int t0 = bi * bt;
+                const int nt = g.ntiles - t0 < bt ? g.ntiles - t0 : bt;
                 WN(wino_in_range)(xt, &g, t0, t0, t0 + nt, V);
                 for (int e = 0; e < WP; e++)
                     rc |= WN(wino_point)(V, Upack, ustride, &g, K, nt, e, aoff, doff, M, gws);
@@ -515,7 +521,7 @@ static void WN(wino_wout)(const T *S, int C, int K, int k0, int k1, T *dw)
 
 typedef struct {
     WN(wino_geom) f;                           /* the forward's geometry (input side) */
-    int Hq, Wq, nchunks;
+    int Hq, Wq, bt, nblocks, nchunks;         /* tiles a block (equal blocks), blocks, chunks */
     long dimg, dy_layout, partials, per, z_off, gws_off, zs;
 } WN(wino_wgeom);
 
@@ -525,7 +531,10 @@ static WN(wino_wgeom) WN(wino_wplan)(int N, int C, int K, int P, int Q)
     g.f = WN(wino_plan)(N, C, K, P, Q);
     g.Hq = 4 * g.f.th;
     g.Wq = 4 * g.f.tw;
-    g.nchunks = g.f.nblocks < 8 ? g.f.nblocks : 8;
+    g.bt = (g.f.ntiles + g.f.nblocks - 1) / (g.f.nblocks > 0 ? g.f.nblocks : 1);
+    if (g.bt < 1) g.bt = 1;
+    g.nblocks = (g.f.ntiles + g.bt - 1) / g.bt;
+    g.nchunks = g.nblocks < 8 ? g.nblocks : 8;
     g.dimg = (long)g.Hq * g.Wq * g.f.Ks;
     g.dy_layout = FC_WINO_AL((long)N * g.dimg);
     g.partials = FC_WINO_AL((long)g.nchunks * WP * C * K);
@@ -580,12 +589,12 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, i
 #pragma omp for schedule(static)
 #endif
         for (int ch = 0; ch < g.nchunks; ch++) {
-            const int b0 = (int)((long)ch * f->nblocks / g.nchunks);
-            const int b1 = (int)((long)(ch + 1) * f->nblocks / g.nchunks);
+            const int b0 = (int)((long)ch * g.nblocks / g.nchunks);
+            const int b1 = (int)((long)(ch + 1) * g.nblocks / g.nchunks);
             T *S = part + (long)ch * WP * CK;
             for (int bi = b0; bi < b1; bi++) {
-                const int t0 = bi * FC_WINO_TILES;
-                const int nt = f->ntiles - t0 < FC_WINO_TILES ? f->ntiles - t0 : FC_WINO_TILES;
+                const int t0 = bi * g.bt;
+                const int nt = f->ntiles - t0 < g.bt ? f->ntiles - t0 : g.bt;
                 for (int t = t0; t < t0 + nt;) {
                     const int n = t / tpi, ti = t % tpi;
                     const int cnt = tpi - ti < t0 + nt - t ? tpi - ti : t0 + nt - t;

@@ -224,6 +224,8 @@ SHAPES_FOR_THREADS = {
     # one block of tiles, and two: blocks or points shared out, by thread count
     "winograd_one_block": ((2, 16, 14, 14), (32, 16, 3, 3), 1, 1),
     "winograd_two_blocks": ((5, 16, 14, 14), (20, 16, 3, 3), 1, 1),
+    # 49 tiles: one block, two of 25, or the tiles and points of one block shared out
+    "winograd_batch1": ((1, 16, 28, 28), (24, 16, 3, 3), 1, 1),
 }
 
 
