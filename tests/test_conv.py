@@ -50,6 +50,10 @@ CASES = {
     "pm_pad_gt_half_kernel": (1, 16, 5, 5, 16, 3, 3, 1, 3, 1, 1),
     "pm_1x1image": (1, 24, 1, 1, 24, 3, 3, 1, 1, 1, 1),
     "pm_wide": (2, 48, 6, 6, 96, 3, 3, 1, 1, 1, 1),
+    # input gradients over the phases of the image: a single column phase, and
+    # phases with unequal numbers of taps, rows and columns
+    "pm_s2_one_column": (2, 16, 5, 1, 32, 3, 3, 2, 1, 1, 1),
+    "pm_k4_s3_uneven": (2, 16, 10, 11, 32, 4, 4, 3, 1, 1, 1),
     # Winograd F(4x4, 3x3) (64 tiles or more): outputs not a multiple of the tile,
     # padding 0-2, several blocks, channel counts off the vector width
     "wino_pad0": (8, 16, 14, 13, 16, 3, 3, 1, 0, 1, 1),

@@ -819,20 +819,51 @@ cdef int _backward_data_pm(const floating *dyp, const floating *wph, floating *o
 
 
 cdef void _interleave(const floating *buf, floating *dx, long nplanes, int H, int W, int sh, int sw,
-                      int a, int b, int Hi, int Wj, int n_threads) noexcept nogil:
-    """dx[t, sh i + a, sw j + b] = buf[t, i, j] (buf NULL: zero)."""
-    cdef long t
-    cdef int i, j
+                      int nb, const long *poff, const int *His, const int *Wjs, int n_threads) noexcept nogil:
+    """dx[t, sh i + a, sw j + b] = phase (a, b)[t, i, j] for every phase in one pass
+    over dx, a row at a time; phase (a, b) at buf + poff[a nb + b] (poff < 0: zero),
+    nb = min(sw, W) column phases."""
+    cdef long t, o0
+    cdef int h, a, b, i, j, Wj
     cdef floating *row
+    cdef const floating *s0
+    cdef const floating *s1
     for t in prange(nplanes, schedule='static', num_threads=n_threads):
-        for i in range(Hi):
-            row = dx + (t * H + sh * i + a) * W + b
-            if buf == NULL:
+        for h in range(H):
+            a = h % sh
+            i = h // sh
+            row = dx + (t * H + h) * W
+            if nb == 2 and sw == 2 and Wjs[0] == Wjs[1] and poff[2 * a] >= 0 and poff[2 * a + 1] >= 0:
+                Wj = Wjs[0]
+                s0 = buf + poff[2 * a] + (t * His[a] + i) * Wj
+                s1 = buf + poff[2 * a + 1] + (t * His[a] + i) * Wj
                 for j in range(Wj):
-                    row[sw * j] = 0
+                    row[2 * j] = s0[j]
+                    row[2 * j + 1] = s1[j]
+                continue
+            for b in range(nb):
+                Wj = Wjs[b]
+                o0 = poff[a * nb + b]
+                if o0 < 0:
+                    for j in range(Wj):
+                        row[sw * j + b] = 0
+                else:
+                    s0 = buf + o0 + (t * His[a] + i) * Wj
+                    for j in range(Wj):
+                        row[sw * j + b] = s0[j]
+
+
+cdef void _taps_major(const floating *w, floating *wt, int G, int Kg, int Cg, int RS) noexcept nogil:
+    """wt (G, RS, Kg, Cg) = w (G, Kg, Cg, RS) with the taps outermost."""
+    cdef int gi, k
+    for gi in range(G):
+        for k in range(Kg):
+            if floating is float:
+                fc_transpose_s(w + (<long>gi * Kg + k) * Cg * RS, RS,
+                               wt + <long>gi * RS * Kg * Cg + <long>k * Cg, <long>Kg * Cg, Cg, RS)
             else:
-                for j in range(Wj):
-                    row[sw * j] = buf[(t * Hi + i) * Wj + j]
+                fc_transpose_d(w + (<long>gi * Kg + k) * Cg * RS, RS,
+                               wt + <long>gi * RS * Kg * Cg + <long>k * Cg, <long>Kg * Cg, Cg, RS)
 
 
 def _taps_index(taps):
@@ -853,9 +884,17 @@ cdef list phase_taps(int a, int ph, int d, int s, int R):
     return [(r, (a + ph - r * d) // s) for r in range(R) if (a + ph - r * d) % s == 0]
 
 
-cdef object conv2d_backward_data_pm(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray dx, Geom g,
-                                    int n_threads):
-    cdef int sh = g.sh, sw = g.sw, a, b, Hi, Wj, top = 0, left = 0, bottom = 0, right = 0
+# plans of input gradients by geometry: the padding of dy and, per phase, its
+# pixels' and taps' offsets (a few recent geometries)
+_DATA_PLANS = {}
+
+
+cdef object data_plan(const Geom *g):
+    key = (g.N, g.G, g.Cg, g.H, g.W, g.Kg, g.R, g.S, g.P, g.Q, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw)
+    plan = _DATA_PLANS.get(key)
+    if plan is not None:
+        return plan
+    cdef int sh = g.sh, sw = g.sw, top = 0, left = 0, bottom = 0, right = 0
     cdef int K = g.G * g.Kg, C = g.G * g.Cg
     rows = [(a, (g.H - a + sh - 1) // sh, phase_taps(a, g.ph, g.dh, sh, g.R)) for a in range(min(sh, g.H))]
     cols = [(b, (g.W - b + sw - 1) // sw, phase_taps(b, g.pw, g.dw, sw, g.S)) for b in range(min(sw, g.W))]
@@ -869,27 +908,14 @@ cdef object conv2d_backward_data_pm(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray d
             left = max(left, -d)
             right = max(right, n - 1 + d - (g.Q - 1))
     cdef int Hq = top + g.P + bottom, Wq = left + g.Q + right
-    # dy channels-last (zero-padded): a product's depth runs over the channels
-    # of one tap at a time, contiguous in memory
-    cdef cnp.ndarray dyp = nhwc_copy(dy, Hq, Wq, top, left, n_threads, "dy")
-    cdef long dimg = <long>Hq * Wq * K, pix
-    cdef bint direct = sh == 1 and sw == 1
-    cdef cnp.ndarray buf, poffs_arr, toffs_arr, wph
-    cdef const long *poffs
-    cdef const long *toffs
-    cdef int rc = 0, depth
-    w5 = w.reshape(g.G, g.Kg, g.Cg, g.R, g.S)
+    cdef long dimg = <long>Hq * Wq * K, pix, off = 0
+    phases = []
     for a, Hi, rtaps in rows:
         for b, Wj, staps in cols:
-            if not rtaps or not staps:
-                if dy.dtype == np.float32:
-                    _interleave(<float *>NULL, <float *>cnp.PyArray_DATA(dx), <long>g.N * C, g.H, g.W,
-                                sh, sw, a, b, Hi, Wj, n_threads)
-                else:
-                    _interleave(<double *>NULL, <double *>cnp.PyArray_DATA(dx), <long>g.N * C, g.H,
-                                g.W, sh, sw, a, b, Hi, Wj, n_threads)
-                continue
             pix = <long>Hi * Wj
+            if not rtaps or not staps:
+                phases.append((a, b, Hi, Wj, -1, None))
+                continue
             ii, jj = np.meshgrid(np.arange(Hi) + top, np.arange(Wj) + left, indexing="ij")
             # rows past the last pixel (a partial tile's) read at the first pixel: tap
             # offsets may be negative here
@@ -901,47 +927,91 @@ cdef object conv2d_backward_data_pm(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray d
             # depth (tap row, tap column, channel)
             toffs_arr = ((dr[:, None, None] * Wq + ds[None, :, None]) * K
                          + np.arange(g.Kg)[None, None, :]).ravel()
-            depth = toffs_arr.shape[0]
-            # (G, Kg, Cg, |rtaps|, |staps|) -> (G, depth, Cg)
-            wsel = w5[:, :, :, _taps_index(rtaps)][:, :, :, :, _taps_index(staps)]
-            wph = np.ascontiguousarray(wsel.transpose(0, 3, 4, 1, 2)).reshape(g.G, depth, g.Cg)
-            buf = dx if direct else scratch("phase", (g.N, C, Hi, Wj), dx.dtype)
-            if (g.G == 1 and g.dh == 1 and g.dw == 1 and len(rtaps) == len(staps)
-                    and winograd(g.N, K, C, len(rtaps), len(staps), (1, 1), (1, 1), 1, Hi, Wj)):
-                # a stride-1 correlation of dy with the phase's taps in the order of their shifts
-                rs_ = sorted(rtaps, key=lambda t: t[1])
-                ss_ = sorted(staps, key=lambda t: t[1])
-                gsub = np.ascontiguousarray(
-                    w[:, :, _taps_index(rs_)][:, :, :, _taps_index(ss_)].transpose(1, 0, 2, 3))
-                conv2d_winograd(dy, gsub, None, buf, (-rs_[0][1], -ss_[0][1]), 0, 0.0, n_threads)
-                if not direct:
-                    if dy.dtype == np.float32:
-                        _interleave(<float *>cnp.PyArray_DATA(buf), <float *>cnp.PyArray_DATA(dx),
-                                    <long>g.N * C, g.H, g.W, sh, sw, a, b, Hi, Wj, n_threads)
-                    else:
-                        _interleave(<double *>cnp.PyArray_DATA(buf), <double *>cnp.PyArray_DATA(dx),
-                                    <long>g.N * C, g.H, g.W, sh, sw, a, b, Hi, Wj, n_threads)
-                continue
-            poffs = <const long *>cnp.PyArray_DATA(poffs_arr)
-            toffs = <const long *>cnp.PyArray_DATA(toffs_arr)
-            if dy.dtype == np.float32:
-                with nogil:
-                    rc |= _backward_data_pm(<float *>cnp.PyArray_DATA(dyp), <float *>cnp.PyArray_DATA(wph),
-                                            <float *>cnp.PyArray_DATA(buf), &g, pix, poffs,
-                                            toffs, depth, n_threads)
-                    if not direct:
-                        _interleave(<float *>cnp.PyArray_DATA(buf), <float *>cnp.PyArray_DATA(dx),
-                                    <long>g.N * C, g.H, g.W, sh, sw, a, b, Hi, Wj, n_threads)
-            else:
-                with nogil:
-                    rc |= _backward_data_pm(<double *>cnp.PyArray_DATA(dyp), <double *>cnp.PyArray_DATA(wph),
-                                            <double *>cnp.PyArray_DATA(buf), &g, pix, poffs,
-                                            toffs, depth, n_threads)
-                    if not direct:
-                        _interleave(<double *>cnp.PyArray_DATA(buf), <double *>cnp.PyArray_DATA(dx),
-                                    <long>g.N * C, g.H, g.W, sh, sw, a, b, Hi, Wj, n_threads)
+            wino = (g.G == 1 and g.dh == 1 and g.dw == 1 and len(rtaps) == len(staps)
+                    and winograd(g.N, K, C, len(rtaps), len(staps), (1, 1), (1, 1), 1, Hi, Wj))
+            phases.append((a, b, Hi, Wj, off, (poffs_arr, toffs_arr, _taps_index(rtaps), _taps_index(staps),
+                                              wino, sorted(rtaps, key=lambda t: t[1]),
+                                              sorted(staps, key=lambda t: t[1]))))
+            off += g.N * C * pix
+    His = np.array([Hi for _, Hi, _ in rows], dtype=np.intc)
+    Wjs = np.array([Wj for _, Wj, _ in cols], dtype=np.intc)
+    poff = np.array([ph[4] for ph in phases], dtype=np.int64)
+    plan = (Hq, Wq, top, left, phases, off, His, Wjs, poff)
+    if len(_DATA_PLANS) >= 32:
+        _DATA_PLANS.clear()
+    _DATA_PLANS[key] = plan
+    return plan
+
+
+cdef object conv2d_backward_data_pm(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray dx, Geom g,
+                                    int n_threads):
+    cdef int sh = g.sh, sw = g.sw
+    cdef int K = g.G * g.Kg, C = g.G * g.Cg
+    Hq, Wq, top, left, phases, total, His_arr, Wjs_arr, poff_arr = data_plan(&g)
+    # dy channels-last (zero-padded): a product's depth runs over the channels
+    # of one tap at a time, contiguous in memory
+    cdef cnp.ndarray dyp = nhwc_copy(dy, Hq, Wq, top, left, n_threads, "dy")
+    cdef bint direct = sh == 1 and sw == 1
+    cdef cnp.ndarray buf, phbuf, poffs_arr, toffs_arr, wph
+    cdef const long *poffs
+    cdef const long *toffs
+    cdef int rc = 0, depth
+    cdef long pix
+    # the weight with its taps outermost: each phase's taps are whole (Kg x Cg) blocks
+    cdef cnp.ndarray wt = scratch("taps", (g.G, g.R, g.S, g.Kg, g.Cg), w.dtype)
+    if w.dtype == np.float32:
+        with nogil:
+            _taps_major(<float *>cnp.PyArray_DATA(w), <float *>cnp.PyArray_DATA(wt), g.G, g.Kg, g.Cg, g.R * g.S)
+    else:
+        with nogil:
+            _taps_major(<double *>cnp.PyArray_DATA(w), <double *>cnp.PyArray_DATA(wt), g.G, g.Kg, g.Cg,
+                        g.R * g.S)
+    phbuf = dx if direct else scratch("phase", (max(<long>total, 1),), dx.dtype)
+    for a, b, Hi, Wj, off, ph in phases:
+        if ph is None:
+            continue
+        poffs_arr, toffs_arr, ri, si, wino, rs_, ss_ = ph
+        pix = <long>Hi * Wj
+        buf = dx if direct else phbuf[off:off + g.N * C * pix].reshape(g.N, C, Hi, Wj)
+        if wino:
+            # a stride-1 correlation of dy with the phase's taps in the order of their shifts
+            gsub = np.ascontiguousarray(
+                w[:, :, _taps_index(rs_)][:, :, :, _taps_index(ss_)].transpose(1, 0, 2, 3))
+            conv2d_winograd(dy, gsub, None, buf, (-rs_[0][1], -ss_[0][1]), 0, 0.0, n_threads)
+            continue
+        depth = toffs_arr.shape[0]
+        # (G, |rtaps|, |staps|, Kg, Cg) -> (G, depth, Cg)
+        wph = np.ascontiguousarray(wt[:, ri][:, :, si]).reshape(g.G, depth, g.Cg)
+        poffs = <const long *>cnp.PyArray_DATA(poffs_arr)
+        toffs = <const long *>cnp.PyArray_DATA(toffs_arr)
+        if dy.dtype == np.float32:
+            with nogil:
+                rc |= _backward_data_pm(<float *>cnp.PyArray_DATA(dyp), <float *>cnp.PyArray_DATA(wph),
+                                        <float *>cnp.PyArray_DATA(buf), &g, pix, poffs, toffs, depth,
+                                        n_threads)
+        else:
+            with nogil:
+                rc |= _backward_data_pm(<double *>cnp.PyArray_DATA(dyp), <double *>cnp.PyArray_DATA(wph),
+                                        <double *>cnp.PyArray_DATA(buf), &g, pix, poffs, toffs, depth,
+                                        n_threads)
     if rc:
         raise MemoryError("fastcnn: out of memory in conv2d backward")
+    if direct:
+        if phases[0][5] is None:
+            dx[...] = 0
+        return dx
+    cdef const long *poff = <const long *>cnp.PyArray_DATA(poff_arr)
+    cdef const int *His = <const int *>cnp.PyArray_DATA(His_arr)
+    cdef const int *Wjs = <const int *>cnp.PyArray_DATA(Wjs_arr)
+    cdef int nb = Wjs_arr.shape[0]
+    if dy.dtype == np.float32:
+        with nogil:
+            _interleave(<float *>cnp.PyArray_DATA(phbuf), <float *>cnp.PyArray_DATA(dx), <long>g.N * C,
+                        g.H, g.W, sh, sw, nb, poff, His, Wjs, n_threads)
+    else:
+        with nogil:
+            _interleave(<double *>cnp.PyArray_DATA(phbuf), <double *>cnp.PyArray_DATA(dx), <long>g.N * C,
+                        g.H, g.W, sh, sw, nb, poff, His, Wjs, n_threads)
     return dx
 
 
