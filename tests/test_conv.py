@@ -348,6 +348,9 @@ def test_weight_cache_reuses_transformed_weights_while_values_stay(dtype, rng, t
         fastcnn.set_isa("auto")
     with pytest.raises(TypeError, match="weight_cache"):
         F.conv2d(x, w, b, 1, 1, weight_cache={})
+    for bad in ([[1.0]], w[0], w.astype(np.int32)):
+        with pytest.raises(TypeError, match="weight must be a 4-D float32 or float64"):
+            cache.lookup(bad)
     # a Conv2d in eval mode keeps its transformed weights and follows in-place updates
     m = fastcnn.nn.Conv2d(16, 24, 3, padding=1).to(dtype).eval()
     tm = torch.nn.Conv2d(16, 24, 3, padding=1).to(torch.float32 if dtype == np.float32 else torch.float64)

@@ -108,6 +108,9 @@ class WeightCache:
 
     def lookup(self, weight):
         """(packed, ready): the buffer for ``weight``'s transform and whether it holds it."""
+        if type(weight) is not np.ndarray or weight.ndim != 4 or weight.dtype not in (np.float32, np.float64):
+            raise TypeError("WeightCache.lookup: weight must be a 4-D float32 or float64 numpy array, "
+                            f"got {type(weight).__name__}")
         key = (weight.shape, weight.dtype, _conv.isa_id())
         st = self._state
         if (st is not None and st[0] is weight and st[1] == key
