@@ -824,33 +824,36 @@ cdef void _interleave(const floating *buf, floating *dx, long nplanes, int H, in
     over dx, a row at a time; phase (a, b) at buf + poff[a nb + b] (poff < 0: zero),
     nb = min(sw, W) column phases."""
     cdef long t, o0
-    cdef int h, a, b, i, j, Wj
+    cdef int h, a, b, i, j, Wj, Hi = His[0]
     cdef floating *row
     cdef const floating *s0
     cdef const floating *s1
+    cdef bint pairs = nb == 2 and sw == 2 and Wjs[0] == Wjs[1]
     for t in prange(nplanes, schedule='static', num_threads=n_threads):
-        for h in range(H):
-            a = h % sh
-            i = h // sh
-            row = dx + (t * H + h) * W
-            if nb == 2 and sw == 2 and Wjs[0] == Wjs[1] and poff[2 * a] >= 0 and poff[2 * a + 1] >= 0:
-                Wj = Wjs[0]
-                s0 = buf + poff[2 * a] + (t * His[a] + i) * Wj
-                s1 = buf + poff[2 * a + 1] + (t * His[a] + i) * Wj
-                for j in range(Wj):
-                    row[2 * j] = s0[j]
-                    row[2 * j + 1] = s1[j]
-                continue
-            for b in range(nb):
-                Wj = Wjs[b]
-                o0 = poff[a * nb + b]
-                if o0 < 0:
+        for i in range(Hi):
+            for a in range(sh):
+                h = sh * i + a
+                if h >= H:
+                    break
+                row = dx + (t * H + h) * W
+                if pairs and poff[2 * a] >= 0 and poff[2 * a + 1] >= 0:
+                    Wj = Wjs[0]
+                    s0 = buf + poff[2 * a] + (t * His[a] + i) * Wj
+                    s1 = buf + poff[2 * a + 1] + (t * His[a] + i) * Wj
                     for j in range(Wj):
-                        row[sw * j + b] = 0
-                else:
-                    s0 = buf + o0 + (t * His[a] + i) * Wj
-                    for j in range(Wj):
-                        row[sw * j + b] = s0[j]
+                        row[2 * j] = s0[j]
+                        row[2 * j + 1] = s1[j]
+                    continue
+                for b in range(nb):
+                    Wj = Wjs[b]
+                    o0 = poff[a * nb + b]
+                    if o0 < 0:
+                        for j in range(Wj):
+                            row[sw * j + b] = 0
+                    else:
+                        s0 = buf + o0 + (t * His[a] + i) * Wj
+                        for j in range(Wj):
+                            row[sw * j + b] = s0[j]
 
 
 cdef void _taps_major(const floating *w, floating *wt, int G, int Kg, int Cg, int RS) noexcept nogil:
