@@ -70,6 +70,13 @@ CASES = {
     "c1_direct_wide": (2, 1, 9, 45, 7, 3, 3, 1, 0, 1, 1),
     "c1_direct_pad2": (3, 1, 6, 5, 3, 3, 3, 1, 2, 1, 1),
     "c1_direct_k40": (1, 1, 17, 33, 40, 3, 3, 1, 1, 1, 1),
+    # kernels that cover the whole input (one output pixel: a matrix product, as in a
+    # DCGAN's last convolution and first transposed one): one to four outputs, one
+    # image, non-square, strided
+    "whole_input_k1": (3, 20, 4, 4, 1, 4, 4, 1, 0, 1, 1),
+    "whole_input_k3": (9, 8, 2, 2, 3, 2, 2, 1, 0, 1, 1),
+    "whole_input_batch1": (1, 16, 4, 4, 40, 4, 4, 1, 0, 1, 1),
+    "whole_input_s2": (5, 7, 3, 5, 6, 3, 5, 2, 0, 1, 1),
     # input gradients of one to four rows a product (the narrow kernels)
     "c1_k4_s2": (2, 1, 12, 12, 16, 4, 4, 2, 1, 1, 1),
     "c2_3x3": (2, 2, 9, 9, 24, 3, 3, 1, 1, 1, 1),
@@ -230,6 +237,9 @@ SHAPES_FOR_THREADS = {
     "winograd_two_blocks": ((5, 16, 14, 14), (20, 16, 3, 3), 1, 1),
     # 49 tiles: one block, two of 25, or the tiles and points of one block shared out
     "winograd_batch1": ((1, 16, 28, 28), (24, 16, 3, 3), 1, 1),
+    # kernels covering the whole input: a matrix product, or dot products for one output
+    "whole_input": ((6, 24, 4, 4), (40, 24, 4, 4), 1, 0),
+    "whole_input_one_output": ((37, 24, 4, 4), (1, 24, 4, 4), 1, 0),
 }
 
 

@@ -9,10 +9,10 @@ and output gradient exchanged.
 """
 import numpy as np
 
-from .._kernels import _conv
+from .._kernels import _conv, _gemm
 from .._kernels._pointwise import same_bytes
 from ._checks import Memo, as_float_array, check_index_range, check_int, check_size, memo_key, n_threads, pair
-from .linalg import _activation
+from .linalg import _activation, _linear_into
 
 __all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "WeightCache",
            "conv2d_output_size", "conv_transpose2d_output_size"]
@@ -135,8 +135,20 @@ def _phase_winograd(n, weight, groups, stride, dilation, out_hw):
                           out_hw[0], out_hw[1], _WINO_TILES_OTHER)
 
 
+def _whole(in_hw, weight, groups, pad, dilation):
+    """Whether the kernel covers the (unpadded) input exactly: one output pixel, a
+    matrix product over channels and taps (a DCGAN's last convolution, or its
+    first transposed one)."""
+    return (groups == 1 and pad == (0, 0) and dilation == (1, 1)
+            and weight.shape[2] == in_hw[0] and weight.shape[3] == in_hw[1])
+
+
 def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, cache=None):
     """y = conv(x, weight) + bias, activation (y preallocated: N, K, P, Q)."""
+    if _whole(x.shape[2:], weight, groups, pad, dilation):
+        N, K = y.shape[0], y.shape[1]
+        _linear_into(x.reshape(N, -1), weight.reshape(K, -1), bias, y.reshape(N, K), act, slope, nt)
+        return y
     if _winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:],
                  _WINO_TILES if cache is None else _WINO_TILES_KEPT):
         if cache is None:
@@ -165,6 +177,10 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
 def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt):
     """Gradient of a convolution wrt its input, written into ``out`` (N, C, H, W)."""
     K, Cg, R, S = weight.shape
+    if _whole(out.shape[2:], weight, groups, pad, dilation):
+        N = out.shape[0]
+        _gemm.gemm(grad_out.reshape(N, K), weight.reshape(K, -1), out.reshape(N, -1), n_threads=nt)
+        return out
     if pad[0] <= 2 and pad[1] <= 2 and (R, S) == (3, 3):
         # a 3x3 stride-1 correlation of the output gradient with the flipped, transposed kernel
         fpad = (2 - pad[0], 2 - pad[1])
@@ -202,6 +218,9 @@ def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb=None
     also sums the bias gradient into ``gb`` (if given), returns True."""
     n = x.shape[0]
     K, Cg, R, S = gw.shape
+    if n and _whole(x.shape[2:], gw, groups, pad, dilation):
+        _gemm.gemm(grad_out.reshape(n, K), x.reshape(n, -1), gw.reshape(K, -1), True, False, n_threads=nt)
+        return False
     if n and _conv.direct3(Cg, K, R, S, stride, dilation, groups, pad, gw.dtype, True):
         _conv.conv3x3_direct_backward_weight(x, grad_out, gw, gb, pad, nt)
         return gb is not None

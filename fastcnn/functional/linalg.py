@@ -86,15 +86,20 @@ def _checked_linear(x, weight, bias, activation, negative_slope):
 
 def _linear(x, weight, bias, act, negative_slope):
     y = np.empty((x.shape[0], weight.shape[0]), dtype=x.dtype)
-    nt = n_threads(2 * y.size * x.shape[1], grain=200_000)
+    return _linear_into(x, weight, bias, y, act, negative_slope,
+                        n_threads(2 * y.size * x.shape[1], grain=200_000))
+
+
+def _linear_into(x, weight, bias, y, act, negative_slope, nt):
+    """y (N, out) = x @ weight.T + bias, activation; all C-contiguous, checked."""
     if x.shape[0] <= SMALL_BATCH:
         return _gemm.linear_rows(x, weight, bias, y, act, float(negative_slope), nt)
     if weight.shape[0] <= SMALL_BATCH:
-        yt = _gemm.linear_rows(weight, x, bias, np.empty((y.shape[1], y.shape[0]), dtype=x.dtype), act,
-                               float(negative_slope), nt, True)
-        if y.shape[1] == 1:
-            return yt.reshape(y.shape)
-        y[...] = yt.T
+        yt = (y.reshape(1, y.shape[0]) if y.shape[1] == 1
+              else np.empty((y.shape[1], y.shape[0]), dtype=x.dtype))
+        _gemm.linear_rows(weight, x, bias, yt, act, float(negative_slope), nt, True)
+        if y.shape[1] != 1:
+            y[...] = yt.T
         return y
     return _gemm.gemm(x, weight, y, False, True, bias=bias, bias_mode=2, act=act,
                       slope=float(negative_slope), n_threads=nt)
