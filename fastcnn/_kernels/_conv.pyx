@@ -819,17 +819,20 @@ cdef int _backward_data_pm(const floating *dyp, const floating *wph, floating *o
 
 
 cdef void _interleave(const floating *buf, floating *dx, long nplanes, int H, int W, int sh, int sw,
-                      int nb, const long *poff, const int *His, const int *Wjs, int n_threads) noexcept nogil:
-    """dx[t, sh i + a, sw j + b] = phase (a, b)[t, i, j] for every phase in one pass
-    over dx, a row at a time; phase (a, b) at buf + poff[a nb + b] (poff < 0: zero),
-    nb = min(sw, W) column phases."""
+                      int nb, const long *poff, const int *His, const int *Wjs, const floating *bias,
+                      int C, int n_threads) noexcept nogil:
+    """dx[t, sh i + a, sw j + b] = phase (a, b)[t, i, j] (+ bias[t % C] if given) for
+    every phase in one pass over dx, a row at a time; phase (a, b) at buf + poff[a nb + b]
+    (poff < 0: zero), nb = min(sw, W) column phases."""
     cdef long t, o0
     cdef int h, a, b, i, j, Wj, Hi = His[0]
     cdef floating *row
     cdef const floating *s0
     cdef const floating *s1
+    cdef floating bv
     cdef bint pairs = nb == 2 and sw == 2 and Wjs[0] == Wjs[1]
     for t in prange(nplanes, schedule='static', num_threads=n_threads):
+        bv = bias[t % C] if bias != NULL else 0
         for i in range(Hi):
             for a in range(sh):
                 h = sh * i + a
@@ -841,19 +844,19 @@ cdef void _interleave(const floating *buf, floating *dx, long nplanes, int H, in
                     s0 = buf + poff[2 * a] + (t * His[a] + i) * Wj
                     s1 = buf + poff[2 * a + 1] + (t * His[a] + i) * Wj
                     for j in range(Wj):
-                        row[2 * j] = s0[j]
-                        row[2 * j + 1] = s1[j]
+                        row[2 * j] = s0[j] + bv
+                        row[2 * j + 1] = s1[j] + bv
                     continue
                 for b in range(nb):
                     Wj = Wjs[b]
                     o0 = poff[a * nb + b]
                     if o0 < 0:
                         for j in range(Wj):
-                            row[sw * j + b] = 0
+                            row[sw * j + b] = bv
                     else:
                         s0 = buf + o0 + (t * His[a] + i) * Wj
                         for j in range(Wj):
-                            row[sw * j + b] = s0[j]
+                            row[sw * j + b] = s0[j] + bv
 
 
 cdef void _taps_major(const floating *w, floating *wt, int G, int Kg, int Cg, int RS) noexcept nogil:
@@ -947,7 +950,7 @@ cdef object data_plan(const Geom *g):
 
 
 cdef object conv2d_backward_data_pm(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray dx, Geom g,
-                                    int n_threads):
+                                    int n_threads, bias):
     cdef int sh = g.sh, sw = g.sw
     cdef int K = g.G * g.Kg, C = g.G * g.Cg
     Hq, Wq, top, left, phases, total, His_arr, Wjs_arr, poff_arr = data_plan(&g)
@@ -1002,19 +1005,22 @@ cdef object conv2d_backward_data_pm(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray d
     if direct:
         if phases[0][5] is None:
             dx[...] = 0
+        if bias is not None:
+            add_channel_bias(dx, bias, n_threads)
         return dx
     cdef const long *poff = <const long *>cnp.PyArray_DATA(poff_arr)
     cdef const int *His = <const int *>cnp.PyArray_DATA(His_arr)
     cdef const int *Wjs = <const int *>cnp.PyArray_DATA(Wjs_arr)
     cdef int nb = Wjs_arr.shape[0]
+    cdef void *bp = NULL if bias is None else cnp.PyArray_DATA(bias)
     if dy.dtype == np.float32:
         with nogil:
             _interleave(<float *>cnp.PyArray_DATA(phbuf), <float *>cnp.PyArray_DATA(dx), <long>g.N * C,
-                        g.H, g.W, sh, sw, nb, poff, His, Wjs, n_threads)
+                        g.H, g.W, sh, sw, nb, poff, His, Wjs, <float *>bp, C, n_threads)
     else:
         with nogil:
             _interleave(<double *>cnp.PyArray_DATA(phbuf), <double *>cnp.PyArray_DATA(dx), <long>g.N * C,
-                        g.H, g.W, sh, sw, nb, poff, His, Wjs, n_threads)
+                        g.H, g.W, sh, sw, nb, poff, His, Wjs, <double *>bp, C, n_threads)
     return dx
 
 
@@ -1073,12 +1079,13 @@ cdef int _backward_data(floating *dy, floating *w, floating *dx, Geom g, int cb,
 
 
 def conv2d_backward_data(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray dx, int groups,
-                         tuple stride, tuple padding, tuple dilation, int n_threads=1):
-    """dx (N, C, H, W) = gradient of conv2d wrt its input, given dy (N, K, P, Q)."""
+                         tuple stride, tuple padding, tuple dilation, int n_threads=1, bias=None):
+    """dx (N, C, H, W) = gradient of conv2d wrt its input, given dy (N, K, P, Q),
+    plus ``bias`` (C,) per channel if given (a transposed convolution's)."""
     cdef Geom g = make_geom(dx, w, groups, dy.shape[2], dy.shape[3],
                             stride, padding, dilation)
     if g.N > 0 and pm_data_geom(&g):
-        return conv2d_backward_data_pm(dy, w, dx, g, n_threads)
+        return conv2d_backward_data_pm(dy, w, dx, g, n_threads, bias)
     cdef int rs = g.R * g.S, pq = g.P * g.Q
     cdef long isz = dy.itemsize
     # channel block: a col buffer of at most ~512 KiB, but enough tasks for the threads
@@ -1098,6 +1105,8 @@ def conv2d_backward_data(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray dx, int grou
                                 <double *>cnp.PyArray_DATA(dx), g, cb, n_threads, ws, col_elems)
     if rc:
         raise MemoryError("fastcnn: out of memory in conv2d backward")
+    if bias is not None:
+        add_channel_bias(dx, bias, n_threads)
     return dx
 
 

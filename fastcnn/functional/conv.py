@@ -174,12 +174,14 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
     return y
 
 
-def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt):
-    """Gradient of a convolution wrt its input, written into ``out`` (N, C, H, W)."""
+def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bias=None):
+    """Gradient of a convolution wrt its input, written into ``out`` (N, C, H, W), plus
+    ``bias`` (C,) per channel if given (a transposed convolution's forward)."""
     K, Cg, R, S = weight.shape
     if _whole(out.shape[2:], weight, groups, pad, dilation):
         N = out.shape[0]
-        _gemm.gemm(grad_out.reshape(N, K), weight.reshape(K, -1), out.reshape(N, -1), n_threads=nt)
+        _gemm.gemm(grad_out.reshape(N, K), weight.reshape(K, -1), out.reshape(N, -1),
+                   bias=None if bias is None else np.repeat(bias, R * S), bias_mode=2, n_threads=nt)
         return out
     if pad[0] <= 2 and pad[1] <= 2 and (R, S) == (3, 3):
         # a 3x3 stride-1 correlation of the output gradient with the flipped, transposed kernel
@@ -189,26 +191,29 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt):
         if wino or _conv.direct3(K, Cg, R, S, stride, dilation, groups, fpad, out.dtype):
             flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
             if wino:
-                return _conv.conv2d_winograd(grad_out, flipped, None, out, fpad, 0, 0.0, nt)
-            return _conv.conv3x3_direct(grad_out, flipped, None, out, fpad, 0, 0.0, nt)
+                return _conv.conv2d_winograd(grad_out, flipped, bias, out, fpad, 0, 0.0, nt)
+            return _conv.conv3x3_direct(grad_out, flipped, bias, out, fpad, 0, 0.0, nt)
     if _conv.pixel_major_data(grad_out, weight, out, groups, stride, pad, dilation):
-        return _conv.conv2d_backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt)
+        return _conv.conv2d_backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bias)
     if _phased(weight, stride, dilation):
         hs_ws = _phase_shape(grad_out.shape[2:], weight, stride)
         wph = _phase_weight(weight, stride)
         gph = np.empty((out.shape[0], wph.shape[1] * groups) + hs_ws, dtype=out.dtype)
         _backward_data(grad_out, wph, gph, groups, (1, 1), (0, 0), (1, 1), nt)
-        return _unphase_image(gph, out, stride, pad, nt)
-    top, left = dilation[0] * (R - 1) - pad[0], dilation[1] * (S - 1) - pad[1]
-    if stride == (1, 1) and top >= 0 and left >= 0:
-        Kg = K // groups
-        flipped = np.ascontiguousarray(
-            weight.reshape(groups, Kg, Cg, R, S)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
-        ).reshape(groups * Cg, Kg, R, S)
-        _conv.conv2d_forward(grad_out, flipped, None, out, groups, (1, 1), (top, left), dilation,
-                             0, 0.0, nt)
+        _unphase_image(gph, out, stride, pad, nt)
     else:
-        _conv.conv2d_backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt)
+        top, left = dilation[0] * (R - 1) - pad[0], dilation[1] * (S - 1) - pad[1]
+        if stride == (1, 1) and top >= 0 and left >= 0:
+            Kg = K // groups
+            flipped = np.ascontiguousarray(
+                weight.reshape(groups, Kg, Cg, R, S)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+            ).reshape(groups * Cg, Kg, R, S)
+            return _conv.conv2d_forward(grad_out, flipped, bias, out, groups, (1, 1), (top, left), dilation,
+                                        0, 0.0, nt)
+        _conv.conv2d_backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bias)
+        return out
+    if bias is not None:
+        _conv.add_channel_bias(out, bias, nt)
     return out
 
 
@@ -430,9 +435,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         x, weight, bias, stride, padding, output_padding, groups, dilation)
     x = np.ascontiguousarray(x)
     nt = n_threads(_flops(x, weight))
-    y = _backward_data(x, weight, np.empty(out_shape, dtype=x.dtype), groups, stride, padding, dilation, nt)
-    if bias is not None:
-        _conv.add_channel_bias(y, bias, nt)
+    y = _backward_data(x, weight, np.empty(out_shape, dtype=x.dtype), groups, stride, padding, dilation, nt,
+                       bias)
     return y[0] if unbatched else y
 
 
