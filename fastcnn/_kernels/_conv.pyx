@@ -963,15 +963,19 @@ cdef object conv2d_backward_data_pm(cnp.ndarray dy, cnp.ndarray w, cnp.ndarray d
     cdef const long *toffs
     cdef int rc = 0, depth
     cdef long pix
-    # the weight with its taps outermost: each phase's taps are whole (Kg x Cg) blocks
-    cdef cnp.ndarray wt = scratch("taps", (g.G, g.R, g.S, g.Kg, g.Cg), w.dtype)
-    if w.dtype == np.float32:
-        with nogil:
-            _taps_major(<float *>cnp.PyArray_DATA(w), <float *>cnp.PyArray_DATA(wt), g.G, g.Kg, g.Cg, g.R * g.S)
-    else:
-        with nogil:
-            _taps_major(<double *>cnp.PyArray_DATA(w), <double *>cnp.PyArray_DATA(wt), g.G, g.Kg, g.Cg,
-                        g.R * g.S)
+    # the weight with its taps outermost (each phase's taps are whole Kg x Cg blocks),
+    # for the phases that do not run Winograd
+    cdef cnp.ndarray wt = None
+    if any(ph[5] is not None and not ph[5][4] for ph in phases):
+        wt = scratch("taps", (g.G, g.R, g.S, g.Kg, g.Cg), w.dtype)
+        if w.dtype == np.float32:
+            with nogil:
+                _taps_major(<float *>cnp.PyArray_DATA(w), <float *>cnp.PyArray_DATA(wt), g.G, g.Kg, g.Cg,
+                            g.R * g.S)
+        else:
+            with nogil:
+                _taps_major(<double *>cnp.PyArray_DATA(w), <double *>cnp.PyArray_DATA(wt), g.G, g.Kg, g.Cg,
+                            g.R * g.S)
     phbuf = dx if direct else scratch("phase", (max(<long>total, 1),), dx.dtype)
     for a, b, Hi, Wj, off, ph in phases:
         if ph is None:
@@ -1175,22 +1179,27 @@ DEF SUM_ROWS = 16
 DEF SUM_COLS = 64
 
 
+cdef inline void _row_block_sum(const floating *p, long stride, int nrows, long n,
+                                floating *s) noexcept nogil:
+    """s[i] = sum of row r's value i, rows r < nrows (nrows >= 1) at p + r * stride, in order."""
+    cdef int r
+    cdef long i
+    cdef const floating *q
+    for i in range(n):
+        s[i] = p[i]
+    for r in range(1, nrows):
+        q = p + <long>r * stride
+        for i in range(n):
+            s[i] = s[i] + q[i]
+
+
 cdef double _short_planes_sum(const floating *p, long stride, int N, long HW) noexcept nogil:
     """Sum of N planes of HW (< 256) values, plane n at p + n * stride."""
     cdef floating s[256]
     cdef double acc = 0
-    cdef int n0, n, nb
-    cdef long i
-    cdef const floating *q
+    cdef int n0
     for n0 in range(0, N, SUM_ROWS):
-        nb = N - n0 if N - n0 < SUM_ROWS else SUM_ROWS
-        q = p + <long>n0 * stride
-        for i in range(HW):
-            s[i] = q[i]
-        for n in range(1, nb):
-            q = p + <long>(n0 + n) * stride
-            for i in range(HW):
-                s[i] = s[i] + q[i]
+        _row_block_sum(p + <long>n0 * stride, stride, min(N - n0, SUM_ROWS), HW, s)
         acc += plane_sum(s, HW)
     return acc
 
@@ -1199,19 +1208,11 @@ cdef void _column_sums(const floating *dy, floating *out, int N, int C, int c0, 
     """out[c] = sum over the N rows of column c of dy (N, C), for c0 <= c < c0 + nc (nc <= SUM_COLS)."""
     cdef floating s[SUM_COLS]
     cdef double acc[SUM_COLS]
-    cdef int n0, n, nb, j
-    cdef const floating *q
+    cdef int n0, j
     for j in range(nc):
         acc[j] = 0
     for n0 in range(0, N, SUM_ROWS):
-        nb = N - n0 if N - n0 < SUM_ROWS else SUM_ROWS
-        q = dy + <long>n0 * C + c0
-        for j in range(nc):
-            s[j] = q[j]
-        for n in range(1, nb):
-            q = dy + <long>(n0 + n) * C + c0
-            for j in range(nc):
-                s[j] = s[j] + q[j]
+        _row_block_sum(dy + <long>n0 * C + c0, C, min(N - n0, SUM_ROWS), nc, s)
         for j in range(nc):
             acc[j] += s[j]
     for j in range(nc):

@@ -201,20 +201,18 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bia
         gph = np.empty((out.shape[0], wph.shape[1] * groups) + hs_ws, dtype=out.dtype)
         _backward_data(grad_out, wph, gph, groups, (1, 1), (0, 0), (1, 1), nt)
         _unphase_image(gph, out, stride, pad, nt)
-    else:
-        top, left = dilation[0] * (R - 1) - pad[0], dilation[1] * (S - 1) - pad[1]
-        if stride == (1, 1) and top >= 0 and left >= 0:
-            Kg = K // groups
-            flipped = np.ascontiguousarray(
-                weight.reshape(groups, Kg, Cg, R, S)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
-            ).reshape(groups * Cg, Kg, R, S)
-            return _conv.conv2d_forward(grad_out, flipped, bias, out, groups, (1, 1), (top, left), dilation,
-                                        0, 0.0, nt)
-        _conv.conv2d_backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bias)
+        if bias is not None:
+            _conv.add_channel_bias(out, bias, nt)
         return out
-    if bias is not None:
-        _conv.add_channel_bias(out, bias, nt)
-    return out
+    top, left = dilation[0] * (R - 1) - pad[0], dilation[1] * (S - 1) - pad[1]
+    if stride == (1, 1) and top >= 0 and left >= 0:
+        Kg = K // groups
+        flipped = np.ascontiguousarray(
+            weight.reshape(groups, Kg, Cg, R, S)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+        ).reshape(groups * Cg, Kg, R, S)
+        return _conv.conv2d_forward(grad_out, flipped, bias, out, groups, (1, 1), (top, left), dilation,
+                                    0, 0.0, nt)
+    return _conv.conv2d_backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bias)
 
 
 def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb=None):
