@@ -14,7 +14,7 @@ static const fc_kernel_info KERNELS[] = {
      256, 64, 1024, 128, 64, 1024,
      fc_ukr_generic_s, fc_ukr_generic_d, fc_ukri_generic_s, fc_ukri_generic_d,
      fc_ukrg_generic_s, fc_ukrg_generic_d, 0, 0, {0}, {0}, {0}, {0},
-     NULL, NULL, fc_dot4_generic_s, fc_dot4_generic_d,
+     NULL, NULL, fc_dot8_generic_s, fc_dot8_generic_d,
      fc_transpose_generic_s, fc_transpose_generic_d,
      {fc_wino_ws43_generic_s, fc_wino_ws42_generic_s}, {fc_wino_ws43_generic_d, fc_wino_ws42_generic_d},
      {fc_wino43_generic_s, fc_wino42_generic_s}, {fc_wino43_generic_d, fc_wino42_generic_d},
@@ -26,7 +26,7 @@ static const fc_kernel_info KERNELS[] = {
      384, 144, 3072, 192, 96, 2048,
      fc_ukr_avx2_s, fc_ukr_avx2_d, fc_ukri_avx2_s, fc_ukri_avx2_d,
      fc_ukrg_avx2_s, fc_ukrg_avx2_d, 0, 0, {0}, {0}, {0}, {0},
-     NULL, NULL, fc_dot4_avx2_s, fc_dot4_avx2_d,
+     NULL, NULL, fc_dot8_avx2_s, fc_dot8_avx2_d,
      fc_transpose_avx2_s, fc_transpose_avx2_d,
      {fc_wino_ws43_avx2_s, fc_wino_ws42_avx2_s}, {fc_wino_ws43_avx2_d, fc_wino_ws42_avx2_d},
      {fc_wino43_avx2_s, fc_wino42_avx2_s}, {fc_wino43_avx2_d, fc_wino42_avx2_d},
@@ -41,7 +41,7 @@ static const fc_kernel_info KERNELS[] = {
      {fc_ukrin1_avx512_s, fc_ukrin2_avx512_s, fc_ukrin4_avx512_s},
      {fc_ukrn1_avx512_d, fc_ukrn2_avx512_d, fc_ukrn4_avx512_d},
      {fc_ukrin1_avx512_d, fc_ukrin2_avx512_d, fc_ukrin4_avx512_d},
-     fc_direct3_avx512_s, fc_direct3_wgrad_avx512_s, fc_dot4_avx512_s, fc_dot4_avx512_d,
+     fc_direct3_avx512_s, fc_direct3_wgrad_avx512_s, fc_dot8_avx512_s, fc_dot8_avx512_d,
      fc_transpose_avx512_s, fc_transpose_avx512_d,
      {fc_wino_ws43_avx512_s, fc_wino_ws42_avx512_s}, {fc_wino_ws43_avx512_d, fc_wino_ws42_avx512_d},
      {fc_wino43_avx512_s, fc_wino42_avx512_s}, {fc_wino43_avx512_d, fc_wino42_avx512_d},
@@ -172,12 +172,12 @@ int fc_direct3_available(void)
     return fc_kernel()->direct3_s != NULL;
 }
 
-int fc_direct3_s(const float *x, const float *w, const float *bias, float *y, int N, int K, int H, int W,
-                 int ph, int pw, int act, double slope, int nthreads)
+int fc_direct3_s(const float *x, const float *w, const float *bias, float *y, int N, int C, int K, int H,
+                 int W, int ph, int pw, int act, double slope, int nthreads)
 {
     const fc_kernel_info *k = fc_kernel();
     if (!k->direct3_s) return -1;
-    return k->direct3_s(x, w, bias, y, N, K, H, W, ph, pw, act, slope, nthreads);
+    return k->direct3_s(x, w, bias, y, N, C, K, H, W, ph, pw, act, slope, nthreads);
 }
 
 int fc_direct3_wgrad_s(const float *x, const float *dy, float *dw, float *db, int N, int K, int H, int W,

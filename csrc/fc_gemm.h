@@ -23,30 +23,56 @@ extern "C" {
 
 enum { FC_ISA_AUTO = -1, FC_ISA_GENERIC = 0, FC_ISA_AVX2 = 1, FC_ISA_AVX512 = 2 };
 enum { FC_ACT_NONE = 0, FC_ACT_RELU = 1, FC_ACT_LEAKY = 2 };
+/* Or-ed into the activation of the Winograd and direct convolution kernels:
+ * their output is the 2 x 2 / stride 2 max pooling (floor mode) of the
+ * activated convolution, which is never stored. */
+enum { FC_POOL_2X2 = 4 };
 enum { FC_BIAS_NONE = 0, FC_BIAS_ROW = 1, FC_BIAS_COL = 2 };
-/* Four dot products of a (k elements) with the rows b[0..3] into out[0..3]
+/* Eight dot products of a (k elements) with the rows b[0..7] into out[0..7]
  * (small-batch Linear), for an instruction set's vector type VT of L lanes:
- * the loads of a are shared, each product keeps two accumulators (eight FMA
- * chains in flight) and reduces them in one fixed order, whatever the row. */
-#define FC_DOT4(T, VT, L, LOAD, FMA, ZERO, ADD, STORE)                                         \
-    VT s[4][2];                                                                                \
-    for (int j = 0; j < 4; j++) s[j][0] = s[j][1] = ZERO();                                    \
+ * each load of a serves eight FMA chains, one a row; SUM8(s, out) then
+ * reduces the eight accumulators in registers, in one fixed order whatever
+ * the row, and the last k % L products are added in order. */
+#define FC_DOT8(T, VT, L, LOAD, FMA, ZERO, SUM8)                                                \
+    VT s[8];                                                                                   \
+    const T *b0 = b[0], *b1 = b[1], *b2 = b[2], *b3 = b[3];                                    \
+    const T *b4 = b[4], *b5 = b[5], *b6 = b[6], *b7 = b[7];                                    \
+    for (int j = 0; j < 8; j++) s[j] = ZERO();                                                 \
     int i = 0;                                                                                 \
-    for (; i + 2 * L <= k; i += 2 * L) {                                                       \
-        const VT x0 = LOAD(a + i), x1 = LOAD(a + i + L);                                       \
-        for (int j = 0; j < 4; j++) {                                                          \
-            s[j][0] = FMA(x0, LOAD(b[j] + i), s[j][0]);                                        \
-            s[j][1] = FMA(x1, LOAD(b[j] + i + L), s[j][1]);                                    \
-        }                                                                                      \
+    for (; i + L <= k; i += L) {                                                               \
+        const VT x = LOAD(a + i);                                                              \
+        s[0] = FMA(x, LOAD(b0 + i), s[0]);                                                     \
+        s[1] = FMA(x, LOAD(b1 + i), s[1]);                                                     \
+        s[2] = FMA(x, LOAD(b2 + i), s[2]);                                                     \
+        s[3] = FMA(x, LOAD(b3 + i), s[3]);                                                     \
+        s[4] = FMA(x, LOAD(b4 + i), s[4]);                                                     \
+        s[5] = FMA(x, LOAD(b5 + i), s[5]);                                                     \
+        s[6] = FMA(x, LOAD(b6 + i), s[6]);                                                     \
+        s[7] = FMA(x, LOAD(b7 + i), s[7]);                                                     \
     }                                                                                          \
-    for (int j = 0; j < 4; j++) {                                                              \
-        T t[L] __attribute__((aligned(64)));                                                   \
-        STORE(t, ADD(s[j][0], s[j][1]));                                                       \
-        T r = 0;                                                                               \
-        for (int l = 0; l < L; l++) r += t[l];                                                 \
-        for (int q = i; q < k; q++) r += a[q] * b[j][q];                                       \
-        out[j] = r;                                                                            \
-    }
+    SUM8(s, out);                                                                              \
+    for (; i < k; i++)                                                                         \
+        for (int j = 0; j < 8; j++) out[j] += a[i] * b[j][i];
+
+/* SUM8 of FC_DOT8 for eight 256-bit accumulators v[0..7] (AVX files): out[j]
+ * = the sum of v[j]'s lanes, by pairwise horizontal adds, then one add of
+ * the 128-bit halves. */
+#define FC_SUM8_PS(v, out)                                                                     \
+    do {                                                                                       \
+        const __m256 q0_ = _mm256_hadd_ps(_mm256_hadd_ps((v)[0], (v)[1]), _mm256_hadd_ps((v)[2], (v)[3])); \
+        const __m256 q1_ = _mm256_hadd_ps(_mm256_hadd_ps((v)[4], (v)[5]), _mm256_hadd_ps((v)[6], (v)[7])); \
+        _mm256_storeu_ps((out), _mm256_add_ps(_mm256_permute2f128_ps(q0_, q1_, 0x20),           \
+                                              _mm256_permute2f128_ps(q0_, q1_, 0x31)));         \
+    } while (0)
+#define FC_SUM8_PD(v, out)                                                                     \
+    do {                                                                                       \
+        for (int h_ = 0; h_ < 8; h_ += 4) {                                                    \
+            const __m256d p0_ = _mm256_hadd_pd((v)[h_], (v)[h_ + 1]);                          \
+            const __m256d p1_ = _mm256_hadd_pd((v)[h_ + 2], (v)[h_ + 3]);                      \
+            _mm256_storeu_pd((out) + h_, _mm256_add_pd(_mm256_permute2f128_pd(p0_, p1_, 0x20), \
+                                                       _mm256_permute2f128_pd(p0_, p1_, 0x31))); \
+        }                                                                                      \
+    } while (0)
 
 /* Statement S (a micro-kernel's finishing of a tile, written with the
  * variables alpha, beta, bmode and act in scope) compiled once per common
@@ -201,12 +227,12 @@ typedef struct {
     fc_ukri_s_t ukrin_s[3];
     fc_ukr_d_t ukrn_d[3];
     fc_ukri_d_t ukrin_d[3];
-    int (*direct3_s)(const float *x, const float *w, const float *bias, float *y, int N, int K, int H,
-                     int W, int ph, int pw, int act, double slope, int nthreads);
+    int (*direct3_s)(const float *x, const float *w, const float *bias, float *y, int N, int C, int K,
+                     int H, int W, int ph, int pw, int act, double slope, int nthreads);
     int (*direct3_wgrad_s)(const float *x, const float *dy, float *dw, float *db, int N, int K, int H,
                            int W, int ph, int pw, int nthreads, float *ws);
-    void (*dot4_s)(const float *a, const float *const *b, int k, float *out);
-    void (*dot4_d)(const double *a, const double *const *b, int k, double *out);
+    void (*dot8_s)(const float *a, const float *const *b, int k, float *out);
+    void (*dot8_d)(const double *a, const double *const *b, int k, double *out);
     void (*transpose_s)(const float *src, long lds, float *dst, long ldd, int rows, int cols);
     void (*transpose_d)(const double *src, long lds, double *dst, long ldd, int rows, int cols);
     /* Winograd F(4x4, 3x3) ([0]) and F(4x4, 2x2) ([1]) */
@@ -243,13 +269,14 @@ void fc_fpmode_leave(unsigned saved);
 void fc_transpose_s(const float *src, long lds, float *dst, long ldd, int rows, int cols);
 void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows, int cols);
 
-/* Direct 3x3 stride-1 convolution with one output channel: y (N, 1, P, Q)
- * from x (N, K, H, W) and w (1, K, 3, 3), padding (ph, pw) on both sides,
- * plus bias (NULL: none) and activation. Returns -1
- * where the instruction set in use has no such kernel (then nothing is
- * written), else 0. */
-int fc_direct3_s(const float *x, const float *w, const float *bias, float *y, int N, int K, int H, int W,
-                 int ph, int pw, int act, double slope, int nthreads);
+/* Direct 3x3 stride-1 convolution with one output channel or one input
+ * channel: y (N, K, P, Q) from x (N, C, H, W) and w (K, C, 3, 3), C == 1 or
+ * K == 1, padding (ph, pw) on both sides, plus bias (NULL: none) and
+ * activation; with C == 1, FC_POOL_2X2 in act gives y (N, K, P/2, Q/2).
+ * Returns -1 where the instruction set in use has no such kernel (then
+ * nothing is written), else 0. */
+int fc_direct3_s(const float *x, const float *w, const float *bias, float *y, int N, int C, int K, int H,
+                 int W, int ph, int pw, int act, double slope, int nthreads);
 int fc_direct3_available(void);
 /* Its weight gradient for one input channel: dw (K, 1, 3, 3) and db (K) (NULL:
  * not wanted) from x (N, 1, H, W) and dy (N, K, P, Q); ws: 160 N K floats,
@@ -394,16 +421,16 @@ FC_WINO_DECL(generic)
 FC_WINO_DECL(avx2)
 FC_WINO_DECL(avx512)
 
-void fc_dot4_generic_s(const float *a, const float *const *b, int k, float *out);
-void fc_dot4_generic_d(const double *a, const double *const *b, int k, double *out);
-void fc_dot4_avx2_s(const float *a, const float *const *b, int k, float *out);
-void fc_dot4_avx2_d(const double *a, const double *const *b, int k, double *out);
-int fc_direct3_avx512_s(const float *x, const float *w, const float *bias, float *y, int N, int K, int H,
-                        int W, int ph, int pw, int act, double slope, int nthreads);
+void fc_dot8_generic_s(const float *a, const float *const *b, int k, float *out);
+void fc_dot8_generic_d(const double *a, const double *const *b, int k, double *out);
+void fc_dot8_avx2_s(const float *a, const float *const *b, int k, float *out);
+void fc_dot8_avx2_d(const double *a, const double *const *b, int k, double *out);
+int fc_direct3_avx512_s(const float *x, const float *w, const float *bias, float *y, int N, int C, int K,
+                        int H, int W, int ph, int pw, int act, double slope, int nthreads);
 int fc_direct3_wgrad_avx512_s(const float *x, const float *dy, float *dw, float *db, int N, int K, int H,
                               int W, int ph, int pw, int nthreads, float *ws);
-void fc_dot4_avx512_s(const float *a, const float *const *b, int k, float *out);
-void fc_dot4_avx512_d(const double *a, const double *const *b, int k, double *out);
+void fc_dot8_avx512_s(const float *a, const float *const *b, int k, float *out);
+void fc_dot8_avx512_d(const double *a, const double *const *b, int k, double *out);
 
 #define FC_GENERIC_MR_S 4
 #define FC_GENERIC_NR_S 8

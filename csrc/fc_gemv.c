@@ -2,7 +2,7 @@
  * or, with the roles of x and W swapped and the bias by row, a Linear with a
  * few output features): every output is a dot product of two contiguous
  * rows, so nothing is packed.
- * Parallel over groups of four output features, whose dot products share the
+ * Parallel over groups of eight output features, whose dot products share the
  * loads of x (one kernel per instruction set, beside the micro-kernels); each
  * sums in a fixed order, the same in every group, so results do not depend
  * on the number of threads. */
@@ -24,17 +24,17 @@ int fc_gemv_##SFX(int n, int m, int k, const T *x, long ldx, const T *w, long ld
     const T slope = epi ? (T)epi->slope : 0;                                          \
     const int col_bias = epi && epi->bias_mode == FC_BIAS_COL;                        \
     const int row_bias = epi && epi->bias_mode == FC_BIAS_ROW;                        \
-    void (*dot4)(const T *, const T *const *, int, T *) = fc_kernel()->dot4_##SFX;    \
-    const int ngroups = (m + 3) / 4;                                                  \
+    void (*dot8)(const T *, const T *const *, int, T *) = fc_kernel()->dot8_##SFX;    \
+    const int ngroups = (m + 7) / 8;                                                  \
     if (nthreads < 1) nthreads = 1;                                                   \
     FC_PARALLEL_FOR                                                                   \
     for (int gi = 0; gi < ngroups; gi++) {                                            \
-        const int o0 = 4 * gi, cnt = m - o0 < 4 ? m - o0 : 4;                         \
-        const T *rows[4];                                                             \
-        for (int j = 0; j < 4; j++) rows[j] = w + (long)(o0 + (j < cnt ? j : cnt - 1)) * ldw; \
+        const int o0 = 8 * gi, cnt = m - o0 < 8 ? m - o0 : 8;                         \
+        const T *rows[8];                                                             \
+        for (int j = 0; j < 8; j++) rows[j] = w + (long)(o0 + (j < cnt ? j : cnt - 1)) * ldw; \
         for (int r = 0; r < n; r++) {                                                 \
-            T v[4];                                                                   \
-            dot4(x + (long)r * ldx, rows, k, v);                                      \
+            T v[8];                                                                   \
+            dot8(x + (long)r * ldx, rows, k, v);                                      \
             for (int j = 0; j < cnt; j++) {                                           \
                 T u = v[j];                                                           \
                 if (col_bias) u += bias[o0 + j];                                      \

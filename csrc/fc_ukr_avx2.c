@@ -174,17 +174,18 @@ void fc_ukrg_avx2_d(long k, const double *a, const long *aoff, const long *doff,
 #undef WB
 #undef FINB
 
-/* Small-batch Linear: four dot products at a time (FC_DOT4). */
-void fc_dot4_avx2_s(const float *a, const float *const *b, int k, float *out)
+/* Small-batch Linear: eight dot products at a time (FC_DOT8). */
+static inline void sum8_avx2_s(const __m256 *s, float *out) { FC_SUM8_PS(s, out); }
+static inline void sum8_avx2_d(const __m256d *s, double *out) { FC_SUM8_PD(s, out); }
+
+void fc_dot8_avx2_s(const float *a, const float *const *b, int k, float *out)
 {
-    FC_DOT4(float, __m256, 8, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_setzero_ps, _mm256_add_ps,
-              _mm256_store_ps)
+    FC_DOT8(float, __m256, 8, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_setzero_ps, sum8_avx2_s)
 }
 
-void fc_dot4_avx2_d(const double *a, const double *const *b, int k, double *out)
+void fc_dot8_avx2_d(const double *a, const double *const *b, int k, double *out)
 {
-    FC_DOT4(double, __m256d, 4, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_setzero_pd, _mm256_add_pd,
-              _mm256_store_pd)
+    FC_DOT8(double, __m256d, 4, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_setzero_pd, sum8_avx2_d)
 }
 
 /* Transposes: whole 8 x 8 (float) or 4 x 4 (double) blocks in registers, the

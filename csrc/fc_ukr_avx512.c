@@ -438,15 +438,17 @@ NARROW_D(4)
 
 /* ------------------------------------------------- direct 3x3 convolution */
 
-/* Stride-1 3x3 correlation with a single output channel (a one-channel
- * layer's input gradient), where a GEMM has a single row: y (N, 1, P, Q) =
- * x (N, K, H, W) * w (1, K, 3, 3), padding (ph, pw) on both sides (P = H +
- * 2 ph - 2, Q = W + 2 pw - 2), plus bias and activation. Blocks of DR output
- * rows by 32 columns are held in 2 DR registers; each input row is loaded once
- * a block and channel (at three column shifts, masked at the edges) and
- * multiplied by broadcast taps. Every output sums its taps in one fixed order
- * (input channel, tap row, tap column); tasks are (image, block of rows,
- * block of columns), so results do not depend on the thread count. */
+/* Stride-1 3x3 correlations where a GEMM would have a single row or a depth
+ * of nine: y (N, K, P, Q) = x (N, C, H, W) * w (K, C, 3, 3) with one output
+ * channel (a one-channel layer's input gradient) or one input channel (a
+ * first layer's forward), padding (ph, pw) on both sides (P = H + 2 ph - 2,
+ * Q = W + 2 pw - 2), plus bias and activation, and for one input channel
+ * optionally 2 x 2 max pooling (FC_POOL_2X2). Blocks of DR output rows by 32
+ * columns are held in 2 DR registers; each input row is loaded once a block
+ * and channel (at three column shifts, masked at the edges) and multiplied by
+ * broadcast taps. Every output sums its taps in one fixed order (input
+ * channel, tap row, tap column) whatever the task, so results do not depend
+ * on the thread count. */
 #define DR 4
 
 static inline __mmask16 d3_lanes(int c, int W)
@@ -500,31 +502,63 @@ d3_block(const float *xp, int H, int W, int h0, int c0, int ph, int pw, const __
     D3_TAPS(xp, H, W, h0, c0, ph, pw, mx, acc[r][v] = _mm512_fmadd_ps(in, wt[3 * a + b], acc[r][v]))
 }
 
-static inline __attribute__((always_inline)) void
+static inline __m512 d3_act(__m512 acc, __m512 bv, int act, __m512 sv)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    __m512 o = _mm512_add_ps(acc, bv);
+    if (act == FC_ACT_RELU)
+        o = _mm512_max_ps(o, zero);
+    else if (act == FC_ACT_LEAKY)
+        o = _mm512_mask_mul_ps(o, _mm512_cmp_ps_mask(o, zero, _CMP_LT_OQ), o, sv);
+    return o;
+}
+
+static inline void
 d3_store(__m512 acc[DR][2], float *yp, int P, int Q, int h0, int c0, float bias, int act, float slope)
 {
-    const __m512 bv = _mm512_set1_ps(bias), zero = _mm512_setzero_ps(), sv = _mm512_set1_ps(slope);
+    const __m512 bv = _mm512_set1_ps(bias), sv = _mm512_set1_ps(slope);
     for (int r = 0; r < DR && h0 + r < P; r++)
         for (int v = 0; v < 2; v++) {
             const __mmask16 m = d3_lanes(c0 + 16 * v, Q);
             if (!m) continue;
-            __m512 o = _mm512_add_ps(acc[r][v], bv);
-            if (act == FC_ACT_RELU)
-                o = _mm512_max_ps(o, zero);
-            else if (act == FC_ACT_LEAKY)
-                o = _mm512_mask_mul_ps(o, _mm512_cmp_ps_mask(o, zero, _CMP_LT_OQ), o, sv);
-            _mm512_mask_storeu_ps(yp + (long)(h0 + r) * Q + c0 + 16 * v, m, o);
+            _mm512_mask_storeu_ps(yp + (long)(h0 + r) * Q + c0 + 16 * v, m, d3_act(acc[r][v], bv, act, sv));
         }
 }
 
-int fc_direct3_avx512_s(const float *x, const float *w, const float *bias, float *y, int N, int K, int H,
-                        int W, int ph, int pw, int act, double slope, int nthreads)
+/* The larger of a and b, NaN if either is (as max pooling keeps NaNs). */
+static inline __m512 d3_max(__m512 a, __m512 b)
+{
+    return _mm512_mask_mov_ps(_mm512_max_ps(b, a), _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q), b);
+}
+
+/* The 2 x 2 max pooling of the activated block (rows h0 .. h0 + DR, columns c0
+ * .. c0 + 32, h0 and c0 even) into the pooled plane yp of P2 x Q2. */
+static inline void
+d3_store_pool(__m512 acc[DR][2], float *yp, int P2, int Q2, int h0, int c0, float bias, int act, float slope)
+{
+    const __m512 bv = _mm512_set1_ps(bias), sv = _mm512_set1_ps(slope);
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __mmask16 m = d3_lanes(c0 / 2, Q2);
+    for (int i = 0; i < DR / 2 && h0 / 2 + i < P2; i++) {
+        __m512 rm[2];
+        for (int v = 0; v < 2; v++)
+            rm[v] = d3_max(d3_act(acc[2 * i][v], bv, act, sv), d3_act(acc[2 * i + 1][v], bv, act, sv));
+        const __m512 o = d3_max(_mm512_permutex2var_ps(rm[0], even, rm[1]),
+                                _mm512_permutex2var_ps(rm[0], odd, rm[1]));
+        _mm512_mask_storeu_ps(yp + (long)(h0 / 2 + i) * Q2 + c0 / 2, m, o);
+    }
+}
+
+/* One output channel (C input channels, K = 1): blocks of rows and columns of
+ * every image. */
+static void d3_one_output(const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
+                          int W, int ph, int pw, int act, float slope, int nthreads)
 {
     const int P = H + 2 * ph - 2, Q = W + 2 * pw - 2;
     const int nrb = (P + DR - 1) / DR, ncb = (Q + 31) / 32;
     const long ntasks = (long)N * nrb * ncb;
     const long HW = (long)H * W, PQ = (long)P * Q;
-    if (nthreads < 1) nthreads = 1;
 #if FC_OPENMP
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
 #endif
@@ -537,11 +571,57 @@ int fc_direct3_avx512_s(const float *x, const float *w, const float *bias, float
         __mmask16 mx[2][3];
         d3_masks(c0, pw, W, mx);
         for (int r = 0; r < DR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-        for (int i = 0; i < K; i++)
-            d3_block(x + ((long)n * K + i) * HW, H, W, h0, c0, ph, pw, mx, w + 9L * i, acc);
-        d3_store(acc, y + (long)n * PQ, P, Q, h0, c0, bias ? bias[0] : 0.0f, act, (float)slope);
+        for (int i = 0; i < C; i++)
+            d3_block(x + ((long)n * C + i) * HW, H, W, h0, c0, ph, pw, mx, w + 9L * i, acc);
+        d3_store(acc, y + (long)n * PQ, P, Q, h0, c0, bias ? bias[0] : 0.0f, act, slope);
         fc_fpmode_leave(fpmode);
     }
+}
+
+/* One input channel (C = 1, K output channels), optionally pooled: tasks
+ * (image, block of rows), each over all output channels and columns. */
+static void d3_one_input(const float *x, const float *w, const float *bias, float *y, int N, int K, int H,
+                         int W, int ph, int pw, int act, float slope, int nthreads)
+{
+    const int pool = act & FC_POOL_2X2;
+    act &= ~FC_POOL_2X2;
+    const int P = H + 2 * ph - 2, Q = W + 2 * pw - 2;
+    const int nrb = pool ? (P / 2 * 2 + DR - 1) / DR : (P + DR - 1) / DR, qe = pool ? Q / 2 * 2 : Q;
+    const long ntasks = (long)N * nrb;
+    const long HW = (long)H * W, PQ = pool ? (long)(P / 2) * (Q / 2) : (long)P * Q;
+#if FC_OPENMP
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+#endif
+    for (long task = 0; task < ntasks; task++) {
+        const int n = (int)(task / nrb), h0 = (int)(task % nrb) * DR;
+        unsigned fpmode = fc_fpmode_enter();
+        for (int c0 = 0; c0 < qe; c0 += 32) {
+            __mmask16 mx[2][3];
+            d3_masks(c0, pw, W, mx);
+            for (int k = 0; k < K; k++) {
+                const float b = bias ? bias[k] : 0.0f;
+                float *yp = y + ((long)n * K + k) * PQ;
+                __m512 acc[DR][2];
+                for (int r = 0; r < DR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+                d3_block(x + (long)n * HW, H, W, h0, c0, ph, pw, mx, w + 9L * k, acc);
+                if (pool)
+                    d3_store_pool(acc, yp, P / 2, Q / 2, h0, c0, b, act, slope);
+                else
+                    d3_store(acc, yp, P, Q, h0, c0, b, act, slope);
+            }
+        }
+        fc_fpmode_leave(fpmode);
+    }
+}
+
+int fc_direct3_avx512_s(const float *x, const float *w, const float *bias, float *y, int N, int C, int K,
+                        int H, int W, int ph, int pw, int act, double slope, int nthreads)
+{
+    if (nthreads < 1) nthreads = 1;
+    if (K == 1 && !(act & FC_POOL_2X2))
+        d3_one_output(x, w, bias, y, N, C, H, W, ph, pw, act, (float)slope, nthreads);
+    else
+        d3_one_input(x, w, bias, y, N, K, H, W, ph, pw, act, (float)slope, nthreads);
     return 0;
 }
 
@@ -618,17 +698,33 @@ int fc_direct3_wgrad_avx512_s(const float *x, const float *dy, float *dw, float 
 
 /* ------------------------------------------------------------ dot products */
 
-/* Small-batch Linear: four dot products at a time (FC_DOT4). */
-void fc_dot4_avx512_s(const float *a, const float *const *b, int k, float *out)
+/* Small-batch Linear: eight dot products at a time (FC_DOT8), each row's
+ * accumulator halved to 256 bits and the halves reduced as in the AVX2 file. */
+static inline void sum8_avx512_s(const __m512 *s, float *out)
 {
-    FC_DOT4(float, __m512, 16, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_setzero_ps, _mm512_add_ps,
-                _mm512_store_ps)
+    __m256 v[8];
+    for (int j = 0; j < 8; j++)
+        v[j] = _mm256_add_ps(_mm512_castps512_ps256(s[j]),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s[j]), 1)));
+    FC_SUM8_PS(v, out);
 }
 
-void fc_dot4_avx512_d(const double *a, const double *const *b, int k, double *out)
+static inline void sum8_avx512_d(const __m512d *s, double *out)
 {
-    FC_DOT4(double, __m512d, 8, _mm512_loadu_pd, _mm512_fmadd_pd, _mm512_setzero_pd, _mm512_add_pd,
-                _mm512_store_pd)
+    __m256d v[8];
+    for (int j = 0; j < 8; j++)
+        v[j] = _mm256_add_pd(_mm512_castpd512_pd256(s[j]), _mm512_extractf64x4_pd(s[j], 1));
+    FC_SUM8_PD(v, out);
+}
+
+void fc_dot8_avx512_s(const float *a, const float *const *b, int k, float *out)
+{
+    FC_DOT8(float, __m512, 16, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_setzero_ps, sum8_avx512_s)
+}
+
+void fc_dot8_avx512_d(const double *a, const double *const *b, int k, double *out)
+{
+    FC_DOT8(double, __m512d, 8, _mm512_loadu_pd, _mm512_fmadd_pd, _mm512_setzero_pd, sum8_avx512_d)
 }
 /* ---------------------------------------------------------------- transposes */
 

@@ -67,10 +67,10 @@ void fc_ukrg_generic_d(long k, const double *a, const long *aoff, const long *do
     UKR_BODY(double, FC_GENERIC_MR_D, FC_GENERIC_NR_D, b + p * FC_GENERIC_NR_D, a[aoff[i] + doff[p]], fc_tile_store_generic_d)
 }
 
-/* Four dot products of a with the rows b[0..3], each over eight accumulators
+/* Eight dot products of a with the rows b[0..7], each over eight accumulators
  * reduced in a fixed order. */
-#define DOT4_GENERIC(T)                                                       \
-    for (int j = 0; j < 4; j++) {                                             \
+#define DOT8_GENERIC(T)                                                       \
+    for (int j = 0; j < 8; j++) {                                             \
         const T *bj = b[j];                                                   \
         T acc[8] = {0};                                                       \
         int i = 0;                                                            \
@@ -81,8 +81,8 @@ void fc_ukrg_generic_d(long k, const double *a, const long *aoff, const long *do
         out[j] = r;                                                           \
     }
 
-void fc_dot4_generic_s(const float *a, const float *const *b, int k, float *out) { DOT4_GENERIC(float) }
-void fc_dot4_generic_d(const double *a, const double *const *b, int k, double *out) { DOT4_GENERIC(double) }
+void fc_dot8_generic_s(const float *a, const float *const *b, int k, float *out) { DOT8_GENERIC(float) }
+void fc_dot8_generic_d(const double *a, const double *const *b, int k, double *out) { DOT8_GENERIC(double) }
 
 
 /* Transposes in blocks of 8 x 8, so that both sides stay in cache. */

@@ -223,8 +223,34 @@ static void WN(wino_in)(const T *xi, int Wp, int Cs, int tw, int t0, int nt, T *
     }
 }
 
+/* 2 x 2 windows of the activated 4 x 4 block o[b][a] of FC_WINO_L lanes: the
+ * maximum of each, its four pixels taken row by row, a NaN kept as max
+ * pooling keeps it; stored for each lane l into yk = y + l * plane (rows
+ * of q pixels): rows x cols pooled pixels. */
+static inline void WN(wino_pool)(const T *o, int kn, T *y, long plane, int q, int rows, int cols)
+{
+    T pm[4 * FC_WINO_L] __attribute__((aligned(64)));
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            const T *w0 = o + (8 * i + 2 * j) * FC_WINO_L, *w1 = w0 + 4 * FC_WINO_L;
+            for (int l = 0; l < FC_WINO_L; l++) {
+                T m = w0[l], v = w0[FC_WINO_L + l];
+                m = (v > m || v != v) ? v : m;
+                v = w1[l];
+                m = (v > m || v != v) ? v : m;
+                v = w1[FC_WINO_L + l];
+                pm[(2 * i + j) * FC_WINO_L + l] = (v > m || v != v) ? v : m;
+            }
+        }
+    for (int l = 0; l < kn; l++)
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++) y[l * plane + (long)i * q + j] = pm[(2 * i + j) * FC_WINO_L + l];
+}
+
 /* Output tiles t0 .. t0 + nt of image y (K planes of P x Q) from M_e[t][k],
- * plus the bias and the activation. */
+ * plus the bias and the activation; with FC_POOL_2X2 in act, y holds the
+ * 2 x 2 max pooling (floor mode) of that output instead: K planes of
+ * P/2 x Q/2. */
 static void WN(wino_out)(const T *M, long ms, int Ks, int K, int tw, int t0, int nt, T *y, int P,
                          int Q, const T *bias, int act, T slope)
 {
@@ -232,6 +258,8 @@ static void WN(wino_out)(const T *M, long ms, int Ks, int K, int tw, int t0, int
     T o[16 * FC_WINO_L] __attribute__((aligned(64)));
     T ot[16 * FC_WINO_L] __attribute__((aligned(64)));
     const long PQ = (long)P * Q;
+    const int pool = act & FC_POOL_2X2, P2 = P / 2, Q2 = Q / 2;
+    act &= ~FC_POOL_2X2;
     for (int t = 0; t < nt; t++) {
         const int I = (t0 + t) / tw, J = (t0 + t) % tw;
         const int rows = P - 4 * I < 4 ? P - 4 * I : 4, cols = Q - 4 * J < 4 ? Q - 4 * J : 4;
@@ -263,8 +291,15 @@ static void WN(wino_out)(const T *M, long ms, int Ks, int K, int tw, int t0, int
                 for (int q = 0; q < 16; q++)
                     for (int l = 0; l < FC_WINO_L; l++) o[q * FC_WINO_L + l] += bk[l];
             }
-            TRANSPOSE(o, FC_WINO_L, ot, 16, 16, FC_WINO_L);
             const int kn = K - k0 < FC_WINO_L ? K - k0 : FC_WINO_L;
+            if (pool) {
+                const int pr = P2 - 2 * I < 2 ? P2 - 2 * I : 2, pc = Q2 - 2 * J < 2 ? Q2 - 2 * J : 2;
+                if (pr > 0 && pc > 0)
+                    WN(wino_pool)(o, kn, y + (long)k0 * P2 * Q2 + (long)(2 * I) * Q2 + 2 * J, (long)P2 * Q2,
+                                  Q2, pr, pc);
+                continue;
+            }
+            TRANSPOSE(o, FC_WINO_L, ot, 16, 16, FC_WINO_L);
             for (int l = 0; l < kn; l++) {
                 T *yk = y + (long)(k0 + l) * PQ + (long)(4 * I) * Q + 4 * J;
                 const T *ol = ot + l * 16;
@@ -342,7 +377,8 @@ static void WN(wino_out_range)(const T *M, const WN(wino_geom) *g, int K, int P,
     for (int t = ta; t < tb;) {
         const int n = t / tpi, ti = t % tpi;
         const int cnt = tpi - ti < tb - t ? tpi - ti : tb - t;
-        WN(wino_out)(M + (long)(t - t0) * g->Ks, g->ms, g->Ks, K, g->tw, ti, cnt, y + (long)n * K * P * Q,
+        const long img = act & FC_POOL_2X2 ? (long)K * (P / 2) * (Q / 2) : (long)K * P * Q;
+        WN(wino_out)(M + (long)(t - t0) * g->Ks, g->ms, g->Ks, K, g->tw, ti, cnt, y + (long)n * img,
                      P, Q, bias, act, slope);
         t += cnt;
     }

@@ -318,27 +318,30 @@ def isa_id():
 
 
 def direct3(int Cg, int K, int R, int S, tuple stride, tuple dilation, int groups, tuple padding, dtype,
-            bint weight_grad=False):
+            bint one_input=False):
     """Whether a float32 3x3 stride-1 convolution runs as the direct kernels (where the
     instruction set in use has them): its forward with one output channel, or
-    (``weight_grad``) its weight gradient with one input channel."""
+    (``one_input``) with one input channel, its weight gradient or its pooled forward."""
     return (R == 3 and S == 3 and stride == (1, 1) and dilation == (1, 1) and groups == 1
-            and (Cg == 1 if weight_grad else K == 1) and dtype == np.float32
+            and (Cg == 1 if one_input else K == 1) and dtype == np.float32
             and 0 <= padding[0] <= 2 and 0 <= padding[1] <= 2 and fc_direct3_available() != 0)
 
 
 def conv3x3_direct(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple padding, int act=0,
-                   double slope=0.01, int n_threads=1):
-    """y (N, 1, P, Q) = x (N, K, H, W) correlated with w (1, K, 3, 3), stride 1,
-    ``padding`` on both sides, + bias, activation."""
-    cdef int N = x.shape[0], K = x.shape[1], H = x.shape[2], W = x.shape[3]
+                   double slope=0.01, int n_threads=1, bint pool=False):
+    """y (N, K, P, Q) = x (N, C, H, W) correlated with w (K, C, 3, 3), C or K one, stride 1,
+    ``padding`` on both sides, + bias, activation; with ``pool`` (C one), y (N, K, P/2, Q/2)
+    holds the result's 2x2 max pooling."""
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], K = w.shape[0]
     cdef int ph = padding[0], pw = padding[1], rc
     cdef float *bp = NULL if bias is None else <float *>cnp.PyArray_DATA(bias)
+    if pool:
+        act |= FC_POOL_2X2
     if N == 0:
         return y
     with nogil:
         rc = fc_direct3_s(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(w), bp,
-                          <float *>cnp.PyArray_DATA(y), N, K, H, W, ph, pw, act, slope, n_threads)
+                          <float *>cnp.PyArray_DATA(y), N, C, K, H, W, ph, pw, act, slope, n_threads)
     if rc:
         raise RuntimeError("fastcnn: no direct 3x3 kernel for this instruction set")
     return y
@@ -376,13 +379,19 @@ def winograd_packed(int r, int C, int K, dtype):
 
 
 def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple padding, int act=0,
-                    double slope=0.01, int n_threads=1, upack=None, bint upack_ready=False):
+                    double slope=0.01, int n_threads=1, upack=None, bint upack_ready=False,
+                    tuple pooled_from=None):
     """y (N, K, P, Q) = x (N, C, H, W) correlated with w (K, C, r, r) (r = 3 or 2), padding
     (top, left; negative crops). ``upack``: None, or a winograd_packed buffer for w that
-    keeps its transformed weights: filled from w here unless ``upack_ready``."""
+    keeps its transformed weights: filled from w here unless ``upack_ready``.
+    ``pooled_from``: (P, Q) of the convolution, whose 2x2 max pooling y (N, K, P/2, Q/2)
+    then holds."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], P = y.shape[2], Q = y.shape[3], r = w.shape[2]
     cdef int ph = padding[0], pw = padding[1], rc
+    if pooled_from is not None:
+        P, Q = pooled_from
+        act |= FC_POOL_2X2
     if N == 0:
         return y
     cdef size_t n = fc_wino_ws_s(r, N, C, K, P, Q, n_threads, NULL) if x.dtype == np.float32 else \

@@ -8,6 +8,7 @@ cdef extern from "fc_gemm.h" nogil:
         FC_ACT_NONE
         FC_ACT_RELU
         FC_ACT_LEAKY
+        FC_POOL_2X2
         FC_BIAS_NONE
         FC_BIAS_ROW
         FC_BIAS_COL
@@ -51,8 +52,8 @@ cdef extern from "fc_gemm.h" nogil:
     void fc_fpmode_leave(unsigned saved)
     void fc_transpose_s(const float *src, long lds, float *dst, long ldd, int rows, int cols)
     void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows, int cols)
-    int fc_direct3_s(const float *x, const float *w, const float *bias, float *y, int N, int K, int H,
-                     int W, int ph, int pw, int act, double slope, int nthreads)
+    int fc_direct3_s(const float *x, const float *w, const float *bias, float *y, int N, int C, int K,
+                     int H, int W, int ph, int pw, int act, double slope, int nthreads)
     int fc_direct3_available()
     int fc_direct3_wgrad_s(const float *x, const float *dy, float *dw, float *db, int N, int K, int H,
                            int W, int ph, int pw, int nthreads, float *ws)

@@ -11,6 +11,7 @@ import numpy as np
 
 from .._kernels import _conv, _gemm
 from .._kernels._pointwise import same_bytes
+from .._threads import get_num_threads
 from ._checks import Memo, as_float_array, check_index_range, check_int, check_size, memo_key, n_threads, pair
 from .linalg import _activation, _linear_into
 
@@ -143,6 +144,19 @@ def _whole(in_hw, weight, groups, pad, dilation):
             and weight.shape[2] == in_hw[0] and weight.shape[3] == in_hw[1])
 
 
+def _winograd_forward(x, weight, bias, y, pad, act, slope, nt, cache, pooled_from=None):
+    """The Winograd forward, reading the transformed weights from ``cache`` (or None)
+    and filling it."""
+    if cache is None:
+        return _conv.conv2d_winograd(x, weight, bias, y, pad, act, slope, nt, pooled_from=pooled_from)
+    packed, ready = cache.lookup(weight)
+    snapshot = None if ready else weight.copy()
+    _conv.conv2d_winograd(x, weight, bias, y, pad, act, slope, nt, packed, ready, pooled_from)
+    if not ready:
+        cache.commit(weight, snapshot, packed)
+    return y
+
+
 def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, cache=None):
     """y = conv(x, weight) + bias, activation (y preallocated: N, K, P, Q)."""
     if _whole(x.shape[2:], weight, groups, pad, dilation):
@@ -151,14 +165,7 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
         return y
     if _winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:],
                  _WINO_TILES if cache is None else _WINO_TILES_KEPT):
-        if cache is None:
-            return _conv.conv2d_winograd(x, weight, bias, y, pad, act, slope, nt)
-        packed, ready = cache.lookup(weight)
-        snapshot = None if ready else weight.copy()
-        _conv.conv2d_winograd(x, weight, bias, y, pad, act, slope, nt, packed, ready)
-        if not ready:
-            cache.commit(weight, snapshot, packed)
-        return y
+        return _winograd_forward(x, weight, bias, y, pad, act, slope, nt, cache)
     K, Cg, R, S = weight.shape
     if _conv.direct3(Cg, K, R, S, stride, dilation, groups, pad, x.dtype):
         return _conv.conv3x3_direct(x, weight, bias, y, pad, act, slope, nt)
@@ -224,7 +231,7 @@ def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb=None
     if n and _whole(x.shape[2:], gw, groups, pad, dilation):
         _gemm.gemm(grad_out.reshape(n, K), x.reshape(n, -1), gw.reshape(K, -1), True, False, n_threads=nt)
         return False
-    if n and _conv.direct3(Cg, K, R, S, stride, dilation, groups, pad, gw.dtype, True):
+    if n and _conv.direct3(Cg, K, R, S, stride, dilation, groups, pad, gw.dtype, one_input=True):
         _conv.conv3x3_direct_backward_weight(x, grad_out, gw, gb, pad, nt)
         return gb is not None
     if n and _winograd(n, gw, groups, stride, dilation, grad_out.shape[2:], _WINO_TILES_OTHER):
@@ -350,6 +357,54 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     _forward(x, weight, bias, y, groups, stride, pad, dilation, act, float(negative_slope),
              n_threads(2 * y.size * (weight.size // weight.shape[0])), weight_cache)
     return y[0] if unbatched else y
+
+
+_POOL2_PLANS = Memo()
+
+
+def _conv2d_max_pool2(x, weight, bias, stride, padding, dilation, groups, activation=None,
+                      negative_slope=0.01, weight_cache=None):
+    """``max_pool2d(conv2d(x, ...), 2)`` (arguments as conv2d's) computed by a kernel that
+    pools the activated output as it stores it, which is never kept: a 3x3 stride-1
+    convolution that runs as Winograd, or with one input channel. None where no kernel
+    does, for an unbatched x, and for a weight or bias that conv2d would first convert."""
+    if type(x) is not np.ndarray or x.ndim != 4:
+        return None
+    key = _args_key(x, weight, bias, (stride, padding, dilation, groups, activation, int(weight_cache is None),
+                                      get_num_threads(), _conv.isa_id(), "pool2"))
+    if key is None:
+        return None
+    plan = _POOL2_PLANS.get(key)
+    if plan is None:
+        plan = _POOL2_PLANS.put(key, _pool2_plan(x, weight, bias, stride, padding, dilation, groups,
+                                                 activation, weight_cache))
+    if not plan:
+        return None
+    wino, out_shape, pad, act, nt, full = plan
+    x = np.ascontiguousarray(x)
+    y = np.empty(out_shape, dtype=x.dtype)
+    if wino:
+        return _winograd_forward(x, weight, bias, y, pad, act, float(negative_slope), nt, weight_cache, full)
+    return _conv.conv3x3_direct(x, weight, bias, y, pad, act, float(negative_slope), nt, True)
+
+
+def _pool2_plan(x, weight, bias, stride, padding, dilation, groups, activation, weight_cache):
+    """(winograd?, output shape, padding, activation code, threads, (P, Q)) for
+    _conv2d_max_pool2, or False where no kernel pools."""
+    weight, bias, groups, stride, pad, dilation, (P, Q) = _conv_args(
+        x, weight, bias, stride, padding, dilation, groups)
+    K, Cg, R, S = weight.shape
+    if (R, S) != (3, 3) or stride != (1, 1) or dilation != (1, 1) or groups != 1 or P < 2 or Q < 2:
+        return False
+    N = x.shape[0]
+    wino = _winograd(N, weight, groups, stride, dilation, (P, Q),
+                     _WINO_TILES if weight_cache is None else _WINO_TILES_KEPT)
+    if not wino and not _conv.direct3(Cg, K, R, S, stride, dilation, groups, pad, x.dtype, one_input=True):
+        return False
+    flops = 2 * N * K * P * Q * (weight.size // K)
+    # the direct kernel starts no packing: smaller problems repay a second thread
+    nt = n_threads(flops) if wino else n_threads(flops, grain=200_000)
+    return wino, (N, K, P // 2, Q // 2), pad, _activation(activation), nt, (P, Q)
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1,

@@ -22,6 +22,7 @@ from .._kernels._pointwise import same_bytes
 from .layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Identity, LeakyReLU, Linear, MaxPool2d, ReLU,
                      _grad_as, _no_forward)
 from ..functional._checks import pair
+from ..functional.conv import _conv2d_max_pool2
 from .module import accumulate, backward_without_input_grad
 
 __all__ = ["build_plan", "FusedBlock"]
@@ -177,18 +178,25 @@ class FusedBlock:
         layer = self.layer
         x = layer._prep(x)
         w, b, _, _ = self.folded()
+        pool = self.pool
         if self._is_conv:
+            cache = None if layer.training else layer._weight_cache()
+            if pool is not None and not (layer.training or pool.training) and pool._is_2x2():
+                # in eval mode, a kernel that pools as it stores where there is one
+                y = _conv2d_max_pool2(x, w, b, layer.stride, layer._pad, layer.dilation, layer.groups,
+                                      self.activation, self.slope, cache)
+                if y is not None:
+                    self._ctx = (x, y, w, True)
+                    return y
             y = F.conv2d(x, w, b, layer.stride, layer._pad, layer.dilation, layer.groups,
-                         activation=self.activation, negative_slope=self.slope,
-                         weight_cache=None if layer.training else layer._weight_cache())
+                         activation=self.activation, negative_slope=self.slope, weight_cache=cache)
         elif x.ndim == 2:
             y = F.linear(x, w, b, activation=self.activation, negative_slope=self.slope)
         else:
             return self._unfused(x)
-        self._ctx = (x, y, w)
-        if self.pool is not None:
-            y = self.pool(y)
-            self._ctx = (x, y, w)   # the activation's gradient is taken from the pooled output
+        if pool is not None:
+            y = pool(y)
+        self._ctx = (x, y, w, False)   # the activation's gradient is taken from the pooled output
         return y
 
     def backward(self, grad_out, need_input_grad=True):
@@ -203,14 +211,19 @@ class FusedBlock:
             if need_input_grad:
                 return self.modules[0].backward(g)
             return backward_without_input_grad(self.modules[0], g)
-        x, y, w2 = ctx
+        x, y, w2, pooled_in_kernel = ctx
         layer, bn = self.layer, self.bn
         g = _grad_as(grad_out, w2.dtype)
         if self.activation == "relu":
             g = F.relu_backward(g, y)
         elif self.activation == "leaky_relu":
             g = F.leaky_relu_backward(g, y, self.slope)  # y has the signs of the pre-activation
-        if self.pool is not None:
+        if pooled_in_kernel:
+            # the pooling's input was never stored: computed again to find each window's argmax
+            yc = F.conv2d(x, w2, self.folded()[1], layer.stride, layer._pad, layer.dilation, layer.groups,
+                          activation=self.activation, negative_slope=self.slope)
+            g = F.max_pool2d_backward(g, F.max_pool2d(yc, 2, 2, return_indices=True)[1], yc.shape)
+        elif self.pool is not None:
             g = self.pool.backward(g)
         if self._is_conv:
             gx, gw, gb = F.conv2d_backward(g, x, w2, layer.stride, layer._pad, layer.dilation, layer.groups,

@@ -316,9 +316,11 @@ class MaxPool2d(Module):
 
     def _is_2x2(self):
         """2x2 windows, stride 2, no padding or dilation, floor mode."""
-        return (not self.ceil_mode and pair(self.kernel_size, "kernel_size") == (2, 2)
-                and pair(self.stride, "stride") == (2, 2) and pair(self.padding, "padding") == (0, 0)
-                and pair(self.dilation, "dilation") == (1, 1))
+        k, s, p, d = self.kernel_size, self.stride, self.padding, self.dilation
+        if type(k) is int and type(s) is int and type(p) is int and type(d) is int:
+            return not self.ceil_mode and k == 2 and s == 2 and p == 0 and d == 1
+        return (not self.ceil_mode and pair(k, "kernel_size") == (2, 2) and pair(s, "stride") == (2, 2)
+                and pair(p, "padding") == (0, 0) and pair(d, "dilation") == (1, 1))
 
     def forward(self, x):
         if self.training and not self.return_indices and self._is_2x2():

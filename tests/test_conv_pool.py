@@ -1,0 +1,131 @@
+"""Convolutions whose kernel max-pools the activated output as it stores it (eval-mode
+Conv2d + activation + MaxPool2d(2)): equal to the three steps one after the other, in
+fastcnn and in PyTorch, for Winograd layers and for one input channel."""
+import numpy as np
+import pytest
+
+import fastcnn
+import fastcnn.functional as F
+from fastcnn import nn
+from fastcnn._kernels import _conv
+from fastcnn.functional.conv import WeightCache, _conv2d_max_pool2
+
+
+def _steps(x, w, b, padding, activation, slope):
+    y = F.conv2d(x, w, b, 1, padding, activation=activation, negative_slope=slope)
+    return F.max_pool2d(y, 2)
+
+
+def _torch_steps(torch, x, w, b, padding, activation, slope):
+    t = torch.nn.functional
+    y = t.conv2d(torch.from_numpy(x), torch.from_numpy(w), None if b is None else torch.from_numpy(b),
+                 padding=padding)
+    if activation == "relu":
+        y = t.relu(y)
+    elif activation == "leaky_relu":
+        y = t.leaky_relu(y, slope)
+    return t.max_pool2d(y, 2).numpy()
+
+
+# (N, C, K, H, W, padding): one input channel (direct kernel) and Winograd layers;
+# odd outputs (the last row or column dropped), 2x2 outputs, widths past 32 columns
+CASES = [(1, 1, 32, 28, 28, 1), (3, 1, 5, 9, 13, 1), (2, 1, 17, 2, 2, 1), (1, 1, 3, 5, 70, 0),
+         (2, 1, 8, 7, 35, 2), (1, 32, 64, 14, 14, 1), (2, 16, 20, 11, 9, 1), (2, 17, 33, 10, 23, 0),
+         (3, 24, 16, 13, 13, 1)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("activation,slope", [(None, 0.01), ("relu", 0.01), ("leaky_relu", 0.2)])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
+def test_pooled_kernel_equals_conv_then_pool(torch, case, activation, slope, dtype):
+    N, C, K, H, W, pad = case
+    rng = np.random.default_rng(sum(case))
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = (rng.standard_normal((K, C, 3, 3)) / np.sqrt(9 * C)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    runs = []
+    for nt in (1, 2, 3):
+        fastcnn.set_num_threads(nt)
+        for cache in (None, WeightCache()):
+            y = _conv2d_max_pool2(x, w, b, 1, pad, 1, 1, activation, slope, cache)
+            if y is not None and cache is not None:
+                y = _conv2d_max_pool2(x, w, b, 1, pad, 1, 1, activation, slope, cache)  # kept weights
+            runs.append(y)
+    fastcnn.set_num_threads(1)
+    pooled_kernel = C == 1 and dtype == np.float32 and _conv.direct3(1, K, 3, 3, (1, 1), (1, 1), 1, (pad, pad),
+                                                                     dtype, one_input=True)
+    if C == 1 and not pooled_kernel:
+        assert all(r is None for r in runs)
+        return
+    if C > 1 and runs[0] is None:
+        # too few tiles for Winograd without kept weights: only the cached call pools
+        runs = [r for r in runs if r is not None]
+    assert runs
+    expected = _steps(x, w, b, pad, activation, slope)
+    tol = dict(rtol=1e-4, atol=5e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    for y in runs:
+        assert y.shape == expected.shape and y.dtype == dtype
+        np.testing.assert_allclose(y, expected, **tol)
+        np.testing.assert_array_equal(y, runs[0])   # the same for any thread count
+    np.testing.assert_allclose(runs[0], _torch_steps(torch, x, w, b, pad, activation, slope), **tol)
+
+
+def test_pooled_kernel_declines_what_it_cannot_pool():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    assert _conv2d_max_pool2(x, w, None, 2, 1, 1, 1) is None                 # strided
+    assert _conv2d_max_pool2(x, w[:, :, :2, :2], None, 1, 1, 1, 1) is None    # 2x2 kernel
+    assert _conv2d_max_pool2(x[:, :, :3, :3], w, None, 1, 0, 1, 1) is None    # a 1x1 output
+    assert _conv2d_max_pool2(x[0], w, None, 1, 1, 1, 1) is None               # unbatched
+    assert _conv2d_max_pool2(x, w.astype(np.float64), None, 1, 1, 1, 1) is None   # conv2d would convert
+    y = _conv2d_max_pool2(x, w, None, 1, 1, 1, 1)
+    if y is not None:
+        np.testing.assert_allclose(y, _steps(x, w, None, 1, None, 0.01), rtol=1e-5, atol=1e-6)
+
+
+def test_pooled_kernel_keeps_nan():
+    x = np.ones((1, 1, 6, 6), dtype=np.float32)
+    x[0, 0, 2, 3] = np.nan
+    w = np.ones((2, 1, 3, 3), dtype=np.float32)
+    y = _conv2d_max_pool2(x, w, None, 1, 1, 1, 1)
+    if y is None:
+        pytest.skip("no direct kernel on this instruction set")
+    expected = _steps(x, w, None, 1, None, 0.01)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    assert np.isnan(y).any()
+    np.testing.assert_allclose(y[~np.isnan(y)], expected[~np.isnan(expected)])
+
+
+def _pooled_model(dtype):
+    fastcnn.manual_seed(3)
+    m = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                      nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.LeakyReLU(0.1), nn.MaxPool2d(2),
+                      nn.Flatten(), nn.Linear(16 * 4 * 5, 3))
+    bn = m[4]
+    rng = np.random.default_rng(4)
+    bn.running_mean[...] = rng.uniform(-0.5, 0.5, 16)
+    bn.running_var[...] = rng.uniform(0.5, 2.0, 16)
+    return m.to(dtype).eval()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_model_with_pooled_blocks_equals_unfused(dtype):
+    """Forward and backward (input and every parameter) of an eval-mode model whose
+    conv + activation + pool blocks run pooled, against the unfused modules."""
+    m = _pooled_model(dtype)
+    x = np.random.default_rng(5).standard_normal((20, 1, 17, 21)).astype(dtype)
+    r = np.random.default_rng(6).standard_normal((20, 3)).astype(dtype)
+    out = []
+    for fuse in (True, False):
+        m.fused_inference = fuse
+        m.zero_grad()
+        y = m(x)
+        dx = m.backward(r)
+        out.append((y, dx, {k: p.grad.copy() for k, p in m.named_parameters()}))
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-11)
+    (y1, dx1, g1), (y2, dx2, g2) = out
+    np.testing.assert_allclose(y1, y2, **tol)
+    np.testing.assert_allclose(dx1, dx2, **tol)
+    for k in g1:
+        np.testing.assert_allclose(g1[k], g2[k], err_msg=k, **tol)
