@@ -45,10 +45,11 @@ def kinds(model):
 
 def test_plan_fuses_expected_blocks():
     m = build(np.float32).eval()
+    # in eval mode a layer on its own (the last Linear) is a block of one
     assert kinds(m) == ["FusedBlock", "FusedBlock", "FusedBlock", "FusedBlock", "Flatten",
-                        "FusedBlock", "FusedBlock", "Linear"]
+                        "FusedBlock", "FusedBlock", "FusedBlock"]
     plan = m._get_plan()
-    assert [len(s.modules) for s in plan if isinstance(s, FusedBlock)] == [4, 3, 2, 2, 3, 2]
+    assert [len(s.modules) for s in plan if isinstance(s, FusedBlock)] == [4, 3, 2, 2, 3, 2, 1]
     assert type(plan[0].pool) is nn.MaxPool2d
     m.train()
     # training: only an activation right after a Conv2d / Linear is fused (never BatchNorm)
@@ -58,7 +59,8 @@ def test_plan_fuses_expected_blocks():
     assert kinds(m) == [type(x).__name__ for x in m]
     m.eval()
     m[1].train()  # a BatchNorm in training mode is not folded
-    assert kinds(m)[:4] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    assert kinds(m)[:4] == ["FusedBlock", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    assert m._get_plan()[0].modules == [m[0]]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
@@ -163,7 +165,8 @@ def test_no_fusion_without_running_stats_or_negative_slope():
     m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False),
                       nn.Linear(3, 3), nn.LeakyReLU(-0.5)).eval()
     plan = m._get_plan()
-    assert isinstance(plan[0], nn.Conv2d) and isinstance(plan[2], nn.Linear)
+    assert plan[0].modules == [m[0]] and plan[1] is m[1]
+    assert plan[2].modules == [m[2]] and plan[3] is m[3]
 
 
 @pytest.mark.parametrize("first_act", ["relu", "leaky"])
@@ -207,3 +210,46 @@ def test_training_fusion_equals_unfused(dtype, first_act):
     plain.backward(g, need_input_grad=False)
     for (k, a), (_, b) in zip(fused.named_parameters(), plain.named_parameters()):
         np.testing.assert_array_equal(a.grad, b.grad, err_msg=k)
+
+
+def test_kept_kernel_calls_follow_copies_settings_and_weights():
+    """An eval-mode block keeps its checked kernel call for inputs of one shape; copies,
+    pickles, changed settings, thread counts and weights must not reuse a stale one."""
+    import copy
+    import pickle
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                      nn.Conv2d(4, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 4 * 4, 3)).eval()
+    x = np.random.default_rng(7).standard_normal((2, 1, 8, 8)).astype(np.float32)
+
+    def unfused(model, inp):
+        model.fused_inference = False
+        try:
+            return model(inp)
+        finally:
+            model.fused_inference = True
+
+    y = m(x)
+    np.testing.assert_allclose(m(x), y, rtol=0, atol=0)
+    for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        clone[0].weight.data += 1
+        clone[6].bias.data[...] = 5
+        np.testing.assert_allclose(clone(x), unfused(clone, x), rtol=1e-5, atol=1e-5)
+        assert not np.allclose(clone(x), y)
+    np.testing.assert_array_equal(m(x), y)
+    m[3].weight.data *= 2                          # in place
+    np.testing.assert_allclose(m(x), unfused(m, x), rtol=1e-5, atol=1e-5)
+    m[3].padding = 0                               # a changed setting
+    m[3]._pad = (0, 0)
+    m[6] = nn.Linear(16 * 2 * 2, 3)
+    m.eval()
+    np.testing.assert_allclose(m(x), unfused(m, x), rtol=1e-5, atol=1e-5)
+    m[2].kernel_size = m[2].stride = 1             # the pool's
+    m[6] = nn.Linear(16 * 6 * 6, 3)
+    m.eval()
+    out = m(x)
+    assert out.shape == (2, 3)
+    np.testing.assert_allclose(out, unfused(m, x), rtol=1e-5, atol=1e-5)
+    for nt in (2, 1):
+        fastcnn.set_num_threads(nt)
+        np.testing.assert_allclose(m(x), out, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(m(x[:1]), out[:1], rtol=1e-5, atol=1e-6)   # another shape

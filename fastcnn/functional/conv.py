@@ -368,6 +368,14 @@ def _conv2d_max_pool2(x, weight, bias, stride, padding, dilation, groups, activa
     pools the activated output as it stores it, which is never kept: a 3x3 stride-1
     convolution that runs as Winograd, or with one input channel. None where no kernel
     does, for an unbatched x, and for a weight or bias that conv2d would first convert."""
+    call = _pooled_call(x, weight, bias, stride, padding, dilation, groups, activation, negative_slope,
+                        weight_cache)
+    return None if call is None else call(np.ascontiguousarray(x))
+
+
+def _pooled_call(x, weight, bias, stride, padding, dilation, groups, activation, negative_slope, weight_cache):
+    """The work of _conv2d_max_pool2 for inputs like x (its shape and dtype, C-contiguous),
+    checked and chosen once: a function of the input, or None where no kernel pools."""
     if type(x) is not np.ndarray or x.ndim != 4:
         return None
     key = _args_key(x, weight, bias, (stride, padding, dilation, groups, activation, int(weight_cache is None),
@@ -381,11 +389,28 @@ def _conv2d_max_pool2(x, weight, bias, stride, padding, dilation, groups, activa
     if not plan:
         return None
     wino, out_shape, pad, act, nt, full = plan
-    x = np.ascontiguousarray(x)
-    y = np.empty(out_shape, dtype=x.dtype)
+    slope, dt = float(negative_slope), x.dtype
     if wino:
-        return _winograd_forward(x, weight, bias, y, pad, act, float(negative_slope), nt, weight_cache, full)
-    return _conv.conv3x3_direct(x, weight, bias, y, pad, act, float(negative_slope), nt, True)
+        return lambda x: _winograd_forward(x, weight, bias, np.empty(out_shape, dtype=dt), pad, act, slope, nt,
+                                           weight_cache, full)
+    return lambda x: _conv.conv3x3_direct(x, weight, bias, np.empty(out_shape, dtype=dt), pad, act, slope, nt,
+                                          True)
+
+
+def _conv_call(x, weight, bias, stride, padding, dilation, groups, activation, negative_slope, weight_cache):
+    """conv2d's work for inputs like x (4-D: its shape and dtype, C-contiguous), checked
+    and chosen once (a layer's repeated inference): a function of the input, or None
+    for arguments that conv2d would first convert."""
+    if (type(x) is not np.ndarray or x.ndim != 4
+            or _args_key(x, weight, bias, (stride, padding, dilation, groups)) is None):
+        return None
+    weight, bias, groups, stride, pad, dilation, (P, Q) = _conv_args(
+        x, weight, bias, stride, padding, dilation, groups)
+    act, slope, dt = _activation(activation), float(negative_slope), x.dtype
+    shape = (x.shape[0], weight.shape[0], P, Q)
+    nt = n_threads(2 * shape[0] * shape[1] * P * Q * (weight.size // shape[1]))
+    return lambda x: _forward(x, weight, bias, np.empty(shape, dtype=dt), groups, stride, pad, dilation, act,
+                              slope, nt, weight_cache)
 
 
 def _pool2_plan(x, weight, bias, stride, padding, dilation, groups, activation, weight_cache):

@@ -69,6 +69,12 @@ def linear(x, weight, bias=None, activation=None, negative_slope=0.01):
 
 
 def _checked_linear(x, weight, bias, activation, negative_slope):
+    x, weight, bias, act = _linear_args(x, weight, bias, activation)
+    return _linear(x, weight, bias, act, negative_slope)
+
+
+def _linear_args(x, weight, bias, activation):
+    """linear's arguments checked: (x, weight, bias, activation code), arrays contiguous."""
     x = as_float_array(x, "x", ndim=2, contiguous=False)
     weight = as_float_array(weight, "weight", ndim=2, dtype=x.dtype, contiguous=False)
     if weight.shape[1] != x.shape[1]:
@@ -81,7 +87,21 @@ def _checked_linear(x, weight, bias, activation, negative_slope):
             raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
     check_index_range("linear", {"N": x.shape[0], "in_features": x.shape[1], "out_features": weight.shape[0]})
     check_size((x.shape[0], weight.shape[0]), "linear output", x.itemsize)
-    return _linear(np.ascontiguousarray(x), np.ascontiguousarray(weight), bias, act, negative_slope)
+    return np.ascontiguousarray(x), np.ascontiguousarray(weight), bias, act
+
+
+def _linear_call(x, weight, bias, activation, negative_slope):
+    """linear's work for inputs like x (its shape and dtype, C-contiguous), checked once (a
+    layer's repeated inference): a function of the input, or None for arguments that
+    linear would first convert."""
+    if (type(weight) is not np.ndarray or not weight.flags.c_contiguous or weight.dtype != x.dtype
+            or (bias is not None and (type(bias) is not np.ndarray or not bias.flags.c_contiguous
+                                      or bias.dtype != x.dtype))):
+        return None
+    _, weight, bias, act = _linear_args(x, weight, bias, activation)
+    shape, dt, slope = (x.shape[0], weight.shape[0]), x.dtype, float(negative_slope)
+    nt = n_threads(2 * shape[0] * shape[1] * x.shape[1], grain=200_000)
+    return lambda x: _linear_into(x, weight, bias, np.empty(shape, dtype=dt), act, slope, nt)
 
 
 def _linear(x, weight, bias, act, negative_slope):

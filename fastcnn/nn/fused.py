@@ -22,7 +22,10 @@ from .._kernels._pointwise import same_bytes
 from .layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Identity, LeakyReLU, Linear, MaxPool2d, ReLU,
                      _grad_as, _no_forward)
 from ..functional._checks import pair
-from ..functional.conv import _conv2d_max_pool2
+from .._kernels._conv import isa_id
+from .._threads import get_num_threads
+from ..functional.conv import _conv_call, _pooled_call
+from ..functional.linalg import _linear_call
 from .module import accumulate, backward_without_input_grad
 
 __all__ = ["build_plan", "FusedBlock"]
@@ -82,7 +85,8 @@ def build_plan(mods, training=False):
             elif j < n and type(mods[j]) is LeakyReLU and mods[j].negative_slope >= 0:
                 act = mods[j]
                 j += 1
-            if bn is not None or act is not None:
+            # in eval mode a layer on its own is a block too, for its kept kernel call
+            if bn is not None or act is not None or not training:
                 pool = None
                 if act is not None and j < n and type(mods[j]) is MaxPool2d and _poolable(mods[j], act):
                     pool = mods[j]
@@ -123,6 +127,7 @@ class FusedBlock:
         self._snap = None
         self._folded = None
         self._ctx = None
+        self._fast = None   # (input shape, dtype, folded, environment, call, pooled) of eval-mode calls
 
     def _sources(self):
         layer, bn = self.layer, self.bn
@@ -175,28 +180,71 @@ class FusedBlock:
         return x
 
     def __call__(self, x):
+        fast = self._fast
+        if (fast is not None and type(x) is np.ndarray and x.shape == fast[0] and x.dtype == fast[1]
+                and x.flags.c_contiguous and not self.layer.training):
+            folded = self.folded()
+            if folded is fast[2] and fast[3] == self._environment():
+                return self._finish(x, fast[4](x), folded[0], fast[5])
+        self._fast = None
+        return self._call(x)
+
+    def _call(self, x):
+        """The checked call; in eval mode it also keeps, for inputs like x, the kernel call
+        with its arguments checked and chosen (self._fast)."""
         layer = self.layer
         x = layer._prep(x)
-        w, b, _, _ = self.folded()
+        folded = self.folded()
+        w, b = folded[0], folded[1]
         pool = self.pool
+        call, pooled = None, False
+        eval_mode = not layer.training
         if self._is_conv:
-            cache = None if layer.training else layer._weight_cache()
-            if pool is not None and not (layer.training or pool.training) and pool._is_2x2():
+            cache = layer._weight_cache() if eval_mode else None
+            args = (layer.stride, layer._pad, layer.dilation, layer.groups, self.activation, self.slope, cache)
+            if pool is not None and eval_mode and not pool.training and pool._is_2x2():
                 # in eval mode, a kernel that pools as it stores where there is one
-                y = _conv2d_max_pool2(x, w, b, layer.stride, layer._pad, layer.dilation, layer.groups,
-                                      self.activation, self.slope, cache)
-                if y is not None:
-                    self._ctx = (x, y, w, True)
-                    return y
-            y = F.conv2d(x, w, b, layer.stride, layer._pad, layer.dilation, layer.groups,
-                         activation=self.activation, negative_slope=self.slope, weight_cache=cache)
+                call = _pooled_call(x, w, b, *args)
+                pooled = call is not None
+            if call is None and eval_mode:
+                call = _conv_call(x, w, b, *args)
+            if call is None:
+                y = F.conv2d(x, w, b, layer.stride, layer._pad, layer.dilation, layer.groups,
+                             activation=self.activation, negative_slope=self.slope, weight_cache=cache)
         elif x.ndim == 2:
-            y = F.linear(x, w, b, activation=self.activation, negative_slope=self.slope)
+            if eval_mode:
+                call = _linear_call(x, w, b, self.activation, self.slope)
+            if call is None:
+                y = F.linear(x, w, b, activation=self.activation, negative_slope=self.slope)
         else:
             return self._unfused(x)
+        if call is not None:
+            x = np.ascontiguousarray(x)
+            y = call(x)
+            self._fast = (x.shape, x.dtype, folded, self._environment(), call, pooled)
+        return self._finish(x, y, w, pooled)
+
+    def __getstate__(self):
+        # a kept kernel call is bound to this block's arrays: a copy makes its own
+        state = self.__dict__.copy()
+        state["_fast"] = None
+        return state
+
+    def _environment(self):
+        """What a kept kernel call depends on besides the input and the folded weights: the
+        layer's and the pool's settings, the thread count and the instruction set."""
+        layer, pool = self.layer, self.pool
+        env = (get_num_threads(), isa_id())
+        if self._is_conv:
+            env += (layer.stride, layer._pad, layer.dilation, layer.groups)
         if pool is not None:
-            y = pool(y)
-        self._ctx = (x, y, w, False)   # the activation's gradient is taken from the pooled output
+            env += (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode, pool.training)
+        return env
+
+    def _finish(self, x, y, w, pooled):
+        if self.pool is not None and not pooled:
+            y = self.pool(y)
+        self._ctx = (x, y, w, pooled)   # the activation's gradient is taken from the pooled output
         return y
 
     def backward(self, grad_out, need_input_grad=True):
