@@ -33,6 +33,10 @@
 #define FC_WINO_MIN_TILES 24                   /* the smallest block of shared-out tiles */
 #define FC_WINO_L 16                           /* channels a transform vector */
 #define FC_WINO_AL(n) (((long)(n) + 15) & ~15L)
+/* elements from one point's Cs x K transformed weights to the next: 64 bytes
+ * past a multiple of 64, so that the stores of one kernel's points do not
+ * all fall into one cache set */
+#define FC_WINO_US(Cs, K) (FC_WINO_AL((long)(Cs) * (K)) + 16)
 #endif
 
 #if WR == 3
@@ -161,13 +165,16 @@ WN(wino_gt16)(const T *restrict in, long is, T *restrict out, long os)
     }
 }
 
-/* U_e^T (Cs x K, zero rows for c >= C) for every point e: u[e][c][k] = (G g G^T)[e]
+/* U_e^T (Cs x K, zero rows for c >= C; points FC_WINO_US apart) for every
+ * point e: u[e][c][k] = (G g G^T)[e]
  * with g = w[k][c] (r x r), for the output channels k0 .. k1, FC_WINO_L
  * channels k at a time. */
 static void WN(wino_weights)(const T *w, int K, int C, int Cs, int k0, int k1, T *U)
 {
-    const long CK = (long)Cs * K;
-    T g[WR * WR * FC_WINO_L] __attribute__((aligned(64)));
+    const long CK = FC_WINO_US(Cs, K);
+    /* the kernels of FC_WINO_L output channels (lanes) for FC_WINO_L input
+     * channels, read row by row and transposed: gb[c][j][l] = w[kb + l][c0 + c][j] */
+    T gb[FC_WINO_L * WR * WR * FC_WINO_L] __attribute__((aligned(64)));
     T t[WA * WR * FC_WINO_L] __attribute__((aligned(64)));   /* G g: t[e][s] */
     T u[WP * FC_WINO_L] __attribute__((aligned(64)));        /* (G g) G^T */
     for (int e = 0; e < WP; e++)
@@ -176,12 +183,13 @@ static void WN(wino_weights)(const T *w, int K, int C, int Cs, int k0, int k1, T
     for (int kb = k0; kb < k1; kb += FC_WINO_L) {
         const int kn = k1 - kb < FC_WINO_L ? k1 - kb : FC_WINO_L;
         for (int c = 0; c < C; c++) {
-            for (int l = 0; l < kn; l++) {
-                const T *src = w + ((long)(kb + l) * C + c) * WR * WR;
-                for (int j = 0; j < WR * WR; j++) g[j * FC_WINO_L + l] = src[j];
+            const int cb = c % FC_WINO_L;
+            if (cb == 0) {
+                const int cn = C - c < FC_WINO_L ? C - c : FC_WINO_L;
+                if (kn < FC_WINO_L) memset(gb, 0, sizeof(gb));
+                TRANSPOSE(w + ((long)kb * C + c) * WR * WR, (long)C * WR * WR, gb, FC_WINO_L, kn, cn * WR * WR);
             }
-            for (int l = kn; l < FC_WINO_L; l++)
-                for (int j = 0; j < WR * WR; j++) g[j * FC_WINO_L + l] = 0;
+            const T *g = gb + cb * WR * WR * FC_WINO_L;
             for (int s = 0; s < WR; s++)
                 WN(wino_g16)(g + s * FC_WINO_L, WR * FC_WINO_L, t + s * FC_WINO_L, WR * FC_WINO_L);
             for (int e = 0; e < WA; e++)
@@ -353,7 +361,7 @@ size_t WN(wino_ws)(int N, int C, int K, int P, int Q, int nthreads, size_t *upac
     if (nthreads < 1) nthreads = 1;
     const WN(wino_geom) g = WN(wino_plan)(N, C, K, P, Q);
     if (upack) *upack = (size_t)g.upack;
-    return (size_t)(FC_WINO_AL((long)WP * g.Cs * K) + g.upack + g.ws_layout + (long)nthreads * g.per);
+    return (size_t)(FC_WINO_AL(WP * FC_WINO_US(g.Cs, K)) + g.upack + g.ws_layout + (long)nthreads * g.per);
 }
 
 /* Input tiles ta .. tb (of all images' tiles, t0 the first of the block whose
@@ -408,7 +416,7 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
 {
     if (nthreads < 1) nthreads = 1;
     const WN(wino_geom) g = WN(wino_plan)(N, C, K, P, Q);
-    const long CK = (long)g.Cs * K;
+    const long CK = FC_WINO_US(g.Cs, K);
     T *U = ws;                                          /* WP x Cs x K */
     T *Upack = upack ? upack : U + FC_WINO_AL(WP * CK);
     T *xt = U + FC_WINO_AL(WP * CK) + g.upack;
