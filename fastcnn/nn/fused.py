@@ -144,6 +144,13 @@ class FusedBlock:
     def folded(self):
         """(w', b', s, inv_std): the folded weight and bias, recomputed when a source
         array is replaced or its values change (in-place updates included)."""
+        f = self._folded
+        if f is not None and self.bn is None:
+            # without BatchNorm the folded arrays are the parameters themselves
+            layer = self.layer
+            b = layer.bias
+            if f[0] is layer.weight.data and f[1] is (None if b is None else b.data):
+                return f
         src = self._sources()
         key = self._key
         if (key is not None and len(key) == len(src) and all(a is b for a, b in zip(key, src))
@@ -181,8 +188,8 @@ class FusedBlock:
 
     def __call__(self, x):
         fast = self._fast
-        if (fast is not None and type(x) is np.ndarray and x.shape == fast[0] and x.dtype == fast[1]
-                and x.flags.c_contiguous and not self.layer.training):
+        if (fast is not None and type(x) is np.ndarray and x.shape == fast[0] and x.dtype is fast[1]
+                and not self.layer.training and x.flags.c_contiguous):
             folded = self.folded()
             if folded is fast[2] and fast[3] == self._environment():
                 return self._finish(x, fast[4](x), folded[0], fast[5])
