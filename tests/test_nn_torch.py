@@ -246,3 +246,65 @@ def test_losses_match_pytorch(torch, reduction):
             assert isinstance(loss, float)
             assert loss == pytest.approx(lt.item(), rel=1e-10), repr(crit)
         np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=repr(crit))
+
+
+def _random_stack(seed):
+    """A random conv stack: conv (+BN) + activation + 2x2 max pool blocks (pooled by the
+    kernel in eval mode where one can: one input channel, or Winograd widths), then a
+    Linear; odd sizes, one image or a few."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 4))
+    c_in = int(rng.choice([1, 1, 3, 16, 17]))
+    h, w = (int(v) for v in rng.integers(4, 19, size=2))
+    specs, c, hh, ww = [], c_in, h, w
+    for _ in range(int(rng.integers(1, 3))):
+        k = int(rng.choice([1, 5, 16, 24, 33]))
+        pad = int(rng.integers(0, 3))
+        if hh + 2 * pad - 2 < 2 or ww + 2 * pad - 2 < 2:
+            break
+        bn = bool(rng.integers(0, 2))
+        act = str(rng.choice(["relu", "leaky", "none"]))
+        specs.append((c, k, pad, bn, act))
+        c, hh, ww = k, (hh + 2 * pad - 2) // 2, (ww + 2 * pad - 2) // 2
+        if hh < 1 or ww < 1:
+            specs.pop()
+            break
+        c_last, h_last, w_last = c, hh, ww
+    if not specs:
+        return None
+    c, hh, ww = c_last, h_last, w_last
+
+    def build(ns):
+        mods = []
+        for ci, k, pad, bn, act in specs:
+            mods.append(ns.Conv2d(ci, k, 3, padding=pad))
+            if bn:
+                mods.append(ns.BatchNorm2d(k))
+            if act == "relu":
+                mods.append(ns.ReLU())
+            elif act == "leaky":
+                mods.append(ns.LeakyReLU(0.1))
+            mods.append(ns.MaxPool2d(2))
+        mods += [ns.Flatten(), ns.Linear(c * hh * ww, 3)]
+        return ns.Sequential(*mods)
+
+    return build, (n, c_in, h, w), int(rng.integers(1, 4))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=IDS.get)
+@pytest.mark.parametrize("seed", range(24))
+def test_random_conv_pool_stacks_match_pytorch(torch, seed, dtype):
+    """Random conv + BN + activation + max pool stacks in eval mode (fused and pooled
+    blocks, their kept kernel calls on a repeated call) and in training mode, against
+    PyTorch: outputs, input gradients, parameter gradients."""
+    case = _random_stack(seed)
+    if case is None:
+        pytest.skip("no valid stack for this seed")
+    build, shape, nt = case
+    fastcnn.set_num_threads(nt)
+    fm, tm = twins(torch, build, dtype)
+    x = np.random.default_rng(seed + 100).standard_normal(shape).astype(dtype)
+    compare(torch, fm, tm, x, dtype, train=False)
+    compare(torch, fm, tm, x, dtype, train=False)   # the kept kernel calls
+    compare(torch, fm, tm, x[:1].copy(), dtype, train=False)
+    compare(torch, fm, tm, x, dtype, train=True)
