@@ -129,3 +129,28 @@ def test_model_with_pooled_blocks_equals_unfused(dtype):
     np.testing.assert_allclose(dx1, dx2, **tol)
     for k in g1:
         np.testing.assert_allclose(g1[k], g2[k], err_msg=k, **tol)
+
+
+@pytest.mark.parametrize("shape", [(1, 32, 28, 28, 1), (2, 5, 7, 35, 2), (3, 17, 3, 1, 1), (1, 1, 9, 40, 0)])
+def test_one_input_channel_direct_kernel_unpooled(shape):
+    """The direct kernel's one-input-channel forward without pooling equals conv2d."""
+    N, K, H, W, pad = shape
+    if not _conv.direct3(1, K, 3, 3, (1, 1), (1, 1), 1, (pad, pad), np.float32, one_input=True):
+        pytest.skip("no direct kernel on this instruction set")
+    rng = np.random.default_rng(K)
+    x = rng.standard_normal((N, 1, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    P, Q = H + 2 * pad - 2, W + 2 * pad - 2
+    expected = F.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 1, pad)
+    for act, slope in ((0, 0.0), (1, 0.0), (2, 0.3)):
+        ref = expected if act == 0 else (np.maximum(expected, 0) if act == 1
+                                         else np.where(expected < 0, slope * expected, expected))
+        ys = []
+        for nt in (1, 2, 3):
+            y = np.full((N, K, P, Q), np.nan, dtype=np.float32)
+            _conv.conv3x3_direct(x, w, b, y, (pad, pad), act, slope, nt)
+            ys.append(y)
+        np.testing.assert_allclose(ys[0], ref, rtol=1e-5, atol=1e-5)
+        for y in ys[1:]:
+            np.testing.assert_array_equal(y, ys[0])
