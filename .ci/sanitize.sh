@@ -65,7 +65,7 @@ REPORTS="$DIR/sanitizer-reports"
 rm -rf "$REPORTS"
 mkdir -p "$REPORTS"
 
-tests="tests/test_gemm.py tests/test_conv.py tests/test_pool.py tests/test_norm.py
+tests="tests/test_gemm.py tests/test_conv.py tests/test_conv_pool.py tests/test_pool.py tests/test_norm.py
        tests/test_loss.py tests/test_activation.py tests/test_fuzz.py tests/test_hostile.py
        tests/test_concurrency.py"
 present=""

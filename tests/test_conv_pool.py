@@ -37,7 +37,7 @@ CASES = [(1, 1, 32, 28, 28, 1), (3, 1, 5, 9, 13, 1), (2, 1, 17, 2, 2, 1), (1, 1,
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("activation,slope", [(None, 0.01), ("relu", 0.01), ("leaky_relu", 0.2)])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
-def test_pooled_kernel_equals_conv_then_pool(torch, case, activation, slope, dtype):
+def test_pooled_kernel_equals_conv_then_pool(case, activation, slope, dtype):
     N, C, K, H, W, pad = case
     rng = np.random.default_rng(sum(case))
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
@@ -67,7 +67,22 @@ def test_pooled_kernel_equals_conv_then_pool(torch, case, activation, slope, dty
         assert y.shape == expected.shape and y.dtype == dtype
         np.testing.assert_allclose(y, expected, **tol)
         np.testing.assert_array_equal(y, runs[0])   # the same for any thread count
-    np.testing.assert_allclose(runs[0], _torch_steps(torch, x, w, b, pad, activation, slope), **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("activation,slope", [("relu", 0.01), ("leaky_relu", 0.2)])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
+def test_pooled_kernel_matches_pytorch(torch, case, activation, slope, dtype):
+    N, C, K, H, W, pad = case
+    rng = np.random.default_rng(sum(case) + 1)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = (rng.standard_normal((K, C, 3, 3)) / np.sqrt(9 * C)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    y = _conv2d_max_pool2(x, w, b, 1, pad, 1, 1, activation, slope, WeightCache())
+    if y is None:
+        y = _steps(x, w, b, pad, activation, slope)   # no pooling kernel: the steps themselves
+    tol = dict(rtol=1e-4, atol=5e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(y, _torch_steps(torch, x, w, b, pad, activation, slope), **tol)
 
 
 def test_pooled_kernel_declines_what_it_cannot_pool():
