@@ -235,20 +235,20 @@ static void WN(wino_in)(const T *xi, int Wp, int Cs, int tw, int t0, int nt, T *
  * maximum of each, its four pixels taken row by row, a NaN kept as max
  * pooling keeps it; stored for each lane l into yk = y + l * plane (rows
  * of q pixels): rows x cols pooled pixels. */
+static inline T WN(pool_max)(T m, T v)
+{
+    return (v > m || v != v) ? v : m;
+}
+
 static inline void WN(wino_pool)(const T *o, int kn, T *y, long plane, int q, int rows, int cols)
 {
     T pm[4 * FC_WINO_L] __attribute__((aligned(64)));
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 2; j++) {
             const T *w0 = o + (8 * i + 2 * j) * FC_WINO_L, *w1 = w0 + 4 * FC_WINO_L;
-            for (int l = 0; l < FC_WINO_L; l++) {
-                T m = w0[l], v = w0[FC_WINO_L + l];
-                m = (v > m || v != v) ? v : m;
-                v = w1[l];
-                m = (v > m || v != v) ? v : m;
-                v = w1[FC_WINO_L + l];
-                pm[(2 * i + j) * FC_WINO_L + l] = (v > m || v != v) ? v : m;
-            }
+            for (int l = 0; l < FC_WINO_L; l++)
+                pm[(2 * i + j) * FC_WINO_L + l] = WN(pool_max)(WN(pool_max)(WN(pool_max)(w0[l], w0[FC_WINO_L + l]),
+                                                                             w1[l]), w1[FC_WINO_L + l]);
         }
     for (int l = 0; l < kn; l++)
         for (int i = 0; i < rows; i++)

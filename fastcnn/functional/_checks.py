@@ -43,6 +43,15 @@ def memo_key(params):
     return params
 
 
+def kernel_ready(dtype, *arrays):
+    """Whether each of ``arrays`` (None passes) is a C-contiguous numpy array of
+    ``dtype``: what a kernel reads as it is, so checks made once hold for it."""
+    for a in arrays:
+        if a is not None and (type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous):
+            return False
+    return True
+
+
 class Memo(dict):
     """Checked results of recent calls, by argument shapes and exact parameter values:
     a repeated call (a layer's, every batch) skips checks that depend on nothing else."""

@@ -12,17 +12,18 @@ import numpy as np
 from .._kernels import _conv, _gemm
 from .._kernels._pointwise import same_bytes
 from .._threads import get_num_threads
-from ._checks import Memo, as_float_array, check_index_range, check_int, check_size, memo_key, n_threads, pair
+from ._checks import (Memo, as_float_array, check_index_range, check_int, check_size, kernel_ready, memo_key,
+                      n_threads, pair)
 from .linalg import _activation, _linear_into
 
 __all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "WeightCache",
            "conv2d_output_size", "conv_transpose2d_output_size"]
 
 
-def _flops(out, weight):
-    """Multiply-adds x 2 of a convolution with output ``out`` (for a transposed
-    convolution: its input) and ``weight``."""
-    return 2 * out.size * weight[0].size
+def _flops(out_size, weight):
+    """Multiply-adds x 2 of a convolution with ``out_size`` outputs (for a transposed
+    convolution: its input's size) and ``weight``."""
+    return 2 * out_size * weight[0].size
 
 
 # ---------------------------------------------------------------------------
@@ -285,10 +286,7 @@ _ARGS_MEMO = Memo()
 
 
 def _args_key(x, weight, bias, params):
-    if (type(weight) is not np.ndarray or weight.dtype != x.dtype or not weight.flags.c_contiguous
-            or (bias is not None and (type(bias) is not np.ndarray or bias.dtype != x.dtype
-                                      or not bias.flags.c_contiguous))
-            or memo_key(params) is None):
+    if not kernel_ready(x.dtype, weight, bias) or memo_key(params) is None:
         return None
     return (x.shape, x.dtype, weight.shape, None if bias is None else bias.shape) + params
 
@@ -355,7 +353,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     act = _activation(activation)
     y = np.empty((x.shape[0], weight.shape[0], P, Q), dtype=x.dtype)
     _forward(x, weight, bias, y, groups, stride, pad, dilation, act, float(negative_slope),
-             n_threads(2 * y.size * (weight.size // weight.shape[0])), weight_cache)
+             n_threads(_flops(y.size, weight)), weight_cache)
     return y[0] if unbatched else y
 
 
@@ -408,7 +406,7 @@ def _conv_call(x, weight, bias, stride, padding, dilation, groups, activation, n
         x, weight, bias, stride, padding, dilation, groups)
     act, slope, dt = _activation(activation), float(negative_slope), x.dtype
     shape = (x.shape[0], weight.shape[0], P, Q)
-    nt = n_threads(2 * shape[0] * shape[1] * P * Q * (weight.size // shape[1]))
+    nt = n_threads(_flops(shape[0] * shape[1] * P * Q, weight))
     return lambda x: _forward(x, weight, bias, np.empty(shape, dtype=dt), groups, stride, pad, dilation, act,
                               slope, nt, weight_cache)
 
@@ -426,7 +424,7 @@ def _pool2_plan(x, weight, bias, stride, padding, dilation, groups, activation, 
                      _WINO_TILES if weight_cache is None else _WINO_TILES_KEPT)
     if not wino and not _conv.direct3(Cg, K, R, S, stride, dilation, groups, pad, x.dtype, one_input=True):
         return False
-    flops = 2 * N * K * P * Q * (weight.size // K)
+    flops = _flops(N * K * P * Q, weight)
     # the direct kernel starts no packing: smaller problems repay a second thread
     nt = n_threads(flops) if wino else n_threads(flops, grain=200_000)
     return wino, (N, K, P // 2, Q // 2), pad, _activation(activation), nt, (P, Q)
@@ -446,7 +444,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
         raise ValueError(f"conv2d_backward: grad_out must have shape {expected}, got {grad_out.shape}")
     x = np.ascontiguousarray(x)
     grad_out = np.ascontiguousarray(grad_out)
-    nt = n_threads(_flops(grad_out, weight))
+    nt = n_threads(_flops(grad_out.size, weight))
     gx = None
     if need_grad_input:
         gx = _backward_data(grad_out, weight, np.empty_like(x), groups, stride, pad, dilation, nt)
@@ -512,7 +510,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     weight, bias, groups, stride, padding, dilation, out_shape = _convt_args(
         x, weight, bias, stride, padding, output_padding, groups, dilation)
     x = np.ascontiguousarray(x)
-    nt = n_threads(_flops(x, weight))
+    nt = n_threads(_flops(x.size, weight))
     y = _backward_data(x, weight, np.empty(out_shape, dtype=x.dtype), groups, stride, padding, dilation, nt,
                        bias)
     return y[0] if unbatched else y
@@ -533,7 +531,7 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
                          f"got {grad_out.shape}")
     x = np.ascontiguousarray(x)
     grad_out = np.ascontiguousarray(grad_out)
-    nt = n_threads(_flops(x, weight))
+    nt = n_threads(_flops(x.size, weight))
     gx = None
     if need_grad_input:
         gx = np.empty_like(x)

@@ -2,7 +2,7 @@
 import numpy as np
 
 from .._kernels import _gemm, _conv
-from ._checks import Memo, as_float_array, check_index_range, check_size, n_threads
+from ._checks import Memo, as_float_array, check_index_range, check_size, kernel_ready, n_threads
 
 __all__ = ["matmul", "linear", "linear_backward"]
 
@@ -94,9 +94,7 @@ def _linear_call(x, weight, bias, activation, negative_slope):
     """linear's work for inputs like x (its shape and dtype, C-contiguous), checked once (a
     layer's repeated inference): a function of the input, or None for arguments that
     linear would first convert."""
-    if (type(weight) is not np.ndarray or not weight.flags.c_contiguous or weight.dtype != x.dtype
-            or (bias is not None and (type(bias) is not np.ndarray or not bias.flags.c_contiguous
-                                      or bias.dtype != x.dtype))):
+    if not kernel_ready(x.dtype, weight, bias):
         return None
     _, weight, bias, act = _linear_args(x, weight, bias, activation)
     shape, dt, slope = (x.shape[0], weight.shape[0]), x.dtype, float(negative_slope)
