@@ -61,6 +61,13 @@ def _positive_float(s):
     return v
 
 
+def _codes_arg(text):
+    k = _int_at_least(0)(text)
+    if k == 1:
+        raise argparse.ArgumentTypeError("must be 0 (no code) or at least 2")
+    return k
+
+
 def _float_range(lo, hi, hi_open=True):
     def parse(s):
         try:
@@ -258,10 +265,11 @@ def _logits_from_features(classifier, feats):
 
 def _build_gan(cfg):
     from .gan import dcgan_discriminator, dcgan_generator
-    G = dcgan_generator(nz=cfg["nz"], image_size=cfg["image_size"], channels=cfg["channels"], ngf=cfg["ngf"],
-                        seed=cfg["seed"])
+    codes = cfg.get("codes", 0)
+    G = dcgan_generator(nz=cfg["nz"] + codes, image_size=cfg["image_size"], channels=cfg["channels"],
+                        ngf=cfg["ngf"], seed=cfg["seed"])
     D = dcgan_discriminator(image_size=cfg["image_size"], channels=cfg["channels"], ndf=cfg["ndf"],
-                            seed=cfg["seed"] + 1)
+                            seed=cfg["seed"] + 1, codes=codes)
     return G, D
 
 
@@ -303,9 +311,9 @@ def _load_gan(path):
 GAN_DEFAULTS = {
     # the no-argument run: bundled digits at 16x16, a few minutes on 2 cores
     "digits": dict(image_size=16, epochs=160, batch_size=32, lr=2e-4, lr_d=None, nz=32, ngf=32, ndf=32,
-                   label_smoothing=0.0, ema=0.999, translate=1, lr_decay=0.0),
+                   label_smoothing=0.0, ema=0.999, translate=1, lr_decay=0.0, codes=10, code_weight=2.0),
     "mnist": dict(image_size=28, epochs=10, batch_size=64, lr=2e-4, lr_d=None, nz=100, ngf=64, ndf=64,
-                  label_smoothing=0.0, ema=0.999, translate=0, lr_decay=0.0),
+                  label_smoothing=0.0, ema=0.999, translate=0, lr_decay=0.0, codes=10, code_weight=2.0),
 }
 
 
@@ -334,6 +342,11 @@ def _add_train_gan(sub):
     p.add_argument("--lr-decay", type=_float_range(0.0, 1.0, hi_open=False), default=None,
                    help="lower both learning rates linearly to zero over this last fraction of the epochs "
                         "(default 0: constant)")
+    p.add_argument("--codes", type=_codes_arg, default=None,
+                   help="categorical latent code of this many values, learnt without labels (InfoGAN; "
+                        "default 10; 0: none)")
+    p.add_argument("--code-weight", type=_float_range(0.0, float("inf")), default=None,
+                   help="weight of the code's cross-entropy (default 2)")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--threads", type=_int_at_least(1), default=None)
     p.add_argument("--out", default=DEFAULT_OUT_GAN, help=f"output directory (default ./{DEFAULT_OUT_GAN})")
@@ -358,7 +371,8 @@ def _gan_config(args):
             "nz": val("nz"), "ngf": val("ngf"), "ndf": val("ndf"), "lr": val("lr"), "lr_d": val("lr_d"),
             "batch_size": val("batch_size"), "epochs": val("epochs"), "label_smoothing": val("label_smoothing"),
             "seed": args.seed, "max_train": args.max_train, "classifier_epochs": args.classifier_epochs,
-            "ema": val("ema"), "translate": val("translate"), "lr_decay": val("lr_decay")}
+            "ema": val("ema"), "translate": val("translate"), "lr_decay": val("lr_decay"),
+            "codes": val("codes"), "code_weight": val("code_weight")}
 
 
 def _spec_from_name(name):
@@ -423,7 +437,8 @@ def cmd_train_gan(args, out=None):
     G, D = _build_gan(cfg)
     trainer = GANTrainer(G, D, cfg["nz"], lr=cfg["lr"], lr_d=cfg.get("lr_d"), seed=cfg["seed"],
                          label_smoothing=cfg["label_smoothing"], config=cfg, ema_decay=cfg.get("ema") or None,
-                         translate=cfg.get("translate", 0), lr_decay=cfg.get("lr_decay", 0.0))
+                         translate=cfg.get("translate", 0), lr_decay=cfg.get("lr_decay", 0.0),
+                         codes=cfg.get("codes", 0), code_weight=cfg.get("code_weight", 1.0))
     if args.resume:
         try:
             trainer.load(ckpt_file)
@@ -469,6 +484,8 @@ def cmd_train_gan(args, out=None):
         msg = (f"epoch {epoch}/{total}: d_loss {stats.get('d_loss', float('nan')):.3f} "
                f"g_loss {stats.get('g_loss', float('nan')):.3f} D(x) {stats.get('d_real', float('nan')):.2f} "
                f"D(G(z)) {stats.get('d_fake', float('nan')):.2f}")
+        if "code_loss" in stats:
+            msg += f" code_loss {stats['code_loss']:.3f}"
         if epoch % args.fid_every == 0 or epoch == total:
             row, _ = evaluate_gan(epoch)
             msg += f"  FID {row['fid']:.2f}  recognised {row['recognised']:.0%}  classes {row['classes']}"
@@ -490,6 +507,9 @@ def cmd_train_gan(args, out=None):
         return 0
     final = trainer.sample(64, seed=fixed_seed)
     utils.save_grid(final, os.path.join(out_dir, "samples.png"), nrow=8, scale=2)
+    if trainer.codes:   # one row per value of the latent code, the same noise down each column
+        by_code = np.concatenate([trainer.sample(10, seed=fixed_seed, code=c) for c in range(trainer.codes)])
+        utils.save_grid(by_code, os.path.join(out_dir, "samples_by_code.png"), nrow=10, scale=2)
     utils.write_csv(trainer.history, os.path.join(out_dir, "losses.csv"))
     plot_path, note = utils.plot_losses(trainer.history, os.path.join(out_dir, "losses.png"))
     fids = trainer.log["fid"]
@@ -596,6 +616,8 @@ def _add_sample(sub):
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--interpolate", action="store_true", help="rows of slerp interpolations between random pairs")
     p.add_argument("--steps", type=_int_at_least(2), default=10, help="images per interpolation row")
+    p.add_argument("--code", type=_int_at_least(0), default=None,
+                   help="the latent code of every image (GANs trained with --codes; default: drawn at random)")
     p.add_argument("--scale", type=_int_at_least(1), default=2, help="enlarge each image this many times")
     p.add_argument("--out", required=True, help="output image (PNG)")
     p.set_defaults(func=cmd_sample)
@@ -605,16 +627,18 @@ def cmd_sample(args, out=None):
     out = sys.stdout if out is None else out
     from . import utils
     from .edit import interpolate
-    from .gan import sample
+    from .gan import latents, sample
     G, _, cfg = _load_gan(args.checkpoint)
+    codes = cfg.get("codes", 0)
+    if args.code is not None and args.code >= codes:
+        raise UsageError(f"--code {args.code}: the GAN has " + (f"codes 0 to {codes - 1}" if codes else "no codes"))
     if args.interpolate:
-        rng = np.random.default_rng(args.seed)
-        rows = [interpolate(G, rng.standard_normal(cfg["nz"]), rng.standard_normal(cfg["nz"]), args.steps)
-                for _ in range(args.n)]
+        ends = latents(2 * args.n, cfg["nz"], seed=args.seed, codes=codes, code=args.code)
+        rows = [interpolate(G, ends[2 * i], ends[2 * i + 1], args.steps) for i in range(args.n)]
         utils.save_grid(np.concatenate(rows), args.out, nrow=args.steps, scale=args.scale)
         print(f"wrote {args.n} interpolations of {args.steps} steps to {args.out}", file=out)
     else:
-        imgs = sample(G, args.n, cfg["nz"], seed=args.seed)
+        imgs = sample(G, args.n, cfg["nz"], seed=args.seed, codes=codes, code=args.code)
         utils.save_grid(imgs, args.out, nrow=int(np.ceil(np.sqrt(args.n))), scale=args.scale)
         print(f"wrote {args.n} samples to {args.out}", file=out)
     return 0
@@ -675,7 +699,7 @@ def cmd_inpaint(args, out=None):
     x = (x01 * 2 - 1).astype(np.float32)
     t0 = time.perf_counter()
     filled = inpaint(G, x, mask, D=D, steps=args.steps, lr=args.lr, prior_weight=args.prior_weight,
-                     seed=args.seed, restarts=args.restarts)
+                     seed=args.seed, restarts=args.restarts, codes=cfg.get("codes", 0))
     dt = time.perf_counter() - t0
     m = np.broadcast_to(mask, x.shape)
     hole = m == 0

@@ -109,7 +109,7 @@ class _Mode:
         return False
 
 
-def _search_latent(G, target, mask, D, steps, lr, prior_weight, seed, restarts, loss, nz, z_init=None):
+def _search_latent(G, target, mask, D, steps, lr, prior_weight, seed, restarts, loss, nz, codes=0):
     """Adam on z for every (image, restart) pair; returns (best z per image, best per-image loss)."""
     if loss not in ("l1", "l2"):
         raise ValueError(f"loss must be 'l1' or 'l2', got {loss!r}")
@@ -120,15 +120,22 @@ def _search_latent(G, target, mask, D, steps, lr, prior_weight, seed, restarts, 
     if not lr > 0 or prior_weight < 0:
         raise ValueError(f"lr must be > 0 and prior_weight >= 0, got lr={lr}, prior_weight={prior_weight}")
     nz = latent_size(G) if nz is None else int(nz)
+    if isinstance(codes, (bool, np.bool_)) or not isinstance(codes, (int, np.integer)):
+        raise TypeError(f"codes must be an int, got {codes!r}")
+    if codes < 0 or codes == 1 or codes >= nz:
+        raise ValueError(f"codes must be 0 or in [2, {nz}) (the generator's latent size is {nz}), got {codes}")
     n = target.shape[0]
     rng = np.random.default_rng(seed)
     y = np.tile(target, (restarts, 1, 1, 1))
     m = np.tile(mask, (restarts, 1, 1, 1))
     count = np.maximum(m.reshape(len(m), -1).sum(axis=1), 1.0).reshape(-1, 1, 1, 1)
-    if z_init is not None:
-        z = np.tile(np.asarray(z_init, dtype=np.float32).reshape(n, nz), (restarts, 1))
-    else:
-        z = rng.standard_normal((n * restarts, nz), dtype=np.float64).astype(np.float32)
+    z = rng.standard_normal((n * restarts, nz), dtype=np.float64).astype(np.float32)
+    if codes:
+        # the code part starts one-hot: an image's starts take distinct codes (in a random order) while they last
+        order = np.argsort(rng.random((n, codes)), axis=1)
+        start_codes = order[:, np.arange(restarts) % codes].T.reshape(-1)
+        z[:, nz - codes:] = 0
+        z[np.arange(n * restarts), nz - codes + start_codes] = 1
     b1, b2, eps = 0.9, 0.999, 1e-8
     mom = np.zeros_like(z)
     vel = np.zeros_like(z)
@@ -138,8 +145,8 @@ def _search_latent(G, target, mask, D, steps, lr, prior_weight, seed, restarts, 
         r = (x - y) * m
         per = (np.abs(r) if loss == "l1" else r * r).reshape(len(r), -1).sum(axis=1) / count.ravel()
         if use_prior:
-            logits = np.asarray(D(x), dtype=np.float64).reshape(len(x), -1)
-            per = per + prior_weight * _softplus(-logits).sum(axis=1)
+            logits = np.asarray(D(x), dtype=np.float64).reshape(len(x), -1)[:, 0]
+            per = per + prior_weight * _softplus(-logits)
         return per
 
     with _Mode(G, D):
@@ -149,8 +156,10 @@ def _search_latent(G, target, mask, D, steps, lr, prior_weight, seed, restarts, 
             gx = (np.sign(r) if loss == "l1" else 2.0 * r) * m / count
             if use_prior:
                 logits = D(x)
-                # d softplus(-l) / dl = -sigmoid(-l)
-                gl = (-prior_weight * _sigmoid(-np.asarray(logits, dtype=np.float64))).astype(x.dtype)
+                # d softplus(-l) / dl = -sigmoid(-l), for the real/fake logit (the first output) only
+                gl = np.zeros(logits.shape, dtype=x.dtype)
+                gl2 = gl.reshape(len(x), -1)
+                gl2[:, 0] = -prior_weight * _sigmoid(-np.asarray(logits, dtype=np.float64).reshape(len(x), -1)[:, 0])
                 gx = gx + D.backward(gl)
             gz = np.asarray(G.backward(np.ascontiguousarray(gx, dtype=x.dtype)), dtype=np.float32)
             mom = b1 * mom + (1 - b1) * gz
@@ -170,7 +179,7 @@ def _generate(G, z):
 
 
 def inpaint(G, images, mask, D=None, steps=300, lr=0.05, prior_weight=0.003, seed=0, restarts=1,
-            loss="l1", nz=None, return_latent=False):
+            loss="l1", nz=None, return_latent=False, codes=0):
     """Fill the missing pixels of ``images`` (N, C, H, W) in [-1, 1] from a generator.
 
     ``mask``: 1 = known, 0 = missing (see module docs for shapes). Optimises
@@ -179,11 +188,16 @@ def inpaint(G, images, mask, D=None, steps=300, lr=0.05, prior_weight=0.003, see
     ('l1' as in Yeh et al., or 'l2'), plus ``prior_weight`` times the
     discriminator prior when ``D`` is given. Returns the images with the known
     pixels unchanged and the holes taken from ``G(z*)``; with
-    ``return_latent``, returns ``(filled, z, generated)``.
+    ``return_latent``, returns ``(filled, z, generated)``. The prior reads
+    ``D``'s first output per image as its real/fake logit (further outputs,
+    such as InfoGAN code logits, are not used). ``codes=k``: the generator's
+    input ends with a one-hot code of ``k`` values (``GANTrainer(codes=k)``);
+    each start then begins at a one-hot code, distinct among an image's
+    starts while there are codes left, and the search moves it freely.
     """
     x = _check_images(images)
     m = _check_mask(mask, x.shape)
-    z, _ = _search_latent(G, x, m, D, steps, lr, float(prior_weight), seed, restarts, loss, nz)
+    z, _ = _search_latent(G, x, m, D, steps, lr, float(prior_weight), seed, restarts, loss, nz, codes)
     gen = _generate(G, z)
     if gen.shape != x.shape:
         raise ValueError(f"the generator makes images of shape {gen.shape[1:]}, the images have {x.shape[1:]}")
@@ -192,11 +206,14 @@ def inpaint(G, images, mask, D=None, steps=300, lr=0.05, prior_weight=0.003, see
     return (filled, z, gen) if return_latent else filled
 
 
-def reconstruct(G, images, steps=300, lr=0.05, seed=0, restarts=1, loss="l2", nz=None):
-    """Project ``images`` into the latent space: returns ``(z, G(z))`` with ``G(z)`` closest to the images."""
+def reconstruct(G, images, steps=300, lr=0.05, seed=0, restarts=1, loss="l2", nz=None, codes=0):
+    """Project ``images`` into the latent space: returns ``(z, G(z))`` with ``G(z)`` closest to the images.
+
+    ``codes``: as for :func:`inpaint`.
+    """
     x = _check_images(images)
     m = np.ones_like(x)
-    z, _ = _search_latent(G, x, m, None, steps, lr, 0.0, seed, restarts, loss, nz)
+    z, _ = _search_latent(G, x, m, None, steps, lr, 0.0, seed, restarts, loss, nz, codes)
     return z, _generate(G, z)
 
 

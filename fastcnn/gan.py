@@ -37,7 +37,8 @@ import numpy as np
 from . import nn
 from ._random import resolve
 
-__all__ = ["dcgan_generator", "dcgan_discriminator", "dcgan_init_", "GANTrainer", "SUPPORTED_IMAGE_SIZES"]
+__all__ = ["dcgan_generator", "dcgan_discriminator", "dcgan_init_", "GANTrainer", "SUPPORTED_IMAGE_SIZES",
+           "sample", "latents"]
 
 SUPPORTED_IMAGE_SIZES = (16, 28, 32, 64)
 
@@ -48,6 +49,14 @@ def _check_positive_int(v, name):
     if v < 1:
         raise ValueError(f"{name} must be >= 1, got {v}")
     return int(v)
+
+
+def _check_codes(codes):
+    if isinstance(codes, (bool, np.bool_)) or not isinstance(codes, (int, np.integer)):
+        raise TypeError(f"codes must be an int, got {codes!r}")
+    if codes < 0 or codes == 1:
+        raise ValueError(f"codes must be 0 (none) or at least 2, got {codes}")
+    return int(codes)
 
 
 def _check_image_size(image_size):
@@ -120,21 +129,25 @@ def dcgan_generator(nz=100, image_size=28, channels=1, ngf=64, seed=None, genera
     return dcgan_init_(nn.Sequential(*layers), generator=gen)
 
 
-def dcgan_discriminator(image_size=28, channels=1, ndf=64, seed=None, generator=None):
+def dcgan_discriminator(image_size=28, channels=1, ndf=64, seed=None, generator=None, codes=0):
     """DCGAN discriminator: ``(N, channels, image_size, image_size)`` images to ``(N, 1)`` logits.
 
     ``image_size`` is 16, 28, 32 or 64; ``ndf`` is the width of the first layer.
+    With ``codes=k`` the last layer gives ``1 + k`` outputs: the real/fake
+    logit, then the logits of a ``k``-way latent code (InfoGAN's recognition
+    head, sharing every other layer; see :class:`GANTrainer`).
     """
     image_size = _check_image_size(image_size)
     channels = _check_positive_int(channels, "channels")
     ndf = _check_positive_int(ndf, "ndf")
+    codes = _check_codes(codes)
     gen = _generator_rng(seed, generator)
     if image_size in (16, 28):
         s = image_size // 4
         layers = [
             nn.Conv2d(channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2),
             nn.Conv2d(ndf, 2 * ndf, 4, 2, 1), nn.BatchNorm2d(2 * ndf), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(2 * ndf * s * s, 1),
+            nn.Flatten(), nn.Linear(2 * ndf * s * s, 1 + codes),
         ]
     else:
         layers = [nn.Conv2d(channels, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)]
@@ -144,7 +157,7 @@ def dcgan_discriminator(image_size=28, channels=1, ndf=64, seed=None, generator=
                        nn.BatchNorm2d(ndf * mult * 2), nn.LeakyReLU(0.2)]
             mult *= 2
             size //= 2
-        layers += [nn.Conv2d(ndf * mult, 1, 4, 1, 0, bias=False), nn.Flatten()]
+        layers += [nn.Conv2d(ndf * mult, 1 + codes, 4, 1, 0, bias=False), nn.Flatten()]
     return dcgan_init_(nn.Sequential(*layers), generator=gen)
 
 
@@ -285,10 +298,23 @@ class GANTrainer:
     sampling. ``lr_decay=f`` lowers both learning rates linearly to zero over
     the last fraction ``f`` of the epochs given to :meth:`fit` (set at the
     start of each epoch).
+
+    ``codes=k`` adds a categorical latent code (InfoGAN, Chen et al. 2016):
+    the generator's input is ``nz`` normal draws followed by a one-hot vector
+    of a code drawn uniformly from ``k`` (so ``G`` takes ``nz + k`` inputs),
+    and the discriminator gives ``1 + k`` outputs (build it with
+    ``dcgan_discriminator(..., codes=k)``): the real/fake logit, then logits
+    that predict the code of a generated image. Both networks also minimise
+    ``code_weight`` times that prediction's cross-entropy on generated
+    images (the discriminator in its pass on the fake batch, the generator
+    in its own), a lower bound on the mutual information between code and
+    image. No labels are used; each code comes to stand for one kind of
+    image, which keeps samples away from the blends between kinds.
     """
 
     def __init__(self, G, D, nz, lr=2e-4, betas=(0.5, 0.999), seed=0, label_smoothing=0.0,
-                 lr_d=None, dtype=np.float32, config=None, ema_decay=None, translate=0, lr_decay=0.0):
+                 lr_d=None, dtype=np.float32, config=None, ema_decay=None, translate=0, lr_decay=0.0,
+                 codes=0, code_weight=1.0):
         from . import optim
         if not isinstance(G, nn.Module) or not isinstance(D, nn.Module):
             raise TypeError("G and D must be fastcnn.nn.Module instances")
@@ -320,10 +346,16 @@ class GANTrainer:
         if not 0.0 <= lr_decay <= 1.0:
             raise ValueError(f"lr_decay must be in [0, 1], got {lr_decay}")
         self.lr_decay = lr_decay
+        self.codes = _check_codes(codes)
+        code_weight = float(code_weight)
+        if not code_weight >= 0.0:
+            raise ValueError(f"code_weight must be >= 0, got {code_weight}")
+        self.code_weight = code_weight
         self.G_ema = copy.deepcopy(G) if ema_decay is not None else None
         self.opt_g = optim.Adam(G.parameters(), lr=self.lr, betas=self.betas)
         self.opt_d = optim.Adam(D.parameters(), lr=self.lr_d, betas=self.betas)
         self.criterion = nn.BCEWithLogitsLoss()
+        self.code_criterion = nn.CrossEntropyLoss()
         self.rng = np.random.default_rng(self.seed)
         self.epoch = 0             # completed epochs
         self.batch_in_epoch = 0    # completed batches of the current epoch
@@ -335,7 +367,33 @@ class GANTrainer:
 
     # -- one iteration -----------------------------------------------------
     def _noise(self, n):
-        return self.rng.standard_normal((n, self.nz), dtype=np.float64).astype(self.dtype)
+        """(latent vectors, codes): ``n`` rows of ``nz`` normal draws (then the one-hot code when ``codes``)."""
+        z = self.rng.standard_normal((n, self.nz), dtype=np.float64).astype(self.dtype)
+        if not self.codes:
+            return z, None
+        c = self.rng.integers(0, self.codes, size=n)
+        return _with_codes(z, c, self.codes), c
+
+    def _d_loss(self, logits, target, codes=None):
+        """Loss of the discriminator's outputs and its gradient: the real/fake logit's
+        binary cross-entropy against ``target``, plus the weighted code cross-entropy
+        when ``codes`` is given. Returns (adversarial loss, code loss, gradient)."""
+        if not self.codes:
+            loss = self.criterion(logits, target)
+            return loss, 0.0, self.criterion.backward()
+        k = self.codes
+        if logits.ndim != 2 or logits.shape[1] != 1 + k:
+            raise ValueError(f"with codes={k} the discriminator must give (N, {1 + k}) outputs (its real/fake "
+                             f"logit, then {k} code logits; dcgan_discriminator(..., codes={k})), "
+                             f"got {logits.shape}")
+        grad = np.zeros_like(logits)
+        loss = self.criterion(np.ascontiguousarray(logits[:, :1]), target)
+        grad[:, :1] = self.criterion.backward()
+        code_loss = 0.0
+        if codes is not None:
+            code_loss = self.code_criterion(np.ascontiguousarray(logits[:, 1:]), codes)
+            grad[:, 1:] = self.code_criterion.backward() * grad.dtype.type(self.code_weight)
+        return loss, code_loss, grad
 
     def step(self, real):
         """One iteration on the real batch ``real`` (N, C, H, W) in [-1, 1].
@@ -353,7 +411,9 @@ class GANTrainer:
         D.train()
         ctx = getattr(self, "_dist", None)  # set by fit() when training over MPI ranks
         total, part = ctx.last_shard(n) if ctx else (n, slice(0, n))
-        z = self._noise(total)[part]      # this rank's rows of the global batch's latents
+        z, c = self._noise(total)
+        z = z[part]                       # this rank's rows of the global batch's latents
+        c = c[part] if c is not None else None
         fake = G(z)
         if fake.shape[1:] != real.shape[1:]:
             raise ValueError(f"real batch has image shape {real.shape[1:]}, the generator makes {fake.shape[1:]}")
@@ -371,11 +431,11 @@ class GANTrainer:
         # discriminator: real and fake gradients accumulate, then one step
         self.opt_d.zero_grad()
         logit_real = D(aug(real, 0))
-        loss_real = crit(logit_real, real_t)
-        D.backward(crit.backward(), need_input_grad=False)
+        loss_real, _, grad = self._d_loss(logit_real, real_t)
+        D.backward(grad, need_input_grad=False)
         logit_fake = D(aug(fake, 1))
-        loss_fake = crit(logit_fake, zeros)
-        D.backward(crit.backward(), need_input_grad=False)
+        loss_fake, code_d, grad = self._d_loss(logit_fake, zeros, c)
+        D.backward(grad, need_input_grad=False)
         if ctx:
             ctx.sync_grads(D)
         self.opt_d.step()
@@ -383,8 +443,8 @@ class GANTrainer:
         # generator: non-saturating loss through the updated discriminator
         self.opt_g.zero_grad()
         logit_gen = D(aug(fake, 2))
-        g_loss = crit(logit_gen, ones)
-        grad_fake = D.backward(crit.backward())
+        g_loss, code_g, grad = self._d_loss(logit_gen, ones, c)
+        grad_fake = D.backward(grad)
         if k:
             grad_fake = _translate_backward(grad_fake, moves[2])
         self.opt_d.zero_grad()          # D's gradients from the generator pass are not applied
@@ -397,7 +457,10 @@ class GANTrainer:
         if self.G_ema is not None:
             self._update_ema()
         out = {"d_loss": float(loss_real + loss_fake), "g_loss": float(g_loss),
-               "d_real": float(_sigmoid(logit_real).mean()), "d_fake": float(_sigmoid(logit_fake).mean())}
+               "d_real": float(_sigmoid(logit_real[:, :1]).mean()),
+               "d_fake": float(_sigmoid(logit_fake[:, :1]).mean())}
+        if self.codes:
+            out["code_loss"] = float(code_g)   # the generator's code cross-entropy
         return out
 
     def _update_ema(self):
@@ -423,9 +486,14 @@ class GANTrainer:
         """The generator used for sampling: :attr:`G_ema` when kept, else :attr:`G`."""
         return self.G_ema if self.G_ema is not None else self.G
 
-    def sample(self, n, seed=0, z=None, batch_size=256):
-        """``n`` images from the generator in eval mode (latents from ``seed``, or ``z`` when given)."""
-        return sample(self.generator, n, self.nz, seed=seed, z=z, batch_size=batch_size, dtype=self.dtype)
+    def sample(self, n, seed=0, z=None, batch_size=256, code=None):
+        """``n`` images from the generator in eval mode (latents from ``seed``, or ``z`` when given).
+
+        With ``codes``, each image's code is drawn uniformly, or is ``code``
+        (an int, or one per image) when given.
+        """
+        return sample(self.generator, n, self.nz, seed=seed, z=z, batch_size=batch_size, dtype=self.dtype,
+                      codes=self.codes, code=code)
 
     # -- training loop -------------------------------------------------------
     def _epoch_order(self, epoch, n):
@@ -517,7 +585,8 @@ class GANTrainer:
                     ctx.sync_buffers(self.D)
                     ep_hist = [h for h in self.history if h["epoch"] == self.epoch]
                     ep_stats = {k: float(np.mean([h[k] for h in ep_hist]))
-                                for k in ("d_loss", "g_loss", "d_real", "d_fake")} if ep_hist else {}
+                                for k in ("d_loss", "g_loss", "d_real", "d_fake", "code_loss")
+                                if k in ep_hist[0]} if ep_hist else {}
                     self.train_time += time.perf_counter() - t_start
                     t_start = time.perf_counter()
                     if callback is not None:
@@ -555,7 +624,7 @@ class GANTrainer:
             "steps": self.steps, "rng_state": _jsonable(self.rng.bit_generator.state),
             "history": self.history, "log": self.log, "train_time": self.train_time,
             "images_seen": self.images_seen, "ema_decay": self.ema_decay, "translate": self.translate,
-            "lr_decay": self.lr_decay,
+            "lr_decay": self.lr_decay, "codes": self.codes, "code_weight": self.code_weight,
         }
 
     def save(self, path, **extra):
@@ -587,6 +656,9 @@ class GANTrainer:
         st = raw
         if int(st["nz"]) != self.nz:
             raise ValueError(f"checkpoint was written with nz={st['nz']}, this trainer has nz={self.nz}")
+        if int(st.get("codes", 0)) != self.codes:
+            raise ValueError(f"checkpoint was written with codes={st.get('codes', 0)}, this trainer has "
+                             f"codes={self.codes}")
         self.seed = int(st["seed"])
         self.label_smoothing = float(st["label_smoothing"])
         self.translate = int(st.get("translate", self.translate))
@@ -624,15 +696,50 @@ def _from_jsonable(state):
     return state
 
 
-def sample(G, n, nz, seed=0, z=None, batch_size=256, dtype=np.float32):
-    """``n`` images from ``G`` in eval mode (its mode is restored afterwards)."""
+def _with_codes(z, codes, k):
+    """``z`` (n, nz) with the one-hot vectors of ``codes`` (n,) from ``k`` appended."""
+    out = np.zeros((z.shape[0], z.shape[1] + k), dtype=z.dtype)
+    out[:, :z.shape[1]] = z
+    out[np.arange(z.shape[0]), z.shape[1] + np.asarray(codes)] = 1
+    return out
+
+
+def latents(n, nz, seed=0, codes=0, code=None, dtype=np.float32):
+    """``n`` generator inputs: ``nz`` normal draws each, then with ``codes=k``
+    the one-hot vector of a code drawn uniformly from ``k`` (or of ``code``:
+    an int, or one per row)."""
+    n = _check_positive_int(n, "n")
+    codes = _check_codes(codes)
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, nz), dtype=np.float64).astype(dtype)
+    if not codes:
+        if code is not None:
+            raise ValueError("code is given but the generator has no codes (codes=0)")
+        return z
+    if code is None:
+        c = rng.integers(0, codes, size=n)
+    else:
+        c = np.asarray(code)
+        if c.dtype.kind not in "iu" or c.ndim > 1 or (c.ndim == 1 and c.shape[0] != n):
+            raise ValueError(f"code must be an int or {n} ints, got {code!r}")
+        if np.any((c < 0) | (c >= codes)):
+            raise ValueError(f"code must be in [0, {codes}), got {code!r}")
+        c = np.broadcast_to(c, (n,))
+    return _with_codes(z, c, codes)
+
+
+def sample(G, n, nz, seed=0, z=None, batch_size=256, dtype=np.float32, codes=0, code=None):
+    """``n`` images from ``G`` in eval mode (its mode is restored afterwards).
+
+    Inputs come from :func:`latents` (``nz`` normal draws, then a one-hot code
+    of ``codes`` when given), or are ``z`` of shape (n, nz + codes).
+    """
     if z is None:
-        n = _check_positive_int(n, "n")
-        z = np.random.default_rng(seed).standard_normal((n, nz), dtype=np.float64).astype(dtype)
+        z = latents(n, nz, seed=seed, codes=codes, code=code, dtype=dtype)
     else:
         z = np.ascontiguousarray(z, dtype=dtype)
-        if z.ndim != 2 or z.shape[1] != nz:
-            raise ValueError(f"z must have shape (n, {nz}), got {z.shape}")
+        if z.ndim != 2 or z.shape[1] != nz + codes:
+            raise ValueError(f"z must have shape (n, {nz + codes}), got {z.shape}")
     was = G.training
     G.eval()
     try:

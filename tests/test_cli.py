@@ -55,7 +55,7 @@ def test_train_gan_end_to_end(tmp_path, gan_run, cache, run):
     out = tmp_path / "gan"
     shutil.copytree(gan_run[0], out)
     stdout = gan_run[1]
-    for name in ("samples.png", "losses.csv", "fid.csv", "config.json", "summary.json", "checkpoint/gan.npz",
+    for name in ("samples.png", "samples_by_code.png", "losses.csv", "fid.csv", "config.json", "summary.json", "checkpoint/gan.npz",
                  "samples/epoch_000.png", "samples/epoch_001.png"):
         assert (out / name).is_file(), name
     assert (out / "losses.png").is_file() or "matplotlib is not installed" in stdout
@@ -65,7 +65,8 @@ def test_train_gan_end_to_end(tmp_path, gan_run, cache, run):
     assert summary["fid_initial"] > 0 and 0 <= summary["recognised"] <= 1
     assert summary["fid_test_initial"] > 0 and 0 <= summary["classifier_test_confident"] <= 1
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["translate"] == 1 and cfg["lr_d"] is None     # the digits defaults
+    assert cfg["translate"] == 1 and cfg["lr_d"] is None and cfg["codes"] == 10    # the digits defaults
+    assert "code_loss" in (out / "losses.csv").read_text().splitlines()[0]
     fid_rows = (out / "fid.csv").read_text().strip().splitlines()
     assert fid_rows[0].startswith("epoch,fid") and len(fid_rows) == 3
     assert list(cache.glob("classifier-digits-16.npz"))
@@ -87,6 +88,10 @@ def test_train_gan_end_to_end(tmp_path, gan_run, cache, run):
     rc, _, err = run("sample", "--checkpoint", str(out / "checkpoint" / "gan.npz"), "--interpolate", "--n", "2",
                      "--steps", "4", "--out", str(out / "i.png"))
     assert rc == 0 and (out / "i.png").is_file(), err
+    rc, _, err = run("sample", "--checkpoint", str(out), "--n", "4", "--code", "7", "--out", str(out / "c.png"))
+    assert rc == 0 and (out / "c.png").is_file(), err
+    rc, _, err = run("sample", "--checkpoint", str(out), "--code", "10", "--out", str(out / "c.png"))
+    assert rc == 2 and "codes 0 to 9" in err
 
     # inpaint test images and a user image
     rc, stdout, err = run("inpaint", "--checkpoint", str(out), "--test-index", "3", "--count", "2", "--steps", "5",
@@ -134,6 +139,9 @@ def test_python_dash_m(tmp_path):
     ["train-gan", "--label-smoothing", "1.5"],
     ["train-gan", "--translate", "-1"],
     ["train-gan", "--lr-d", "0"],
+    ["train-gan", "--codes", "1"],
+    ["train-gan", "--codes", "-2"],
+    ["train-gan", "--code-weight", "-1"],
     ["train-gan", "--bogus"],
     ["sample", "--out", "x.png"],
     ["sample", "--checkpoint", "/no/such/run", "--out", "x.png"],

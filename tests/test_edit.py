@@ -126,3 +126,29 @@ def test_interpolate(nets):
         interpolate(G, np.zeros(3), np.zeros(3))
     with pytest.raises(ValueError, match="steps"):
         interpolate(G, z0, z1, steps=1)
+
+
+def test_inpaint_with_a_latent_code():
+    """Generators with a one-hot code at the end of their input (GANTrainer(codes=k)): the starts begin
+    one-hot, and the discriminator prior reads only the real/fake logit of a discriminator with a code head."""
+    from fastcnn import nn
+    k = 3
+    G = dcgan_generator(nz=6 + k, image_size=16, ngf=4, seed=0).eval()
+    D = dcgan_discriminator(image_size=16, ndf=4, seed=1, codes=k).eval()
+    plain = dcgan_discriminator(image_size=16, ndf=4, seed=1).eval()
+    plain.load_state_dict({n: (v[:1] if n.startswith("6.") else v) for n, v in D.state_dict().items()})
+    assert isinstance(D[6], nn.Linear)
+    x = G(np.random.default_rng(3).standard_normal((3, 6 + k)).astype(np.float32))
+    mask = center_mask(16)
+    _, z0, _ = inpaint(G, x, mask, steps=0, codes=k, restarts=2, return_latent=True)
+    assert np.all(z0[:, -k:].sum(axis=1) == 1) and np.all((z0[:, -k:] == 0) | (z0[:, -k:] == 1))
+    a = inpaint(G, x, mask, D=D, steps=15, prior_weight=0.5, codes=k, seed=2)
+    b = inpaint(G, x, mask, D=plain, steps=15, prior_weight=0.5, codes=k, seed=2)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    c = inpaint(G, x, mask, steps=15, codes=k, seed=2)
+    assert not np.allclose(a, c)                             # the prior does act
+    z, rec = reconstruct(G, x, steps=0, codes=k)
+    assert z.shape == (3, 6 + k) and np.all(z[:, -k:].sum(axis=1) == 1)
+    for bad, err in ((1, ValueError), (6 + k, ValueError), (-1, ValueError), (2.0, TypeError)):
+        with pytest.raises(err, match="codes"):
+            inpaint(G, x, mask, steps=1, codes=bad)

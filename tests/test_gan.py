@@ -287,9 +287,11 @@ def _data(n=48, seed=0):
     return x
 
 
-def _fresh(seed=0, ema=None, translate=0, lr_decay=0.0):
-    G, D = _pair(6)
-    return GANTrainer(G, D, 6, lr=1e-3, seed=seed, ema_decay=ema, translate=translate, lr_decay=lr_decay)
+def _fresh(seed=0, ema=None, translate=0, lr_decay=0.0, codes=0):
+    G = dcgan_generator(nz=6 + codes, image_size=16, ngf=4, seed=10)
+    D = dcgan_discriminator(image_size=16, ndf=4, seed=11, codes=codes)
+    return GANTrainer(G, D, 6, lr=1e-3, seed=seed, ema_decay=ema, translate=translate, lr_decay=lr_decay,
+                      codes=codes)
 
 
 def _same(t1, t2):
@@ -309,26 +311,27 @@ def _same(t1, t2):
     assert (t1.epoch, t1.steps, t1.batch_in_epoch) == (t2.epoch, t2.steps, t2.batch_in_epoch)
 
 
-@pytest.mark.parametrize("ema,translate,lr_decay", [(None, 0, 0.0), (0.9, 0, 0.0), (0.9, 2, 0.0), (None, 0, 0.7)],
-                         ids=["plain", "ema", "translate", "lr-decay"])
-def test_resume_after_interruption_is_bitwise_identical(tmp_path, ema, translate, lr_decay):
+@pytest.mark.parametrize("ema,translate,lr_decay,codes", [(None, 0, 0.0, 0), (0.9, 0, 0.0, 0), (0.9, 2, 0.0, 0),
+                                                         (None, 0, 0.7, 0), (0.9, 1, 0.0, 3)],
+                         ids=["plain", "ema", "translate", "lr-decay", "codes"])
+def test_resume_after_interruption_is_bitwise_identical(tmp_path, ema, translate, lr_decay, codes):
     data = _data()
-    full = _fresh(ema=ema, translate=translate, lr_decay=lr_decay)
+    full = _fresh(ema=ema, translate=translate, lr_decay=lr_decay, codes=codes)
     full.fit(data, epochs=3, batch_size=16, progress=False)
     assert full.steps == 9 and len(full.history) == 9
 
     # interrupted in the middle of epoch 2 (max_steps), saved, then continued by new objects
-    part = _fresh(ema=ema, translate=translate, lr_decay=lr_decay)
+    part = _fresh(ema=ema, translate=translate, lr_decay=lr_decay, codes=codes)
     part.fit(data, epochs=3, batch_size=16, progress=False, checkpoint_dir=tmp_path, max_steps=4)
     assert (part.epoch, part.batch_in_epoch) == (1, 1)
-    resumed = _fresh(seed=99, ema=ema)          # seed, translate and the rest come from the checkpoint
+    resumed = _fresh(seed=99, ema=ema, codes=codes)    # seed, translate and the rest come from the checkpoint
     resumed.load(tmp_path)
     assert resumed.translate == translate and resumed.lr_decay == lr_decay
     resumed.fit(data, epochs=3, batch_size=16, progress=False, checkpoint_dir=tmp_path)
     _same(full, resumed)
 
     # at an epoch boundary, from the per-epoch checkpoint
-    again = _fresh(ema=ema, translate=translate, lr_decay=lr_decay)
+    again = _fresh(ema=ema, translate=translate, lr_decay=lr_decay, codes=codes)
     again.load(tmp_path)
     assert again.epoch == 3
     again.fit(data, epochs=4, batch_size=16, progress=False)
@@ -337,7 +340,7 @@ def test_resume_after_interruption_is_bitwise_identical(tmp_path, ema, translate
     if ema is not None:
         # samples come from the averaged generator, which differs from the live one
         assert full.generator is full.G_ema
-        z = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
+        z = np.random.default_rng(0).standard_normal((4, 6 + codes)).astype(np.float32)
         assert np.array_equal(full.sample(4, z=z), full.G_ema.eval()(z))
         assert not np.array_equal(full.G_ema.state_dict()["0.weight"], full.G.state_dict()["0.weight"])
 
@@ -415,3 +418,140 @@ def test_short_training_on_digits_lowers_fid_several_fold():
     assert f1 < f0 / 4, (f0, f1)
     frac, classes, _ = recognition(clf, s)
     assert len(classes) >= 5
+
+
+# --- categorical latent codes (InfoGAN) -------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [16, 28, 32, 64])
+def test_discriminator_code_head(size, rng):
+    plain = dcgan_discriminator(image_size=size, ndf=4, seed=1)
+    D = dcgan_discriminator(image_size=size, ndf=4, seed=1, codes=3)
+    # the same network but for the width of its last layer
+    sp, sd = plain.state_dict(), D.state_dict()
+    assert sp.keys() == sd.keys()
+    last = [k for k in sp if k.endswith("weight")][-1]
+    for k in sp:
+        if k != last and not k.startswith(last.rsplit(".", 1)[0] + "."):
+            assert np.array_equal(sp[k], sd[k]), k
+    assert sd[last].shape[0] == 4 and sp[last].shape[0] == 1
+    x = rng.uniform(-1, 1, size=(2, 1, size, size)).astype(np.float32)
+    assert D(x).shape == (2, 4)
+    for bad, err in ((1, ValueError), (-2, ValueError), (2.0, TypeError), (True, TypeError)):
+        with pytest.raises(err, match="codes"):
+            dcgan_discriminator(image_size=size, ndf=4, codes=bad)
+
+
+def test_latents_and_sample_with_codes():
+    from fastcnn.gan import latents, sample
+    z = latents(60, 4, seed=3, codes=5)
+    assert z.shape == (60, 9) and z.dtype == np.float32
+    oh = z[:, 4:]
+    assert np.all(oh.sum(axis=1) == 1) and np.all((oh == 0) | (oh == 1))
+    assert sorted(set(oh.argmax(axis=1))) == [0, 1, 2, 3, 4]
+    assert np.array_equal(z[:, :4], latents(60, 4, seed=3))     # the normal draws come first, as without codes
+    assert np.all(latents(6, 4, seed=3, codes=5, code=2)[:, 6] == 1)
+    fixed = latents(3, 4, codes=5, code=[0, 4, 1])
+    assert np.array_equal(fixed[:, 4:].argmax(axis=1), [0, 4, 1])
+    for code in (5, -1, [1, 2], 1.5, [[1]]):
+        with pytest.raises(ValueError, match="code"):
+            latents(3, 4, codes=5, code=code)
+    with pytest.raises(ValueError, match="no codes"):
+        latents(3, 4, code=1)
+    G = dcgan_generator(nz=9, image_size=16, ngf=2, seed=0)
+    imgs = sample(G, 6, 4, seed=1, codes=5, code=3)
+    assert np.array_equal(imgs, G.eval()(latents(6, 4, seed=1, codes=5, code=3)))
+    G.train()
+    with pytest.raises(ValueError, match=r"\(n, 9\)"):
+        sample(G, 2, 4, z=np.zeros((2, 4), np.float32), codes=5)
+
+
+def test_trainer_with_codes_rejects_a_plain_discriminator():
+    G = dcgan_generator(nz=7, image_size=16, ngf=2, seed=0)
+    tr = GANTrainer(G, dcgan_discriminator(image_size=16, ndf=2, seed=0), 4, codes=3)
+    with pytest.raises(ValueError, match=r"\(N, 4\) outputs"):
+        tr.step(_data(4))
+    for bad in (1, -1):
+        with pytest.raises(ValueError, match="codes"):
+            GANTrainer(G, dcgan_discriminator(image_size=16, ndf=2, seed=0), 4, codes=bad)
+    with pytest.raises(ValueError, match="code_weight"):
+        GANTrainer(G, dcgan_discriminator(image_size=16, ndf=2, seed=0), 4, codes=3, code_weight=-1.0)
+
+
+@pytest.mark.parametrize("translate", [0, 1])
+def test_step_with_codes_matches_pytorch(torch, rng, translate):
+    """InfoGAN's losses in float64 against torch.autograd: the code's cross-entropy on generated images,
+    weighted, added to the discriminator's loss on the fake batch and to the generator's loss."""
+    tnn, F = torch.nn, torch.nn.functional
+    nz, n, ngf, ndf, k, w = 5, 6, 3, 3, 4, 0.7
+    G = dcgan_generator(nz=nz + k, image_size=16, ngf=ngf, seed=10).double()
+    D = dcgan_discriminator(image_size=16, ndf=ndf, seed=11, codes=k).double()
+    tr = GANTrainer(G, D, nz, lr=2e-3, seed=3, dtype=np.float64, codes=k, code_weight=w, translate=translate)
+    tG = tnn.Sequential(tnn.Linear(nz + k, 2 * ngf * 16), tnn.Unflatten(1, (2 * ngf, 4, 4)),
+                        tnn.BatchNorm2d(2 * ngf), tnn.ReLU(), tnn.ConvTranspose2d(2 * ngf, ngf, 4, 2, 1),
+                        tnn.BatchNorm2d(ngf), tnn.ReLU(), tnn.ConvTranspose2d(ngf, 1, 4, 2, 1), tnn.Tanh()).double()
+    tD = tnn.Sequential(tnn.Conv2d(1, ndf, 4, 2, 1), tnn.LeakyReLU(0.2), tnn.Conv2d(ndf, 2 * ndf, 4, 2, 1),
+                        tnn.BatchNorm2d(2 * ndf), tnn.LeakyReLU(0.2), tnn.Flatten(),
+                        tnn.Linear(2 * ndf * 16, 1 + k)).double()
+    tG.load_state_dict({k_: torch.from_numpy(v.copy()) for k_, v in G.state_dict().items()})
+    tD.load_state_dict({k_: torch.from_numpy(v.copy()) for k_, v in D.state_dict().items()})
+    og = torch.optim.Adam(tG.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    od = torch.optim.Adam(tD.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    bce = tnn.BCEWithLogitsLoss()
+    zrng = np.random.default_rng(3)
+
+    def move(x, m):
+        if not translate:
+            return x
+        p = F.pad(x, (1, 1, 1, 1), value=-1.0)
+        return torch.stack([p[i, :, 1 - dy:17 - dy, 1 - dx:17 - dx] for i, (dy, dx) in enumerate(m)])
+
+    for it in range(3):
+        real = rng.uniform(-1, 1, size=(n, 1, 16, 16))
+        out = tr.step(real)
+        z = zrng.standard_normal((n, nz)).astype(np.float32).astype(np.float64)
+        c = zrng.integers(0, k, size=n)
+        m = zrng.integers(-1, 2, size=(3, n, 2)) if translate else [None] * 3
+        zc = torch.from_numpy(np.concatenate([z, np.eye(k)[c]], axis=1))
+        tc = torch.from_numpy(c)
+        fake = tG(zc)
+        od.zero_grad()
+        d_real = tD(move(torch.from_numpy(real), m[0]))
+        d_fake = tD(move(fake.detach(), m[1]))
+        ld = bce(d_real[:, :1], torch.ones(n, 1, dtype=torch.float64)) + \
+            bce(d_fake[:, :1], torch.zeros(n, 1, dtype=torch.float64))
+        (ld + w * F.cross_entropy(d_fake[:, 1:], tc)).backward()
+        od.step()
+        og.zero_grad()
+        d_gen = tD(move(fake, m[2]))
+        lg = bce(d_gen[:, :1], torch.ones(n, 1, dtype=torch.float64))
+        info = F.cross_entropy(d_gen[:, 1:], tc)
+        (lg + w * info).backward()
+        og.step()
+        assert out["d_loss"] == pytest.approx(ld.item(), rel=1e-8)
+        assert out["g_loss"] == pytest.approx(lg.item(), rel=1e-8)
+        assert out["code_loss"] == pytest.approx(info.item(), rel=1e-8)
+    for ours, theirs in ((G, tG), (D, tD)):
+        tsd = theirs.state_dict()
+        for k_, v in ours.state_dict().items():
+            # (a bias just before BatchNorm has a zero gradient: Adam moves it by rounding noise alone, ~1e-9)
+            np.testing.assert_allclose(v, tsd[k_].numpy(), rtol=1e-7, atol=1e-8, err_msg=k_)
+
+
+def test_codes_are_learnt():
+    """On images of two kinds (a bright square in the top or in the bottom half), the generator's code
+    loss falls far below log(2), and the discriminator's code head tells the code of generated images."""
+    r = np.random.default_rng(0)
+    x = -np.ones((128, 1, 16, 16), np.float32)
+    for i in range(128):
+        a, b = (r.integers(0, 3) if i % 2 else r.integers(9, 11)), r.integers(0, 10)
+        x[i, 0, a:a + 6, b:b + 6] = 1
+    t = _fresh(codes=2)
+    t.fit(x, epochs=12, batch_size=32, progress=False)
+    late = [h["code_loss"] for h in t.history[-8:]]
+    assert np.mean(late) < 0.1 * np.log(2), late
+    t.D.eval()
+    for c in (0, 1):
+        imgs = t.sample(100, seed=1, code=c)
+        assert np.mean(t.D(imgs)[:, 1:].argmax(axis=1) == c) > 0.9
+    # the same noise with the other code makes another image
+    assert np.mean(np.abs(t.sample(100, seed=1, code=0) - t.sample(100, seed=1, code=1))) > 0.05
