@@ -501,9 +501,11 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
 #endif
                 WN(wino_out_range)(M, &g, K, P, Q, t0, t0 + (int)((long)nt * tid / nth),
                                    t0 + (int)((long)nt * (tid + 1) / nth), y, bias, act, (T)slope);
+                if (bi + 1 < g.nblocks) {   /* (after the last block, the region's end waits) */
 #if FC_OPENMP
 #pragma omp barrier
 #endif
+                }
             }
         }
         fc_fpmode_leave(fpmode);

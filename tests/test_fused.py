@@ -46,11 +46,13 @@ def kinds(model):
 def test_plan_fuses_expected_blocks():
     m = build(np.float32).eval()
     # in eval mode a layer on its own (the last Linear) is a block of one
-    assert kinds(m) == ["FusedBlock", "FusedBlock", "FusedBlock", "FusedBlock", "Flatten",
-                        "FusedBlock", "FusedBlock", "FusedBlock"]
+    # (the Flatten goes into the Linear block after it)
+    assert kinds(m) == ["FusedBlock"] * 7
     plan = m._get_plan()
     assert [len(s.modules) for s in plan if isinstance(s, FusedBlock)] == [4, 3, 2, 2, 3, 2, 1]
     assert type(plan[0].pool) is nn.MaxPool2d
+    assert plan[4].flatten is m[12] and plan[4].layer is m[13]
+    assert all(s.flatten is None for i, s in enumerate(plan) if i != 4)
     m.train()
     # training: only an activation right after a Conv2d / Linear is fused (never BatchNorm)
     plain = [type(x).__name__ for x in m if type(x) is not nn.Identity]
@@ -253,3 +255,37 @@ def test_kept_kernel_calls_follow_copies_settings_and_weights():
         fastcnn.set_num_threads(nt)
         np.testing.assert_allclose(m(x), out, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(m(x[:1]), out[:1], rtol=1e-5, atol=1e-6)   # another shape
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_flatten_in_a_linear_block(training, rng):
+    """Flatten + Linear + ReLU as one block: outputs and gradients equal the modules', kept calls
+    follow the input's shape (a batch of none included), and the input gradient has the input's shape."""
+    manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 5 * 4, 6), nn.ReLU(),
+                      nn.Linear(6, 2)).double().train(training)
+    plan = m._get_plan()
+    assert [type(s).__name__ for s in plan] == (["FusedBlock"] * 3 if not training else
+                                                ["FusedBlock", "FusedBlock", "Linear"])
+    assert plan[1].flatten is m[2] and "Flatten" in repr(plan[1])
+    for n in (4, 4, 1, 0, 0, 3):
+        x = rng.standard_normal((n, 2, 5, 4))
+        g = rng.standard_normal((n, 2))
+        for p in m.parameters():
+            p.grad[...] = 0
+        y = m(x)
+        gx = m.backward(g)
+        grads = [p.grad.copy() for p in m.parameters()]
+        m.fused_inference = m.fused_training = False
+        for p in m.parameters():
+            p.grad[...] = 0
+        y2 = m(x)
+        gx2 = m.backward(g)
+        m.fused_inference = m.fused_training = True
+        assert y.shape == (n, 2) and gx.shape == x.shape
+        np.testing.assert_allclose(y, y2, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(gx, gx2, rtol=1e-12, atol=1e-12)
+        for a, b in zip(grads, (p.grad for p in m.parameters())):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="Linear"):
+        m(rng.standard_normal((2, 2, 5, 5)))                        # 75 features where 60 are expected

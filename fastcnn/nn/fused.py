@@ -19,8 +19,8 @@ import numpy as np
 
 from .. import functional as F
 from .._kernels._pointwise import same_bytes
-from .layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Identity, LeakyReLU, Linear, MaxPool2d, ReLU,
-                     _grad_as, _no_forward)
+from .layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU, Linear, MaxPool2d,
+                     ReLU, _grad_as, _no_forward)
 from ..functional._checks import pair
 from .._kernels._conv import isa_id
 from .._threads import get_num_threads
@@ -71,6 +71,12 @@ def build_plan(mods, training=False):
     i, n = 0, len(mods)
     while i < n:
         m = mods[i]
+        flatten = None
+        if (type(m) is Flatten and m.start_dim == 1 and m.end_dim == -1 and i + 1 < n
+                and type(mods[i + 1]) is Linear):
+            # a Linear block takes its input through the Flatten
+            flatten, m = m, mods[i + 1]
+            i += 1
         if type(m) is Conv2d or type(m) is Linear:
             j = i + 1
             bn = None
@@ -91,9 +97,11 @@ def build_plan(mods, training=False):
                 if act is not None and j < n and type(mods[j]) is MaxPool2d and _poolable(mods[j], act):
                     pool = mods[j]
                     j += 1
-                plan.append(FusedBlock(m, bn, act, pool))
+                plan.append(FusedBlock(m, bn, act, pool, flatten))
                 i = j
                 continue
+        if flatten is not None:
+            plan.append(flatten)
         plan.append(m)
         i += 1
     return plan
@@ -101,7 +109,8 @@ def build_plan(mods, training=False):
 
 class FusedBlock:
     """One step of a plan: ``layer`` [+ ``bn``] [+ ``act``] in one kernel call, then
-    an optional max pooling ``pool``.
+    an optional max pooling ``pool``; a Linear ``layer`` may take its input through
+    a ``flatten`` (a Flatten of all but the first dimension) first.
 
     With a pool after the activation, the activation's gradient is taken on the
     pooled gradient: the pool passes each window's gradient to its argmax,
@@ -110,11 +119,13 @@ class FusedBlock:
     masking the full-size one.
     """
 
-    def __init__(self, layer, bn=None, act=None, pool=None):
+    def __init__(self, layer, bn=None, act=None, pool=None, flatten=None):
         self.layer = layer
         self.bn = bn
         self.act = act
         self.pool = pool
+        self.flatten = flatten
+        self._in_shape = None   # the input's shape before the flatten
         self.modules = [m for m in (layer, bn, act, pool) if m is not None]
         if act is None:
             self.activation, self.slope = None, 0.01
@@ -127,7 +138,8 @@ class FusedBlock:
         self._snap = None
         self._folded = None
         self._ctx = None
-        self._fast = None   # (input shape, dtype, folded, environment, call, pooled) of eval-mode calls
+        # (input shape, dtype, folded, environment, call, pooled, flattened shape) of eval-mode calls
+        self._fast = None
 
     def _sources(self):
         layer, bn = self.layer, self.bn
@@ -192,6 +204,9 @@ class FusedBlock:
                 and not self.layer.training and x.flags.c_contiguous):
             folded = self.folded()
             if folded is fast[2] and fast[3] == self._environment():
+                if self.flatten is not None:
+                    self._in_shape = x.shape
+                    x = x.reshape(fast[6])
                 return self._finish(x, fast[4](x), folded[0], fast[5])
         self._fast = None
         return self._call(x)
@@ -200,6 +215,10 @@ class FusedBlock:
         """The checked call; in eval mode it also keeps, for inputs like x, the kernel call
         with its arguments checked and chosen (self._fast)."""
         layer = self.layer
+        x_in = x
+        if self.flatten is not None:
+            x = self.flatten(x)
+            self._in_shape = x_in.shape
         x = layer._prep(x)
         folded = self.folded()
         w, b = folded[0], folded[1]
@@ -228,7 +247,10 @@ class FusedBlock:
         if call is not None:
             x = np.ascontiguousarray(x)
             y = call(x)
-            self._fast = (x.shape, x.dtype, folded, self._environment(), call, pooled)
+            if self.flatten is None:
+                self._fast = (x.shape, x.dtype, folded, self._environment(), call, pooled, None)
+            elif type(x_in) is np.ndarray and x_in.dtype is x.dtype and x_in.flags.c_contiguous:
+                self._fast = (x_in.shape, x.dtype, folded, self._environment(), call, pooled, x.shape)
         return self._finish(x, y, w, pooled)
 
     def __getstate__(self):
@@ -241,9 +263,12 @@ class FusedBlock:
         """What a kept kernel call depends on besides the input and the folded weights: the
         layer's and the pool's settings, the thread count and the instruction set."""
         layer, pool = self.layer, self.pool
-        env = (get_num_threads(), isa_id())
         if self._is_conv:
-            env += (layer.stride, layer._pad, layer.dilation, layer.groups)
+            env = (get_num_threads(), isa_id(), layer.stride, layer._pad, layer.dilation, layer.groups)
+        elif self.flatten is not None:
+            env = (get_num_threads(), isa_id(), self.flatten.start_dim, self.flatten.end_dim)
+        else:
+            env = (get_num_threads(), isa_id())
         if pool is not None:
             env += (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode, pool.training)
         return env
@@ -255,6 +280,12 @@ class FusedBlock:
         return y
 
     def backward(self, grad_out, need_input_grad=True):
+        g = self._backward(grad_out, need_input_grad)
+        if self.flatten is not None and g is not None:
+            g = g.reshape(self._in_shape)
+        return g
+
+    def _backward(self, grad_out, need_input_grad):
         ctx = self._ctx
         if ctx is None:
             # the last call ran the modules one by one
@@ -310,4 +341,5 @@ class FusedBlock:
         return gx
 
     def __repr__(self):
-        return "FusedBlock(" + ", ".join(repr(m) for m in self.modules) + ")"
+        mods = ([self.flatten] if self.flatten is not None else []) + self.modules
+        return "FusedBlock(" + ", ".join(repr(m) for m in mods) + ")"
