@@ -401,7 +401,8 @@ class GANTrainer:
         Returns ``{"d_loss", "g_loss", "d_real", "d_fake"}`` (floats): the
         discriminator loss on real plus fake, the generator's non-saturating
         loss, and the mean ``sigmoid(D(x))`` on the real and on the generated
-        batch (before the discriminator's update).
+        batch (before the discriminator's update). With ``codes``, also
+        ``"code_loss"``: the code's cross-entropy in the generator's pass.
         """
         real = _as_images(real, "real")
         real = np.ascontiguousarray(real, dtype=self.dtype)
@@ -663,6 +664,7 @@ class GANTrainer:
         self.label_smoothing = float(st["label_smoothing"])
         self.translate = int(st.get("translate", self.translate))
         self.lr_decay = float(st.get("lr_decay", self.lr_decay))
+        self.code_weight = float(st.get("code_weight", self.code_weight))
         self.epoch = int(st["epoch"])
         self.batch_in_epoch = int(st["batch_in_epoch"])
         self.steps = int(st["steps"])

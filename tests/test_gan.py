@@ -287,11 +287,11 @@ def _data(n=48, seed=0):
     return x
 
 
-def _fresh(seed=0, ema=None, translate=0, lr_decay=0.0, codes=0):
+def _fresh(seed=0, ema=None, translate=0, lr_decay=0.0, codes=0, code_weight=0.5):
     G = dcgan_generator(nz=6 + codes, image_size=16, ngf=4, seed=10)
     D = dcgan_discriminator(image_size=16, ndf=4, seed=11, codes=codes)
     return GANTrainer(G, D, 6, lr=1e-3, seed=seed, ema_decay=ema, translate=translate, lr_decay=lr_decay,
-                      codes=codes)
+                      codes=codes, code_weight=code_weight)
 
 
 def _same(t1, t2):
@@ -324,9 +324,9 @@ def test_resume_after_interruption_is_bitwise_identical(tmp_path, ema, translate
     part = _fresh(ema=ema, translate=translate, lr_decay=lr_decay, codes=codes)
     part.fit(data, epochs=3, batch_size=16, progress=False, checkpoint_dir=tmp_path, max_steps=4)
     assert (part.epoch, part.batch_in_epoch) == (1, 1)
-    resumed = _fresh(seed=99, ema=ema, codes=codes)    # seed, translate and the rest come from the checkpoint
+    resumed = _fresh(seed=99, ema=ema, codes=codes, code_weight=3.0)  # seed, translate, ...: from the checkpoint
     resumed.load(tmp_path)
-    assert resumed.translate == translate and resumed.lr_decay == lr_decay
+    assert resumed.translate == translate and resumed.lr_decay == lr_decay and resumed.code_weight == 0.5
     resumed.fit(data, epochs=3, batch_size=16, progress=False, checkpoint_dir=tmp_path)
     _same(full, resumed)
 
@@ -545,7 +545,7 @@ def test_codes_are_learnt():
     for i in range(128):
         a, b = (r.integers(0, 3) if i % 2 else r.integers(9, 11)), r.integers(0, 10)
         x[i, 0, a:a + 6, b:b + 6] = 1
-    t = _fresh(codes=2)
+    t = _fresh(codes=2, code_weight=1.0)
     t.fit(x, epochs=12, batch_size=32, progress=False)
     late = [h["code_loss"] for h in t.history[-8:]]
     assert np.mean(late) < 0.1 * np.log(2), late
