@@ -30,7 +30,7 @@
 
 #ifndef FC_WINO_TILES
 #define FC_WINO_TILES 64
-#define FC_WINO_MIN_TILES 24                   /* the smallest block of shared-out tiles */
+#define FC_WINO_MIN_TILES 8                    /* the smallest block of shared-out tiles */
 #define FC_WINO_L 16                           /* channels a transform vector */
 #define FC_WINO_AL(n) (((long)(n) + 15) & ~15L)
 /* elements from one point's Cs x K transformed weights to the next: 64 bytes
