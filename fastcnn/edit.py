@@ -120,10 +120,10 @@ def _search_latent(G, target, mask, D, steps, lr, prior_weight, seed, restarts, 
     if not lr > 0 or prior_weight < 0:
         raise ValueError(f"lr must be > 0 and prior_weight >= 0, got lr={lr}, prior_weight={prior_weight}")
     nz = latent_size(G) if nz is None else int(nz)
-    if isinstance(codes, (bool, np.bool_)) or not isinstance(codes, (int, np.integer)):
-        raise TypeError(f"codes must be an int, got {codes!r}")
-    if codes < 0 or codes == 1 or codes >= nz:
-        raise ValueError(f"codes must be 0 or in [2, {nz}) (the generator's latent size is {nz}), got {codes}")
+    from .gan import _check_codes
+    codes = _check_codes(codes)
+    if codes >= nz:
+        raise ValueError(f"codes must be below the generator's latent size {nz}, got {codes}")
     n = target.shape[0]
     rng = np.random.default_rng(seed)
     y = np.tile(target, (restarts, 1, 1, 1))

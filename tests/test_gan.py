@@ -170,6 +170,28 @@ def test_step_equals_step_by_hand(smoothing, rng):
     assert all(np.all(p.grad == 0) for p in D.parameters())
 
 
+def _torch_pair(torch, G, D, nz_in, ngf, ndf, outputs=1, lr=2e-3):
+    """The 16x16 DCGAN pair written in torch (float64) holding G's and D's weights, and their Adam optimisers."""
+    tnn = torch.nn
+    tG = tnn.Sequential(tnn.Linear(nz_in, 2 * ngf * 16), tnn.Unflatten(1, (2 * ngf, 4, 4)), tnn.BatchNorm2d(2 * ngf),
+                        tnn.ReLU(), tnn.ConvTranspose2d(2 * ngf, ngf, 4, 2, 1), tnn.BatchNorm2d(ngf), tnn.ReLU(),
+                        tnn.ConvTranspose2d(ngf, 1, 4, 2, 1), tnn.Tanh()).double()
+    tD = tnn.Sequential(tnn.Conv2d(1, ndf, 4, 2, 1), tnn.LeakyReLU(0.2), tnn.Conv2d(ndf, 2 * ndf, 4, 2, 1),
+                        tnn.BatchNorm2d(2 * ndf), tnn.LeakyReLU(0.2), tnn.Flatten(),
+                        tnn.Linear(2 * ndf * 16, outputs)).double()
+    tG.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in G.state_dict().items()})
+    tD.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in D.state_dict().items()})
+    return (tG, tD, torch.optim.Adam(tG.parameters(), lr=lr, betas=(0.5, 0.999)),
+            torch.optim.Adam(tD.parameters(), lr=lr, betas=(0.5, 0.999)))
+
+
+def _assert_same_state(G, D, tG, tD, atol):
+    for ours, theirs in ((G, tG), (D, tD)):
+        tsd = theirs.state_dict()
+        for k, v in ours.state_dict().items():
+            np.testing.assert_allclose(v, tsd[k].numpy(), rtol=1e-7, atol=atol, err_msg=k)
+
+
 def test_step_matches_pytorch(torch, rng):
     """Two iterations in float64 against the same DCGAN step written with torch.autograd."""
     tnn = torch.nn
@@ -178,16 +200,7 @@ def test_step_matches_pytorch(torch, rng):
     G.double()
     D.double()
     tr = GANTrainer(G, D, nz, lr=2e-3, seed=3, dtype=np.float64)
-    tG = tnn.Sequential(tnn.Linear(nz, 2 * ngf * 16), tnn.Unflatten(1, (2 * ngf, 4, 4)), tnn.BatchNorm2d(2 * ngf),
-                        tnn.ReLU(), tnn.ConvTranspose2d(2 * ngf, ngf, 4, 2, 1), tnn.BatchNorm2d(ngf), tnn.ReLU(),
-                        tnn.ConvTranspose2d(ngf, 1, 4, 2, 1), tnn.Tanh()).double()
-    tD = tnn.Sequential(tnn.Conv2d(1, ndf, 4, 2, 1), tnn.LeakyReLU(0.2), tnn.Conv2d(ndf, 2 * ndf, 4, 2, 1),
-                        tnn.BatchNorm2d(2 * ndf), tnn.LeakyReLU(0.2), tnn.Flatten(),
-                        tnn.Linear(2 * ndf * 16, 1)).double()
-    tG.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in G.state_dict().items()})
-    tD.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in D.state_dict().items()})
-    og = torch.optim.Adam(tG.parameters(), lr=2e-3, betas=(0.5, 0.999))
-    od = torch.optim.Adam(tD.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    tG, tD, og, od = _torch_pair(torch, G, D, nz, ngf, ndf)
     bce = tnn.BCEWithLogitsLoss()
     zrng = np.random.default_rng(3)
     for it in range(2):
@@ -207,10 +220,7 @@ def test_step_matches_pytorch(torch, rng):
         og.step()
         assert out["d_loss"] == pytest.approx(ld.item(), rel=1e-8)
         assert out["g_loss"] == pytest.approx(lg.item(), rel=1e-8)
-    for ours, theirs in ((G, tG), (D, tD)):
-        tsd = theirs.state_dict()
-        for k, v in ours.state_dict().items():
-            np.testing.assert_allclose(v, tsd[k].numpy(), rtol=1e-7, atol=1e-9, err_msg=k)
+    _assert_same_state(G, D, tG, tD, atol=1e-9)
 
 
 def test_translate_moves_images_and_its_backward_is_the_adjoint(rng):
@@ -237,16 +247,7 @@ def test_step_with_translation_matches_pytorch(torch, rng):
     G.double()
     D.double()
     tr = GANTrainer(G, D, nz, lr=2e-3, seed=3, dtype=np.float64, translate=k)
-    tG = tnn.Sequential(tnn.Linear(nz, 2 * ngf * 16), tnn.Unflatten(1, (2 * ngf, 4, 4)), tnn.BatchNorm2d(2 * ngf),
-                        tnn.ReLU(), tnn.ConvTranspose2d(2 * ngf, ngf, 4, 2, 1), tnn.BatchNorm2d(ngf), tnn.ReLU(),
-                        tnn.ConvTranspose2d(ngf, 1, 4, 2, 1), tnn.Tanh()).double()
-    tD = tnn.Sequential(tnn.Conv2d(1, ndf, 4, 2, 1), tnn.LeakyReLU(0.2), tnn.Conv2d(ndf, 2 * ndf, 4, 2, 1),
-                        tnn.BatchNorm2d(2 * ndf), tnn.LeakyReLU(0.2), tnn.Flatten(),
-                        tnn.Linear(2 * ndf * 16, 1)).double()
-    tG.load_state_dict({k_: torch.from_numpy(v.copy()) for k_, v in G.state_dict().items()})
-    tD.load_state_dict({k_: torch.from_numpy(v.copy()) for k_, v in D.state_dict().items()})
-    og = torch.optim.Adam(tG.parameters(), lr=2e-3, betas=(0.5, 0.999))
-    od = torch.optim.Adam(tD.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    tG, tD, og, od = _torch_pair(torch, G, D, nz, ngf, ndf)
     bce = tnn.BCEWithLogitsLoss()
     zrng = np.random.default_rng(3)
 
@@ -271,10 +272,7 @@ def test_step_with_translation_matches_pytorch(torch, rng):
         og.step()
         assert out["d_loss"] == pytest.approx(ld.item(), rel=1e-8)
         assert out["g_loss"] == pytest.approx(lg.item(), rel=1e-8)
-    for ours, theirs in ((G, tG), (D, tD)):
-        tsd = theirs.state_dict()
-        for k_, v in ours.state_dict().items():
-            np.testing.assert_allclose(v, tsd[k_].numpy(), rtol=1e-7, atol=1e-9, err_msg=k_)
+    _assert_same_state(G, D, tG, tD, atol=1e-9)
 
 
 def _data(n=48, seed=0):
@@ -486,16 +484,7 @@ def test_step_with_codes_matches_pytorch(torch, rng, translate):
     G = dcgan_generator(nz=nz + k, image_size=16, ngf=ngf, seed=10).double()
     D = dcgan_discriminator(image_size=16, ndf=ndf, seed=11, codes=k).double()
     tr = GANTrainer(G, D, nz, lr=2e-3, seed=3, dtype=np.float64, codes=k, code_weight=w, translate=translate)
-    tG = tnn.Sequential(tnn.Linear(nz + k, 2 * ngf * 16), tnn.Unflatten(1, (2 * ngf, 4, 4)),
-                        tnn.BatchNorm2d(2 * ngf), tnn.ReLU(), tnn.ConvTranspose2d(2 * ngf, ngf, 4, 2, 1),
-                        tnn.BatchNorm2d(ngf), tnn.ReLU(), tnn.ConvTranspose2d(ngf, 1, 4, 2, 1), tnn.Tanh()).double()
-    tD = tnn.Sequential(tnn.Conv2d(1, ndf, 4, 2, 1), tnn.LeakyReLU(0.2), tnn.Conv2d(ndf, 2 * ndf, 4, 2, 1),
-                        tnn.BatchNorm2d(2 * ndf), tnn.LeakyReLU(0.2), tnn.Flatten(),
-                        tnn.Linear(2 * ndf * 16, 1 + k)).double()
-    tG.load_state_dict({k_: torch.from_numpy(v.copy()) for k_, v in G.state_dict().items()})
-    tD.load_state_dict({k_: torch.from_numpy(v.copy()) for k_, v in D.state_dict().items()})
-    og = torch.optim.Adam(tG.parameters(), lr=2e-3, betas=(0.5, 0.999))
-    od = torch.optim.Adam(tD.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    tG, tD, og, od = _torch_pair(torch, G, D, nz + k, ngf, ndf, outputs=1 + k)
     bce = tnn.BCEWithLogitsLoss()
     zrng = np.random.default_rng(3)
 
@@ -530,11 +519,8 @@ def test_step_with_codes_matches_pytorch(torch, rng, translate):
         assert out["d_loss"] == pytest.approx(ld.item(), rel=1e-8)
         assert out["g_loss"] == pytest.approx(lg.item(), rel=1e-8)
         assert out["code_loss"] == pytest.approx(info.item(), rel=1e-8)
-    for ours, theirs in ((G, tG), (D, tD)):
-        tsd = theirs.state_dict()
-        for k_, v in ours.state_dict().items():
-            # (a bias just before BatchNorm has a zero gradient: Adam moves it by rounding noise alone, ~1e-9)
-            np.testing.assert_allclose(v, tsd[k_].numpy(), rtol=1e-7, atol=1e-8, err_msg=k_)
+    # (a bias just before BatchNorm has a zero gradient: Adam moves it by rounding noise alone, ~1e-9)
+    _assert_same_state(G, D, tG, tD, atol=1e-8)
 
 
 def test_codes_are_learnt():
