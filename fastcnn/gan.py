@@ -347,6 +347,8 @@ class GANTrainer:
             raise ValueError(f"lr_decay must be in [0, 1], got {lr_decay}")
         self.lr_decay = lr_decay
         self.codes = _check_codes(codes)
+        if isinstance(code_weight, (bool, np.bool_)) or not isinstance(code_weight, (int, float, np.number)):
+            raise TypeError(f"code_weight must be a number, got {code_weight!r}")
         code_weight = float(code_weight)
         if not code_weight >= 0.0:
             raise ValueError(f"code_weight must be >= 0, got {code_weight}")

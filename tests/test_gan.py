@@ -473,6 +473,8 @@ def test_trainer_with_codes_rejects_a_plain_discriminator():
             GANTrainer(G, dcgan_discriminator(image_size=16, ndf=2, seed=0), 4, codes=bad)
     with pytest.raises(ValueError, match="code_weight"):
         GANTrainer(G, dcgan_discriminator(image_size=16, ndf=2, seed=0), 4, codes=3, code_weight=-1.0)
+    with pytest.raises(TypeError, match="code_weight"):
+        GANTrainer(G, dcgan_discriminator(image_size=16, ndf=2, seed=0), 4, codes=3, code_weight="2")
 
 
 @pytest.mark.parametrize("translate", [0, 1])
