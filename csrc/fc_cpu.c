@@ -202,18 +202,18 @@ size_t fc_wino_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads, size
 
 int fc_wino_s(int r, const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
               int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads, float *ws,
-              float *upack, int upack_ready)
+              float *upack, int upack_ready, const fc_phases *xin, const fc_phases *yout)
 {
     return fc_kernel()->wino_s[FC_WI(r)](x, w, bias, y, N, C, H, W, K, P, Q, ph, pw, act, slope,
-                                          nthreads, ws, upack, upack_ready);
+                                          nthreads, ws, upack, upack_ready, xin, yout);
 }
 
 int fc_wino_d(int r, const double *x, const double *w, const double *bias, double *y, int N, int C,
               int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
-              double *ws, double *upack, int upack_ready)
+              double *ws, double *upack, int upack_ready, const fc_phases *xin, const fc_phases *yout)
 {
     return fc_kernel()->wino_d[FC_WI(r)](x, w, bias, y, N, C, H, W, K, P, Q, ph, pw, act, slope,
-                                          nthreads, ws, upack, upack_ready);
+                                          nthreads, ws, upack, upack_ready, xin, yout);
 }
 
 size_t fc_wino_wgrad_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads)
@@ -227,13 +227,13 @@ size_t fc_wino_wgrad_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads
 }
 
 int fc_wino_wgrad_s(int r, const float *x, const float *dy, float *dw, int N, int C, int H, int W,
-                    int K, int P, int Q, int ph, int pw, int nthreads, float *ws)
+                    int K, int P, int Q, int ph, int pw, int nthreads, float *ws, const fc_phases *xin)
 {
-    return fc_kernel()->wino_wgrad_s[FC_WI(r)](x, dy, dw, N, C, H, W, K, P, Q, ph, pw, nthreads, ws);
+    return fc_kernel()->wino_wgrad_s[FC_WI(r)](x, dy, dw, N, C, H, W, K, P, Q, ph, pw, nthreads, ws, xin);
 }
 
 int fc_wino_wgrad_d(int r, const double *x, const double *dy, double *dw, int N, int C, int H, int W,
-                    int K, int P, int Q, int ph, int pw, int nthreads, double *ws)
+                    int K, int P, int Q, int ph, int pw, int nthreads, double *ws, const fc_phases *xin)
 {
-    return fc_kernel()->wino_wgrad_d[FC_WI(r)](x, dy, dw, N, C, H, W, K, P, Q, ph, pw, nthreads, ws);
+    return fc_kernel()->wino_wgrad_d[FC_WI(r)](x, dy, dw, N, C, H, W, K, P, Q, ph, pw, nthreads, ws, xin);
 }

@@ -211,6 +211,14 @@ typedef void (*fc_ukrg_d_t)(long k, const double *a, const long *aoff, const lon
  * blocks (kc, mc, nc) per element type. Optionally narrow kernels for
  * products of at most four rows: tiles of 1, 2 or 4 rows (index 0, 1, 2) by
  * nrn lanes (nrn 0: none). */
+/* A strided convolution's image of C channels seen as its phases
+ * (space-to-depth): pixel (i, j) of channel (a, b, c) ((a sw + b) C + c) is
+ * the image's pixel (i sh + a - ph, j sw + b - pw) of channel c, zero outside
+ * its H x W (ph, pw >= 0). */
+typedef struct {
+    int sh, sw, H, W, ph, pw;
+} fc_phases;
+
 typedef struct {
     int isa;
     const char *name;
@@ -240,16 +248,20 @@ typedef struct {
     size_t (*wino_ws_d[2])(int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
     int (*wino_s[2])(const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
                      int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
-                     float *ws, float *upack, int upack_ready);
+                     float *ws, float *upack, int upack_ready, const fc_phases *xin,
+                     const fc_phases *yout);
     int (*wino_d[2])(const double *x, const double *w, const double *bias, double *y, int N, int C,
                      int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope,
-                     int nthreads, double *ws, double *upack, int upack_ready);
+                     int nthreads, double *ws, double *upack, int upack_ready, const fc_phases *xin,
+                     const fc_phases *yout);
     size_t (*wino_wgrad_ws_s[2])(int N, int C, int K, int P, int Q, int nthreads);
     size_t (*wino_wgrad_ws_d[2])(int N, int C, int K, int P, int Q, int nthreads);
     int (*wino_wgrad_s[2])(const float *x, const float *dy, float *dw, int N, int C, int H, int W,
-                           int K, int P, int Q, int ph, int pw, int nthreads, float *ws);
+                           int K, int P, int Q, int ph, int pw, int nthreads, float *ws,
+                           const fc_phases *xin);
     int (*wino_wgrad_d[2])(const double *x, const double *dy, double *dw, int N, int C, int H, int W,
-                           int K, int P, int Q, int ph, int pw, int nthreads, double *ws);
+                           int K, int P, int Q, int ph, int pw, int nthreads, double *ws,
+                           const fc_phases *xin);
 } fc_kernel_info;
 
 /* fc_cpu.c: feature detection and dispatch */
@@ -293,21 +305,25 @@ int fc_direct3_wgrad_s(const float *x, const float *dy, float *dw, float *db, in
  * fc_wino_ws reports, to keep the transformed weights between calls: filled
  * from w unless upack_ready (then w is not read). It is valid for one weight
  * array, its C, K and r, and the instruction set in use when it was filled.
+ * xin: NULL, or x is the image (N, C / (sh sw), xin->H, xin->W) whose phases
+ * are the H x W input (padding ph, pw then 0). yout: NULL, or y is the
+ * image (N, K / (sh sw), yout->H, yout->W) whose phases the P x Q output
+ * fills (pixels no phase reaches are left as they are; no pooling).
  * Return 0. */
 size_t fc_wino_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
 size_t fc_wino_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
 int fc_wino_s(int r, const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
               int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads, float *ws,
-              float *upack, int upack_ready);
+              float *upack, int upack_ready, const fc_phases *xin, const fc_phases *yout);
 int fc_wino_d(int r, const double *x, const double *w, const double *bias, double *y, int N, int C,
               int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
-              double *ws, double *upack, int upack_ready);
+              double *ws, double *upack, int upack_ready, const fc_phases *xin, const fc_phases *yout);
 size_t fc_wino_wgrad_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads);
 size_t fc_wino_wgrad_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads);
 int fc_wino_wgrad_s(int r, const float *x, const float *dy, float *dw, int N, int C, int H, int W,
-                    int K, int P, int Q, int ph, int pw, int nthreads, float *ws);
+                    int K, int P, int Q, int ph, int pw, int nthreads, float *ws, const fc_phases *xin);
 int fc_wino_wgrad_d(int r, const double *x, const double *dy, double *dw, int N, int C, int H, int W,
-                    int K, int P, int Q, int ph, int pw, int nthreads, double *ws);
+                    int K, int P, int Q, int ph, int pw, int nthreads, double *ws, const fc_phases *xin);
 
 /* fc_pack.c: rows r0 .. r1 (of all images' Hp rows) of a channels-last
  * zero-padded copy of x (N, C, H, W): out[n][h][w][c] (Hp x Wp pixels of Cs
@@ -317,6 +333,13 @@ void fc_nhwc_rows_s(const float *x, long r0, long r1, int C, int H, int W, int C
                     int top, int left, float *out);
 void fc_nhwc_rows_d(const double *x, long r0, long r1, int C, int H, int W, int Cs, int Hp, int Wp,
                     int top, int left, double *out);
+/* The same copy of the phases of x (N, C, ps->H, ps->W): out[n][i][j][c']
+ * (Hp x Wp pixels of Cs >= C sh sw channels) = pixel (i, j) of phase channel
+ * c' for i < Hs, j < Ws, zero elsewhere. */
+void fc_nhwc_phase_rows_s(const float *x, long r0, long r1, int C, const fc_phases *ps, int Hs, int Ws,
+                          int Cs, int Hp, int Wp, float *out);
+void fc_nhwc_phase_rows_d(const double *x, long r0, long r1, int C, const fc_phases *ps, int Hs, int Ws,
+                          int Cs, int Hp, int Wp, double *out);
 
 /* fc_pack.c: pack rows [i0, i0+ni) x cols [p0, p0+kc) of op into panels of
  * width w: dst[(panel * kc + p) * w + i], zero-padding the last panel.
@@ -350,6 +373,13 @@ size_t fc_gemm_packed_b_size_s(int n, int k);
 size_t fc_gemm_packed_b_size_d(int n, int k);
 void fc_gemm_pack_b_s(int n, int k, const fc_view *B, float *dst);
 void fc_gemm_pack_b_d(int n, int k, const fc_view *B, double *dst);
+/* Its layout: panels of fc_gemm_nr_*() columns, depth blocks of
+ * fc_gemm_kcb_*(k) rows (block pc at dst + pc * n rounded up to panels, its
+ * panel j at + j * nr * rows of the block). */
+int fc_gemm_nr_s(void);
+int fc_gemm_nr_d(void);
+int fc_gemm_kcb_s(int k);                /* the depth block of a packing of depth k */
+int fc_gemm_kcb_d(int k);
 
 /* Pack all of A (m x k) once, for several products with the same A. */
 size_t fc_gemm_packed_a_size_s(int m, int k);
@@ -410,10 +440,12 @@ FC_TRANSPOSE_DECL(avx512)
                                        size_t *upack);                                          \
     int fc_wino##r##_##isa##_##t(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, \
                                  int W, int K, int P, int Q, int ph, int pw, int act, double slope, \
-                                 int nthreads, T *ws, T *upack, int upack_ready);               \
+                                 int nthreads, T *ws, T *upack, int upack_ready,                \
+                                 const fc_phases *xin, const fc_phases *yout);                  \
     size_t fc_wino_wgrad_ws##r##_##isa##_##t(int N, int C, int K, int P, int Q, int nthreads);   \
     int fc_wino_wgrad##r##_##isa##_##t(const T *x, const T *dy, T *dw, int N, int C, int H, int W, \
-                                       int K, int P, int Q, int ph, int pw, int nthreads, T *ws);
+                                       int K, int P, int Q, int ph, int pw, int nthreads, T *ws,   \
+                                       const fc_phases *xin);
 #define FC_WINO_DECL(isa)                                                                       \
     FC_WINO_DECL1(isa, float, s, 43) FC_WINO_DECL1(isa, float, s, 42)                           \
     FC_WINO_DECL1(isa, double, d, 43) FC_WINO_DECL1(isa, double, d, 42)

@@ -151,6 +151,16 @@ void FN(fc_gemm_pack_b)(int n, int k, const fc_view *B, T *dst)
     }
 }
 
+int FN(fc_gemm_nr)(void)
+{
+    return FN(KNR)(fc_kernel());
+}
+
+int FN(fc_gemm_kcb)(int k)
+{
+    return FN(depth_block)(k, FN(KKC)(fc_kernel()));
+}
+
 /* Everything one thread of a product needs. */
 typedef struct {
     int m, n, k, MR, NR, NC, KCB, MCB, nkb, prepacked, b_packed, shifted, gathered, trans, has_epi;

@@ -1,4 +1,5 @@
 /* Operand packing into micro-kernel panels (float and double). */
+#include <string.h>
 #include "fc_gemm.h"
 
 fc_view fc_view_t(const fc_view *v)
@@ -38,6 +39,55 @@ void fc_nhwc_rows_d(const double *x, long r0, long r1, int C, int H, int W, int 
                     int top, int left, double *out)
 {
     NHWC_ROWS(double, fc_transpose_d)
+}
+
+/* Rows r0 .. r1 (of all images' Hp rows) of a channels-last copy of the
+ * phases of x (see fc_phases): out[n][i][j][c'] for i < Hs, j < Ws, zero
+ * elsewhere and for channels past C sh sw. Each input row a phase row reads
+ * is transposed in blocks (pixels by channels) into a small buffer, from
+ * which every pixel's channels are one copy into its phase's channels. */
+#define NHWC_PHASE_ROWS(T, TRANSPOSE)                                                           \
+    enum { TMP = 4096, WMAX = 64 };                                                             \
+    T tmp[TMP] __attribute__((aligned(64)));                                                    \
+    const int sh = ps->sh, sw = ps->sw, H = ps->H, W = ps->W;                                   \
+    const long row = (long)Wp * Cs;                                                           \
+    const int wn = Ws < Wp ? Ws : Wp;                                                           \
+    for (long r = r0; r < r1; r++) {                                                          \
+        const int n = (int)(r / Hp), i = (int)(r % Hp);                                         \
+        T *o = out + r * row;                                                                 \
+        for (long u = 0; u < row; u++) o[u] = 0;                                              \
+        if (i >= Hs) continue;                                                                \
+        for (int a = 0; a < sh; a++) {                                                          \
+            const int h = i * sh + a - ph_;                                                     \
+            if (h < 0 || h >= H) continue;                                                      \
+            for (int w0 = 0; w0 < W; w0 += WMAX) {                                              \
+                const int nw = W - w0 < WMAX ? W - w0 : WMAX, cmax = TMP / nw;                  \
+                for (int c0 = 0; c0 < C; c0 += cmax) {                                          \
+                    const int cn = C - c0 < cmax ? C - c0 : cmax;                               \
+                    TRANSPOSE(x + (((long)n * C + c0) * H + h) * W + w0, (long)H * W, tmp, cn, cn, nw); \
+                    for (int u = 0; u < nw; u++) {                                              \
+                        const int wp = w0 + u + pw_, j = wp / sw, b = wp % sw;                  \
+                        if (j >= wn) continue;                                                  \
+                        memcpy(o + (long)j * Cs + (long)(a * sw + b) * C + c0, tmp + (long)u * cn, \
+                               (size_t)cn * sizeof(T));                                         \
+                    }                                                                           \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+    }
+
+void fc_nhwc_phase_rows_s(const float *x, long r0, long r1, int C, const fc_phases *ps, int Hs, int Ws,
+                          int Cs, int Hp, int Wp, float *out)
+{
+    const int ph_ = ps->ph, pw_ = ps->pw;
+    NHWC_PHASE_ROWS(float, fc_transpose_s)
+}
+
+void fc_nhwc_phase_rows_d(const double *x, long r0, long r1, int C, const fc_phases *ps, int Hs, int Ws,
+                          int Cs, int Hp, int Wp, double *out)
+{
+    const int ph_ = ps->ph, pw_ = ps->pw;
+    NHWC_PHASE_ROWS(double, fc_transpose_d)
 }
 
 #define T float

@@ -33,10 +33,10 @@
 #define FC_WINO_MIN_TILES 8                    /* the smallest block of shared-out tiles */
 #define FC_WINO_L 16                           /* channels a transform vector */
 #define FC_WINO_AL(n) (((long)(n) + 15) & ~15L)
-/* elements from one point's Cs x K transformed weights to the next: 64 bytes
- * past a multiple of 64, so that the stores of one kernel's points do not
- * all fall into one cache set */
-#define FC_WINO_US(Cs, K) (FC_WINO_AL((long)(Cs) * (K)) + 16)
+/* elements from one point's packed transformed weights to the next: 64
+ * bytes past a multiple of 64, so that the stores of one kernel's points do
+ * not all fall into one cache set */
+#define FC_WINO_UPS(K, Cs) (FC_WINO_AL(GEMM_PACKED_B_SIZE(K, Cs)) + 16)
 #endif
 
 #if WR == 3
@@ -165,42 +165,55 @@ WN(wino_gt16)(const T *restrict in, long is, T *restrict out, long os)
     }
 }
 
-/* U_e^T (Cs x K, zero rows for c >= C; points FC_WINO_US apart) for every
- * point e: u[e][c][k] = (G g G^T)[e]
- * with g = w[k][c] (r x r), for the output channels k0 .. k1, FC_WINO_L
- * channels k at a time. */
-static void WN(wino_weights)(const T *w, int K, int C, int Cs, int k0, int k1, T *U)
+/* U_e^T (Cs x K, zero rows for c >= C) for every point e, stored straight as
+ * the GEMM packs B (panels of nr columns k, depth blocks of kcb rows c; see
+ * fc_gemm_pack_b), points ustride apart: u[e][c][k] = (G g G^T)[e] with
+ * g = w[k][c] (r x r), for the output channels k0 .. k1 (k0 a multiple of
+ * FC_WINO_L and of nr), FC_WINO_L channels k at a time; the one that ends at
+ * K also zeroes the last panel's columns past K. */
+static void WN(wino_weights)(const T *w, int K, int C, int Cs, int k0, int k1, T *Up, long ustride, int nr,
+                             int kcb)
 {
-    const long CK = FC_WINO_US(Cs, K);
+    const long npad = (long)(K + nr - 1) / nr * nr;
     /* the kernels of FC_WINO_L output channels (lanes) for FC_WINO_L input
      * channels, read row by row and transposed: gb[c][j][l] = w[kb + l][c0 + c][j] */
     T gb[FC_WINO_L * WR * WR * FC_WINO_L] __attribute__((aligned(64)));
     T t[WA * WR * FC_WINO_L] __attribute__((aligned(64)));   /* G g: t[e][s] */
     T u[WP * FC_WINO_L] __attribute__((aligned(64)));        /* (G g) G^T */
-    for (int e = 0; e < WP; e++)
-        for (int c = C; c < Cs; c++)
-            for (int k = k0; k < k1; k++) U[e * CK + (long)c * K + k] = 0;
-    for (int kb = k0; kb < k1; kb += FC_WINO_L) {
-        const int kn = k1 - kb < FC_WINO_L ? k1 - kb : FC_WINO_L;
-        for (int c = 0; c < C; c++) {
+    const int kz = k1 == K ? (int)npad : k1;                  /* columns to write */
+    for (int kb = k0; kb < kz; kb += FC_WINO_L) {
+        const int kn = k1 - kb < FC_WINO_L ? (k1 > kb ? k1 - kb : 0) : FC_WINO_L;
+        const int ln = kz - kb < FC_WINO_L ? kz - kb : FC_WINO_L;  /* lanes stored (zeros past kn) */
+        for (int c = 0; c < Cs; c++) {
             const int cb = c % FC_WINO_L;
-            if (cb == 0) {
-                const int cn = C - c < FC_WINO_L ? C - c : FC_WINO_L;
-                if (kn < FC_WINO_L) memset(gb, 0, sizeof(gb));
-                TRANSPOSE(w + ((long)kb * C + c) * WR * WR, (long)C * WR * WR, gb, FC_WINO_L, kn, cn * WR * WR);
-            }
-            const T *g = gb + cb * WR * WR * FC_WINO_L;
-            for (int s = 0; s < WR; s++)
-                WN(wino_g16)(g + s * FC_WINO_L, WR * FC_WINO_L, t + s * FC_WINO_L, WR * FC_WINO_L);
-            for (int e = 0; e < WA; e++)
-                WN(wino_g16)(t + e * WR * FC_WINO_L, FC_WINO_L, u + e * WA * FC_WINO_L, FC_WINO_L);
-            T *dst = U + (long)c * K + kb;
-            if (kn == FC_WINO_L) {
-                for (int e = 0; e < WP; e++)
-                    for (int l = 0; l < FC_WINO_L; l++) dst[e * CK + l] = u[e * FC_WINO_L + l];
+            if (c < C && kn > 0) {
+                if (cb == 0) {
+                    const int cn = C - c < FC_WINO_L ? C - c : FC_WINO_L;
+                    if (kn < FC_WINO_L) memset(gb, 0, sizeof(gb));
+                    TRANSPOSE(w + ((long)kb * C + c) * WR * WR, (long)C * WR * WR, gb, FC_WINO_L, kn,
+                              cn * WR * WR);
+                }
+                const T *g = gb + cb * WR * WR * FC_WINO_L;
+                for (int s = 0; s < WR; s++)
+                    WN(wino_g16)(g + s * FC_WINO_L, WR * FC_WINO_L, t + s * FC_WINO_L, WR * FC_WINO_L);
+                for (int e = 0; e < WA; e++)
+                    WN(wino_g16)(t + e * WR * FC_WINO_L, FC_WINO_L, u + e * WA * FC_WINO_L, FC_WINO_L);
             } else {
-                for (int e = 0; e < WP; e++)
-                    for (int l = 0; l < kn; l++) dst[e * CK + l] = u[e * FC_WINO_L + l];
+                memset(u, 0, sizeof(u));
+            }
+            /* row c of the depth block that holds it; lanes in runs of one panel */
+            const int pc = c / kcb * kcb, kc = Cs - pc < kcb ? Cs - pc : kcb;
+            for (int l0 = 0; l0 < ln;) {
+                const int k = kb + l0, run = nr - k % nr < ln - l0 ? nr - k % nr : ln - l0;
+                T *dst = Up + (long)pc * npad + (long)(k / nr) * kc * nr + (long)(c - pc) * nr + k % nr;
+                if (run == FC_WINO_L) {
+                    for (int e = 0; e < WP; e++)
+                        for (int l = 0; l < FC_WINO_L; l++) dst[e * ustride + l] = u[e * FC_WINO_L + l0 + l];
+                } else {
+                    for (int e = 0; e < WP; e++)
+                        for (int l = 0; l < run; l++) dst[e * ustride + l] = u[e * FC_WINO_L + l0 + l];
+                }
+                l0 += run;
             }
         }
     }
@@ -260,7 +273,7 @@ static inline void WN(wino_pool)(const T *o, int kn, T *y, long plane, int q, in
  * 2 x 2 max pooling (floor mode) of that output instead: K planes of
  * P/2 x Q/2. */
 static void WN(wino_out)(const T *M, long ms, int Ks, int K, int tw, int t0, int nt, T *y, int P,
-                         int Q, const T *bias, int act, T slope)
+                         int Q, const T *bias, int act, T slope, const fc_phases *yout)
 {
     T s[WA * 4 * FC_WINO_L] __attribute__((aligned(64)));
     T o[16 * FC_WINO_L] __attribute__((aligned(64)));
@@ -308,6 +321,30 @@ static void WN(wino_out)(const T *M, long ms, int Ks, int K, int tw, int t0, int
                 continue;
             }
             TRANSPOSE(o, FC_WINO_L, ot, 16, 16, FC_WINO_L);
+            if (yout) {
+                /* channel k is phase (a, b) of the image's channel c: pixel (i, j)
+                 * of the tile goes to (i sh + a - ph, j sw + b - pw) */
+                const int sh = yout->sh, sw = yout->sw, YH = yout->H, YW = yout->W, C0 = K / (sh * sw);
+                int ab = k0 / C0, c = k0 % C0;
+                for (int l = 0; l < kn; l++, c++) {
+                    if (c == C0) {
+                        c = 0;
+                        ab++;
+                    }
+                    const int a = ab / sw, b = ab % sw;
+                    T *yc = y + (long)c * YH * YW;
+                    const T *ol = ot + l * 16;
+                    for (int rr = 0; rr < rows; rr++) {
+                        const int h = (4 * I + rr) * sh + a - yout->ph;
+                        if (h < 0 || h >= YH) continue;
+                        for (int q = 0; q < cols; q++) {
+                            const int wc = (4 * J + q) * sw + b - yout->pw;
+                            if (wc >= 0 && wc < YW) yc[(long)h * YW + wc] = ol[4 * rr + q];
+                        }
+                    }
+                }
+                continue;
+            }
             for (int l = 0; l < kn; l++) {
                 T *yk = y + (long)(k0 + l) * PQ + (long)(4 * I) * Q + 4 * J;
                 const T *ol = ot + l * 16;
@@ -341,7 +378,7 @@ static WN(wino_geom) WN(wino_plan)(int N, int C, int K, int P, int Q)
     g.ntiles = N * g.th * g.tw;
     g.nblocks = (g.ntiles + FC_WINO_TILES - 1) / FC_WINO_TILES;
     g.img = (long)g.Hp * g.Wp * g.Cs;
-    g.upack = WP * FC_WINO_AL(GEMM_PACKED_B_SIZE(K, g.Cs));
+    g.upack = WP * FC_WINO_UPS(K, g.Cs);
     g.ws_layout = FC_WINO_AL((long)N * g.img);
     /* per task: V, M (one block of tiles per point, 16 elements apart from a
      * multiple of 4 KiB so that the stores of a tile do not share cache
@@ -361,7 +398,7 @@ size_t WN(wino_ws)(int N, int C, int K, int P, int Q, int nthreads, size_t *upac
     if (nthreads < 1) nthreads = 1;
     const WN(wino_geom) g = WN(wino_plan)(N, C, K, P, Q);
     if (upack) *upack = (size_t)g.upack;
-    return (size_t)(FC_WINO_AL(WP * FC_WINO_US(g.Cs, K)) + g.upack + g.ws_layout + (long)nthreads * g.per);
+    return (size_t)(g.upack + g.ws_layout + (long)nthreads * g.per);
 }
 
 /* Input tiles ta .. tb (of all images' tiles, t0 the first of the block whose
@@ -379,15 +416,16 @@ static void WN(wino_in_range)(const T *xt, const WN(wino_geom) *g, int t0, int t
 
 /* Output tiles ta .. tb from the block's M (t0 its first tile). */
 static void WN(wino_out_range)(const T *M, const WN(wino_geom) *g, int K, int P, int Q, int t0, int ta,
-                               int tb, T *y, const T *bias, int act, T slope)
+                               int tb, T *y, const T *bias, int act, T slope, const fc_phases *yout)
 {
     const int tpi = g->th * g->tw;
     for (int t = ta; t < tb;) {
         const int n = t / tpi, ti = t % tpi;
         const int cnt = tpi - ti < tb - t ? tpi - ti : tb - t;
-        const long img = act & FC_POOL_2X2 ? (long)K * (P / 2) * (Q / 2) : (long)K * P * Q;
+        const long img = yout ? (long)K / (yout->sh * yout->sw) * yout->H * yout->W
+                       : act & FC_POOL_2X2 ? (long)K * (P / 2) * (Q / 2) : (long)K * P * Q;
         WN(wino_out)(M + (long)(t - t0) * g->Ks, g->ms, g->Ks, K, g->tw, ti, cnt, y + (long)n * img,
-                     P, Q, bias, act, slope);
+                     P, Q, bias, act, slope, yout);
         t += cnt;
     }
 }
@@ -412,16 +450,14 @@ static int WN(wino_point)(const T *V, const T *Upack, long ustride, const WN(win
  * (*upack elements of wino_ws): filled here unless upack_ready, then read. */
 int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, int W, int K,
              int P, int Q, int ph, int pw, int act, double slope, int nthreads, T *ws, T *upack,
-             int upack_ready)
+             int upack_ready, const fc_phases *xin, const fc_phases *yout)
 {
     if (nthreads < 1) nthreads = 1;
     const WN(wino_geom) g = WN(wino_plan)(N, C, K, P, Q);
-    const long CK = FC_WINO_US(g.Cs, K);
-    T *U = ws;                                          /* WP x Cs x K */
-    T *Upack = upack ? upack : U + FC_WINO_AL(WP * CK);
-    T *xt = U + FC_WINO_AL(WP * CK) + g.upack;
+    T *Upack = upack ? upack : ws;
+    T *xt = ws + g.upack;
     T *task_ws = xt + g.ws_layout;
-    const long ustride = FC_WINO_AL(GEMM_PACKED_B_SIZE(K, g.Cs));
+    const long ustride = FC_WINO_UPS(K, g.Cs);
     const int transform = !(upack && upack_ready);
     int rc = 0;
 #if FC_OPENMP
@@ -434,24 +470,22 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
         nth = omp_get_num_threads();
 #endif
         unsigned fpmode = fc_fpmode_enter();
-        /* transformed weights, packed per point; channels-last copies of the input */
+        /* transformed weights, packed per point, each thread its own output
+         * channels (whole panels of the product); channels-last copies of the input */
         if (transform) {
-            WN(wino_weights)(w, K, C, g.Cs, (int)((long)tid * K / nth), (int)((long)(tid + 1) * K / nth), U);
-#if FC_OPENMP
-#pragma omp barrier
-#endif
-            for (int e = tid; e < WP; e += nth) {
-                fc_view B;
-                memset(&B, 0, sizeof(B));
-                B.kind = FC_VIEW_DENSE;
-                B.p = U + e * CK;
-                B.rs = K;
-                B.cs = 1;
-                GEMM_PACK_B(K, g.Cs, &B, Upack + e * ustride);
-            }
+            const int nr = GEMM_NR(), al = nr > FC_WINO_L ? nr : FC_WINO_L;
+            const int nal = (K + al - 1) / al;
+            const int k0 = (int)((long)nal * tid / nth) * al, k1 = (int)((long)nal * (tid + 1) / nth) * al;
+            const int kend = k1 < K ? k1 : K;
+            if (k0 < kend)
+                WN(wino_weights)(w, K, C, g.Cs, k0, kend, Upack, ustride, nr, GEMM_KCB(g.Cs));
         }
         const long nrows = (long)N * g.Hp;
-        NHWC_ROWS(x, nrows * tid / nth, nrows * (tid + 1) / nth, C, H, W, g.Cs, g.Hp, g.Wp, ph, pw, xt);
+        if (xin)   /* (no padding of the phases) */
+            NHWC_PHASES(x, nrows * tid / nth, nrows * (tid + 1) / nth, C / (xin->sh * xin->sw), xin, H, W,
+                        g.Cs, g.Hp, g.Wp, xt);
+        else
+            NHWC_ROWS(x, nrows * tid / nth, nrows * (tid + 1) / nth, C, H, W, g.Cs, g.Hp, g.Wp, ph, pw, xt);
         long *aoff = (long *)(task_ws + (long)tid * g.per + g.offs_off);
         long *doff = aoff + FC_WINO_TILES + 16;
         T *gws = task_ws + (long)tid * g.per + g.gws_off;
@@ -480,7 +514,7 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
                 WN(wino_in_range)(xt, &g, t0, t0, t0 + nt, V);
                 for (int e = 0; e < WP; e++)
                     rc |= WN(wino_point)(V, Upack, ustride, &g, K, nt, e, aoff, doff, M, gws);
-                WN(wino_out_range)(M, &g, K, P, Q, t0, t0, t0 + nt, y, bias, act, (T)slope);
+                WN(wino_out_range)(M, &g, K, P, Q, t0, t0, t0 + nt, y, bias, act, (T)slope, yout);
             }
         } else {
             /* each block's tiles, then its points, shared out */
@@ -500,7 +534,7 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
 #pragma omp barrier
 #endif
                 WN(wino_out_range)(M, &g, K, P, Q, t0, t0 + (int)((long)nt * tid / nth),
-                                   t0 + (int)((long)nt * (tid + 1) / nth), y, bias, act, (T)slope);
+                                   t0 + (int)((long)nt * (tid + 1) / nth), y, bias, act, (T)slope, yout);
                 if (bi + 1 < g.nblocks) {   /* (after the last block, the region's end waits) */
 #if FC_OPENMP
 #pragma omp barrier
@@ -599,7 +633,7 @@ size_t WN(wino_wgrad_ws)(int N, int C, int K, int P, int Q, int nthreads)
 }
 
 int WN(wino_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, int K, int P,
-                   int Q, int ph, int pw, int nthreads, T *ws)
+                   int Q, int ph, int pw, int nthreads, T *ws, const fc_phases *xin)
 {
     if (nthreads < 1) nthreads = 1;
     const WN(wino_wgeom) g = WN(wino_wplan)(N, C, K, P, Q);
@@ -622,7 +656,11 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, i
         unsigned fpmode = fc_fpmode_enter();
         /* channels-last copies of the input (padded) and of the output gradient */
         const long nx = (long)N * f->Hp, nd = (long)N * g.Hq;
-        NHWC_ROWS(x, nx * tid / nth, nx * (tid + 1) / nth, C, H, W, f->Cs, f->Hp, f->Wp, ph, pw, xt);
+        if (xin)
+            NHWC_PHASES(x, nx * tid / nth, nx * (tid + 1) / nth, C / (xin->sh * xin->sw), xin, H, W, f->Cs,
+                        f->Hp, f->Wp, xt);
+        else
+            NHWC_ROWS(x, nx * tid / nth, nx * (tid + 1) / nth, C, H, W, f->Cs, f->Hp, f->Wp, ph, pw, xt);
         NHWC_ROWS(dy, nd * tid / nth, nd * (tid + 1) / nth, K, P, Q, f->Ks, g.Hq, g.Wq, 0, 0, dyt);
 #if FC_OPENMP
 #pragma omp barrier

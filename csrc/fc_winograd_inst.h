@@ -10,10 +10,12 @@
 #define T float
 #define GEMM fc_gemm_s
 #define GEMM_WS fc_gemm_ws_s
-#define GEMM_PACK_B fc_gemm_pack_b_s
+#define GEMM_NR fc_gemm_nr_s
+#define GEMM_KCB fc_gemm_kcb_s
 #define GEMM_PACKED_B_SIZE fc_gemm_packed_b_size_s
 #define TRANSPOSE FC_WI_NAME(transpose, FC_ISA, s)
 #define NHWC_ROWS fc_nhwc_rows_s
+#define NHWC_PHASES fc_nhwc_phase_rows_s
 #define WR 3
 #include "fc_winograd_impl.h"
 #undef WR
@@ -21,11 +23,13 @@
 #include "fc_winograd_impl.h"
 #undef WR
 #undef NHWC_ROWS
+#undef NHWC_PHASES
 #undef T
 #undef FN
 #undef GEMM
 #undef GEMM_WS
-#undef GEMM_PACK_B
+#undef GEMM_NR
+#undef GEMM_KCB
 #undef GEMM_PACKED_B_SIZE
 #undef TRANSPOSE
 
@@ -33,10 +37,12 @@
 #define T double
 #define GEMM fc_gemm_d
 #define GEMM_WS fc_gemm_ws_d
-#define GEMM_PACK_B fc_gemm_pack_b_d
+#define GEMM_NR fc_gemm_nr_d
+#define GEMM_KCB fc_gemm_kcb_d
 #define GEMM_PACKED_B_SIZE fc_gemm_packed_b_size_d
 #define TRANSPOSE FC_WI_NAME(transpose, FC_ISA, d)
 #define NHWC_ROWS fc_nhwc_rows_d
+#define NHWC_PHASES fc_nhwc_phase_rows_d
 #define WR 3
 #include "fc_winograd_impl.h"
 #undef WR
@@ -44,11 +50,13 @@
 #include "fc_winograd_impl.h"
 #undef WR
 #undef NHWC_ROWS
+#undef NHWC_PHASES
 #undef T
 #undef FN
 #undef GEMM
 #undef GEMM_WS
-#undef GEMM_PACK_B
+#undef GEMM_NR
+#undef GEMM_KCB
 #undef GEMM_PACKED_B_SIZE
 #undef TRANSPOSE
 

@@ -65,6 +65,14 @@ CASES = {
     # an input channel or more)
     "wino_2x2": (16, 16, 17, 17, 20, 2, 2, 1, 0, 1, 1),
     "wino_phases_4x4_s2": (16, 16, 32, 32, 16, 4, 4, 2, 1, 1, 1),
+    # over image phases, read and written in place: 7x7 outputs (a DCGAN discriminator's
+    # second layer), phase channels and outputs off the vector width, rows and columns
+    # no phase reaches (zero input gradient), padding 0 and 2, nine phases, non-square
+    "wino_phases_7x7": (32, 5, 14, 14, 17, 4, 4, 2, 1, 1, 1),
+    "wino_phases_unreached": (32, 4, 17, 17, 16, 4, 4, 2, 0, 1, 1),
+    "wino_phases_pad2": (32, 4, 12, 12, 16, 4, 4, 2, 2, 1, 1),
+    "wino_phases_6x6_s3": (32, 2, 24, 24, 16, 6, 6, 3, 0, 1, 1),
+    "wino_phases_nonsquare": (32, 4, 14, 16, 20, 4, 4, 2, 1, 1, 1),
     # one-channel input gradients of 3x3 stride-1 layers (the direct kernel): padding
     # 0-2, rows past one block of columns, heights off the block of rows
     "c1_direct_wide": (2, 1, 9, 45, 7, 3, 3, 1, 0, 1, 1),
@@ -237,6 +245,8 @@ SHAPES_FOR_THREADS = {
     "winograd_two_blocks": ((5, 16, 14, 14), (20, 16, 3, 3), 1, 1),
     # 49 tiles: one block, two of 25, or the tiles and points of one block shared out
     "winograd_batch1": ((1, 16, 28, 28), (24, 16, 3, 3), 1, 1),
+    # a 4x4 stride-2 layer over its image phases (forward, both gradients, transposed)
+    "winograd_phases": ((32, 5, 14, 14), (17, 5, 4, 4), 2, 1),
     # kernels covering the whole input: a matrix product, or dot products for one output
     "whole_input": ((6, 24, 4, 4), (40, 24, 4, 4), 1, 0),
     "whole_input_one_output": ((37, 24, 4, 4), (1, 24, 4, 4), 1, 0),
@@ -322,6 +332,44 @@ def test_every_isa_path(isa, case, dtype, rng):
     _close(y, y_ref, tol, "forward")
     _close(gx, rgx, tol, "grad_x")
     _close(gw, rgw, tol, "grad_w")
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n.startswith("wino_phases_") and n != "wino_phases_4x4_s2"])
+def test_phase_cases_run_winograd(name):
+    """The phase cases above do reach the F(4x4, 2x2) kernels: forward and weight
+    gradient over the input's phases, input gradient into the phases of its result."""
+    from fastcnn._kernels import _conv
+    (N, C, H, W, K, R, S), st, pd, dl, g = _args(CASES[name])
+    P, Q = (H + 2 * pd[0] - R) // st[0] + 1, (W + 2 * pd[1] - S) // st[1] + 1
+    ph = st[0] * st[1]
+    assert _conv.winograd(N, C * ph, K, R // st[0], S // st[1], (1, 1), (1, 1), 1, P, Q, 64)
+    assert _conv.winograd(N, K, C * ph, R // st[0], S // st[1], (1, 1), (1, 1), 1, P + R // st[0] - 1,
+                          Q + S // st[1] - 1, 64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("isa", fastcnn.supported_isas())
+def test_phase_winograd_every_isa(isa, dtype, rng):
+    """F(4x4, 2x2) over image phases, compiled per instruction set (its panel widths
+    differ): forward with bias and activation, both gradients, transposed forward."""
+    x = rng.standard_normal((32, 5, 14, 14)).astype(dtype)
+    w = rng.standard_normal((20, 5, 4, 4)).astype(dtype)
+    b = rng.standard_normal(20).astype(dtype)
+    y_ref = np.maximum(ref.conv2d(x, w, b, (2, 2), (1, 1)), 0)
+    dy = rng.standard_normal(y_ref.shape).astype(dtype)
+    try:
+        fastcnn.set_isa(isa)
+        y = F.conv2d(x, w, b, 2, 1, activation="relu")
+        gx, gw, _ = F.conv2d_backward(dy, x, w, 2, 1)
+        yt = F.conv_transpose2d(dy, w, b[:5], 2, 1)
+    finally:
+        fastcnn.set_isa("auto")
+    rgx, rgw, _ = ref.conv2d_backward(dy, x, w, (2, 2), (1, 1))
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    _close(y, y_ref, tol, "forward")
+    _close(gx, rgx, tol, "grad_x")
+    _close(gw, rgw, tol, "grad_w")
+    _close(yt, rgx + b[:5].reshape(1, 5, 1, 1), tol, "transposed forward")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -12,6 +12,7 @@ bitwise identical for any thread count.
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memset, memcpy
+from libc.stdlib cimport malloc, free
 cimport numpy as cnp
 import threading
 
@@ -305,11 +306,13 @@ def winograd(int N, int Cg, int Kg, int R, int S, tuple stride, tuple dilation, 
     products, outputs for its tiles, and at least ``min_tiles`` tiles to repay
     the transforms (of the weights too, unless they are kept between calls).
     The 2x2 transform saves less (25 products for 64, not 36 for 144): it also
-    needs four tiles an input channel."""
-    cdef long tiles = <long>N * ((P + 3) // 4) * ((Q + 3) // 4)
+    needs 128 tiles or more, and outputs that fill its tiles well enough to do
+    at most 1/1.9 of the direct products (25 a tile for 4 an output)."""
+    cdef long tpi = <long>((P + 3) // 4) * ((Q + 3) // 4)
+    cdef long tiles = <long>N * tpi
     return (R == S and (R == 3 or R == 2) and stride == (1, 1) and dilation == (1, 1)
             and groups == 1 and Cg >= 16 and Kg >= 16 and P >= 4 and Q >= 4 and tiles >= min_tiles
-            and (R == 3 or tiles >= 4 * Cg))
+            and (R == 3 or (tiles >= 128 and 40 * <long>P * Q >= 19 * 25 * tpi)))
 
 
 def isa_id():
@@ -378,17 +381,36 @@ def winograd_packed(int r, int C, int K, dtype):
     return buf[off:off + <Py_ssize_t>u * dt.itemsize].view(dt)
 
 
+cdef inline fc_phases *_phases(tuple spec, int H, int W, fc_phases *ps):
+    """ps from (sh, sw, ph, pw) for an image of H x W (None: NULL)."""
+    if spec is None:
+        return NULL
+    ps.sh, ps.sw, ps.ph, ps.pw = spec[0], spec[1], spec[2], spec[3]
+    ps.H, ps.W = H, W
+    return ps
+
+
 def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple padding, int act=0,
                     double slope=0.01, int n_threads=1, upack=None, bint upack_ready=False,
-                    tuple pooled_from=None):
+                    tuple pooled_from=None, tuple x_phases=None, tuple y_phases=None):
     """y (N, K, P, Q) = x (N, C, H, W) correlated with w (K, C, r, r) (r = 3 or 2), padding
     (top, left; negative crops). ``upack``: None, or a winograd_packed buffer for w that
     keeps its transformed weights: filled from w here unless ``upack_ready``.
     ``pooled_from``: (P, Q) of the convolution, whose 2x2 max pooling y (N, K, P/2, Q/2)
-    then holds."""
+    then holds. ``x_phases`` (sh, sw, ph, pw): x is an image whose phases (padded by
+    ph, pw; C sh sw channels of P + r - 1 x Q + r - 1 pixels, no further padding) the
+    convolution reads. ``y_phases`` (sh, sw, ph, pw, P, Q): y is an image (N, K / (sh sw),
+    H, W) whose phases the P x Q output fills (pixels no phase reaches left alone)."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], P = y.shape[2], Q = y.shape[3], r = w.shape[2]
     cdef int ph = padding[0], pw = padding[1], rc
+    cdef fc_phases xs, ys
+    cdef fc_phases *xp = _phases(x_phases, H, W, &xs)
+    cdef fc_phases *yp = _phases(y_phases, y.shape[2], y.shape[3], &ys)
+    if yp != NULL:
+        P, Q = y_phases[4], y_phases[5]
+    if xp != NULL:
+        C, H, W = C * xs.sh * xs.sw, P + r - 1, Q + r - 1
     if pooled_from is not None:
         P, Q = pooled_from
         act |= FC_POOL_2X2
@@ -403,24 +425,29 @@ def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple pad
         with nogil:
             rc = fc_wino_s(r, <float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(w), <float *>bp,
                              <float *>cnp.PyArray_DATA(y), N, C, H, W, K, P, Q, ph, pw, act, slope,
-                             n_threads, <float *>cnp.PyArray_DATA(ws), <float *>up, upack_ready)
+                             n_threads, <float *>cnp.PyArray_DATA(ws), <float *>up, upack_ready, xp, yp)
     else:
         with nogil:
             rc = fc_wino_d(r, <double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(w), <double *>bp,
                              <double *>cnp.PyArray_DATA(y), N, C, H, W, K, P, Q, ph, pw, act, slope,
-                             n_threads, <double *>cnp.PyArray_DATA(ws), <double *>up, upack_ready)
+                             n_threads, <double *>cnp.PyArray_DATA(ws), <double *>up, upack_ready, xp, yp)
     if rc:
         raise MemoryError("fastcnn: out of memory in conv2d")
     return y
 
 
 def conv2d_winograd_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, tuple padding,
-                                    int n_threads=1):
+                                    int n_threads=1, tuple x_phases=None):
     """dw (K, C, r, r) = gradient of the rxr stride-1 convolution (r = 3 or 2) of x (N, C, H, W),
-    padding (top, left), with output gradient dy (N, K, P, Q)."""
+    padding (top, left), with output gradient dy (N, K, P, Q). ``x_phases``: as for
+    conv2d_winograd (dw then has C sh sw phase channels)."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = dy.shape[1], P = dy.shape[2], Q = dy.shape[3], r = dw.shape[2]
     cdef int ph = padding[0], pw = padding[1], rc
+    cdef fc_phases xs
+    cdef fc_phases *xp = _phases(x_phases, H, W, &xs)
+    if xp != NULL:
+        C, H, W = C * xs.sh * xs.sw, P + r - 1, Q + r - 1
     cdef size_t n = fc_wino_wgrad_ws_s(r, N, C, K, P, Q, n_threads) if x.dtype == np.float32 else \
         fc_wino_wgrad_ws_d(r, N, C, K, P, Q, n_threads)
     cdef cnp.ndarray ws = scratch("winograd", (<Py_ssize_t>n,), x.dtype)
@@ -428,12 +455,12 @@ def conv2d_winograd_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray d
         with nogil:
             rc = fc_wino_wgrad_s(r, <float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(dy),
                                    <float *>cnp.PyArray_DATA(dw), N, C, H, W, K, P, Q, ph, pw, n_threads,
-                                   <float *>cnp.PyArray_DATA(ws))
+                                   <float *>cnp.PyArray_DATA(ws), xp)
     else:
         with nogil:
             rc = fc_wino_wgrad_d(r, <double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(dy),
                                    <double *>cnp.PyArray_DATA(dw), N, C, H, W, K, P, Q, ph, pw, n_threads,
-                                   <double *>cnp.PyArray_DATA(ws))
+                                   <double *>cnp.PyArray_DATA(ws), xp)
     if rc:
         raise MemoryError("fastcnn: out of memory in conv2d backward")
     return dw
@@ -1291,41 +1318,121 @@ def add_channel_bias(cnp.ndarray y, cnp.ndarray b, int n_threads=1):
 cdef void _to_phases(const floating *x, floating *out, int NC, int H, int W, int sh, int sw,
                      int ph, int pw, int Hs, int Ws, int n_threads) noexcept nogil:
     cdef long t
-    cdef int a, b, i, j, h, w
-    cdef const floating *xc
+    cdef int a, b, i, j, j0, j1, h
+    cdef const floating *src
     cdef floating *o
     for t in prange(<long>NC, schedule='static', num_threads=n_threads):
-        xc = x + t * H * W
         for a in range(sh):
             for b in range(sw):
+                # columns j with 0 <= j sw + b - pw < W
+                j0 = (pw - b + sw - 1) // sw if pw > b else 0
+                j1 = (W - 1 + pw - b) // sw + 1 if W - 1 + pw - b >= 0 else 0
+                if j1 > Ws:
+                    j1 = Ws
+                if j0 > j1:
+                    j0 = j1
                 o = out + ((t * sh + a) * sw + b) * Hs * Ws
                 for i in range(Hs):
                     h = i * sh + a - ph
                     if h < 0 or h >= H:
                         memset(o + i * Ws, 0, Ws * sizeof(floating))
                         continue
-                    for j in range(Ws):
-                        w = j * sw + b - pw
-                        o[i * Ws + j] = xc[h * W + w] if 0 <= w < W else 0
+                    src = x + (t * H + h) * W + b - pw
+                    for j in range(j0):
+                        o[i * Ws + j] = 0
+                    for j in range(j0, j1):
+                        o[i * Ws + j] = src[j * sw]
+                    for j in range(j1, Ws):
+                        o[i * Ws + j] = 0
 
 
 cdef void _from_phases(const floating *xph, floating *out, int NC, int H, int W, int sh, int sw,
                        int ph, int pw, int Hs, int Ws, int n_threads) noexcept nogil:
     cdef long t
-    cdef int h, w, hh, ww
+    cdef int h, a, b, i, j, j1, w0, w
     cdef const floating *src
     cdef floating *o
     for t in prange(<long>NC, schedule='static', num_threads=n_threads):
-        src = xph + t * sh * sw * Hs * Ws
-        o = out + t * H * W
         for h in range(H):
-            hh = h + ph
-            for w in range(W):
-                ww = w + pw
-                if hh // sh < Hs and ww // sw < Ws:
-                    o[h * W + w] = src[(((hh % sh) * sw + ww % sw) * Hs + hh // sh) * Ws + ww // sw]
-                else:
-                    o[h * W + w] = 0
+            a = (h + ph) % sh
+            i = (h + ph) // sh
+            o = out + (t * H + h) * W
+            if i >= Hs:
+                memset(o, 0, W * sizeof(floating))
+                continue
+            for b in range(sw):
+                # columns w = j sw + b - pw, 0 <= w < W, of the phase (a, b)'s row i
+                w0 = b - pw
+                j = (-w0 + sw - 1) // sw if w0 < 0 else 0
+                j1 = (W - 1 - w0) // sw + 1 if W - 1 - w0 >= 0 else 0
+                src = xph + (((t * sh + a) * sw + b) * Hs + i) * Ws
+                if j1 > Ws:
+                    # columns past the phases' reach are zero
+                    for w in range(Ws * sw + w0, W):
+                        if (w - w0) % sw == 0:
+                            o[w] = 0
+                    j1 = Ws
+                while j < j1:
+                    o[j * sw + w0] = src[j]
+                    j = j + 1
+
+
+cdef void _phase_weight(const floating *w, floating *out, int K, int C, int R, int S, int sh, int sw,
+                        bint flip_transpose, bint phase_major, bint inverse, long *tab) noexcept nogil:
+    """out[k, c', i, j] = w[k, c, i sh + a, j sw + b] for the phase channel c' of (c, a, b):
+    c' = (c sh + a) sw + b, or (a sw + b) C + c if ``phase_major``; flip_transpose:
+    out[c', k, Rs - 1 - i, Ss - 1 - j] (Rs = R / sh, Ss = S / sw) instead; inverse: w from
+    out. Every element is w's tap t of kernel (k, c) and out's k Ak + c Ac + tab[t]."""
+    cdef int k, c, a, b, i, j, t, RS = R * S, ss = sh * sw
+    cdef long tap = <long>(R // sh) * (S // sw), Ak, Ac, cph, d
+    Ak = tap if flip_transpose else <long>C * ss * tap
+    if flip_transpose:
+        Ac = <long>K * tap * (1 if phase_major else ss)
+    else:
+        Ac = tap * (1 if phase_major else ss)
+    for a in range(sh):
+        for b in range(sw):
+            for i in range(R // sh):
+                for j in range(S // sw):
+                    t = (i * sh + a) * S + j * sw + b
+                    cph = <long>(a * sw + b) * (C if phase_major else 1)
+                    if flip_transpose:
+                        tab[t] = (cph * K * tap + (R // sh - 1 - i) * (S // sw) + S // sw - 1 - j)
+                    else:
+                        tab[t] = cph * tap + i * (S // sw) + j
+    for k in range(K):
+        for c in range(C):
+            d = k * Ak + c * Ac
+            if inverse:
+                for t in range(RS):
+                    out[(<long>k * C + c) * RS + t] = w[d + tab[t]]
+            else:
+                for t in range(RS):
+                    out[d + tab[t]] = w[(<long>k * C + c) * RS + t]
+
+
+def phase_weight(cnp.ndarray w, cnp.ndarray out, tuple stride, bint flip_transpose=False,
+                 bint phase_major=False, bint inverse=False):
+    """The weight (K, C, R, S) of a strided convolution over its image phases: out (K, C sh sw,
+    R / sh, S / sw), or with ``flip_transpose`` (C sh sw, K, R / sh, S / sw) flipped (the
+    input gradient's); phase channels (c, a, b), or (a, b, c) if ``phase_major``;
+    ``inverse``: w from out."""
+    cdef cnp.ndarray full = out if inverse else w
+    cdef int K = full.shape[0], C = full.shape[1], R = full.shape[2], S = full.shape[3]
+    cdef int sh = stride[0], sw = stride[1]
+    cdef long *tab = <long *>malloc(<size_t>(R * S) * sizeof(long))
+    if tab == NULL:
+        raise MemoryError("fastcnn: out of memory")
+    if w.dtype == np.float32:
+        with nogil:
+            _phase_weight(<float *>cnp.PyArray_DATA(w), <float *>cnp.PyArray_DATA(out), K, C, R, S, sh, sw,
+                          flip_transpose, phase_major, inverse, tab)
+    else:
+        with nogil:
+            _phase_weight(<double *>cnp.PyArray_DATA(w), <double *>cnp.PyArray_DATA(out), K, C, R, S, sh, sw,
+                          flip_transpose, phase_major, inverse, tab)
+    free(tab)
+    return out
 
 
 def to_phases(cnp.ndarray x, cnp.ndarray out, tuple stride, tuple pad, int n_threads=1):

@@ -50,20 +50,21 @@ def _phased(weight, stride, dilation, groups=1, direct=False):
             and R % stride[0] == 0 and S % stride[1] == 0)
 
 
-def _phase_weight(weight, stride):
-    """(K, Cg, R, S) -> (K, Cg*sh*sw, R/sh, S/sw): w'[k, (c, a, b), i, j] = w[k, c, i*sh+a, j*sw+b]."""
+def _phase_weight(weight, stride, flip_transpose=False, phase_major=False):
+    """(K, Cg, R, S) -> (K, Cg*sh*sw, R/sh, S/sw): w'[k, c', i, j] = w[k, c, i*sh+a, j*sw+b]
+    for the phase channel c' of (c, a, b) (of (a, b, c) if ``phase_major``, as the
+    Winograd kernels read phases); ``flip_transpose``: (Cg*sh*sw, K, R/sh, S/sw), each
+    kernel flipped (the input gradient's)."""
     K, Cg, R, S = weight.shape
     sh, sw = stride
-    return np.ascontiguousarray(weight.reshape(K, Cg, R // sh, sh, S // sw, sw).transpose(0, 1, 3, 5, 2, 4)
-                                ).reshape(K, Cg * sh * sw, R // sh, S // sw)
+    shape = (Cg * sh * sw, K) if flip_transpose else (K, Cg * sh * sw)
+    out = np.empty(shape + (R // sh, S // sw), dtype=weight.dtype)
+    return _conv.phase_weight(np.ascontiguousarray(weight), out, stride, flip_transpose, phase_major)
 
 
-def _unphase_weight(wph, shape, stride):
-    """The inverse of _phase_weight."""
-    K, Cg, R, S = shape
-    sh, sw = stride
-    return np.ascontiguousarray(wph.reshape(K, Cg, sh, sw, R // sh, S // sw).transpose(0, 1, 4, 2, 5, 3)
-                                ).reshape(shape)
+def _unphase_weight(wph, out, stride, phase_major=False):
+    """The inverse of _phase_weight, written into ``out`` (K, Cg, R, S)."""
+    return _conv.phase_weight(wph, out, stride, phase_major=phase_major, inverse=True)
 
 
 def _phase_shape(out_hw, weight, stride):
@@ -171,8 +172,8 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
     if _conv.direct3(Cg, K, R, S, stride, dilation, groups, pad, x.dtype):
         return _conv.conv3x3_direct(x, weight, bias, y, pad, act, slope, nt)
     if _phase_winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:]):
-        xph = _phase_image(x, stride, pad, _phase_shape(y.shape[2:], weight, stride), nt)
-        return _conv.conv2d_winograd(xph, _phase_weight(weight, stride), bias, y, (0, 0), act, slope, nt)
+        return _conv.conv2d_winograd(x, _phase_weight(weight, stride, phase_major=True), bias, y, (0, 0),
+                                     act, slope, nt, x_phases=stride + pad)
     if _phased(weight, stride, dilation, groups, direct=True):
         xph = _phase_image(x, stride, pad, _phase_shape(y.shape[2:], weight, stride), nt)
         _conv.conv2d_forward(xph, _phase_weight(weight, stride), bias, y, groups, (1, 1), (0, 0),
@@ -201,10 +202,24 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bia
             if wino:
                 return _conv.conv2d_winograd(grad_out, flipped, bias, out, fpad, 0, 0.0, nt)
             return _conv.conv3x3_direct(grad_out, flipped, bias, out, fpad, 0, 0.0, nt)
+    phased = _phased(weight, stride, dilation)
+    if phased:
+        hs_ws = _phase_shape(grad_out.shape[2:], weight, stride)
+        sh, sw = stride
+        if _conv.winograd(grad_out.shape[0], K, Cg * sh * sw, R // sh, S // sw, (1, 1), (1, 1), groups,
+                          hs_ws[0], hs_ws[1], _WINO_TILES_OTHER):
+            # the phases of the gradient are a stride-1 correlation of the output
+            # gradient with the flipped phase kernels, stored straight into ``out``;
+            # pixels no phase reaches (past the last window) hold 0 (plus the bias)
+            if out.shape[2] + pad[0] > sh * hs_ws[0] or out.shape[3] + pad[1] > sw * hs_ws[1]:
+                out[...] = 0 if bias is None else bias.reshape(1, -1, 1, 1)
+            return _conv.conv2d_winograd(grad_out, _phase_weight(weight, stride, True, True),
+                                         None if bias is None else np.tile(bias, sh * sw), out,
+                                         (R // sh - 1, S // sw - 1), 0, 0.0, nt,
+                                         y_phases=stride + pad + hs_ws)
     if _conv.pixel_major_data(grad_out, weight, out, groups, stride, pad, dilation):
         return _conv.conv2d_backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bias)
-    if _phased(weight, stride, dilation):
-        hs_ws = _phase_shape(grad_out.shape[2:], weight, stride)
+    if phased:
         wph = _phase_weight(weight, stride)
         gph = np.empty((out.shape[0], wph.shape[1] * groups) + hs_ws, dtype=out.dtype)
         _backward_data(grad_out, wph, gph, groups, (1, 1), (0, 0), (1, 1), nt)
@@ -239,10 +254,9 @@ def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb=None
         _conv.conv2d_winograd_backward_weight(x, grad_out, gw, pad, nt)
         return False
     if n and _phase_winograd(n, gw, groups, stride, dilation, grad_out.shape[2:]):
-        xph = _phase_image(x, stride, pad, _phase_shape(grad_out.shape[2:], gw, stride), nt)
         gph = np.empty((K, Cg * stride[0] * stride[1], R // stride[0], S // stride[1]), dtype=gw.dtype)
-        _conv.conv2d_winograd_backward_weight(xph, grad_out, gph, (0, 0), nt)
-        gw[...] = _unphase_weight(gph, gw.shape, stride)
+        _conv.conv2d_winograd_backward_weight(x, grad_out, gph, (0, 0), nt, x_phases=stride + pad)
+        _unphase_weight(gph, gw, stride, phase_major=True)
         return False
     _conv.conv2d_backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt)
     return False
