@@ -206,11 +206,6 @@ typedef void (*fc_ukrg_s_t)(long k, const float *a, const long *aoff, const long
 typedef void (*fc_ukrg_d_t)(long k, const double *a, const long *aoff, const long *doff,
                             const double *b, double *c, long ldc, const fc_tile *t);
 
-/* One instruction set's micro-kernels and cache blocking: B packed (ukr),
- * B rows in place (ukri), A gathered in place (ukrg); depth, row and column
- * blocks (kc, mc, nc) per element type. Optionally narrow kernels for
- * products of at most four rows: tiles of 1, 2 or 4 rows (index 0, 1, 2) by
- * nrn lanes (nrn 0: none). */
 /* A strided convolution's image of C channels seen as its phases
  * (space-to-depth): pixel (i, j) of channel (a, b, c) ((a sw + b) C + c) is
  * the image's pixel (i sh + a - ph, j sw + b - pw) of channel c, zero outside
@@ -219,6 +214,11 @@ typedef struct {
     int sh, sw, H, W, ph, pw;
 } fc_phases;
 
+/* One instruction set's micro-kernels and cache blocking: B packed (ukr),
+ * B rows in place (ukri), A gathered in place (ukrg); depth, row and column
+ * blocks (kc, mc, nc) per element type. Optionally narrow kernels for
+ * products of at most four rows: tiles of 1, 2 or 4 rows (index 0, 1, 2) by
+ * nrn lanes (nrn 0: none). */
 typedef struct {
     int isa;
     const char *name;
@@ -306,7 +306,7 @@ int fc_direct3_wgrad_s(const float *x, const float *dy, float *dw, float *db, in
  * from w unless upack_ready (then w is not read). It is valid for one weight
  * array, its C, K and r, and the instruction set in use when it was filled.
  * xin: NULL, or x is the image (N, C / (sh sw), xin->H, xin->W) whose phases
- * are the H x W input (padding ph, pw then 0). yout: NULL, or y is the
+ * are the H x W input (ph and pw are then 0). yout: NULL, or y is the
  * image (N, K / (sh sw), yout->H, yout->W) whose phases the P x Q output
  * fills (pixels no phase reaches are left as they are; no pooling).
  * Return 0. */
