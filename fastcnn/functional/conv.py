@@ -127,14 +127,17 @@ class WeightCache:
         self._state = (weight, (weight.shape, weight.dtype, _conv.isa_id()), snapshot, packed)
 
 
-def _phase_winograd(n, weight, groups, stride, dilation, out_hw):
+def _phase_winograd(n, weight, groups, stride, dilation, out_hw, data=False):
     """Whether a strided convolution runs as F(4x4, 2x2) over its image phases (a 4x4
-    kernel of stride 2, say: 2x2 taps a phase)."""
+    kernel of stride 2, say: 2x2 taps a phase); ``data``: its input gradient, whose
+    stride-1 problem reads the K channels of the output gradient and writes the
+    phases (``out_hw`` then the phase image's size)."""
     K, Cg, R, S = weight.shape
     if stride == (1, 1) or not _phased(weight, stride, dilation):
         return False
     sh, sw = stride
-    return _conv.winograd(n, Cg * sh * sw, K // groups, R // sh, S // sw, (1, 1), (1, 1), groups,
+    c_in, c_out = (K, Cg * sh * sw) if data else (Cg * sh * sw, K // groups)
+    return _conv.winograd(n, c_in, c_out, R // sh, S // sw, (1, 1), (1, 1), groups,
                           out_hw[0], out_hw[1], _WINO_TILES_OTHER)
 
 
@@ -206,8 +209,7 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bia
     if phased:
         hs_ws = _phase_shape(grad_out.shape[2:], weight, stride)
         sh, sw = stride
-        if _conv.winograd(grad_out.shape[0], K, Cg * sh * sw, R // sh, S // sw, (1, 1), (1, 1), groups,
-                          hs_ws[0], hs_ws[1], _WINO_TILES_OTHER):
+        if _phase_winograd(grad_out.shape[0], weight, groups, stride, dilation, hs_ws, data=True):
             # the phases of the gradient are a stride-1 correlation of the output
             # gradient with the flipped phase kernels, stored straight into ``out``;
             # pixels no phase reaches (past the last window) hold 0 (plus the bias)
