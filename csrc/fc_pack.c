@@ -16,7 +16,8 @@ fc_view fc_view_t(const fc_view *v)
 
 /* Rows r0 .. r1 (of all images' Hp rows) of a channels-last zero-padded copy:
  * out[n][h][w][c] (Hp x Wp pixels of Cs channels, those past C zero) =
- * x[n][c][h - top][w - left], zero elsewhere (a negative padding crops). */
+ * x[n][c][h - top][w - left], zero elsewhere (a negative padding crops); only
+ * what the transposes do not write is zeroed. */
 #define NHWC_ROWS(T, TRANSPOSE)                                                                 \
     const long row = (long)Wp * Cs;                                                           \
     const int d0 = left > 0 ? left : 0, s0 = left < 0 ? -left : 0;                            \
@@ -24,8 +25,14 @@ fc_view fc_view_t(const fc_view *v)
     for (long r = r0; r < r1; r++) {                                                          \
         const int n = (int)(r / Hp), h = (int)(r % Hp) - top;                                 \
         T *o = out + r * row;                                                                 \
-        for (long i = 0; i < row; i++) o[i] = 0;                                              \
-        if (h < 0 || h >= H || wn <= 0) continue;                                             \
+        if (h < 0 || h >= H || wn <= 0) {                                                     \
+            memset(o, 0, (size_t)row * sizeof(T));                                            \
+            continue;                                                                         \
+        }                                                                                     \
+        memset(o, 0, (size_t)d0 * Cs * sizeof(T));                                            \
+        memset(o + (long)(d0 + wn) * Cs, 0, (size_t)(Wp - d0 - wn) * Cs * sizeof(T));         \
+        if (C < Cs)                                                                           \
+            for (int j = d0; j < d0 + wn; j++) memset(o + (long)j * Cs + C, 0, (size_t)(Cs - C) * sizeof(T)); \
         TRANSPOSE(x + ((long)n * C * H + h) * W + s0, (long)H * W, o + (long)d0 * Cs, Cs, C, wn); \
     }
 
@@ -45,20 +52,32 @@ void fc_nhwc_rows_d(const double *x, long r0, long r1, int C, int H, int W, int 
  * phases of x (see fc_phases): out[n][i][j][c'] for i < Hs, j < Ws, zero
  * elsewhere and for channels past C sh sw. Each input row a phase row reads
  * is transposed in blocks (pixels by channels) into a small buffer, from
- * which every pixel's channels are one copy into its phase's channels. */
+ * which every pixel's channels are one copy into its phase's channels; only
+ * what no copy writes is zeroed. */
 #define NHWC_PHASE_ROWS(T, TRANSPOSE)                                                           \
     enum { TMP = 4096, WMAX = 64 };                                                             \
     T tmp[TMP] __attribute__((aligned(64)));                                                    \
     const int sh = ps->sh, sw = ps->sw, H = ps->H, W = ps->W;                                   \
-    const long row = (long)Wp * Cs;                                                           \
+    const long row = (long)Wp * Cs, Cp = (long)C * sh * sw;                                     \
     const int wn = Ws < Wp ? Ws : Wp;                                                           \
     for (long r = r0; r < r1; r++) {                                                          \
         const int n = (int)(r / Hp), i = (int)(r % Hp);                                         \
         T *o = out + r * row;                                                                 \
-        for (long u = 0; u < row; u++) o[u] = 0;                                              \
-        if (i >= Hs) continue;                                                                \
+        if (i >= Hs) {                                                                        \
+            memset(o, 0, (size_t)row * sizeof(T));                                            \
+            continue;                                                                         \
+        }                                                                                     \
+        if (Cp < Cs)                                                                          \
+            for (int j = 0; j < wn; j++) memset(o + j * Cs + Cp, 0, (size_t)(Cs - Cp) * sizeof(T)); \
+        if (wn < Wp) memset(o + (long)wn * Cs, 0, (size_t)(Wp - wn) * Cs * sizeof(T));          \
         for (int a = 0; a < sh; a++) {                                                          \
             const int h = i * sh + a - ph_;                                                     \
+            for (int j = 0; j < wn; j++)                                                        \
+                for (int b = 0; b < sw; b++) {                                                  \
+                    const int wc = j * sw + b - pw_;                                            \
+                    if (h < 0 || h >= H || wc < 0 || wc >= W)                                   \
+                        memset(o + (long)j * Cs + (long)(a * sw + b) * C, 0, (size_t)C * sizeof(T)); \
+                }                                                                               \
             if (h < 0 || h >= H) continue;                                                      \
             for (int w0 = 0; w0 < W; w0 += WMAX) {                                              \
                 const int nw = W - w0 < WMAX ? W - w0 : WMAX, cmax = TMP / nw;                  \
