@@ -16,11 +16,14 @@ static const fc_kernel_info KERNELS[] = {
      fc_ukrg_generic_s, fc_ukrg_generic_d, 0, 0, {0}, {0}, {0}, {0},
      NULL, NULL, fc_dot8_generic_s, fc_dot8_generic_d,
      fc_transpose_generic_s, fc_transpose_generic_d,
-     {fc_wino_ws43_generic_s, fc_wino_ws42_generic_s}, {fc_wino_ws43_generic_d, fc_wino_ws42_generic_d},
-     {fc_wino43_generic_s, fc_wino42_generic_s}, {fc_wino43_generic_d, fc_wino42_generic_d},
-     {fc_wino_wgrad_ws43_generic_s, fc_wino_wgrad_ws42_generic_s},
-     {fc_wino_wgrad_ws43_generic_d, fc_wino_wgrad_ws42_generic_d},
-     {fc_wino_wgrad43_generic_s, fc_wino_wgrad42_generic_s}, {fc_wino_wgrad43_generic_d, fc_wino_wgrad42_generic_d}},
+     {fc_wino_ws43_generic_s, fc_wino_ws42_generic_s, fc_wino_ws72_generic_s},
+     {fc_wino_ws43_generic_d, fc_wino_ws42_generic_d, fc_wino_ws72_generic_d},
+     {fc_wino43_generic_s, fc_wino42_generic_s, fc_wino72_generic_s},
+     {fc_wino43_generic_d, fc_wino42_generic_d, fc_wino72_generic_d},
+     {fc_wino_wgrad_ws43_generic_s, fc_wino_wgrad_ws42_generic_s, fc_wino_wgrad_ws72_generic_s},
+     {fc_wino_wgrad_ws43_generic_d, fc_wino_wgrad_ws42_generic_d, fc_wino_wgrad_ws72_generic_d},
+     {fc_wino_wgrad43_generic_s, fc_wino_wgrad42_generic_s, fc_wino_wgrad72_generic_s},
+     {fc_wino_wgrad43_generic_d, fc_wino_wgrad42_generic_d, fc_wino_wgrad72_generic_d}},
 #if FC_X86
     {FC_ISA_AVX2, "avx2", FC_AVX2_MR_S, FC_AVX2_NR_S, FC_AVX2_MR_D, FC_AVX2_NR_D,
      384, 144, 3072, 192, 96, 2048,
@@ -28,11 +31,14 @@ static const fc_kernel_info KERNELS[] = {
      fc_ukrg_avx2_s, fc_ukrg_avx2_d, 0, 0, {0}, {0}, {0}, {0},
      NULL, NULL, fc_dot8_avx2_s, fc_dot8_avx2_d,
      fc_transpose_avx2_s, fc_transpose_avx2_d,
-     {fc_wino_ws43_avx2_s, fc_wino_ws42_avx2_s}, {fc_wino_ws43_avx2_d, fc_wino_ws42_avx2_d},
-     {fc_wino43_avx2_s, fc_wino42_avx2_s}, {fc_wino43_avx2_d, fc_wino42_avx2_d},
-     {fc_wino_wgrad_ws43_avx2_s, fc_wino_wgrad_ws42_avx2_s},
-     {fc_wino_wgrad_ws43_avx2_d, fc_wino_wgrad_ws42_avx2_d},
-     {fc_wino_wgrad43_avx2_s, fc_wino_wgrad42_avx2_s}, {fc_wino_wgrad43_avx2_d, fc_wino_wgrad42_avx2_d}},
+     {fc_wino_ws43_avx2_s, fc_wino_ws42_avx2_s, fc_wino_ws72_avx2_s},
+     {fc_wino_ws43_avx2_d, fc_wino_ws42_avx2_d, fc_wino_ws72_avx2_d},
+     {fc_wino43_avx2_s, fc_wino42_avx2_s, fc_wino72_avx2_s},
+     {fc_wino43_avx2_d, fc_wino42_avx2_d, fc_wino72_avx2_d},
+     {fc_wino_wgrad_ws43_avx2_s, fc_wino_wgrad_ws42_avx2_s, fc_wino_wgrad_ws72_avx2_s},
+     {fc_wino_wgrad_ws43_avx2_d, fc_wino_wgrad_ws42_avx2_d, fc_wino_wgrad_ws72_avx2_d},
+     {fc_wino_wgrad43_avx2_s, fc_wino_wgrad42_avx2_s, fc_wino_wgrad72_avx2_s},
+     {fc_wino_wgrad43_avx2_d, fc_wino_wgrad42_avx2_d, fc_wino_wgrad72_avx2_d}},
     {FC_ISA_AVX512, "avx512", FC_AVX512_MR_S, FC_AVX512_NR_S, FC_AVX512_MR_D, FC_AVX512_NR_D,
      512, 128, 3072, 256, 96, 2048,
      fc_ukr_avx512_s, fc_ukr_avx512_d, fc_ukri_avx512_s, fc_ukri_avx512_d,
@@ -43,11 +49,14 @@ static const fc_kernel_info KERNELS[] = {
      {fc_ukrin1_avx512_d, fc_ukrin2_avx512_d, fc_ukrin4_avx512_d},
      fc_direct3_avx512_s, fc_direct3_wgrad_avx512_s, fc_dot8_avx512_s, fc_dot8_avx512_d,
      fc_transpose_avx512_s, fc_transpose_avx512_d,
-     {fc_wino_ws43_avx512_s, fc_wino_ws42_avx512_s}, {fc_wino_ws43_avx512_d, fc_wino_ws42_avx512_d},
-     {fc_wino43_avx512_s, fc_wino42_avx512_s}, {fc_wino43_avx512_d, fc_wino42_avx512_d},
-     {fc_wino_wgrad_ws43_avx512_s, fc_wino_wgrad_ws42_avx512_s},
-     {fc_wino_wgrad_ws43_avx512_d, fc_wino_wgrad_ws42_avx512_d},
-     {fc_wino_wgrad43_avx512_s, fc_wino_wgrad42_avx512_s}, {fc_wino_wgrad43_avx512_d, fc_wino_wgrad42_avx512_d}},
+     {fc_wino_ws43_avx512_s, fc_wino_ws42_avx512_s, fc_wino_ws72_avx512_s},
+     {fc_wino_ws43_avx512_d, fc_wino_ws42_avx512_d, fc_wino_ws72_avx512_d},
+     {fc_wino43_avx512_s, fc_wino42_avx512_s, fc_wino72_avx512_s},
+     {fc_wino43_avx512_d, fc_wino42_avx512_d, fc_wino72_avx512_d},
+     {fc_wino_wgrad_ws43_avx512_s, fc_wino_wgrad_ws42_avx512_s, fc_wino_wgrad_ws72_avx512_s},
+     {fc_wino_wgrad_ws43_avx512_d, fc_wino_wgrad_ws42_avx512_d, fc_wino_wgrad_ws72_avx512_d},
+     {fc_wino_wgrad43_avx512_s, fc_wino_wgrad42_avx512_s, fc_wino_wgrad72_avx512_s},
+     {fc_wino_wgrad43_avx512_d, fc_wino_wgrad42_avx512_d, fc_wino_wgrad72_avx512_d}},
 #endif
 };
 #define N_KERNELS ((int)(sizeof(KERNELS) / sizeof(KERNELS[0])))
@@ -188,52 +197,53 @@ int fc_direct3_wgrad_s(const float *x, const float *dy, float *dw, float *db, in
     return k->direct3_wgrad_s(x, dy, dw, db, N, K, H, W, ph, pw, nthreads, ws);
 }
 
-#define FC_WI(r) ((r) == 3 ? 0 : 1)
+/* the table index of the transform F(m x m, r x r) named 10 m + r */
+#define FC_WI(f) ((f) == 43 ? 0 : (f) == 42 ? 1 : 2)
 
-size_t fc_wino_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
+size_t fc_wino_ws_s(int f, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
 {
-    return fc_kernel()->wino_ws_s[FC_WI(r)](N, C, K, P, Q, nthreads, upack);
+    return fc_kernel()->wino_ws_s[FC_WI(f)](N, C, K, P, Q, nthreads, upack);
 }
 
-size_t fc_wino_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
+size_t fc_wino_ws_d(int f, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
 {
-    return fc_kernel()->wino_ws_d[FC_WI(r)](N, C, K, P, Q, nthreads, upack);
+    return fc_kernel()->wino_ws_d[FC_WI(f)](N, C, K, P, Q, nthreads, upack);
 }
 
-int fc_wino_s(int r, const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
+int fc_wino_s(int f, const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
               int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads, float *ws,
               float *upack, int upack_ready, const fc_phases *xin, const fc_phases *yout)
 {
-    return fc_kernel()->wino_s[FC_WI(r)](x, w, bias, y, N, C, H, W, K, P, Q, ph, pw, act, slope,
+    return fc_kernel()->wino_s[FC_WI(f)](x, w, bias, y, N, C, H, W, K, P, Q, ph, pw, act, slope,
                                           nthreads, ws, upack, upack_ready, xin, yout);
 }
 
-int fc_wino_d(int r, const double *x, const double *w, const double *bias, double *y, int N, int C,
+int fc_wino_d(int f, const double *x, const double *w, const double *bias, double *y, int N, int C,
               int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
               double *ws, double *upack, int upack_ready, const fc_phases *xin, const fc_phases *yout)
 {
-    return fc_kernel()->wino_d[FC_WI(r)](x, w, bias, y, N, C, H, W, K, P, Q, ph, pw, act, slope,
+    return fc_kernel()->wino_d[FC_WI(f)](x, w, bias, y, N, C, H, W, K, P, Q, ph, pw, act, slope,
                                           nthreads, ws, upack, upack_ready, xin, yout);
 }
 
-size_t fc_wino_wgrad_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads)
+size_t fc_wino_wgrad_ws_s(int f, int N, int C, int K, int P, int Q, int nthreads)
 {
-    return fc_kernel()->wino_wgrad_ws_s[FC_WI(r)](N, C, K, P, Q, nthreads);
+    return fc_kernel()->wino_wgrad_ws_s[FC_WI(f)](N, C, K, P, Q, nthreads);
 }
 
-size_t fc_wino_wgrad_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads)
+size_t fc_wino_wgrad_ws_d(int f, int N, int C, int K, int P, int Q, int nthreads)
 {
-    return fc_kernel()->wino_wgrad_ws_d[FC_WI(r)](N, C, K, P, Q, nthreads);
+    return fc_kernel()->wino_wgrad_ws_d[FC_WI(f)](N, C, K, P, Q, nthreads);
 }
 
-int fc_wino_wgrad_s(int r, const float *x, const float *dy, float *dw, int N, int C, int H, int W,
+int fc_wino_wgrad_s(int f, const float *x, const float *dy, float *dw, int N, int C, int H, int W,
                     int K, int P, int Q, int ph, int pw, int nthreads, float *ws, const fc_phases *xin)
 {
-    return fc_kernel()->wino_wgrad_s[FC_WI(r)](x, dy, dw, N, C, H, W, K, P, Q, ph, pw, nthreads, ws, xin);
+    return fc_kernel()->wino_wgrad_s[FC_WI(f)](x, dy, dw, N, C, H, W, K, P, Q, ph, pw, nthreads, ws, xin);
 }
 
-int fc_wino_wgrad_d(int r, const double *x, const double *dy, double *dw, int N, int C, int H, int W,
+int fc_wino_wgrad_d(int f, const double *x, const double *dy, double *dw, int N, int C, int H, int W,
                     int K, int P, int Q, int ph, int pw, int nthreads, double *ws, const fc_phases *xin)
 {
-    return fc_kernel()->wino_wgrad_d[FC_WI(r)](x, dy, dw, N, C, H, W, K, P, Q, ph, pw, nthreads, ws, xin);
+    return fc_kernel()->wino_wgrad_d[FC_WI(f)](x, dy, dw, N, C, H, W, K, P, Q, ph, pw, nthreads, ws, xin);
 }

@@ -243,23 +243,23 @@ typedef struct {
     void (*dot8_d)(const double *a, const double *const *b, int k, double *out);
     void (*transpose_s)(const float *src, long lds, float *dst, long ldd, int rows, int cols);
     void (*transpose_d)(const double *src, long lds, double *dst, long ldd, int rows, int cols);
-    /* Winograd F(4x4, 3x3) ([0]) and F(4x4, 2x2) ([1]) */
-    size_t (*wino_ws_s[2])(int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
-    size_t (*wino_ws_d[2])(int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
-    int (*wino_s[2])(const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
+    /* Winograd F(4x4, 3x3) ([0]), F(4x4, 2x2) ([1]) and F(7x7, 2x2) ([2]) */
+    size_t (*wino_ws_s[3])(int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
+    size_t (*wino_ws_d[3])(int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
+    int (*wino_s[3])(const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
                      int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
                      float *ws, float *upack, int upack_ready, const fc_phases *xin,
                      const fc_phases *yout);
-    int (*wino_d[2])(const double *x, const double *w, const double *bias, double *y, int N, int C,
+    int (*wino_d[3])(const double *x, const double *w, const double *bias, double *y, int N, int C,
                      int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope,
                      int nthreads, double *ws, double *upack, int upack_ready, const fc_phases *xin,
                      const fc_phases *yout);
-    size_t (*wino_wgrad_ws_s[2])(int N, int C, int K, int P, int Q, int nthreads);
-    size_t (*wino_wgrad_ws_d[2])(int N, int C, int K, int P, int Q, int nthreads);
-    int (*wino_wgrad_s[2])(const float *x, const float *dy, float *dw, int N, int C, int H, int W,
+    size_t (*wino_wgrad_ws_s[3])(int N, int C, int K, int P, int Q, int nthreads);
+    size_t (*wino_wgrad_ws_d[3])(int N, int C, int K, int P, int Q, int nthreads);
+    int (*wino_wgrad_s[3])(const float *x, const float *dy, float *dw, int N, int C, int H, int W,
                            int K, int P, int Q, int ph, int pw, int nthreads, float *ws,
                            const fc_phases *xin);
-    int (*wino_wgrad_d[2])(const double *x, const double *dy, double *dw, int N, int C, int H, int W,
+    int (*wino_wgrad_d[3])(const double *x, const double *dy, double *dw, int N, int C, int H, int W,
                            int K, int P, int Q, int ph, int pw, int nthreads, double *ws,
                            const fc_phases *xin);
 } fc_kernel_info;
@@ -296,33 +296,34 @@ int fc_direct3_available(void);
 int fc_direct3_wgrad_s(const float *x, const float *dy, float *dw, float *db, int N, int K, int H, int W,
                        int ph, int pw, int nthreads, float *ws);
 
-/* Winograd F(4x4, rxr) convolution (r = 3 or 2), stride 1: y (N, K, P, Q) =
- * x (N, C, H, W) correlated with w (K, C, r, r), zero padding (ph, pw) before
- * the image (negative: cropped; and as much after as P, Q need), plus bias
- * (NULL: none), then the activation; and its weight gradient dw (K, C, r, r)
+/* Winograd F(mxm, rxr) convolution, stride 1, for f = 10 m + r = 43, 42 or
+ * 72: y (N, K, P, Q) = x (N, C, H, W) correlated with w (K, C, r, r), zero
+ * padding (ph, pw) before the image (negative: cropped; and as much after as
+ * P, Q need), plus bias (NULL: none), then the activation (FC_POOL_2X2 for
+ * m = 4 only); and its weight gradient dw (K, C, r, r)
  * from x and dy (N, K, P, Q). ws: the *_ws() elements, 64-byte aligned.
  * upack: NULL, or a 64-byte aligned buffer of the *upack elements that
  * fc_wino_ws reports, to keep the transformed weights between calls: filled
  * from w unless upack_ready (then w is not read). It is valid for one weight
- * array, its C, K and r, and the instruction set in use when it was filled.
+ * array, its C, K and f, and the instruction set in use when it was filled.
  * xin: NULL, or x is the image (N, C / (sh sw), xin->H, xin->W) whose phases
  * are the H x W input (ph and pw are then 0). yout: NULL, or y is the
  * image (N, K / (sh sw), yout->H, yout->W) whose phases the P x Q output
  * fills (pixels no phase reaches are left as they are; no pooling).
  * Return 0. */
-size_t fc_wino_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
-size_t fc_wino_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
-int fc_wino_s(int r, const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
+size_t fc_wino_ws_s(int f, int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
+size_t fc_wino_ws_d(int f, int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
+int fc_wino_s(int f, const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
               int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads, float *ws,
               float *upack, int upack_ready, const fc_phases *xin, const fc_phases *yout);
-int fc_wino_d(int r, const double *x, const double *w, const double *bias, double *y, int N, int C,
+int fc_wino_d(int f, const double *x, const double *w, const double *bias, double *y, int N, int C,
               int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
               double *ws, double *upack, int upack_ready, const fc_phases *xin, const fc_phases *yout);
-size_t fc_wino_wgrad_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads);
-size_t fc_wino_wgrad_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads);
-int fc_wino_wgrad_s(int r, const float *x, const float *dy, float *dw, int N, int C, int H, int W,
+size_t fc_wino_wgrad_ws_s(int f, int N, int C, int K, int P, int Q, int nthreads);
+size_t fc_wino_wgrad_ws_d(int f, int N, int C, int K, int P, int Q, int nthreads);
+int fc_wino_wgrad_s(int f, const float *x, const float *dy, float *dw, int N, int C, int H, int W,
                     int K, int P, int Q, int ph, int pw, int nthreads, float *ws, const fc_phases *xin);
-int fc_wino_wgrad_d(int r, const double *x, const double *dy, double *dw, int N, int C, int H, int W,
+int fc_wino_wgrad_d(int f, const double *x, const double *dy, double *dw, int N, int C, int H, int W,
                     int K, int P, int Q, int ph, int pw, int nthreads, double *ws, const fc_phases *xin);
 
 /* fc_pack.c: rows r0 .. r1 (of all images' Hp rows) of a channels-last
@@ -448,7 +449,8 @@ FC_TRANSPOSE_DECL(avx512)
                                        const fc_phases *xin);
 #define FC_WINO_DECL(isa)                                                                       \
     FC_WINO_DECL1(isa, float, s, 43) FC_WINO_DECL1(isa, float, s, 42)                           \
-    FC_WINO_DECL1(isa, double, d, 43) FC_WINO_DECL1(isa, double, d, 42)
+    FC_WINO_DECL1(isa, float, s, 72) FC_WINO_DECL1(isa, double, d, 43)                          \
+    FC_WINO_DECL1(isa, double, d, 42) FC_WINO_DECL1(isa, double, d, 72)
 FC_WINO_DECL(generic)
 FC_WINO_DECL(avx2)
 FC_WINO_DECL(avx512)

@@ -1,16 +1,18 @@
-/* Winograd F(4x4, rxr) convolution (stride 1, dilation 1) for r = WR = 3 or
- * 2, instantiated in each micro-kernel file so that its transforms are
- * compiled for that file's instruction set (T = element type, FN(name) =
- * name with the ISA and type suffix; GEMM and friends the engine's entry
- * points for T). Functions are named WN(name): name43 or name42.
+/* Winograd F(mxm, rxr) convolution (stride 1, dilation 1) for (m, r) =
+ * (WM, WR) = (4, 3), (4, 2) or (7, 2), instantiated in each micro-kernel file
+ * so that its transforms are compiled for that file's instruction set (T =
+ * element type, FN(name) = name with the ISA and type suffix; GEMM and
+ * friends the engine's entry points for T). Functions are named WN(name):
+ * name43, name42 or name72.
  *
- * Every 4 x 4 block of outputs is A^T [(G g G^T) . (B^T d B)] A for its
- * WA x WA input tile d, WA = 4 + r - 1 (Lavin and Gray, 2016; interpolation
- * points 0, 1, -1, 2, -2 and infinity for r = 3; 0, 1, -1, 2 and infinity
- * for r = 2): WA^2 products per input and output channel instead of 16 r^2.
- * The products are WA^2 GEMMs, one per point e of the WA x WA transform:
+ * Every m x m block of outputs is A^T [(G g G^T) . (B^T d B)] A for its
+ * WA x WA input tile d, WA = m + r - 1 (Lavin and Gray, 2016; interpolation
+ * points 0, 1, -1, 2, -2 and infinity for F(4, 3); 0, 1, -1, 2 and infinity
+ * for F(4, 2); 0, 1, -1, 2, -2, 1/2, -1/2 and infinity for F(7, 2)): WA^2
+ * products per input and output channel instead of m^2 r^2. The products
+ * are WA^2 GEMMs, one per point e of the WA x WA transform:
  * M_e (tiles x K) = V_e (tiles x C) . U_e^T (C x K), V_e read in place, U_e
- * packed once. A 4x4 convolution of stride 2 runs as the r = 2 transform of
+ * packed once. A 4x4 convolution of stride 2 runs as an r = 2 transform of
  * its stride-1 equivalent over the image's phases (see fastcnn.functional).
  *
  * The input is first laid out channels-last (a zero-padded copy of each
@@ -23,10 +25,11 @@
  * weights can be kept by the caller between calls (upack).
  *
  * The weight gradient reads the transform backwards: with Z = A dy A^T for
- * the 4 x 4 block of the output gradient over each tile and V = B^T d B,
+ * the m x m block of the output gradient over each tile and V = B^T d B,
  * dW[k][c] = G^T [sum over tiles of Z_k . V_c] G: WA^2 GEMMs S_e (C x K) =
  * V_e^T (C x tiles) . Z_e (tiles x K), summed over a fixed number of chunks
- * of equal blocks of tiles in a fixed order. */
+ * of equal blocks of tiles in a fixed order, or, where there are too few
+ * blocks for the threads, over the blocks in order, the points shared out. */
 
 #ifndef FC_WINO_TILES
 #define FC_WINO_TILES 64
@@ -42,9 +45,12 @@
 #if WR == 3
 #define WA 6
 #define WN(name) FN(name##43)
-#else
+#elif WM == 4
 #define WA 5
 #define WN(name) FN(name##42)
+#else
+#define WA 8
+#define WN(name) FN(name##72)
 #endif
 #define WP (WA * WA)                           /* points of the transform */
 
@@ -54,10 +60,23 @@ static inline __attribute__((always_inline)) void
 WN(wino_bt16)(const T *restrict in, long is, T *restrict out, long os)
 {
     for (int l = 0; l < FC_WINO_L; l++) {
+#if WA == 8
+        const T d0 = in[l], d1 = in[is + l], d2 = in[2 * is + l], d3 = in[3 * is + l];
+        const T d4 = in[4 * is + l], d5 = in[5 * is + l], d6 = in[6 * is + l], d7 = in[7 * is + l];
+        const T a1 = d2 + d6 - (T)4.25 * d4, b1 = d1 + d5 - (T)4.25 * d3;
+        const T a3 = (T)0.25 * d2 - (T)1.25 * d4 + d6, b3 = (T)0.5 * d1 - (T)2.5 * d3 + 2 * d5;
+        const T a5 = 4 * d2 - 5 * d4 + d6, b5 = 2 * d1 - (T)2.5 * d3 + (T)0.5 * d5;
+        out[l] = d0 - d6 + (T)5.25 * (d4 - d2);
+        out[os + l] = a1 + b1;
+        out[2 * os + l] = a1 - b1;
+        out[3 * os + l] = a3 + b3;
+        out[4 * os + l] = a3 - b3;
+        out[5 * os + l] = a5 + b5;
+        out[6 * os + l] = a5 - b5;
+        out[7 * os + l] = d7 - d1 + (T)5.25 * (d3 - d5);
+#elif WR == 3
         const T a = in[l], b = in[is + l], c = in[2 * is + l], d = in[3 * is + l];
-        const T e = in[4 * is + l];
-#if WR == 3
-        const T f = in[5 * is + l];
+        const T e = in[4 * is + l], f = in[5 * is + l];
         const T e4c = e - 4 * c, d4b = d - 4 * b, e_c = e - c, db2 = 2 * (d - b);
         out[l] = 4 * a - 5 * c + e;
         out[os + l] = e4c + d4b;
@@ -66,6 +85,8 @@ WN(wino_bt16)(const T *restrict in, long is, T *restrict out, long os)
         out[4 * os + l] = e_c - db2;
         out[5 * os + l] = 4 * b - 5 * d + f;
 #else
+        const T a = in[l], b = in[is + l], c = in[2 * is + l], d = in[3 * is + l];
+        const T e = in[4 * is + l];
         out[l] = 2 * (a - c) - b + d;
         out[os + l] = d - 2 * b - c;
         out[2 * os + l] = 2 * b - 3 * c + d;
@@ -75,20 +96,33 @@ WN(wino_bt16)(const T *restrict in, long is, T *restrict out, long os)
     }
 }
 
-/* out[a] = sum_e AT[a][e] in[e] for a < 4, e < WA (the output transform). */
+/* out[a] = sum_e AT[a][e] in[e] for a < WM, e < WA (the output transform). */
 static inline __attribute__((always_inline)) void
 WN(wino_at16)(const T *restrict in, long is, T *restrict out, long os)
 {
     for (int l = 0; l < FC_WINO_L; l++) {
+#if WA == 8
+        const T m1 = in[is + l], m2 = in[2 * is + l], m3 = in[3 * is + l], m4 = in[4 * is + l];
+        const T m5 = in[5 * is + l], m6 = in[6 * is + l];
+        const T p1 = m1 + m2, q1 = m1 - m2, p2 = m3 + m4, q2 = m3 - m4, p3 = m5 + m6, q3 = m5 - m6;
+        out[l] = in[l] + p1 + p2 + p3;
+        out[os + l] = q1 + 2 * q2 + (T)0.5 * q3;
+        out[2 * os + l] = p1 + 4 * p2 + (T)0.25 * p3;
+        out[3 * os + l] = q1 + 8 * q2 + (T)0.125 * q3;
+        out[4 * os + l] = p1 + 16 * p2 + (T)0.0625 * p3;
+        out[5 * os + l] = q1 + 32 * q2 + (T)0.03125 * q3;
+        out[6 * os + l] = p1 + 64 * p2 + (T)0.015625 * p3 + in[7 * is + l];
+#elif WR == 3
         const T m1 = in[is + l], m2 = in[2 * is + l], m3 = in[3 * is + l], m4 = in[4 * is + l];
         const T p12 = m1 + m2, q12 = m1 - m2;
-#if WR == 3
         const T p34 = m3 + m4, q34 = m3 - m4;
         out[l] = in[l] + p12 + p34;
         out[os + l] = q12 + 2 * q34;
         out[2 * os + l] = p12 + 4 * p34;
         out[3 * os + l] = q12 + 8 * q34 + in[5 * is + l];
 #else
+        const T m1 = in[is + l], m2 = in[2 * is + l], m3 = in[3 * is + l], m4 = in[4 * is + l];
+        const T p12 = m1 + m2, q12 = m1 - m2;
         out[l] = in[l] + p12 + m3;
         out[os + l] = q12 + 2 * m3;
         out[2 * os + l] = p12 + 4 * m3;
@@ -97,18 +131,36 @@ WN(wino_at16)(const T *restrict in, long is, T *restrict out, long os)
     }
 }
 
-/* out[e] = sum_a A[e][a] in[a] for e < WA, a < 4 (A = (A^T)^T: the weight
+/* out[e] = sum_a A[e][a] in[a] for e < WA, a < WM (A = (A^T)^T: the weight
  * gradient's transform of an output-gradient block). */
 static inline __attribute__((always_inline)) void
 WN(wino_a16)(const T *restrict in, long is, T *restrict out, long os)
 {
     for (int l = 0; l < FC_WINO_L; l++) {
+#if WA == 8
+        const T d0 = in[l], d1 = in[is + l], d2 = in[2 * is + l], d3 = in[3 * is + l];
+        const T d4 = in[4 * is + l], d5 = in[5 * is + l], d6 = in[6 * is + l];
+        const T e1 = d0 + d2 + d4 + d6, o1 = d1 + d3 + d5;
+        const T e2 = d0 + 4 * d2 + 16 * d4 + 64 * d6, o2 = 2 * d1 + 8 * d3 + 32 * d5;
+        const T e3 = d0 + (T)0.25 * d2 + (T)0.0625 * d4 + (T)0.015625 * d6;
+        const T o3 = (T)0.5 * d1 + (T)0.125 * d3 + (T)0.03125 * d5;
+        out[l] = d0;
+        out[os + l] = e1 + o1;
+        out[2 * os + l] = e1 - o1;
+        out[3 * os + l] = e2 + o2;
+        out[4 * os + l] = e2 - o2;
+        out[5 * os + l] = e3 + o3;
+        out[6 * os + l] = e3 - o3;
+        out[7 * os + l] = d6;
+#else
         const T d0 = in[l], d1 = in[is + l], d2 = in[2 * is + l], d3 = in[3 * is + l];
         const T p02 = d0 + d2, p13 = d1 + d3;
         out[l] = d0;
         out[os + l] = p02 + p13;
         out[2 * os + l] = p02 - p13;
-#if WR == 3
+#endif
+#if WA == 8
+#elif WR == 3
         const T q02 = d0 + 4 * d2, q13 = 2 * d1 + 8 * d3;
         out[3 * os + l] = q02 + q13;
         out[4 * os + l] = q02 - q13;
@@ -126,7 +178,19 @@ static inline __attribute__((always_inline)) void
 WN(wino_g16)(const T *restrict in, long is, T *restrict out, long os)
 {
     for (int l = 0; l < FC_WINO_L; l++) {
-#if WR == 3
+#if WA == 8
+        const T a = in[l], b = in[is + l];
+        const T a90 = a * (T)(1.0 / 90), b45 = b * (T)(1.0 / 45);
+        const T a32 = a * (T)(32.0 / 45), b16 = b * (T)(16.0 / 45);
+        out[l] = a;
+        out[os + l] = (a + b) * (T)(-2.0 / 9);
+        out[2 * os + l] = (b - a) * (T)(2.0 / 9);
+        out[3 * os + l] = a90 + b45;
+        out[4 * os + l] = a90 - b45;
+        out[5 * os + l] = a32 + b16;
+        out[6 * os + l] = a32 - b16;
+        out[7 * os + l] = b;
+#elif WR == 3
         const T a = in[l], b = in[is + l], d = in[2 * is + l];
         out[l] = a / 4;
         out[os + l] = -(a + b + d) / 6;
@@ -151,7 +215,12 @@ static inline __attribute__((always_inline)) void
 WN(wino_gt16)(const T *restrict in, long is, T *restrict out, long os)
 {
     for (int l = 0; l < FC_WINO_L; l++) {
-#if WR == 3
+#if WA == 8
+        const T i0 = in[l], i1 = in[is + l], i2 = in[2 * is + l], i3 = in[3 * is + l];
+        const T i4 = in[4 * is + l], i5 = in[5 * is + l], i6 = in[6 * is + l], i7 = in[7 * is + l];
+        out[l] = i0 - (i1 + i2) * (T)(2.0 / 9) + (i3 + i4) * (T)(1.0 / 90) + (i5 + i6) * (T)(32.0 / 45);
+        out[os + l] = (i2 - i1) * (T)(2.0 / 9) + (i3 - i4) * (T)(1.0 / 45) + (i5 - i6) * (T)(16.0 / 45) + i7;
+#elif WR == 3
         const T a = in[l], b = in[is + l], d = in[2 * is + l], e3 = in[3 * is + l], e4 = in[4 * is + l];
         const T f = in[5 * is + l];
         out[l] = a / 4 - (b + d) / 6 + (e3 + e4) / 24;
@@ -229,7 +298,7 @@ static void WN(wino_in)(const T *xi, int Wp, int Cs, int tw, int t0, int nt, T *
     for (int t = 0; t < nt; t++) {
         const int I = (t0 + t) / tw, J = (t0 + t) % tw;
         for (int c0 = 0; c0 < Cs; c0 += FC_WINO_L) {
-            const T *src = xi + ((long)(4 * I) * Wp + 4 * J) * Cs + c0;
+            const T *src = xi + ((long)(WM * I) * Wp + WM * J) * Cs + c0;
             /* B^T down the columns of the tile: r[e_row][j] */
             for (int j = 0; j < WA; j++)
                 WN(wino_bt16)(src + (long)j * Cs, (long)Wp * Cs, r + j * FC_WINO_L, WA * FC_WINO_L);
@@ -248,6 +317,7 @@ static void WN(wino_in)(const T *xi, int Wp, int Cs, int tw, int t0, int nt, T *
  * maximum of each, its four pixels taken row by row, a NaN kept as max
  * pooling keeps it; stored for each lane l into yk = y + l * plane (rows
  * of q pixels): rows x cols pooled pixels. */
+#if WM == 4
 static inline T WN(pool_max)(T m, T v)
 {
     return (v > m || v != v) ? v : m;
@@ -268,51 +338,56 @@ static inline void WN(wino_pool)(const T *o, int kn, T *y, long plane, int q, in
             for (int j = 0; j < cols; j++) y[l * plane + (long)i * q + j] = pm[(2 * i + j) * FC_WINO_L + l];
 }
 
+#endif
+
 /* Output tiles t0 .. t0 + nt of image y (K planes of P x Q) from M_e[t][k],
- * plus the bias and the activation; with FC_POOL_2X2 in act, y holds the
- * 2 x 2 max pooling (floor mode) of that output instead: K planes of
- * P/2 x Q/2. */
+ * plus the bias and the activation; with FC_POOL_2X2 in act (m = 4 only), y
+ * holds the 2 x 2 max pooling (floor mode) of that output instead: K planes
+ * of P/2 x Q/2. */
 static void WN(wino_out)(const T *M, long ms, int Ks, int K, int tw, int t0, int nt, T *y, int P,
                          int Q, const T *bias, int act, T slope, const fc_phases *yout)
 {
-    T s[WA * 4 * FC_WINO_L] __attribute__((aligned(64)));
-    T o[16 * FC_WINO_L] __attribute__((aligned(64)));
-    T ot[16 * FC_WINO_L] __attribute__((aligned(64)));
+    T s[WA * WM * FC_WINO_L] __attribute__((aligned(64)));
+    T o[WM * WM * FC_WINO_L] __attribute__((aligned(64)));
+    T ot[WM * WM * FC_WINO_L] __attribute__((aligned(64)));
     const long PQ = (long)P * Q;
+#if WM == 4
     const int pool = act & FC_POOL_2X2, P2 = P / 2, Q2 = Q / 2;
+#endif
     act &= ~FC_POOL_2X2;
     for (int t = 0; t < nt; t++) {
         const int I = (t0 + t) / tw, J = (t0 + t) % tw;
-        const int rows = P - 4 * I < 4 ? P - 4 * I : 4, cols = Q - 4 * J < 4 ? Q - 4 * J : 4;
+        const int rows = P - WM * I < WM ? P - WM * I : WM, cols = Q - WM * J < WM ? Q - WM * J : WM;
         for (int k0 = 0; k0 < Ks; k0 += FC_WINO_L) {
             const T *src = M + (long)t * Ks + k0;
             /* A^T along the rows: s[e_row][a] */
             for (int er = 0; er < WA; er++)
-                WN(wino_at16)(src + (long)(WA * er) * ms, ms, s + er * 4 * FC_WINO_L, FC_WINO_L);
+                WN(wino_at16)(src + (long)(WA * er) * ms, ms, s + er * WM * FC_WINO_L, FC_WINO_L);
             /* A^T down the columns: o[b][a] */
-            for (int a = 0; a < 4; a++)
-                WN(wino_at16)(s + a * FC_WINO_L, 4 * FC_WINO_L, o + a * FC_WINO_L, 4 * FC_WINO_L);
-            /* bias and activation on all 16 pixels x 16 channels, then a transpose:
-             * ot[l][pixel], each channel's four rows of four contiguous */
+            for (int a = 0; a < WM; a++)
+                WN(wino_at16)(s + a * FC_WINO_L, WM * FC_WINO_L, o + a * FC_WINO_L, WM * FC_WINO_L);
+            /* bias and activation on all m^2 pixels x 16 channels, then a transpose:
+             * ot[l][pixel], each channel's m rows of m contiguous */
             T bk[FC_WINO_L];
             for (int l = 0; l < FC_WINO_L; l++) bk[l] = bias && k0 + l < K ? bias[k0 + l] : (T)0;
             if (act == FC_ACT_RELU) {
-                for (int q = 0; q < 16; q++)
+                for (int q = 0; q < WM * WM; q++)
                     for (int l = 0; l < FC_WINO_L; l++) {
                         const T v = o[q * FC_WINO_L + l] + bk[l];
                         o[q * FC_WINO_L + l] = v > 0 ? v : (T)0;
                     }
             } else if (act == FC_ACT_LEAKY) {
-                for (int q = 0; q < 16; q++)
+                for (int q = 0; q < WM * WM; q++)
                     for (int l = 0; l < FC_WINO_L; l++) {
                         const T v = o[q * FC_WINO_L + l] + bk[l];
                         o[q * FC_WINO_L + l] = v > 0 ? v : v * slope;
                     }
             } else {
-                for (int q = 0; q < 16; q++)
+                for (int q = 0; q < WM * WM; q++)
                     for (int l = 0; l < FC_WINO_L; l++) o[q * FC_WINO_L + l] += bk[l];
             }
             const int kn = K - k0 < FC_WINO_L ? K - k0 : FC_WINO_L;
+#if WM == 4
             if (pool) {
                 const int pr = P2 - 2 * I < 2 ? P2 - 2 * I : 2, pc = Q2 - 2 * J < 2 ? Q2 - 2 * J : 2;
                 if (pr > 0 && pc > 0)
@@ -320,7 +395,8 @@ static void WN(wino_out)(const T *M, long ms, int Ks, int K, int tw, int t0, int
                                   Q2, pr, pc);
                 continue;
             }
-            TRANSPOSE(o, FC_WINO_L, ot, 16, 16, FC_WINO_L);
+#endif
+            TRANSPOSE(o, FC_WINO_L, ot, WM * WM, WM * WM, FC_WINO_L);
             if (yout) {
                 /* channel k is phase (a, b) of the image's channel c: pixel (i, j)
                  * of the tile goes to (i sh + a - ph, j sw + b - pw) */
@@ -333,27 +409,27 @@ static void WN(wino_out)(const T *M, long ms, int Ks, int K, int tw, int t0, int
                     }
                     const int a = ab / sw, b = ab % sw;
                     T *yc = y + (long)c * YH * YW;
-                    const T *ol = ot + l * 16;
+                    const T *ol = ot + l * WM * WM;
                     for (int rr = 0; rr < rows; rr++) {
-                        const int h = (4 * I + rr) * sh + a - yout->ph;
+                        const int h = (WM * I + rr) * sh + a - yout->ph;
                         if (h < 0 || h >= YH) continue;
                         for (int q = 0; q < cols; q++) {
-                            const int wc = (4 * J + q) * sw + b - yout->pw;
-                            if (wc >= 0 && wc < YW) yc[(long)h * YW + wc] = ol[4 * rr + q];
+                            const int wc = (WM * J + q) * sw + b - yout->pw;
+                            if (wc >= 0 && wc < YW) yc[(long)h * YW + wc] = ol[WM * rr + q];
                         }
                     }
                 }
                 continue;
             }
             for (int l = 0; l < kn; l++) {
-                T *yk = y + (long)(k0 + l) * PQ + (long)(4 * I) * Q + 4 * J;
-                const T *ol = ot + l * 16;
-                if (cols == 4) {
+                T *yk = y + (long)(k0 + l) * PQ + (long)(WM * I) * Q + WM * J;
+                const T *ol = ot + l * WM * WM;
+                if (cols == WM) {
                     for (int b = 0; b < rows; b++)
-                        for (int a = 0; a < 4; a++) yk[(long)b * Q + a] = ol[4 * b + a];
+                        for (int a = 0; a < WM; a++) yk[(long)b * Q + a] = ol[WM * b + a];
                 } else {
                     for (int b = 0; b < rows; b++)
-                        for (int a = 0; a < cols; a++) yk[(long)b * Q + a] = ol[4 * b + a];
+                        for (int a = 0; a < cols; a++) yk[(long)b * Q + a] = ol[WM * b + a];
                 }
             }
         }
@@ -369,12 +445,12 @@ typedef struct {
 static WN(wino_geom) WN(wino_plan)(int N, int C, int K, int P, int Q)
 {
     WN(wino_geom) g;
-    g.th = (P + 3) / 4;
-    g.tw = (Q + 3) / 4;
+    g.th = (P + WM - 1) / WM;
+    g.tw = (Q + WM - 1) / WM;
     g.Cs = (C + FC_WINO_L - 1) / FC_WINO_L * FC_WINO_L;
     g.Ks = (K + FC_WINO_L - 1) / FC_WINO_L * FC_WINO_L;
-    g.Hp = 4 * g.th + WA - 4;
-    g.Wp = 4 * g.tw + WA - 4;
+    g.Hp = WM * g.th + WA - WM;
+    g.Wp = WM * g.tw + WA - WM;
     g.ntiles = N * g.th * g.tw;
     g.nblocks = (g.ntiles + FC_WINO_TILES - 1) / FC_WINO_TILES;
     g.img = (long)g.Hp * g.Wp * g.Cs;
@@ -553,18 +629,18 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
  * gradient dyi (rows of Wq pixels of Ks channels). */
 static void WN(wino_dy)(const T *dyi, int Wq, int Ks, int tw, int t0, int nt, T *Z, long zs)
 {
-    T r[WA * 4 * FC_WINO_L] __attribute__((aligned(64)));
+    T r[WA * WM * FC_WINO_L] __attribute__((aligned(64)));
     T d[WP * FC_WINO_L] __attribute__((aligned(64)));
     for (int t = 0; t < nt; t++) {
         const int I = (t0 + t) / tw, J = (t0 + t) % tw;
         for (int k0 = 0; k0 < Ks; k0 += FC_WINO_L) {
-            const T *src = dyi + ((long)(4 * I) * Wq + 4 * J) * Ks + k0;
+            const T *src = dyi + ((long)(WM * I) * Wq + WM * J) * Ks + k0;
             /* A down the columns: r[e_row][j] */
-            for (int j = 0; j < 4; j++)
-                WN(wino_a16)(src + (long)j * Ks, (long)Wq * Ks, r + j * FC_WINO_L, 4 * FC_WINO_L);
+            for (int j = 0; j < WM; j++)
+                WN(wino_a16)(src + (long)j * Ks, (long)Wq * Ks, r + j * FC_WINO_L, WM * FC_WINO_L);
             /* A along the rows: d[e_row][e_col] */
             for (int er = 0; er < WA; er++)
-                WN(wino_a16)(r + er * 4 * FC_WINO_L, FC_WINO_L, d + er * WA * FC_WINO_L, FC_WINO_L);
+                WN(wino_a16)(r + er * WM * FC_WINO_L, FC_WINO_L, d + er * WA * FC_WINO_L, FC_WINO_L);
             for (int e = 0; e < WP; e++) {
                 T *dst = Z + e * zs + (long)t * Ks + k0;
                 for (int l = 0; l < FC_WINO_L; l++) dst[l] = d[e * FC_WINO_L + l];
@@ -574,27 +650,41 @@ static void WN(wino_dy)(const T *dyi, int Wq, int Ks, int tw, int t0, int nt, T 
 }
 
 /* dW[k][c] = G^T S[.][c][k] G (WA x WA -> r x r) for the output channels k0 .. k1,
- * FC_WINO_L channels k at a time. */
-static void WN(wino_wout)(const T *S, int C, int K, int k0, int k1, T *dw)
+ * FC_WINO_L channels k at a time, from S's points ps elements apart; the kernels
+ * of FC_WINO_L channels c are gathered, then stored a row of dW at a time. */
+static void WN(wino_wout)(const T *S, long ps, int C, int K, int k0, int k1, T *dw)
 {
-    const long CK = (long)C * K;
+    enum { CB = FC_WINO_L, RR = WR * WR };
     T sv[WP * FC_WINO_L] __attribute__((aligned(64)));
     T h[WA * WR * FC_WINO_L] __attribute__((aligned(64)));   /* S G: h[e_row][s] */
-    T g[WR * WR * FC_WINO_L] __attribute__((aligned(64)));
+    T g[RR * FC_WINO_L] __attribute__((aligned(64)));
+    T ob[FC_WINO_L * CB * RR] __attribute__((aligned(64)));  /* ob[l][c][j] */
     for (int kb = k0; kb < k1; kb += FC_WINO_L) {
         const int kn = k1 - kb < FC_WINO_L ? k1 - kb : FC_WINO_L;
-        for (int c = 0; c < C; c++) {
-            for (int e = 0; e < WP; e++) {
-                const T *src = S + (long)e * CK + (long)c * K + kb;
-                for (int l = 0; l < FC_WINO_L; l++) sv[e * FC_WINO_L + l] = l < kn ? src[l] : (T)0;
+        for (int cb = 0; cb < C; cb += CB) {
+            const int cn = C - cb < CB ? C - cb : CB;
+            for (int c = 0; c < cn; c++) {
+                if (kn == FC_WINO_L) {
+                    for (int e = 0; e < WP; e++) {
+                        const T *src = S + (long)e * ps + (long)(cb + c) * K + kb;
+                        __builtin_prefetch(src + 4L * K);
+                        for (int l = 0; l < FC_WINO_L; l++) sv[e * FC_WINO_L + l] = src[l];
+                    }
+                } else {
+                    for (int e = 0; e < WP; e++) {
+                        const T *src = S + (long)e * ps + (long)(cb + c) * K + kb;
+                        for (int l = 0; l < FC_WINO_L; l++) sv[e * FC_WINO_L + l] = l < kn ? src[l] : (T)0;
+                    }
+                }
+                for (int er = 0; er < WA; er++)
+                    WN(wino_gt16)(sv + WA * er * FC_WINO_L, FC_WINO_L, h + er * WR * FC_WINO_L, FC_WINO_L);
+                for (int s = 0; s < WR; s++)
+                    WN(wino_gt16)(h + s * FC_WINO_L, WR * FC_WINO_L, g + s * FC_WINO_L, WR * FC_WINO_L);
+                for (int j = 0; j < RR; j++)
+                    for (int l = 0; l < FC_WINO_L; l++) ob[(l * CB + c) * RR + j] = g[j * FC_WINO_L + l];
             }
-            for (int er = 0; er < WA; er++)
-                WN(wino_gt16)(sv + WA * er * FC_WINO_L, FC_WINO_L, h + er * WR * FC_WINO_L, FC_WINO_L);
-            for (int s = 0; s < WR; s++)
-                WN(wino_gt16)(h + s * FC_WINO_L, WR * FC_WINO_L, g + s * FC_WINO_L, WR * FC_WINO_L);
             for (int l = 0; l < kn; l++)
-                for (int j = 0; j < WR * WR; j++)
-                    dw[((long)(kb + l) * C + c) * WR * WR + j] = g[j * FC_WINO_L + l];
+                memcpy(dw + ((long)(kb + l) * C + cb) * RR, ob + l * CB * RR, (size_t)cn * RR * sizeof(T));
         }
     }
 }
@@ -602,27 +692,46 @@ static void WN(wino_wout)(const T *S, int C, int K, int k0, int k1, T *dw)
 typedef struct {
     WN(wino_geom) f;                           /* the forward's geometry (input side) */
     int Hq, Wq, bt, nblocks, nchunks;         /* tiles a block (equal blocks), blocks, chunks */
-    long dimg, dy_layout, partials, per, z_off, gws_off, zs;
+    long dimg, dy_layout, partials, per, z_off, gws_off, zs, ps;
 } WN(wino_wgeom);
 
 static WN(wino_wgeom) WN(wino_wplan)(int N, int C, int K, int P, int Q)
 {
     WN(wino_wgeom) g;
     g.f = WN(wino_plan)(N, C, K, P, Q);
-    g.Hq = 4 * g.f.th;
-    g.Wq = 4 * g.f.tw;
+    g.Hq = WM * g.f.th;
+    g.Wq = WM * g.f.tw;
     g.bt = (g.f.ntiles + g.f.nblocks - 1) / (g.f.nblocks > 0 ? g.f.nblocks : 1);
     if (g.bt < 1) g.bt = 1;
     g.nblocks = (g.f.ntiles + g.bt - 1) / g.bt;
     g.nchunks = g.nblocks < 8 ? g.nblocks : 8;
     g.dimg = (long)g.Hq * g.Wq * g.f.Ks;
     g.dy_layout = FC_WINO_AL((long)N * g.dimg);
-    g.partials = FC_WINO_AL((long)g.nchunks * WP * C * K);
+    /* S's points 64 bytes past a multiple of 64 apart: the output transform
+     * reads all of a channel pair's points at once */
+    g.ps = FC_WINO_AL((long)C * K) + 16;
+    g.partials = FC_WINO_AL((long)g.nchunks * WP * g.ps);
     g.zs = FC_WINO_AL((long)FC_WINO_TILES * g.f.Ks) + 16;
     g.z_off = FC_WINO_AL(WP * g.f.vs);
     g.gws_off = g.z_off + FC_WINO_AL(WP * g.zs);
     g.per = g.gws_off + FC_WINO_AL(GEMM_WS(C, K, FC_WINO_TILES, 1));
     return g;
+}
+
+/* V and Z of the tiles ta .. tb (of all images' tiles; t0 the block's first). */
+static void WN(wino_wtiles)(const T *xt, const T *dyt, const WN(wino_wgeom) *g, int t0, int ta, int tb,
+                            T *V, T *Z)
+{
+    const WN(wino_geom) *f = &g->f;
+    const int tpi = f->th * f->tw;
+    for (int t = ta; t < tb;) {
+        const int n = t / tpi, ti = t % tpi;
+        const int cnt = tpi - ti < tb - t ? tpi - ti : tb - t;
+        WN(wino_in)(xt + (long)n * f->img, f->Wp, f->Cs, f->tw, ti, cnt, V + (long)(t - t0) * f->Cs, f->vs);
+        WN(wino_dy)(dyt + (long)n * g->dimg, g->Wq, f->Ks, f->tw, ti, cnt, Z + (long)(t - t0) * f->Ks,
+                    g->zs);
+        t += cnt;
+    }
 }
 
 size_t WN(wino_wgrad_ws)(int N, int C, int K, int P, int Q, int nthreads)
@@ -638,7 +747,6 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, i
     if (nthreads < 1) nthreads = 1;
     const WN(wino_wgeom) g = WN(wino_wplan)(N, C, K, P, Q);
     const WN(wino_geom) *f = &g.f;
-    const long CK = (long)C * K;
     T *xt = ws;
     T *dyt = xt + f->ws_layout;
     T *part = dyt + g.dy_layout;
@@ -665,30 +773,29 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, i
 #if FC_OPENMP
 #pragma omp barrier
 #endif
-        T *V = task_ws + (long)tid * g.per;
+        /* a chunk a task while there are as many as threads; else each block's
+         * tiles, then its points, shared out (the same sums either way) */
+        const int shared = g.nchunks < nth;
+        T *V = task_ws + (shared ? 0 : (long)tid * g.per);
         T *Z = V + g.z_off;
-        T *gws = V + g.gws_off;
-        const int tpi = f->th * f->tw;
-#if FC_OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (int ch = 0; ch < g.nchunks; ch++) {
+        T *gws = task_ws + (long)tid * g.per + g.gws_off;
+        const int c0 = shared ? 0 : tid, cs = shared ? 1 : nth;
+        for (int ch = c0; ch < g.nchunks; ch += cs) {
             const int b0 = (int)((long)ch * g.nblocks / g.nchunks);
             const int b1 = (int)((long)(ch + 1) * g.nblocks / g.nchunks);
-            T *S = part + (long)ch * WP * CK;
+            T *S = part + (long)ch * WP * g.ps;
             for (int bi = b0; bi < b1; bi++) {
                 const int t0 = bi * g.bt;
                 const int nt = f->ntiles - t0 < g.bt ? f->ntiles - t0 : g.bt;
-                for (int t = t0; t < t0 + nt;) {
-                    const int n = t / tpi, ti = t % tpi;
-                    const int cnt = tpi - ti < t0 + nt - t ? tpi - ti : t0 + nt - t;
-                    WN(wino_in)(xt + (long)n * f->img, f->Wp, f->Cs, f->tw, ti, cnt,
-                                V + (long)(t - t0) * f->Cs, f->vs);
-                    WN(wino_dy)(dyt + (long)n * g.dimg, g.Wq, f->Ks, f->tw, ti, cnt,
-                                Z + (long)(t - t0) * f->Ks, g.zs);
-                    t += cnt;
+                const int ta = shared ? t0 + (int)((long)nt * tid / nth) : t0;
+                const int tb = shared ? t0 + (int)((long)nt * (tid + 1) / nth) : t0 + nt;
+                WN(wino_wtiles)(xt, dyt, &g, t0, ta, tb, V, Z);
+                if (shared) {
+#if FC_OPENMP
+#pragma omp barrier
+#endif
                 }
-                for (int e = 0; e < WP; e++) {
+                for (int e = shared ? tid : 0; e < WP; e += shared ? nth : 1) {
                     fc_view A, B;
                     memset(&A, 0, sizeof(A));
                     memset(&B, 0, sizeof(B));
@@ -700,13 +807,23 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, i
                     B.p = Z + (long)e * g.zs;
                     B.rs = f->Ks;
                     B.cs = 1;
-                    rc |= GEMM(C, K, nt, (T)1, &A, &B, bi == b0 ? (T)0 : (T)1, S + e * CK, K, NULL, 1, gws);
+                    rc |= GEMM(C, K, nt, (T)1, &A, &B, bi == b0 ? (T)0 : (T)1, S + e * g.ps, K, NULL, 1, gws);
+                }
+                if (shared) {
+#if FC_OPENMP
+#pragma omp barrier
+#endif
                 }
             }
         }
+        if (!shared) {
+#if FC_OPENMP
+#pragma omp barrier
+#endif
+        }
         /* chunks summed in order into the first, then the output transform */
         {
-            const long total = WP * CK;
+            const long total = WP * g.ps;
             const long lo = total * tid / nth, hi = total * (tid + 1) / nth;
             for (int ch = 1; ch < g.nchunks; ch++) {
                 const T *src = part + (long)ch * total;
@@ -716,7 +833,7 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, i
 #if FC_OPENMP
 #pragma omp barrier
 #endif
-        WN(wino_wout)(part, C, K, (int)((long)tid * K / nth), (int)((long)(tid + 1) * K / nth), dw);
+        WN(wino_wout)(part, g.ps, C, K, (int)((long)tid * K / nth), (int)((long)(tid + 1) * K / nth), dw);
         fc_fpmode_leave(fpmode);
     }
     return rc;

@@ -1,8 +1,8 @@
-/* The Winograd kernels F(4x4, 3x3) and F(4x4, 2x2), float and double, of the
- * instruction set named by the token FC_ISA (generic, avx2, avx512): included
- * once at the end of that set's micro-kernel file, so that the transforms are
- * compiled with its flags. Functions are fc_<name>43_<isa>_<s|d> and
- * fc_<name>42_<isa>_<s|d>. */
+/* The Winograd kernels F(4x4, 3x3), F(4x4, 2x2) and F(7x7, 2x2), float and
+ * double, of the instruction set named by the token FC_ISA (generic, avx2,
+ * avx512): included once at the end of that set's micro-kernel file, so that
+ * the transforms are compiled with its flags. Functions are
+ * fc_<name><m><r>_<isa>_<s|d>: 43, 42 and 72. */
 #define FC_WI_CAT(a, b, c) a##b##c
 #define FC_WI_NAME(name, isa, t) FC_WI_CAT(fc_##name##_, isa, _##t)
 
@@ -16,12 +16,17 @@
 #define TRANSPOSE FC_WI_NAME(transpose, FC_ISA, s)
 #define NHWC_ROWS fc_nhwc_rows_s
 #define NHWC_PHASES fc_nhwc_phase_rows_s
+#define WM 4
 #define WR 3
 #include "fc_winograd_impl.h"
 #undef WR
 #define WR 2
 #include "fc_winograd_impl.h"
+#undef WM
+#define WM 7
+#include "fc_winograd_impl.h"
 #undef WR
+#undef WM
 #undef NHWC_ROWS
 #undef NHWC_PHASES
 #undef T
@@ -43,12 +48,17 @@
 #define TRANSPOSE FC_WI_NAME(transpose, FC_ISA, d)
 #define NHWC_ROWS fc_nhwc_rows_d
 #define NHWC_PHASES fc_nhwc_phase_rows_d
+#define WM 4
 #define WR 3
 #include "fc_winograd_impl.h"
 #undef WR
 #define WR 2
 #include "fc_winograd_impl.h"
+#undef WM
+#define WM 7
+#include "fc_winograd_impl.h"
 #undef WR
+#undef WM
 #undef NHWC_ROWS
 #undef NHWC_PHASES
 #undef T

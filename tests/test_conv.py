@@ -73,6 +73,13 @@ CASES = {
     "wino_phases_pad2": (32, 4, 12, 12, 16, 4, 4, 2, 2, 1, 1),
     "wino_phases_6x6_s3": (32, 2, 24, 24, 16, 6, 6, 3, 0, 1, 1),
     "wino_phases_nonsquare": (32, 4, 14, 16, 20, 4, 4, 2, 1, 1, 1),
+    # F(7x7, 2x2) where its 8x8 tiles need fewer products than 4x4 ones (and there
+    # are as many as 128 4x4 tiles' worth): a 2x2 kernel with 13x13 outputs, 7x7 and
+    # 7x10 outputs over image phases (the input gradient, over 8x8 phases, stays
+    # F(4x4, 2x2))
+    "wino_f72_2x2": (13, 17, 14, 14, 19, 2, 2, 1, 0, 1, 1),
+    "wino_f72_phases_7x7": (50, 5, 14, 14, 17, 4, 4, 2, 1, 1, 1),
+    "wino_f72_phases_nonsquare": (25, 4, 14, 20, 20, 4, 4, 2, 1, 1, 1),
     # one-channel input gradients of 3x3 stride-1 layers (the direct kernel): padding
     # 0-2, rows past one block of columns, heights off the block of rows
     "c1_direct_wide": (2, 1, 9, 45, 7, 3, 3, 1, 0, 1, 1),
@@ -247,6 +254,9 @@ SHAPES_FOR_THREADS = {
     "winograd_batch1": ((1, 16, 28, 28), (24, 16, 3, 3), 1, 1),
     # a 4x4 stride-2 layer over its image phases (forward, both gradients, transposed)
     "winograd_phases": ((32, 5, 14, 14), (17, 5, 4, 4), 2, 1),
+    # F(7x7, 2x2): one block of tiles (its points shared out), over phases and not
+    "winograd_f72_phases": ((50, 5, 14, 14), (17, 5, 4, 4), 2, 1),
+    "winograd_f72": ((13, 17, 14, 14), (19, 17, 2, 2), 1, 0),
     # kernels covering the whole input: a matrix product, or dot products for one output
     "whole_input": ((6, 24, 4, 4), (40, 24, 4, 4), 1, 0),
     "whole_input_one_output": ((37, 24, 4, 4), (1, 24, 4, 4), 1, 0),
@@ -345,14 +355,52 @@ def test_phase_cases_run_winograd(name):
     assert _conv.winograd(N, C * ph, K, R // st[0], S // st[1], (1, 1), (1, 1), 1, P, Q, 64)
     assert _conv.winograd(N, K, C * ph, R // st[0], S // st[1], (1, 1), (1, 1), 1, P + R // st[0] - 1,
                           Q + S // st[1] - 1, 64)
+    assert _conv.winograd_tile(2, N, P, Q) == 4
 
 
+@pytest.mark.parametrize("name", [n for n in CASES if n.startswith("wino_f72_")])
+def test_f72_cases_run_7x7_tiles(name):
+    """The F(7x7, 2x2) cases reach it: forward and weight gradient with 7x7 tiles, the
+    phased input gradient (8x8 phases) with 4x4 ones."""
+    from fastcnn._kernels import _conv
+    (N, C, H, W, K, R, S), st, pd, dl, g = _args(CASES[name])
+    P, Q = (H + 2 * pd[0] - R) // st[0] + 1, (W + 2 * pd[1] - S) // st[1] + 1
+    ph = st[0] * st[1]
+    assert _conv.winograd(N, C * ph, K, R // st[0], S // st[1], (1, 1), (1, 1), 1, P, Q, 64)
+    assert _conv.winograd_tile(2, N, P, Q) == 7
+    assert _conv.winograd_tile(2, N, P, Q, pooled=True) == 4
+    if st != (1, 1):
+        assert _conv.winograd_tile(2, N, P + 1, Q + 1) == 4
+    # too few images for 128 4x4 tiles' worth of 8x8 ones: 4x4 tiles
+    assert _conv.winograd_tile(2, 3200 // (64 * ((P + 6) // 7) * ((Q + 6) // 7)) - 1, P, Q) == 4
+
+
+def test_f72_transform_matches_direct_in_float64(rng):
+    """F(7x7, 2x2) against the direct products in float64, to rounding: one image of
+    one 8x8 tile each, many images, non-square outputs past a tile's edge."""
+    from fastcnn._kernels import _conv
+    for N, C, H, W, K in [(50, 16, 8, 8, 16), (13, 33, 15, 22, 20)]:
+        x = rng.standard_normal((N, C, H, W))
+        w = rng.standard_normal((K, C, 2, 2))
+        b = rng.standard_normal(K)
+        P, Q = H - 1, W - 1
+        assert _conv.winograd_tile(2, N, P, Q) == 7
+        y = _conv.conv2d_winograd(x, w, b, np.empty((N, K, P, Q)), (0, 0), 0, 0.0, 2)
+        np.testing.assert_allclose(y, ref.conv2d(x, w, b, (1, 1), (0, 0)), rtol=1e-11, atol=1e-11)
+        dy = rng.standard_normal((N, K, P, Q))
+        dw = _conv.conv2d_winograd_backward_weight(x, dy, np.empty_like(w), (0, 0), 2)
+        np.testing.assert_allclose(dw, ref.conv2d_backward(dy, x, w, (1, 1), (0, 0))[1], rtol=1e-11,
+                                   atol=1e-10)
+
+
+@pytest.mark.parametrize("n", [32, 50], ids=["f42", "f72"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("isa", fastcnn.supported_isas())
-def test_phase_winograd_every_isa(isa, dtype, rng):
-    """F(4x4, 2x2) over image phases, compiled per instruction set (its panel widths
-    differ): forward with bias and activation, both gradients, transposed forward."""
-    x = rng.standard_normal((32, 5, 14, 14)).astype(dtype)
+def test_phase_winograd_every_isa(isa, dtype, n, rng):
+    """F(4x4, 2x2) and F(7x7, 2x2) over image phases, compiled per instruction set (its
+    panel widths differ): forward with bias and activation, both gradients, transposed
+    forward."""
+    x = rng.standard_normal((n, 5, 14, 14)).astype(dtype)
     w = rng.standard_normal((20, 5, 4, 4)).astype(dtype)
     b = rng.standard_normal(20).astype(dtype)
     y_ref = np.maximum(ref.conv2d(x, w, b, (2, 2), (1, 1)), 0)
@@ -420,6 +468,28 @@ def test_weight_cache_reuses_transformed_weights_while_values_stay(dtype, rng, t
         _close(m(x), expected, tol, f"Conv2d eval, step {step}")
         m.weight.data *= -0.5
         m.weight.data[0] += 0.25
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_cache_keeps_the_tile_size(dtype, rng):
+    """A kept 2x2 transform follows the tile size the outputs ask: F(7x7, 2x2) for 7x7
+    outputs of 50 images, F(4x4, 2x2) for 32; a buffer of the wrong size is refused,
+    not overrun."""
+    from fastcnn._kernels import _conv
+    w = rng.standard_normal((24, 16, 2, 2)).astype(dtype)
+    b = rng.standard_normal(24).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    cache = F.WeightCache()
+    for n, m in [(50, 7), (50, 7), (32, 4), (50, 7)]:
+        x = rng.standard_normal((n, 16, 8, 8)).astype(dtype)
+        assert _conv.winograd_tile(2, n, 7, 7) == m
+        y = F.conv2d(x, w, b, 1, 0, weight_cache=cache)
+        _close(y, ref.conv2d(x, w, b, (1, 1), (0, 0)), tol, f"batch {n}")
+        assert cache.lookup(w, m)[1] is True
+        assert cache.lookup(w, 11 - m)[1] is False
+    small = _conv.winograd_packed(2, 16, 24, dtype, 4)
+    with pytest.raises(ValueError, match="upack holds"):
+        _conv.conv2d_winograd(x, w, b, np.empty((50, 24, 7, 7), dtype), (0, 0), 0, 0.0, 1, small)
 
 
 def test_zero_size_batch():

@@ -295,24 +295,38 @@ cdef int _forward(floating *x, floating *w, floating *bias, floating *y, Geom g,
 
 
 # ---------------------------------------------------------------------------
-# Winograd F(4x4, 3x3) and F(4x4, 2x2): 3x3 and 2x2 stride-1 convolutions, the
-# latter also for 4x4 stride-2 convolutions over image phases
-# (csrc/fc_winograd_impl.h)
+# Winograd F(4x4, 3x3), F(4x4, 2x2) and F(7x7, 2x2): 3x3 and 2x2 stride-1
+# convolutions, the latter also for 4x4 stride-2 convolutions over image
+# phases (csrc/fc_winograd_impl.h)
+
+def winograd_tile(int r, int N, int P, int Q, bint pooled=False):
+    """m of the transform F(m x m, r x r) that a Winograd convolution of N images of
+    P x Q outputs runs: 7 for r = 2 where its 8 x 8 points a tile make fewer products
+    than the 5 x 5 of m = 4 (7 x 7 outputs, say), and as many as 128 tiles of m = 4
+    would (not with ``pooled``); else 4."""
+    cdef long t7 = <long>((P + 6) // 7) * ((Q + 6) // 7) * 64
+    if r == 2 and not pooled and t7 < <long>((P + 3) // 4) * ((Q + 3) // 4) * 25 and N * t7 >= 128 * 25:
+        return 7
+    return 4
+
 
 def winograd(int N, int Cg, int Kg, int R, int S, tuple stride, tuple dilation, int groups, int P, int Q,
              long min_tiles=64):
-    """Whether a convolution runs as Winograd F(4x4, 3x3) or F(4x4, 2x2): a 3x3 or
+    """Whether a convolution runs as Winograd F(4x4, 3x3) or F(m x m, 2x2): a 3x3 or
     2x2 kernel, stride 1, no dilation or groups, enough channels for its
-    products, outputs for its tiles, and at least ``min_tiles`` tiles to repay
+    products, outputs for its tiles, and at least ``min_tiles`` 4x4 tiles to repay
     the transforms (of the weights too, unless they are kept between calls).
-    The 2x2 transform saves less (25 products for 64, not 36 for 144): it also
-    needs 128 tiles or more, and outputs that fill its tiles well enough to do
-    at most 1/1.9 of the direct products (25 a tile for 4 an output)."""
-    cdef long tpi = <long>((P + 3) // 4) * ((Q + 3) // 4)
-    cdef long tiles = <long>N * tpi
+    The 2x2 transforms save less (25 products for 64, or 64 for 196, not 36 for
+    144): they also need the products of 128 4x4 tiles or more, and outputs that
+    fill their tiles well enough to do at most 1/1.9 of the direct products (4 an
+    output)."""
+    cdef int m = winograd_tile(R, N, P, Q) if R == S else 4
+    cdef long tpi = <long>((P + m - 1) // m) * ((Q + m - 1) // m)
+    cdef long tiles = <long>N * tpi, pts = <long>(m + R - 1) * (m + R - 1), pts4 = <long>(R + 3) * (R + 3)
     return (R == S and (R == 3 or R == 2) and stride == (1, 1) and dilation == (1, 1)
-            and groups == 1 and Cg >= 16 and Kg >= 16 and P >= 4 and Q >= 4 and tiles >= min_tiles
-            and (R == 3 or (tiles >= 128 and 40 * <long>P * Q >= 19 * 25 * tpi)))
+            and groups == 1 and Cg >= 16 and Kg >= 16 and P >= 4 and Q >= 4
+            and tiles * pts >= min_tiles * pts4
+            and (R == 3 or (tiles * pts >= 128 * pts4 and 40 * <long>P * Q >= 19 * pts * tpi)))
 
 
 def isa_id():
@@ -367,14 +381,14 @@ def conv3x3_direct_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw
     return dw
 
 
-def winograd_packed(int r, int C, int K, dtype):
+def winograd_packed(int r, int C, int K, dtype, int m=4):
     """A 64-byte aligned buffer for the transformed weights of an r x r layer of K x C
-    channels (see conv2d_winograd's ``upack``)."""
+    channels under F(m x m, r x r) (see conv2d_winograd's ``upack``)."""
     cdef size_t u = 0
     if np.dtype(dtype) == np.float32:
-        fc_wino_ws_s(r, 1, C, K, 4, 4, 1, &u)
+        fc_wino_ws_s(10 * m + r, 1, C, K, 4, 4, 1, &u)
     else:
-        fc_wino_ws_d(r, 1, C, K, 4, 4, 1, &u)
+        fc_wino_ws_d(10 * m + r, 1, C, K, 4, 4, 1, &u)
     dt = np.dtype(dtype)
     cdef cnp.ndarray buf = np.empty(<Py_ssize_t>u * dt.itemsize + 64, dtype=np.uint8)
     cdef Py_ssize_t off = (64 - <Py_ssize_t>(<size_t>cnp.PyArray_DATA(buf) % 64)) % 64
@@ -416,19 +430,24 @@ def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple pad
         act |= FC_POOL_2X2
     if N == 0:
         return y
-    cdef size_t n = fc_wino_ws_s(r, N, C, K, P, Q, n_threads, NULL) if x.dtype == np.float32 else \
-        fc_wino_ws_d(r, N, C, K, P, Q, n_threads, NULL)
+    cdef int f = 10 * winograd_tile(r, N, P, Q, pooled_from is not None) + r
+    cdef size_t u = 0
+    cdef size_t n = fc_wino_ws_s(f, N, C, K, P, Q, n_threads, &u) if x.dtype == np.float32 else \
+        fc_wino_ws_d(f, N, C, K, P, Q, n_threads, &u)
+    if upack is not None and <size_t>upack.size < u:
+        raise ValueError(f"conv2d_winograd: upack holds {upack.size} elements, F({f // 10}, {r}) "
+                         f"needs {u} (winograd_packed with m={f // 10})")
     cdef cnp.ndarray ws = scratch("winograd", (<Py_ssize_t>n,), x.dtype)
     cdef void *bp = NULL if bias is None else cnp.PyArray_DATA(bias)
     cdef void *up = NULL if upack is None else cnp.PyArray_DATA(upack)
     if x.dtype == np.float32:
         with nogil:
-            rc = fc_wino_s(r, <float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(w), <float *>bp,
+            rc = fc_wino_s(f, <float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(w), <float *>bp,
                              <float *>cnp.PyArray_DATA(y), N, C, H, W, K, P, Q, ph, pw, act, slope,
                              n_threads, <float *>cnp.PyArray_DATA(ws), <float *>up, upack_ready, xp, yp)
     else:
         with nogil:
-            rc = fc_wino_d(r, <double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(w), <double *>bp,
+            rc = fc_wino_d(f, <double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(w), <double *>bp,
                              <double *>cnp.PyArray_DATA(y), N, C, H, W, K, P, Q, ph, pw, act, slope,
                              n_threads, <double *>cnp.PyArray_DATA(ws), <double *>up, upack_ready, xp, yp)
     if rc:
@@ -448,17 +467,18 @@ def conv2d_winograd_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray d
     cdef fc_phases *xp = _phases(x_phases, H, W, &xs)
     if xp != NULL:
         C, H, W = C * xs.sh * xs.sw, P + r - 1, Q + r - 1
-    cdef size_t n = fc_wino_wgrad_ws_s(r, N, C, K, P, Q, n_threads) if x.dtype == np.float32 else \
-        fc_wino_wgrad_ws_d(r, N, C, K, P, Q, n_threads)
+    cdef int f = 10 * winograd_tile(r, N, P, Q) + r
+    cdef size_t n = fc_wino_wgrad_ws_s(f, N, C, K, P, Q, n_threads) if x.dtype == np.float32 else \
+        fc_wino_wgrad_ws_d(f, N, C, K, P, Q, n_threads)
     cdef cnp.ndarray ws = scratch("winograd", (<Py_ssize_t>n,), x.dtype)
     if x.dtype == np.float32:
         with nogil:
-            rc = fc_wino_wgrad_s(r, <float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(dy),
+            rc = fc_wino_wgrad_s(f, <float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(dy),
                                    <float *>cnp.PyArray_DATA(dw), N, C, H, W, K, P, Q, ph, pw, n_threads,
                                    <float *>cnp.PyArray_DATA(ws), xp)
     else:
         with nogil:
-            rc = fc_wino_wgrad_d(r, <double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(dy),
+            rc = fc_wino_wgrad_d(f, <double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(dy),
                                    <double *>cnp.PyArray_DATA(dw), N, C, H, W, K, P, Q, ph, pw, n_threads,
                                    <double *>cnp.PyArray_DATA(ws), xp)
     if rc:

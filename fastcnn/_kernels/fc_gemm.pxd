@@ -59,21 +59,21 @@ cdef extern from "fc_gemm.h" nogil:
                            int W, int ph, int pw, int nthreads, float *ws)
     ctypedef struct fc_phases:
         int sh, sw, H, W, ph, pw
-    size_t fc_wino_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
-    size_t fc_wino_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
-    int fc_wino_s(int r, const float *x, const float *w, const float *bias, float *y, int N, int C,
+    size_t fc_wino_ws_s(int f, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
+    size_t fc_wino_ws_d(int f, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
+    int fc_wino_s(int f, const float *x, const float *w, const float *bias, float *y, int N, int C,
                   int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope,
                   int nthreads, float *ws, float *upack, int upack_ready, const fc_phases *xin,
                   const fc_phases *yout)
-    int fc_wino_d(int r, const double *x, const double *w, const double *bias, double *y, int N,
+    int fc_wino_d(int f, const double *x, const double *w, const double *bias, double *y, int N,
                   int C, int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope,
                   int nthreads, double *ws, double *upack, int upack_ready, const fc_phases *xin,
                   const fc_phases *yout)
-    size_t fc_wino_wgrad_ws_s(int r, int N, int C, int K, int P, int Q, int nthreads)
-    size_t fc_wino_wgrad_ws_d(int r, int N, int C, int K, int P, int Q, int nthreads)
-    int fc_wino_wgrad_s(int r, const float *x, const float *dy, float *dw, int N, int C, int H, int W,
+    size_t fc_wino_wgrad_ws_s(int f, int N, int C, int K, int P, int Q, int nthreads)
+    size_t fc_wino_wgrad_ws_d(int f, int N, int C, int K, int P, int Q, int nthreads)
+    int fc_wino_wgrad_s(int f, const float *x, const float *dy, float *dw, int N, int C, int H, int W,
                         int K, int P, int Q, int ph, int pw, int nthreads, float *ws, const fc_phases *xin)
-    int fc_wino_wgrad_d(int r, const double *x, const double *dy, double *dw, int N, int C, int H,
+    int fc_wino_wgrad_d(int f, const double *x, const double *dy, double *dw, int N, int C, int H,
                         int W, int K, int P, int Q, int ph, int pw, int nthreads, double *ws,
                         const fc_phases *xin)
     void fc_nhwc_rows_s(const float *x, long r0, long r1, int C, int H, int W, int Cs, int Hp, int Wp,

@@ -109,22 +109,23 @@ class WeightCache:
     def __init__(self):
         self._state = None   # (weight, key, copy of its values, packed)
 
-    def lookup(self, weight):
-        """(packed, ready): the buffer for ``weight``'s transform and whether it holds it."""
+    def lookup(self, weight, m=4):
+        """(packed, ready): the buffer for ``weight``'s transform F(m x m, r x r) and
+        whether it holds it."""
         if type(weight) is not np.ndarray or weight.ndim != 4 or weight.dtype not in (np.float32, np.float64):
             raise TypeError("WeightCache.lookup: weight must be a 4-D float32 or float64 numpy array, "
                             f"got {type(weight).__name__}")
-        key = (weight.shape, weight.dtype, _conv.isa_id())
+        key = (weight.shape, weight.dtype, _conv.isa_id(), m)
         st = self._state
         if (st is not None and st[0] is weight and st[1] == key
                 and same_bytes(weight, st[2])):
             return st[3], True
         K, C, r = weight.shape[0], weight.shape[1], weight.shape[2]
-        return _conv.winograd_packed(r, C, K, weight.dtype), False
+        return _conv.winograd_packed(r, C, K, weight.dtype, m), False
 
-    def commit(self, weight, snapshot, packed):
+    def commit(self, weight, snapshot, packed, m=4):
         """Publish ``packed``, filled from ``weight`` whose values were ``snapshot``."""
-        self._state = (weight, (weight.shape, weight.dtype, _conv.isa_id()), snapshot, packed)
+        self._state = (weight, (weight.shape, weight.dtype, _conv.isa_id(), m), snapshot, packed)
 
 
 def _phase_winograd(n, weight, groups, stride, dilation, out_hw, data=False):
@@ -154,11 +155,13 @@ def _winograd_forward(x, weight, bias, y, pad, act, slope, nt, cache, pooled_fro
     and filling it."""
     if cache is None:
         return _conv.conv2d_winograd(x, weight, bias, y, pad, act, slope, nt, pooled_from=pooled_from)
-    packed, ready = cache.lookup(weight)
+    P, Q = y.shape[2:] if pooled_from is None else pooled_from
+    m = _conv.winograd_tile(weight.shape[2], x.shape[0], P, Q, pooled_from is not None)
+    packed, ready = cache.lookup(weight, m)
     snapshot = None if ready else weight.copy()
     _conv.conv2d_winograd(x, weight, bias, y, pad, act, slope, nt, packed, ready, pooled_from)
     if not ready:
-        cache.commit(weight, snapshot, packed)
+        cache.commit(weight, snapshot, packed, m)
     return y
 
 
