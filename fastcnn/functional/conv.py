@@ -30,10 +30,10 @@ def _flops(out_size, weight):
 # the three kernels, each choosing its formulation by shape
 #
 # 3x3 stride-1 convolutions run as Winograd F(4x4, 3x3) (forward and both
-# gradients), and 4x4 stride-2 ones as F(4x4, 2x2) over the image phases,
-# where channels and tiles suffice. Otherwise the weight gradient runs
-# pixel-major, and so does the forward where the channel counts suit it: the
-# kernels read the patches of any stride in place. Otherwise, and for the
+# gradients), and 4x4 stride-2 ones as F(4x4, 2x2) or F(7x7, 2x2) over the
+# image phases, where channels and tiles suffice. Otherwise the weight
+# gradient runs pixel-major, and so does the forward where the channel counts
+# suit it: the kernels read the patches of any stride in place. Otherwise, and for the
 # input gradient, strided convolutions whose kernel is a multiple of the
 # stride are rewritten as stride-1 convolutions over the stride x stride
 # phases of the image (space-to-depth): no FLOP is wasted and the stride-1
@@ -129,7 +129,7 @@ class WeightCache:
 
 
 def _phase_winograd(n, weight, groups, stride, dilation, out_hw, data=False):
-    """Whether a strided convolution runs as F(4x4, 2x2) over its image phases (a 4x4
+    """Whether a strided convolution runs as F(m x m, 2x2) over its image phases (a 4x4
     kernel of stride 2, say: 2x2 taps a phase); ``data``: its input gradient, whose
     stride-1 problem reads the K channels of the output gradient and writes the
     phases (``out_hw`` then the phase image's size)."""
