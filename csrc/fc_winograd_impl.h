@@ -158,9 +158,7 @@ WN(wino_a16)(const T *restrict in, long is, T *restrict out, long os)
         out[l] = d0;
         out[os + l] = p02 + p13;
         out[2 * os + l] = p02 - p13;
-#endif
-#if WA == 8
-#elif WR == 3
+#if WR == 3
         const T q02 = d0 + 4 * d2, q13 = 2 * d1 + 8 * d3;
         out[3 * os + l] = q02 + q13;
         out[4 * os + l] = q02 - q13;
@@ -168,6 +166,7 @@ WN(wino_a16)(const T *restrict in, long is, T *restrict out, long os)
 #else
         out[3 * os + l] = d0 + 2 * d1 + 4 * d2 + 8 * d3;
         out[4 * os + l] = d3;
+#endif
 #endif
     }
 }
@@ -708,7 +707,7 @@ static WN(wino_wgeom) WN(wino_wplan)(int N, int C, int K, int P, int Q)
     g.dimg = (long)g.Hq * g.Wq * g.f.Ks;
     g.dy_layout = FC_WINO_AL((long)N * g.dimg);
     /* S's points 64 bytes past a multiple of 64 apart: the output transform
-     * reads all of a channel pair's points at once */
+     * reads every point of one (c, k) at once */
     g.ps = FC_WINO_AL((long)C * K) + 16;
     g.partials = FC_WINO_AL((long)g.nchunks * WP * g.ps);
     g.zs = FC_WINO_AL((long)FC_WINO_TILES * g.f.Ks) + 16;
@@ -823,12 +822,13 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, i
         }
         /* chunks summed in order into the first, then the output transform */
         {
-            const long total = WP * g.ps;
-            const long lo = total * tid / nth, hi = total * (tid + 1) / nth;
-            for (int ch = 1; ch < g.nchunks; ch++) {
-                const T *src = part + (long)ch * total;
-                for (long i = lo; i < hi; i++) part[i] += src[i];
-            }
+            const long CK = (long)C * K, lo = CK * tid / nth, hi = CK * (tid + 1) / nth;
+            for (int ch = 1; ch < g.nchunks; ch++)
+                for (int e = 0; e < WP; e++) {
+                    T *dst = part + e * g.ps;
+                    const T *src = dst + (long)ch * WP * g.ps;
+                    for (long i = lo; i < hi; i++) dst[i] += src[i];
+                }
         }
 #if FC_OPENMP
 #pragma omp barrier
