@@ -660,20 +660,17 @@ static void WN(wino_wout)(const T *S, long ps, int C, int K, int k0, int k1, T *
     T ob[FC_WINO_L * CB * RR] __attribute__((aligned(64)));  /* ob[l][c][j] */
     for (int kb = k0; kb < k1; kb += FC_WINO_L) {
         const int kn = k1 - kb < FC_WINO_L ? k1 - kb : FC_WINO_L;
+        if (kn < FC_WINO_L) memset(sv, 0, sizeof(sv));          /* lanes past K stay zero */
         for (int cb = 0; cb < C; cb += CB) {
             const int cn = C - cb < CB ? C - cb : CB;
             for (int c = 0; c < cn; c++) {
-                if (kn == FC_WINO_L) {
-                    for (int e = 0; e < WP; e++) {
-                        const T *src = S + (long)e * ps + (long)(cb + c) * K + kb;
-                        __builtin_prefetch(src + 4L * K);
+                for (int e = 0; e < WP; e++) {
+                    const T *src = S + (long)e * ps + (long)(cb + c) * K + kb;
+                    __builtin_prefetch(src + 4L * K);
+                    if (kn == FC_WINO_L)
                         for (int l = 0; l < FC_WINO_L; l++) sv[e * FC_WINO_L + l] = src[l];
-                    }
-                } else {
-                    for (int e = 0; e < WP; e++) {
-                        const T *src = S + (long)e * ps + (long)(cb + c) * K + kb;
-                        for (int l = 0; l < FC_WINO_L; l++) sv[e * FC_WINO_L + l] = l < kn ? src[l] : (T)0;
-                    }
+                    else
+                        for (int l = 0; l < kn; l++) sv[e * FC_WINO_L + l] = src[l];
                 }
                 for (int er = 0; er < WA; er++)
                     WN(wino_gt16)(sv + WA * er * FC_WINO_L, FC_WINO_L, h + er * WR * FC_WINO_L, FC_WINO_L);
