@@ -492,6 +492,92 @@ def test_weight_cache_keeps_the_tile_size(dtype, rng):
         _conv.conv2d_winograd(x, w, b, np.empty((50, 24, 7, 7), dtype), (0, 0), 0, 0.0, 1, small)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_caches_of_phase_winograd_and_input_gradients(dtype, rng):
+    """Caches of the strided Winograd forward (over image phases), of the input gradient
+    and of a transposed convolution: reused while the weights stay, followed through
+    in-place edits, the same results as without a cache."""
+    from fastcnn.functional import conv as conv_mod
+    x = rng.standard_normal((50, 16, 14, 14)).astype(dtype)
+    w = rng.standard_normal((20, 16, 4, 4)).astype(dtype)
+    b = rng.standard_normal(20).astype(dtype)
+    dy = rng.standard_normal((50, 20, 7, 7)).astype(dtype)
+    d2 = rng.standard_normal((50, 16, 14, 14)).astype(dtype)
+    w3 = rng.standard_normal((24, 16, 3, 3)).astype(dtype)
+    x3 = rng.standard_normal((2, 16, 20, 20)).astype(dtype)
+    dy3 = rng.standard_normal((2, 24, 18, 18)).astype(dtype)
+    assert conv_mod._phase_winograd(50, w, 1, (2, 2), (1, 1), (7, 7))
+    assert conv_mod._phase_winograd(50, w, 1, (2, 2), (1, 1), (8, 8), data=True)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for kept in (True, False):
+        fwd, data, data3 = F.WeightCache(kept), F.WeightCache(kept), F.WeightCache(kept)
+        for step in range(3):
+            for again in range(2):
+                y = F.conv2d(x, w, b, 2, 1, weight_cache=fwd)
+                assert np.array_equal(y, F.conv2d(x, w, b, 2, 1))
+                _close(y, ref.conv2d(x, w, b, (2, 2), (1, 1)), tol, f"forward, step {step}")
+                gx, gw, gb = F.conv2d_backward(dy, x, w, 2, 1, weight_cache=data)
+                assert np.array_equal(gx, F.conv2d_backward(dy, x, w, 2, 1)[0])
+                _close(gx, ref.conv2d_backward(dy, x, w, (2, 2), (1, 1))[0], tol, f"grad_x, step {step}")
+                yt = F.conv_transpose2d(dy, w, b[:16], 2, 1, weight_cache=data)
+                assert np.array_equal(yt, F.conv_transpose2d(dy, w, b[:16], 2, 1))
+                tx = F.conv_transpose2d_backward(d2, dy, w, 2, 1, weight_cache=fwd)[0]
+                assert np.array_equal(tx, F.conv_transpose2d_backward(d2, dy, w, 2, 1)[0])
+                # a 3x3 stride-1 input gradient (Winograd over the flipped kernels)
+                g3 = F.conv2d_backward(dy3, x3, w3, 1, 0, weight_cache=data3)[0]
+                assert np.array_equal(g3, F.conv2d_backward(dy3, x3, w3, 1, 0)[0])
+                _close(g3, ref.conv2d_backward(dy3, x3, w3, (1, 1), (0, 0))[0], tol, f"3x3 grad_x, step {step}")
+                assert data3.lookup(w3, 4, (16, 24, 3, 3))[1] is True
+                assert fwd.lookup(w, 7, conv_mod._phase_shape_of(w, (2, 2)))[1] is True
+                assert data.lookup(w, 4, conv_mod._phase_shape_of(w, (2, 2), True))[1] is True
+            w[step, 1, 2, 3] += 0.5   # an optimiser's in-place update
+            w3[0, step, 1, 1] -= 0.5
+            assert fwd.lookup(w, 7, conv_mod._phase_shape_of(w, (2, 2)))[1] is False
+
+
+def test_transient_weight_cache_has_a_size_limit(rng):
+    """A cache for training (kept=False) holds at most 16 MiB: larger transforms are made
+    every call; a kept one holds any size."""
+    w = rng.standard_normal((256, 256, 3, 3)).astype(np.float32)   # 36 points x 256 x 256: 9.4 MB
+    assert F.WeightCache(False).lookup(w)[0] is not None
+    big = rng.standard_normal((512, 512, 3, 3)).astype(np.float32)   # 37.7 MB
+    assert F.WeightCache(False).lookup(big) == (None, False)
+    assert F.WeightCache(True).lookup(big)[0].nbytes > 16 << 20
+    x = rng.standard_normal((1, 512, 16, 16)).astype(np.float32)
+    cache = F.WeightCache(False)
+    _close(F.conv2d(x, big, None, 1, 1, weight_cache=cache), ref.conv2d(x, big, None, (1, 1), (1, 1)), 1e-3,
+           "past the limit")
+    assert cache.lookup(big) == (None, False)
+
+
+def test_conv_layers_share_transforms_between_training_passes(rng):
+    """In training a layer reuses its transformed weights for a second pass with the
+    same weights (a GAN discriminator on real, then generated images) and makes them
+    again after the optimiser's step: every pass matches a fresh layer's."""
+    import fastcnn.nn as nn
+    conv = nn.Conv2d(16, 20, 4, 2, 1)
+    convt = nn.ConvTranspose2d(20, 16, 4, 2, 1)
+    opt = fastcnn.optim.SGD(list(conv.parameters()) + list(convt.parameters()), lr=0.1)
+    for step in range(2):
+        for _ in range(2):
+            x = rng.standard_normal((50, 16, 14, 14)).astype(np.float32)
+            y = conv(x)
+            gx = conv.backward(np.ones_like(y))
+            z = convt(y)
+            gz = convt.backward(np.ones_like(z))
+            w, b = conv.weight.data, conv.bias.data
+            assert np.array_equal(y, F.conv2d(x, w, b, 2, 1))
+            assert np.array_equal(gx, F.conv2d_backward(np.ones_like(y), x, w, 2, 1)[0])
+            wt, bt = convt.weight.data, convt.bias.data
+            assert np.array_equal(z, F.conv_transpose2d(y, wt, bt, 2, 1))
+            assert np.array_equal(gz, F.conv_transpose2d_backward(np.ones_like(z), y, wt, 2, 1)[0])
+        assert conv._weight_cache().lookup(w, 7, (20, 64, 2, 2))[1] is True
+        assert not conv._weight_cache().kept and conv.eval()._weight_cache().kept
+        conv.train()
+        opt.step()
+        opt.zero_grad()
+
+
 def test_zero_size_batch():
     y = F.conv2d(np.zeros((0, 3, 5, 5)), np.ones((2, 3, 3, 3)))
     assert y.shape == (0, 2, 3, 3)

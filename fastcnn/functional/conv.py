@@ -50,15 +50,20 @@ def _phased(weight, stride, dilation, groups=1, direct=False):
             and R % stride[0] == 0 and S % stride[1] == 0)
 
 
+def _phase_shape_of(weight, stride, flip_transpose=False):
+    """The shape of _phase_weight(weight, stride, flip_transpose)."""
+    K, Cg, R, S = weight.shape
+    sh, sw = stride
+    c = Cg * sh * sw
+    return (c, K, R // sh, S // sw) if flip_transpose else (K, c, R // sh, S // sw)
+
+
 def _phase_weight(weight, stride, flip_transpose=False, phase_major=False):
     """(K, Cg, R, S) -> (K, Cg*sh*sw, R/sh, S/sw): w'[k, c', i, j] = w[k, c, i*sh+a, j*sw+b]
     for the phase channel c' of (c, a, b) (of (a, b, c) if ``phase_major``, as the
     Winograd kernels read phases); ``flip_transpose``: (Cg*sh*sw, K, R/sh, S/sw), each
     kernel flipped (the input gradient's)."""
-    K, Cg, R, S = weight.shape
-    sh, sw = stride
-    shape = (Cg * sh * sw, K) if flip_transpose else (K, Cg * sh * sw)
-    out = np.empty(shape + (R // sh, S // sw), dtype=weight.dtype)
+    out = np.empty(_phase_shape_of(weight, stride, flip_transpose), dtype=weight.dtype)
     return _conv.phase_weight(np.ascontiguousarray(weight), out, stride, flip_transpose, phase_major)
 
 
@@ -97,35 +102,72 @@ def _winograd(n, weight, groups, stride, dilation, out_hw, min_tiles=_WINO_TILES
 
 class WeightCache:
     """The Winograd-transformed weights of a convolution, kept by a layer between
-    forward calls (inference).
+    calls.
 
     They are reused while the layer passes the same weight array holding the
     same values (compared with a copy, so in-place edits are seen) and the
     instruction set has not changed. A buffer is published only once filled
     and never written again, so threads may share a cache.
+
+    ``kept``: the weights stay the same over many calls (inference), so that
+    Winograd repays its transform at fewer tiles. With ``kept=False`` the cache
+    only saves the transform between calls whose weights have not changed in
+    between (in training, a discriminator's passes over real and generated
+    images), and holds at most 16 MiB: a larger transform is made every call.
     """
-    __slots__ = ("_state",)
+    __slots__ = ("_state", "kept")
+    _TRANSIENT_BYTES = 16 << 20
 
-    def __init__(self):
+    def __init__(self, kept=True):
         self._state = None   # (weight, key, copy of its values, packed)
+        self.kept = bool(kept)
 
-    def lookup(self, weight, m=4):
-        """(packed, ready): the buffer for ``weight``'s transform F(m x m, r x r) and
-        whether it holds it."""
+    def lookup(self, weight, m=4, shape=None):
+        """(packed, ready): the buffer for the transform F(m x m, r x r) of ``weight``,
+        or of the kernel of ``shape`` (K, C, r, r) made from it, and whether it holds
+        it; (None, False) where a cache that is not ``kept`` would exceed its size."""
         if type(weight) is not np.ndarray or weight.ndim != 4 or weight.dtype not in (np.float32, np.float64):
             raise TypeError("WeightCache.lookup: weight must be a 4-D float32 or float64 numpy array, "
                             f"got {type(weight).__name__}")
-        key = (weight.shape, weight.dtype, _conv.isa_id(), m)
+        shape = weight.shape if shape is None else tuple(shape)
+        key = (weight.shape, weight.dtype, _conv.isa_id(), m, shape)
         st = self._state
         if (st is not None and st[0] is weight and st[1] == key
                 and same_bytes(weight, st[2])):
             return st[3], True
-        K, C, r = weight.shape[0], weight.shape[1], weight.shape[2]
-        return _conv.winograd_packed(r, C, K, weight.dtype, m), False
+        K, C, r = shape[0], shape[1], shape[2]
+        packed = _conv.winograd_packed(r, C, K, weight.dtype, m)
+        if not self.kept and packed.nbytes > self._TRANSIENT_BYTES:
+            self._state = None
+            return None, False
+        return packed, False
 
-    def commit(self, weight, snapshot, packed, m=4):
+    def commit(self, weight, snapshot, packed, m=4, shape=None):
         """Publish ``packed``, filled from ``weight`` whose values were ``snapshot``."""
-        self._state = (weight, (weight.shape, weight.dtype, _conv.isa_id(), m), snapshot, packed)
+        shape = weight.shape if shape is None else tuple(shape)
+        self._state = (weight, (weight.shape, weight.dtype, _conv.isa_id(), m, shape), snapshot, packed)
+
+
+def _kept_winograd(x, weight, kernel, shape, bias, y, pad, act, slope, nt, cache, **kw):
+    """conv2d_winograd of x with the kernel ``kernel()`` of ``shape`` (``weight``, or a
+    rearrangement of it), its transform kept in ``cache`` (or None) for ``weight``;
+    ``kw``: conv2d_winograd's pooled_from, x_phases or y_phases."""
+    packed = None
+    if cache is not None:
+        pooled, y_phases = kw.get("pooled_from"), kw.get("y_phases")
+        P, Q = pooled if pooled is not None else y_phases[4:] if y_phases is not None else y.shape[2:]
+        m = _conv.winograd_tile(shape[2], x.shape[0], P, Q, pooled is not None)
+        packed, ready = cache.lookup(weight, m, shape)
+    if packed is None:
+        return _conv.conv2d_winograd(x, kernel(), bias, y, pad, act, slope, nt, **kw)
+    if ready:
+        # the kernel reads only the kept transform (and the shape) of its weight argument
+        return _conv.conv2d_winograd(x, np.empty(shape, dtype=weight.dtype), bias, y, pad, act, slope, nt,
+                                     packed, True, **kw)
+    snapshot = weight.copy()
+    _conv.conv2d_winograd(x, kernel(), bias, y, pad, act, slope, nt, packed, False, **kw)
+    cache.commit(weight, snapshot, packed, m, shape)
+    return y
 
 
 def _phase_winograd(n, weight, groups, stride, dilation, out_hw, data=False):
@@ -153,16 +195,8 @@ def _whole(in_hw, weight, groups, pad, dilation):
 def _winograd_forward(x, weight, bias, y, pad, act, slope, nt, cache, pooled_from=None):
     """The Winograd forward, reading the transformed weights from ``cache`` (or None)
     and filling it."""
-    if cache is None:
-        return _conv.conv2d_winograd(x, weight, bias, y, pad, act, slope, nt, pooled_from=pooled_from)
-    P, Q = y.shape[2:] if pooled_from is None else pooled_from
-    m = _conv.winograd_tile(weight.shape[2], x.shape[0], P, Q, pooled_from is not None)
-    packed, ready = cache.lookup(weight, m)
-    snapshot = None if ready else weight.copy()
-    _conv.conv2d_winograd(x, weight, bias, y, pad, act, slope, nt, packed, ready, pooled_from)
-    if not ready:
-        cache.commit(weight, snapshot, packed, m)
-    return y
+    return _kept_winograd(x, weight, lambda: weight, weight.shape, bias, y, pad, act, slope, nt, cache,
+                          pooled_from=pooled_from)
 
 
 def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, cache=None):
@@ -172,14 +206,15 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
         _linear_into(x.reshape(N, -1), weight.reshape(K, -1), bias, y.reshape(N, K), act, slope, nt)
         return y
     if _winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:],
-                 _WINO_TILES if cache is None else _WINO_TILES_KEPT):
+                 _WINO_TILES_KEPT if cache is not None and cache.kept else _WINO_TILES):
         return _winograd_forward(x, weight, bias, y, pad, act, slope, nt, cache)
     K, Cg, R, S = weight.shape
     if _conv.direct3(Cg, K, R, S, stride, dilation, groups, pad, x.dtype):
         return _conv.conv3x3_direct(x, weight, bias, y, pad, act, slope, nt)
     if _phase_winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:]):
-        return _conv.conv2d_winograd(x, _phase_weight(weight, stride, phase_major=True), bias, y, (0, 0),
-                                     act, slope, nt, x_phases=stride + pad)
+        return _kept_winograd(x, weight, lambda: _phase_weight(weight, stride, phase_major=True),
+                              _phase_shape_of(weight, stride), bias, y, (0, 0), act, slope, nt, cache,
+                              x_phases=stride + pad)
     if _phased(weight, stride, dilation, groups, direct=True):
         xph = _phase_image(x, stride, pad, _phase_shape(y.shape[2:], weight, stride), nt)
         _conv.conv2d_forward(xph, _phase_weight(weight, stride), bias, y, groups, (1, 1), (0, 0),
@@ -189,9 +224,10 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
     return y
 
 
-def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bias=None):
+def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bias=None, cache=None):
     """Gradient of a convolution wrt its input, written into ``out`` (N, C, H, W), plus
-    ``bias`` (C,) per channel if given (a transposed convolution's forward)."""
+    ``bias`` (C,) per channel if given (a transposed convolution's forward); ``cache``:
+    a WeightCache (or None) for the transformed weights of the Winograd paths."""
     K, Cg, R, S = weight.shape
     if _whole(out.shape[2:], weight, groups, pad, dilation):
         N = out.shape[0]
@@ -203,11 +239,11 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bia
         fpad = (2 - pad[0], 2 - pad[1])
         wino = _winograd(grad_out.shape[0], weight.transpose(1, 0, 2, 3), groups, stride, dilation,
                          out.shape[2:])
-        if wino or _conv.direct3(K, Cg, R, S, stride, dilation, groups, fpad, out.dtype):
-            flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-            if wino:
-                return _conv.conv2d_winograd(grad_out, flipped, bias, out, fpad, 0, 0.0, nt)
-            return _conv.conv3x3_direct(grad_out, flipped, bias, out, fpad, 0, 0.0, nt)
+        if wino:
+            return _kept_winograd(grad_out, weight, lambda: _flip_transpose(weight), (Cg, K, R, S), bias, out,
+                                  fpad, 0, 0.0, nt, cache)
+        if _conv.direct3(K, Cg, R, S, stride, dilation, groups, fpad, out.dtype):
+            return _conv.conv3x3_direct(grad_out, _flip_transpose(weight), bias, out, fpad, 0, 0.0, nt)
     phased = _phased(weight, stride, dilation)
     if phased:
         hs_ws = _phase_shape(grad_out.shape[2:], weight, stride)
@@ -218,10 +254,11 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bia
             # pixels no phase reaches (past the last window) hold 0 (plus the bias)
             if out.shape[2] + pad[0] > sh * hs_ws[0] or out.shape[3] + pad[1] > sw * hs_ws[1]:
                 out[...] = 0 if bias is None else bias.reshape(1, -1, 1, 1)
-            return _conv.conv2d_winograd(grad_out, _phase_weight(weight, stride, True, True),
-                                         None if bias is None else np.tile(bias, sh * sw), out,
-                                         (R // sh - 1, S // sw - 1), 0, 0.0, nt,
-                                         y_phases=stride + pad + hs_ws)
+            return _kept_winograd(grad_out, weight, lambda: _phase_weight(weight, stride, True, True),
+                                  _phase_shape_of(weight, stride, True),
+                                  None if bias is None else np.tile(bias, sh * sw), out,
+                                  (R // sh - 1, S // sw - 1), 0, 0.0, nt, cache,
+                                  y_phases=stride + pad + hs_ws)
     if _conv.pixel_major_data(grad_out, weight, out, groups, stride, pad, dilation):
         return _conv.conv2d_backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bias)
     if phased:
@@ -241,6 +278,11 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bia
         return _conv.conv2d_forward(grad_out, flipped, bias, out, groups, (1, 1), (top, left), dilation,
                                     0, 0.0, nt)
     return _conv.conv2d_backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bias)
+
+
+def _flip_transpose(weight):
+    """(K, C, R, S) -> (C, K, R, S), each kernel flipped: the input gradient's."""
+    return np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
 
 
 def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb=None):
@@ -361,10 +403,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     ``padding``: int, pair, 'same' or 'valid'. ``activation`` None, 'relu' or
     'leaky_relu' is applied in the GEMM epilogue together with the bias.
     ``weight_cache``: a :class:`WeightCache` kept across calls with the same
-    weights (inference), so that transformed weights are reused.
+    weights, so that transformed weights are reused.
     """
-    if weight_cache is not None and type(weight_cache) is not WeightCache:
-        raise TypeError(f"weight_cache must be a WeightCache or None, got {type(weight_cache).__name__}")
+    _check_cache(weight_cache)
     x, unbatched = _input(x, "x")
     weight, bias, groups, stride, pad, dilation, (P, Q) = _conv_args(
         x, weight, bias, stride, padding, dilation, groups)
@@ -374,6 +415,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     _forward(x, weight, bias, y, groups, stride, pad, dilation, act, float(negative_slope),
              n_threads(_flops(y.size, weight)), weight_cache)
     return y[0] if unbatched else y
+
+
+def _check_cache(weight_cache):
+    if weight_cache is not None and type(weight_cache) is not WeightCache:
+        raise TypeError(f"weight_cache must be a WeightCache or None, got {type(weight_cache).__name__}")
 
 
 _POOL2_PLANS = Memo()
@@ -450,8 +496,13 @@ def _pool2_plan(x, weight, bias, stride, padding, dilation, groups, activation, 
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1,
-                    need_grad_input=True):
-    """Gradients of ``conv2d``: (grad_x or None, grad_weight, grad_bias)."""
+                    need_grad_input=True, weight_cache=None):
+    """Gradients of ``conv2d``: (grad_x or None, grad_weight, grad_bias).
+
+    ``weight_cache``: a :class:`WeightCache` for the transformed weights of the
+    input gradient (not the forward's: they differ), reused while they stay the same.
+    """
+    _check_cache(weight_cache)
     x, unbatched = _input(x, "x")
     weight, _, groups, stride, pad, dilation, (P, Q) = _conv_args(
         x, weight, None, stride, padding, dilation, groups, "conv2d_backward")
@@ -466,7 +517,8 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     nt = n_threads(_flops(grad_out.size, weight))
     gx = None
     if need_grad_input:
-        gx = _backward_data(grad_out, weight, np.empty_like(x), groups, stride, pad, dilation, nt)
+        gx = _backward_data(grad_out, weight, np.empty_like(x), groups, stride, pad, dilation, nt,
+                            cache=weight_cache)
         if unbatched:
             gx = gx[0]
     gw = np.empty_like(weight)
@@ -523,21 +575,31 @@ def _convt_args(x, weight, bias, stride, padding, output_padding, groups, dilati
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1):
-    """Transposed convolution of ``x`` (N, C_in, H, W) with ``weight`` (C_in, C_out/groups, R, S)."""
+                     dilation=1, weight_cache=None):
+    """Transposed convolution of ``x`` (N, C_in, H, W) with ``weight`` (C_in, C_out/groups, R, S).
+
+    ``weight_cache``: a :class:`WeightCache` for its transformed weights, reused while
+    they stay the same.
+    """
+    _check_cache(weight_cache)
     x, unbatched = _input(x, "x")
     weight, bias, groups, stride, padding, dilation, out_shape = _convt_args(
         x, weight, bias, stride, padding, output_padding, groups, dilation)
     x = np.ascontiguousarray(x)
     nt = n_threads(_flops(x.size, weight))
     y = _backward_data(x, weight, np.empty(out_shape, dtype=x.dtype), groups, stride, padding, dilation, nt,
-                       bias)
+                       bias, weight_cache)
     return y[0] if unbatched else y
 
 
 def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_padding=0,
-                              groups=1, dilation=1, need_grad_input=True):
-    """Gradients of ``conv_transpose2d``: (grad_x or None, grad_weight, grad_bias)."""
+                              groups=1, dilation=1, need_grad_input=True, weight_cache=None):
+    """Gradients of ``conv_transpose2d``: (grad_x or None, grad_weight, grad_bias).
+
+    ``weight_cache``: a :class:`WeightCache` for the transformed weights of the input
+    gradient (a convolution's forward), reused while they stay the same.
+    """
+    _check_cache(weight_cache)
     x, unbatched = _input(x, "x")
     weight, _, groups, stride, padding, dilation, out_shape = _convt_args(
         x, weight, None, stride, padding, output_padding, groups, dilation,
@@ -554,7 +616,7 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
     gx = None
     if need_grad_input:
         gx = np.empty_like(x)
-        _forward(grad_out, weight, None, gx, groups, stride, padding, dilation, 0, 0.0, nt)
+        _forward(grad_out, weight, None, gx, groups, stride, padding, dilation, 0, 0.0, nt, weight_cache)
         if unbatched:
             gx = gx[0]
     gw = np.empty_like(weight)

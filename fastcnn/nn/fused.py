@@ -226,7 +226,7 @@ class FusedBlock:
         call, pooled = None, False
         eval_mode = not layer.training
         if self._is_conv:
-            cache = layer._weight_cache() if eval_mode else None
+            cache = layer._weight_cache()
             args = (layer.stride, layer._pad, layer.dilation, layer.groups, self.activation, self.slope, cache)
             if pool is not None and eval_mode and not pool.training and pool._is_2x2():
                 # in eval mode, a kernel that pools as it stores where there is one
@@ -313,7 +313,8 @@ class FusedBlock:
             g = self.pool.backward(g)
         if self._is_conv:
             gx, gw, gb = F.conv2d_backward(g, x, w2, layer.stride, layer._pad, layer.dilation, layer.groups,
-                                           need_grad_input=need_input_grad)
+                                           need_grad_input=need_input_grad,
+                                           weight_cache=layer._weight_cache(data=True))
             if gb is None:
                 gb = g.sum(axis=(0, 2, 3))
         else:

@@ -128,6 +128,20 @@ class _ConvNd(Module):
         """PyTorch's default: kaiming_uniform_(a=sqrt(5)) weights, U(+-1/sqrt(fan_in)) bias."""
         init.default_init_(self.weight, self.bias, generator=generator)
 
+    def _weight_cache(self, data=False):
+        """The transformed weights of the convolution's forward (of the transposed
+        convolution's backward), or with ``data`` of its input gradient, kept between
+        calls: for as long as the weights stay the same in eval mode, and between
+        passes with unchanged weights in training (see WeightCache's ``kept``)."""
+        caches = self.__dict__.get("_wcaches")
+        if caches is None:
+            caches = self.__dict__["_wcaches"] = {}
+        key = (bool(data), not self.training)
+        c = caches.get(key)
+        if c is None:
+            c = caches[key] = WeightCache(kept=key[1])
+        return c
+
     def _who(self):
         return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, ...)"
 
@@ -172,14 +186,7 @@ class Conv2d(_ConvNd):
         b = self.bias
         return F.conv2d(x, self.weight.data, None if b is None else b.data,
                         self.stride, self._pad, self.dilation, self.groups,
-                        weight_cache=None if self.training else self._weight_cache())
-
-    def _weight_cache(self):
-        """The transformed weights kept between calls in eval mode."""
-        c = self.__dict__.get("_wcache")
-        if c is None:
-            c = self.__dict__["_wcache"] = WeightCache()
-        return c
+                        weight_cache=self._weight_cache())
 
     def backward(self, grad_out, need_input_grad=True):
         x = self._x
@@ -188,7 +195,8 @@ class Conv2d(_ConvNd):
         w = self.weight.data
         g = _grad_as(grad_out, w.dtype)
         gx, gw, gb = F.conv2d_backward(g, x, w, self.stride, self._pad, self.dilation, self.groups,
-                                       need_grad_input=need_input_grad)
+                                       need_grad_input=need_input_grad,
+                                       weight_cache=self._weight_cache(data=True))
         accumulate(self.weight, gw)
         if self.bias is not None:
             accumulate(self.bias, gb if gb is not None else g.sum(axis=(0, 2, 3)))
@@ -210,7 +218,8 @@ class ConvTranspose2d(_ConvNd):
         self._x = x
         b = self.bias
         return F.conv_transpose2d(x, self.weight.data, None if b is None else b.data, self.stride,
-                                  self._pad, self.output_padding, self.groups, self.dilation)
+                                  self._pad, self.output_padding, self.groups, self.dilation,
+                                  weight_cache=self._weight_cache(data=True))
 
     def backward(self, grad_out, need_input_grad=True):
         x = self._x
@@ -219,7 +228,8 @@ class ConvTranspose2d(_ConvNd):
         w = self.weight.data
         g = _grad_as(grad_out, w.dtype)
         gx, gw, gb = F.conv_transpose2d_backward(g, x, w, self.stride, self._pad, self.output_padding,
-                                                 self.groups, self.dilation, need_grad_input=need_input_grad)
+                                                 self.groups, self.dilation, need_grad_input=need_input_grad,
+                                                 weight_cache=self._weight_cache())
         accumulate(self.weight, gw)
         if self.bias is not None:
             accumulate(self.bias, gb if gb is not None else g.sum(axis=(0, 2, 3)))
