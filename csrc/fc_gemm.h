@@ -309,7 +309,8 @@ int fc_direct3_wgrad_s(const float *x, const float *dy, float *dw, float *db, in
  * xin: NULL, or x is the image (N, C / (sh sw), xin->H, xin->W) whose phases
  * are the H x W input (ph and pw are then 0). yout: NULL, or y is the
  * image (N, K / (sh sw), yout->H, yout->W) whose phases the P x Q output
- * fills (pixels no phase reaches are left as they are; no pooling).
+ * fills, channel k its phase k % (sh sw) of the image's channel k / (sh sw)
+ * (pixels no phase reaches are left as they are; no pooling).
  * Return 0. */
 size_t fc_wino_ws_s(int f, int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
 size_t fc_wino_ws_d(int f, int N, int C, int K, int P, int Q, int nthreads, size_t *upack);

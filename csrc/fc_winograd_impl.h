@@ -395,31 +395,49 @@ static void WN(wino_out)(const T *M, long ms, int Ks, int K, int tw, int t0, int
                 continue;
             }
 #endif
-            TRANSPOSE(o, FC_WINO_L, ot, WM * WM, WM * WM, FC_WINO_L);
             if (yout) {
-                /* channel k is phase (a, b) of the image's channel c: pixel (i, j)
-                 * of the tile goes to (i sh + a - ph, j sw + b - pw) */
-                const int sh = yout->sh, sw = yout->sw, YH = yout->H, YW = yout->W, C0 = K / (sh * sw);
-                int ab = k0 / C0, c = k0 % C0;
-                for (int l = 0; l < kn; l++, c++) {
-                    if (c == C0) {
-                        c = 0;
-                        ab++;
+                /* channel k is phase (a, b) of the image's channel c = k / (sh sw):
+                 * pixel (i, j) of the tile goes to (i sh + a - ph, j sw + b - pw) */
+                const int sh = yout->sh, sw = yout->sw, S2 = sh * sw, YH = yout->H, YW = yout->W;
+                if (sh == 2 && sw == 2 && kn == FC_WINO_L) {
+                    /* four channels of four phases: a tile row and a phase row are
+                     * 2 m consecutive pixels of the image row, the phases b = 0, 1
+                     * of a pixel adjacent lanes */
+                    const int w0 = 2 * (WM * J) - yout->pw;
+                    const int lo = w0 < 0 ? -w0 : 0, hi = w0 + 2 * cols > YW ? YW - w0 : 2 * cols;
+                    for (int cl = 0; cl < FC_WINO_L / 4; cl++) {
+                        T *yc = y + (long)(k0 / 4 + cl) * YH * YW;
+                        for (int rr = 0; rr < rows; rr++)
+                            for (int a = 0; a < 2; a++) {
+                                const int h = (WM * I + rr) * 2 + a - yout->ph;
+                                if (h < 0 || h >= YH) continue;
+                                const T *src = o + (long)rr * WM * FC_WINO_L + cl * 4 + a * 2;
+                                T line[2 * WM];
+                                for (int q = 0; q < WM; q++) {
+                                    line[2 * q] = src[q * FC_WINO_L];
+                                    line[2 * q + 1] = src[q * FC_WINO_L + 1];
+                                }
+                                T *yr = yc + (long)h * YW + w0;
+                                for (int u = lo; u < hi; u++) yr[u] = line[u];
+                            }
                     }
-                    const int a = ab / sw, b = ab % sw;
+                    continue;
+                }
+                for (int l = 0; l < kn; l++) {
+                    const int c = (k0 + l) / S2, ab = (k0 + l) % S2, a = ab / sw, b = ab % sw;
                     T *yc = y + (long)c * YH * YW;
-                    const T *ol = ot + l * WM * WM;
                     for (int rr = 0; rr < rows; rr++) {
                         const int h = (WM * I + rr) * sh + a - yout->ph;
                         if (h < 0 || h >= YH) continue;
                         for (int q = 0; q < cols; q++) {
                             const int wc = (WM * J + q) * sw + b - yout->pw;
-                            if (wc >= 0 && wc < YW) yc[(long)h * YW + wc] = ol[WM * rr + q];
+                            if (wc >= 0 && wc < YW) yc[(long)h * YW + wc] = o[(rr * WM + q) * FC_WINO_L + l];
                         }
                     }
                 }
                 continue;
             }
+            TRANSPOSE(o, FC_WINO_L, ot, WM * WM, WM * WM, FC_WINO_L);
             for (int l = 0; l < kn; l++) {
                 T *yk = y + (long)(k0 + l) * PQ + (long)(WM * I) * Q + WM * J;
                 const T *ol = ot + l * WM * WM;

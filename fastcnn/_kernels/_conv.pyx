@@ -414,7 +414,8 @@ def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple pad
     then holds. ``x_phases`` (sh, sw, ph, pw): x is an image whose phases (padded by
     ph, pw; C sh sw channels of P + r - 1 x Q + r - 1 pixels, no further padding) the
     convolution reads. ``y_phases`` (sh, sw, ph, pw, P, Q): y is an image (N, K / (sh sw),
-    H, W) whose phases the P x Q output fills (pixels no phase reaches left alone)."""
+    H, W) whose phases the P x Q output fills, channel k the phase k % (sh sw) of the
+    image's channel k / (sh sw) (pixels no phase reaches left alone)."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], P = y.shape[2], Q = y.shape[3], r = w.shape[2]
     cdef int ph = padding[0], pw = padding[1], rc

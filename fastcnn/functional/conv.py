@@ -254,9 +254,9 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bia
             # pixels no phase reaches (past the last window) hold 0 (plus the bias)
             if out.shape[2] + pad[0] > sh * hs_ws[0] or out.shape[3] + pad[1] > sw * hs_ws[1]:
                 out[...] = 0 if bias is None else bias.reshape(1, -1, 1, 1)
-            return _kept_winograd(grad_out, weight, lambda: _phase_weight(weight, stride, True, True),
+            return _kept_winograd(grad_out, weight, lambda: _phase_weight(weight, stride, True),
                                   _phase_shape_of(weight, stride, True),
-                                  None if bias is None else np.tile(bias, sh * sw), out,
+                                  None if bias is None else np.repeat(bias, sh * sw), out,
                                   (R // sh - 1, S // sw - 1), 0, 0.0, nt, cache,
                                   y_phases=stride + pad + hs_ws)
     if _conv.pixel_major_data(grad_out, weight, out, groups, stride, pad, dilation):
