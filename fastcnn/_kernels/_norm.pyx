@@ -1,10 +1,11 @@
 # cython: language_level=3
 """Batch normalisation kernels on an (N, C, L) view (L = H*W, or 1 for BatchNorm1d).
 
-Parallel over channels: one thread computes a channel's statistics, in a
-fixed order (eight double accumulators in fixed lanes over each contiguous
-run of L values, runs added in n order), and then normalises that channel while its data is
-still in cache. Results are bitwise identical for any thread count.
+Every pass runs over the N*C runs of L contiguous values (run r = n C + c is
+channel c of image n) in memory order, shared among the threads in equal
+blocks of runs. A run's sums are taken in a fixed order (eight double
+accumulators in fixed lanes) and kept; a channel's statistics then add its
+runs' sums in n order. Results are bitwise identical for any thread count.
 """
 cimport cython
 from cython cimport floating
@@ -42,8 +43,9 @@ cdef extern from *:
     #define FC_STREAM_f32(dst, v) _mm_stream_ps((dst), (v))
     #define FC_STREAM_f64(dst, v) _mm_stream_pd((dst), (v))
     #define FC_DEFINE_BN_ELEMENTWISE(T, SFX, VT, W, LOADU, SET1, ADD, SUB, MUL)                \
-    FC_NORM_CLONES void fc_bn_affine_##SFX(const T *restrict x, T *restrict y, Py_ssize_t n,   \
-                                           T s, T t, int stream) {                             \
+    static inline __attribute__((always_inline))                                               \
+    void fc_bn_affine_##SFX(const T *restrict x, T *restrict y, Py_ssize_t n,                  \
+                            T s, T t, int stream) {                                            \
         Py_ssize_t i = 0;                                                                     \
         FC_IF_STREAM(                                                                         \
         if (stream) {                                                                         \
@@ -53,9 +55,9 @@ cdef extern from *:
         })                                                                                    \
         for (; i < n; i++) y[i] = x[i] * s + t;                                               \
     }                                                                                         \
-    FC_NORM_CLONES void fc_bn_grad_##SFX(const T *restrict g, const T *restrict x,             \
-                                         T *restrict gx, Py_ssize_t n, T a, T b, T m, T k,     \
-                                         int stream) {                                         \
+    static inline __attribute__((always_inline))                                               \
+    void fc_bn_grad_##SFX(const T *restrict g, const T *restrict x,                            \
+                          T *restrict gx, Py_ssize_t n, T a, T b, T m, T k, int stream) {      \
         Py_ssize_t i = 0;                                                                     \
         FC_IF_STREAM(                                                                         \
         if (stream) {                                                                         \
@@ -100,7 +102,8 @@ cdef extern from *:
     #define FC_VSUM(v0, v1) ((((v0)[0] + (v0)[1]) + ((v0)[2] + (v0)[3])) +                     \
                              (((v1)[0] + (v1)[1]) + ((v1)[2] + (v1)[3])))
     #define FC_DEFINE_BN(T, SFX)                                                               \
-    FC_NORM_CLONES double fc_bn_sum_##SFX(const T *restrict a, Py_ssize_t n) {                \
+    static inline __attribute__((always_inline))                                               \
+    double fc_bn_sum_##SFX(const T *restrict a, Py_ssize_t n) {                               \
         fc_v4d s0 = {0, 0, 0, 0}, s1 = {0, 0, 0, 0}, u, v;                                    \
         Py_ssize_t i = 0;                                                                     \
         for (; i + 8 <= n; i += 8) {                                                          \
@@ -110,7 +113,8 @@ cdef extern from *:
         for (; i < n; i++) s0[0] += (double)a[i];                                             \
         return FC_VSUM(s0, s1);                                                               \
     }                                                                                         \
-    FC_NORM_CLONES double fc_bn_sumsq_dev_##SFX(const T *restrict a, Py_ssize_t n, double m) { \
+    static inline __attribute__((always_inline))                                               \
+    double fc_bn_sumsq_dev_##SFX(const T *restrict a, Py_ssize_t n, double m) {               \
         fc_v4d s0 = {0, 0, 0, 0}, s1 = {0, 0, 0, 0}, u, v;                                    \
         Py_ssize_t i = 0;                                                                     \
         for (; i + 8 <= n; i += 8) {                                                          \
@@ -121,9 +125,10 @@ cdef extern from *:
         for (; i < n; i++) { double d = (double)a[i] - m; s0[0] += d * d; }                   \
         return FC_VSUM(s0, s1);                                                               \
     }                                                                                         \
-    FC_NORM_CLONES void fc_bn_sum_g_gdev_##SFX(const T *restrict g, const T *restrict x,       \
-                                               Py_ssize_t n, double m,                         \
-                                               double *restrict sg, double *restrict sgd) {    \
+    static inline __attribute__((always_inline))                                               \
+    void fc_bn_sum_g_gdev_##SFX(const T *restrict g, const T *restrict x,                      \
+                                Py_ssize_t n, double m,                                        \
+                                double *restrict sg, double *restrict sgd) {                   \
         fc_v4d a0 = {0, 0, 0, 0}, a1 = {0, 0, 0, 0}, b0 = {0, 0, 0, 0}, b1 = {0, 0, 0, 0};    \
         fc_v4d g0, g1, x0, x1;                                                                \
         Py_ssize_t i = 0;                                                                     \
@@ -143,21 +148,21 @@ cdef extern from *:
     }
     #else
     #define FC_DEFINE_BN(T, SFX)                                                               \
-    double fc_bn_sum_##SFX(const T *a, Py_ssize_t n) {                                        \
+    static inline double fc_bn_sum_##SFX(const T *a, Py_ssize_t n) {                          \
         double s[8] = {0}; Py_ssize_t i = 0;                                                  \
         for (; i + 8 <= n; i += 8) for (int k = 0; k < 8; k++) s[k] += (double)a[i + k];      \
         for (; i < n; i++) s[0] += (double)a[i];                                              \
         return (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));           \
     }                                                                                         \
-    double fc_bn_sumsq_dev_##SFX(const T *a, Py_ssize_t n, double m) {                        \
+    static inline double fc_bn_sumsq_dev_##SFX(const T *a, Py_ssize_t n, double m) {          \
         double s[8] = {0}; Py_ssize_t i = 0;                                                  \
         for (; i + 8 <= n; i += 8) for (int k = 0; k < 8; k++) {                              \
             double d = (double)a[i + k] - m; s[k] += d * d; }                                 \
         for (; i < n; i++) { double d = (double)a[i] - m; s[0] += d * d; }                    \
         return (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));           \
     }                                                                                         \
-    void fc_bn_sum_g_gdev_##SFX(const T *g, const T *x, Py_ssize_t n, double m,               \
-                                double *sg, double *sgd) {                                    \
+    static inline void fc_bn_sum_g_gdev_##SFX(const T *g, const T *x, Py_ssize_t n, double m,   \
+                                              double *sg, double *sgd) {                      \
         double a[8] = {0}, b[8] = {0}; Py_ssize_t i = 0;                                      \
         for (; i + 8 <= n; i += 8) for (int k = 0; k < 8; k++) {                              \
             double gv = (double)g[i + k]; a[k] += gv; b[k] += gv * ((double)x[i + k] - m); }  \
@@ -168,86 +173,103 @@ cdef extern from *:
     #endif
     FC_DEFINE_BN(float, f32)
     FC_DEFINE_BN(double, f64)
+    /* The passes over runs r0 .. r1 (run r: the L values at x + r L, of channel
+       r % C): a run's sum s[r] and its sum of squared deviations q[r] from its
+       own mean; y = x scale[c] + shift[c]; the gradient's sums sg[r] = sum(g),
+       sgd[r] = sum(g (x - mean[c])); gx = (g - a[c] - (x - m[c]) b[c]) k[c]. */
+    #define FC_DEFINE_BN_RUNS(T, SFX)                                                          \
+    FC_NORM_CLONES void fc_bn_run_stats_##SFX(const T *restrict x, Py_ssize_t r0, Py_ssize_t r1, \
+                                              Py_ssize_t L, double *restrict s,                \
+                                              double *restrict q) {                            \
+        for (Py_ssize_t r = r0; r < r1; r++) {                                                \
+            const double t = fc_bn_sum_##SFX(x + r * L, L);                                   \
+            s[r] = t;                                                                         \
+            q[r] = fc_bn_sumsq_dev_##SFX(x + r * L, L, t / (double)L);                        \
+        }                                                                                     \
+    }                                                                                         \
+    FC_NORM_CLONES void fc_bn_affine_runs_##SFX(const T *restrict x, T *restrict y,            \
+                                                Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,    \
+                                                Py_ssize_t L, const T *scale, const T *shift,  \
+                                                int stream) {                                  \
+        for (Py_ssize_t r = r0; r < r1; r++)                                                  \
+            fc_bn_affine_##SFX(x + r * L, y + r * L, L, scale[r % C], shift[r % C], stream);  \
+        if (stream) fc_bn_sfence();                                                           \
+    }                                                                                         \
+    FC_NORM_CLONES void fc_bn_run_gsums_##SFX(const T *restrict g, const T *restrict x,        \
+                                              Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,      \
+                                              Py_ssize_t L, const double *mean,                \
+                                              double *restrict sg, double *restrict sgd) {     \
+        for (Py_ssize_t r = r0; r < r1; r++) {                                                \
+            sg[r] = 0;                                                                        \
+            sgd[r] = 0;                                                                       \
+            fc_bn_sum_g_gdev_##SFX(g + r * L, x + r * L, L, mean[r % C], sg + r, sgd + r);    \
+        }                                                                                     \
+    }                                                                                         \
+    FC_NORM_CLONES void fc_bn_grad_runs_##SFX(const T *restrict g, const T *restrict x,        \
+                                              T *restrict gx, Py_ssize_t r0, Py_ssize_t r1,    \
+                                              Py_ssize_t C, Py_ssize_t L, const T *a,          \
+                                              const T *b, const T *m, const T *k, int stream) { \
+        for (Py_ssize_t r = r0; r < r1; r++) {                                                \
+            const Py_ssize_t c = r % C;                                                       \
+            fc_bn_grad_##SFX(g + r * L, x + r * L, gx + r * L, L, a[c], b[c], m[c], k[c], stream); \
+        }                                                                                     \
+        if (stream) fc_bn_sfence();                                                           \
+    }
+    FC_DEFINE_BN_RUNS(float, f32)
+    FC_DEFINE_BN_RUNS(double, f64)
     """
-    void fc_bn_prefetch(const void* p, Py_ssize_t nbytes) noexcept nogil
-    double fc_bn_sum_f32(const float* a, Py_ssize_t n) noexcept nogil
-    double fc_bn_sum_f64(const double* a, Py_ssize_t n) noexcept nogil
-    double fc_bn_sumsq_dev_f32(const float* a, Py_ssize_t n, double m) noexcept nogil
-    double fc_bn_sumsq_dev_f64(const double* a, Py_ssize_t n, double m) noexcept nogil
-    void fc_bn_sum_g_gdev_f32(const float* g, const float* x, Py_ssize_t n, double m,
-                              double* sg, double* sgd) noexcept nogil
-    void fc_bn_sum_g_gdev_f64(const double* g, const double* x, Py_ssize_t n, double m,
-                              double* sg, double* sgd) noexcept nogil
-    void fc_bn_sfence() noexcept nogil
-    void fc_bn_affine_f32(const float* x, float* y, Py_ssize_t n, float s, float t,
-                          int stream) noexcept nogil
-    void fc_bn_affine_f64(const double* x, double* y, Py_ssize_t n, double s, double t,
-                          int stream) noexcept nogil
-    void fc_bn_grad_f32(const float* g, const float* x, float* gx, Py_ssize_t n,
-                        float a, float b, float m, float k, int stream) noexcept nogil
-    void fc_bn_grad_f64(const double* g, const double* x, double* gx, Py_ssize_t n,
-                        double a, double b, double m, double k, int stream) noexcept nogil
+    void fc_bn_run_stats_f32(const float* x, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t L,
+                             double* s, double* q) noexcept nogil
+    void fc_bn_run_stats_f64(const double* x, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t L,
+                             double* s, double* q) noexcept nogil
+    void fc_bn_affine_runs_f32(const float* x, float* y, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,
+                               Py_ssize_t L, const float* scale, const float* shift, int stream) noexcept nogil
+    void fc_bn_affine_runs_f64(const double* x, double* y, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,
+                               Py_ssize_t L, const double* scale, const double* shift, int stream) noexcept nogil
+    void fc_bn_run_gsums_f32(const float* g, const float* x, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,
+                             Py_ssize_t L, const double* mean, double* sg, double* sgd) noexcept nogil
+    void fc_bn_run_gsums_f64(const double* g, const double* x, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,
+                             Py_ssize_t L, const double* mean, double* sg, double* sgd) noexcept nogil
+    void fc_bn_grad_runs_f32(const float* g, const float* x, float* gx, Py_ssize_t r0, Py_ssize_t r1,
+                             Py_ssize_t C, Py_ssize_t L, const float* a, const float* b, const float* m,
+                             const float* k, int stream) noexcept nogil
+    void fc_bn_grad_runs_f64(const double* g, const double* x, double* gx, Py_ssize_t r0, Py_ssize_t r1,
+                             Py_ssize_t C, Py_ssize_t L, const double* a, const double* b, const double* m,
+                             const double* k, int stream) noexcept nogil
 
 
-cdef inline double _sum(const floating* a, Py_ssize_t n) noexcept nogil:
-    """Sum of n contiguous values in double; fixed order."""
-    if floating is float:
-        return fc_bn_sum_f32(a, n)
-    else:
-        return fc_bn_sum_f64(a, n)
+import numpy as np
+
+# Runs a task: blocks of about RUN_ELEMS values, so that a task's reads stream.
+cdef enum:
+    RUN_ELEMS = 4096
 
 
-cdef inline double _sum_sq_dev(const floating* a, Py_ssize_t n, double m) noexcept nogil:
-    """Sum of (a - m)^2 over n contiguous values in double; fixed order."""
-    if floating is float:
-        return fc_bn_sumsq_dev_f32(a, n, m)
-    else:
-        return fc_bn_sumsq_dev_f64(a, n, m)
+cdef inline Py_ssize_t _runs_per_task(Py_ssize_t L) noexcept nogil:
+    return max(1, RUN_ELEMS // max(L, 1))
 
 
-cdef inline void _sum_g_gdev(const floating* g, const floating* x, Py_ssize_t n, double m,
-                             double* sg, double* sgd) noexcept nogil:
-    """sg += sum(g), sgd += sum(g * (x - m)) over n contiguous values; fixed order."""
-    if floating is float:
-        fc_bn_sum_g_gdev_f32(g, x, n, m, sg, sgd)
-    else:
-        fc_bn_sum_g_gdev_f64(g, x, n, m, sg, sgd)
+cdef void _stats(const floating* x, Py_ssize_t R, Py_ssize_t L, double* s, double* q,
+                 int n_threads) noexcept nogil:
+    """s[r], q[r] of every run, in blocks of runs shared among the threads."""
+    cdef Py_ssize_t B = _runs_per_task(L), nb = (R + B - 1) // B, t
+    for t in prange(nb, schedule='static', num_threads=n_threads):
+        if floating is float:
+            fc_bn_run_stats_f32(x, t * B, min(R, (t + 1) * B), L, s, q)
+        else:
+            fc_bn_run_stats_f64(x, t * B, min(R, (t + 1) * B), L, s, q)
 
 
-cdef inline void _affine(const floating* x, floating* y, Py_ssize_t n,
-                         floating a, floating b, bint stream) noexcept nogil:
-    """y = x * a + b over n contiguous values."""
-    if floating is float:
-        fc_bn_affine_f32(x, y, n, a, b, stream)
-    else:
-        fc_bn_affine_f64(x, y, n, a, b, stream)
-
-
-cdef void _train_channel(
-        const floating[:, :, ::1] x,    # IN READ-ONLY (N, C, L)
-        floating[:, :, ::1] y,          # OUT          (N, C, L)
-        Py_ssize_t c, double w, double b, double eps,
-        floating* mean_out, floating* invstd_out, double* var_out, bint stream) noexcept nogil:
-    cdef Py_ssize_t N = x.shape[0], L = x.shape[2], n
-    cdef double M = <double>N * L, s = 0, mean, var, invstd, scale
-    for n in range(N):
-        if n + 1 < N:
-            fc_bn_prefetch(&x[n + 1, c, 0], L * sizeof(floating))
-        s += _sum(&x[n, c, 0], L)
-    mean = s / M
-    s = 0
-    for n in range(N):
-        s += _sum_sq_dev(&x[n, c, 0], L, mean)
-    var = s / M
-    invstd = 1.0 / sqrt(var + eps)
-    scale = w * invstd
-    for n in range(N):
-        _affine(&x[n, c, 0], &y[n, c, 0], L, <floating>scale, <floating>(b - mean * scale), stream)
-    if stream:
-        fc_bn_sfence()
-    mean_out[c] = <floating>mean
-    invstd_out[c] = <floating>invstd
-    var_out[c] = var
+cdef void _affine_runs(const floating* x, floating* y, Py_ssize_t R, Py_ssize_t C, Py_ssize_t L,
+                       const floating* scale, const floating* shift, bint stream,
+                       int n_threads) noexcept nogil:
+    """y = x scale[c] + shift[c] over every run."""
+    cdef Py_ssize_t B = _runs_per_task(L), nb = (R + B - 1) // B, t
+    for t in prange(nb, schedule='static', num_threads=n_threads):
+        if floating is float:
+            fc_bn_affine_runs_f32(x, y, t * B, min(R, (t + 1) * B), C, L, scale, shift, stream)
+        else:
+            fc_bn_affine_runs_f64(x, y, t * B, min(R, (t + 1) * B), C, L, scale, shift, stream)
 
 
 def batch_norm_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
@@ -256,61 +278,49 @@ def batch_norm_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
                              double[::1] var, bint stream, int n_threads):
     """Batch statistics per channel (biased var into ``var``), normalise, scale, shift.
 
-    ``stream`` writes y with non-temporal stores (same values).
+    A channel's variance adds its runs' squared deviations from their own means
+    and their means' squared deviations from the channel's (exact, and every term
+    non-negative). ``stream`` writes y with non-temporal stores (same values).
     """
-    cdef Py_ssize_t C = x.shape[1], c
-    if x.shape[0] == 0 or C == 0:
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2], R = N * C, c, n
+    if N == 0 or C == 0:
         return
-    for c in prange(C, schedule='static', nogil=True, num_threads=n_threads):
-        _train_channel(x, y, c, weight[c], bias[c], eps,
-                       &save_mean[0], &save_invstd[0], &var[0], stream)
+    cdef double[:, ::1] part = np.empty((2, R))
+    dt = np.float32 if floating is float else np.float64
+    cdef floating[::1] scale = np.empty(C, dtype=dt), shift = np.empty(C, dtype=dt)
+    cdef double M = <double>N * L, s, q, d, mean, v, invstd, sc
+    with nogil:
+        _stats(&x[0, 0, 0], R, L, &part[0, 0], &part[1, 0], n_threads)
+        for c in range(C):
+            s = 0
+            for n in range(N):
+                s = s + part[0, n * C + c]
+            mean = s / M
+            q = 0
+            for n in range(N):
+                d = part[0, n * C + c] / L - mean
+                q = q + (part[1, n * C + c] + L * d * d)
+            v = q / M
+            invstd = 1.0 / sqrt(v + eps)
+            sc = weight[c] * invstd
+            scale[c] = <floating>sc
+            shift[c] = <floating>(bias[c] - mean * sc)
+            save_mean[c] = <floating>mean
+            save_invstd[c] = <floating>invstd
+            var[c] = v
+        _affine_runs(&x[0, 0, 0], &y[0, 0, 0], R, C, L, &scale[0], &shift[0], stream, n_threads)
 
 
 def channel_affine(const floating[:, :, ::1] x, floating[:, :, ::1] y,
                    const double[::1] scale, const double[::1] shift, int n_threads):
     """y[n, c, :] = x[n, c, :] * scale[c] + shift[c] (evaluation mode)."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2], r, n, c
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
     if N == 0 or C == 0 or L == 0:
         return
-    for r in prange(N * C, schedule='static', nogil=True, num_threads=n_threads):
-        n = r // C
-        c = r - n * C
-        _affine(&x[n, c, 0], &y[n, c, 0], L, <floating>scale[c], <floating>shift[c], False)
-
-
-cdef void _backward_channel(
-        const floating[:, :, ::1] g,    # IN READ-ONLY (N, C, L)
-        const floating[:, :, ::1] x,    # IN READ-ONLY (N, C, L)
-        floating[:, :, ::1] gx,         # OUT          (N, C, L)
-        Py_ssize_t c, double w, double mean, double invstd, bint training,
-        double* gw_out, double* gb_out, bint stream) noexcept nogil:
-    cdef Py_ssize_t N = x.shape[0], L = x.shape[2], n, i
-    cdef double M = <double>N * L, sg = 0, sgd = 0
-    cdef floating k, a, b, m
-    for n in range(N):
-        if n + 1 < N:
-            fc_bn_prefetch(&g[n + 1, c, 0], L * sizeof(floating))
-            fc_bn_prefetch(&x[n + 1, c, 0], L * sizeof(floating))
-        _sum_g_gdev(&g[n, c, 0], &x[n, c, 0], L, mean, &sg, &sgd)
-    gb_out[c] = sg
-    gw_out[c] = sgd * invstd
-    k = <floating>(w * invstd)
-    if training:
-        # gx = w*invstd * (g - mean(g) - xhat * mean(g*xhat)),  xhat = (x-mean)*invstd
-        a = <floating>(sg / M)
-        b = <floating>(sgd * invstd * invstd / M)
-        m = <floating>mean
-        # last runs first: they are the ones the reduction left in cache
-        for n in range(N - 1, -1, -1):
-            if floating is float:
-                fc_bn_grad_f32(&g[n, c, 0], &x[n, c, 0], &gx[n, c, 0], L, a, b, m, k, stream)
-            else:
-                fc_bn_grad_f64(&g[n, c, 0], &x[n, c, 0], &gx[n, c, 0], L, a, b, m, k, stream)
-    else:
-        for n in range(N - 1, -1, -1):
-            _affine(&g[n, c, 0], &gx[n, c, 0], L, k, 0, stream)
-    if stream:
-        fc_bn_sfence()
+    dt = np.float32 if floating is float else np.float64
+    cdef floating[::1] sc = np.asarray(scale).astype(dt), sh = np.asarray(shift).astype(dt)
+    with nogil:
+        _affine_runs(&x[0, 0, 0], &y[0, 0, 0], N * C, C, L, &sc[0], &sh[0], False, n_threads)
 
 
 def batch_norm_backward(const floating[:, :, ::1] g, const floating[:, :, ::1] x,
@@ -320,11 +330,47 @@ def batch_norm_backward(const floating[:, :, ::1] g, const floating[:, :, ::1] x
                         int n_threads):
     """grad_x, and per channel grad_weight = sum(g * xhat), grad_bias = sum(g).
 
-    ``stream`` writes grad_x with non-temporal stores (same values).
+    In training gx = w invstd (g - mean(g) - xhat mean(g xhat)), xhat = (x - mean)
+    invstd; else gx = w invstd g. ``stream`` writes grad_x with non-temporal stores
+    (same values).
     """
-    cdef Py_ssize_t C = x.shape[1], c
-    if C == 0:
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2], R = N * C, c, n, t
+    if N == 0 or C == 0:
         return
-    for c in prange(C, schedule='static', nogil=True, num_threads=n_threads):
-        _backward_channel(g, x, gx, c, weight[c], mean[c], invstd[c], training,
-                          &grad_weight[0], &grad_bias[0], stream)
+    cdef double[:, ::1] part = np.empty((2, R))
+    dt = np.float32 if floating is float else np.float64
+    cdef floating[:, ::1] coef = np.empty((4, C), dtype=dt)
+    cdef double M = <double>N * L, sg, sgd
+    cdef Py_ssize_t B = _runs_per_task(L), nb = (R + B - 1) // B
+    with nogil:
+        for t in prange(nb, schedule='static', num_threads=n_threads):
+            if floating is float:
+                fc_bn_run_gsums_f32(&g[0, 0, 0], &x[0, 0, 0], t * B, min(R, (t + 1) * B), C, L, &mean[0],
+                                    &part[0, 0], &part[1, 0])
+            else:
+                fc_bn_run_gsums_f64(&g[0, 0, 0], &x[0, 0, 0], t * B, min(R, (t + 1) * B), C, L, &mean[0],
+                                    &part[0, 0], &part[1, 0])
+        for c in range(C):
+            sg = 0
+            sgd = 0
+            for n in range(N):
+                sg = sg + part[0, n * C + c]
+                sgd = sgd + part[1, n * C + c]
+            grad_bias[c] = sg
+            grad_weight[c] = sgd * invstd[c]
+            coef[0, c] = <floating>(sg / M)
+            coef[1, c] = <floating>(sgd * invstd[c] * invstd[c] / M)
+            coef[2, c] = <floating>mean[c]
+            coef[3, c] = <floating>(weight[c] * invstd[c])
+        if not training:
+            for c in range(C):
+                coef[0, c] = 0
+            _affine_runs(&g[0, 0, 0], &gx[0, 0, 0], R, C, L, &coef[3, 0], &coef[0, 0], stream, n_threads)
+        else:
+            for t in prange(nb, schedule='static', num_threads=n_threads):
+                if floating is float:
+                    fc_bn_grad_runs_f32(&g[0, 0, 0], &x[0, 0, 0], &gx[0, 0, 0], t * B, min(R, (t + 1) * B), C, L,
+                                        &coef[0, 0], &coef[1, 0], &coef[2, 0], &coef[3, 0], stream)
+                else:
+                    fc_bn_grad_runs_f64(&g[0, 0, 0], &x[0, 0, 0], &gx[0, 0, 0], t * B, min(R, (t + 1) * B), C, L,
+                                        &coef[0, 0], &coef[1, 0], &coef[2, 0], &coef[3, 0], stream)
