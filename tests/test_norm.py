@@ -87,20 +87,45 @@ def test_batch_norm_finite_differences(rng, shape, training):
     np.testing.assert_allclose(gb, numeric_grad(loss, b), rtol=1e-6, atol=1e-7)
 
 
-def test_batch_norm_thread_count_invariance(rng):
-    x = (rng.standard_normal((6, 7, 31, 29)) * 3 + 2).astype(np.float32)
+@pytest.mark.parametrize("shape", [(6, 7, 31, 29), (64, 12, 7, 7), (500, 30)])
+def test_batch_norm_thread_count_invariance(rng, shape):
+    """The same bits for 1, 2 and 3 threads, with long runs, short runs (many blocks
+    of runs a task) and BatchNorm1d's runs of one value."""
+    x = (rng.standard_normal(shape) * 3 + 2).astype(np.float32)
     g = rng.standard_normal(x.shape).astype(np.float32)
-    w, b = rng.standard_normal(7).astype(np.float32), rng.standard_normal(7).astype(np.float32)
+    C = shape[1]
+    w, b = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
     outs = []
     for n in (1, 2, 3):
         with fastcnn.threads(n):
-            rm, rv = np.zeros(7, np.float32), np.ones(7, np.float32)
+            rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
             y, m, s = F.batch_norm(x, rm, rv, w, b, training=True)
             ye, _, _ = F.batch_norm(x, rm, rv, w, b, training=False)
             outs.append([y, m, s, rm, rv, ye, *F.batch_norm_backward(g, x, w, m, s)])
     for other in outs[1:]:
         for a, c in zip(outs[0], other):
             assert a.tobytes() == c.tobytes()
+
+
+@pytest.mark.parametrize("shape", [(64, 5, 7, 7), (3, 4, 40, 40), (256, 6)])
+def test_batch_norm_statistics_far_from_zero(rng, shape):
+    """Values with a mean far larger than their spread: the variance (a channel's runs'
+    deviations from their own means, plus their means' from the channel's) matches
+    float64 NumPy to float32 rounding."""
+    x = (rng.standard_normal(shape) * 0.01 + 1000.0).astype(np.float32)
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    x64 = x.astype(np.float64)
+    mean, var = x64.mean(axis=axes), x64.var(axis=axes)
+    rm, rv = np.zeros(shape[1], np.float32), np.ones(shape[1], np.float32)
+    y, m, s = F.batch_norm(x, rm, rv, None, None, training=True, momentum=1.0)
+    np.testing.assert_allclose(m, mean, rtol=1e-7)
+    np.testing.assert_allclose(1.0 / s.astype(np.float64) ** 2 - 1e-5, var, rtol=1e-4)
+    n = x.size // shape[1]
+    np.testing.assert_allclose(rv, var * n / (n - 1), rtol=1e-4)
+    # y = x scale + shift (as PyTorch's CPU kernel): float32 rounding of x scale, about 1e5 here
+    vec = (1, -1) + (1,) * (x.ndim - 2)
+    yr = (x64 - mean.reshape(vec)) / np.sqrt(var + 1e-5).reshape(vec)
+    np.testing.assert_allclose(y, yr, rtol=0, atol=2e-2)
 
 
 def test_batch_norm_bad_arguments(rng):
