@@ -706,7 +706,7 @@ static void WN(wino_wout)(const T *S, long ps, int C, int K, int k0, int k1, T *
 typedef struct {
     WN(wino_geom) f;                           /* the forward's geometry (input side) */
     int Hq, Wq, bt, nblocks, nchunks;         /* tiles a block (equal blocks), blocks, chunks */
-    long dimg, dy_layout, partials, per, z_off, gws_off, zs, ps;
+    long dimg, dy_layout, partials, per, z_off, gws_off, offs_off, zs, ps;
 } WN(wino_wgeom);
 
 static WN(wino_wgeom) WN(wino_wplan)(int N, int C, int K, int P, int Q)
@@ -728,7 +728,8 @@ static WN(wino_wgeom) WN(wino_wplan)(int N, int C, int K, int P, int Q)
     g.zs = FC_WINO_AL((long)FC_WINO_TILES * g.f.Ks) + 16;
     g.z_off = FC_WINO_AL(WP * g.f.vs);
     g.gws_off = g.z_off + FC_WINO_AL(WP * g.zs);
-    g.per = g.gws_off + FC_WINO_AL(GEMM_WS(C, K, FC_WINO_TILES, 1));
+    g.offs_off = g.gws_off + FC_WINO_AL(GEMM_WS(C, K, FC_WINO_TILES, 1));
+    g.per = g.offs_off + FC_WINO_AL((g.f.Cs + 16 + FC_WINO_TILES) * (long)(sizeof(long) / sizeof(T) + 1));
     return g;
 }
 
@@ -793,6 +794,11 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, i
         T *V = task_ws + (shared ? 0 : (long)tid * g.per);
         T *Z = V + g.z_off;
         T *gws = task_ws + (long)tid * g.per + g.gws_off;
+        /* V_e^T read in place: row c at V_e + c, step t at t Cs (rows past C read row 0) */
+        long *coff = (long *)(task_ws + (long)tid * g.per + g.offs_off);
+        long *toff = coff + f->Cs + 16;
+        for (int c = 0; c < f->Cs + 16; c++) coff[c] = c < C ? c : 0;
+        for (int t = 0; t < FC_WINO_TILES; t++) toff[t] = (long)t * f->Cs;
         const int c0 = shared ? 0 : tid, cs = shared ? 1 : nth;
         for (int ch = c0; ch < g.nchunks; ch += cs) {
             const int b0 = (int)((long)ch * g.nblocks / g.nchunks);
@@ -813,10 +819,10 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, i
                     fc_view A, B;
                     memset(&A, 0, sizeof(A));
                     memset(&B, 0, sizeof(B));
-                    A.kind = FC_VIEW_DENSE;        /* V_e^T: (c, t) at V_e[t][c] */
+                    A.kind = FC_VIEW_GATHER;       /* V_e^T: (c, t) at V_e[t][c] */
                     A.p = V + (long)e * f->vs;
-                    A.rs = 1;
-                    A.cs = f->Cs;
+                    A.offs = coff;
+                    A.doffs = toff;
                     B.kind = FC_VIEW_DENSE;        /* Z_e: (t, k) */
                     B.p = Z + (long)e * g.zs;
                     B.rs = f->Ks;
