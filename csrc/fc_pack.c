@@ -84,11 +84,15 @@ void fc_nhwc_rows_d(const double *x, long r0, long r1, int C, int H, int W, int 
                 for (int c0 = 0; c0 < C; c0 += cmax) {                                          \
                     const int cn = C - c0 < cmax ? C - c0 : cmax;                               \
                     TRANSPOSE(x + (((long)n * C + c0) * H + h) * W + w0, (long)H * W, tmp, cn, cn, nw); \
-                    for (int u = 0; u < nw; u++) {                                              \
+                    for (int u = 0; u < nw;) {                                                  \
                         const int wp = w0 + u + pw_, j = wp / sw, b = wp % sw;                  \
-                        if (j >= wn) continue;                                                  \
+                        if (j >= wn) break;                                                     \
+                        /* with all channels at once, the pixels of phases b .. sw - 1 of      \
+                         * one output pixel are one run of the output, as of the buffer */     \
+                        const int run = cn == C ? (sw - b < nw - u ? sw - b : nw - u) : 1;      \
                         memcpy(o + (long)j * Cs + (long)(a * sw + b) * C + c0, tmp + (long)u * cn, \
-                               (size_t)cn * sizeof(T));                                         \
+                               (size_t)run * cn * sizeof(T));                                   \
+                        u += run;                                                               \
                     }                                                                           \
                 }                                                                               \
             }                                                                                   \
