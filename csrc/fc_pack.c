@@ -22,11 +22,20 @@ fc_view fc_view_t(const fc_view *v)
     const long row = (long)Wp * Cs;                                                           \
     const int d0 = left > 0 ? left : 0, s0 = left < 0 ? -left : 0;                            \
     const int wn = W - s0 < Wp - d0 ? W - s0 : Wp - d0;                                       \
+    /* whole rows of the image are whole rows of the copy: consecutive rows of     \
+     * an image are one transpose */                                               \
+    const int whole = d0 == 0 && s0 == 0 && W == Wp && C == Cs;                                \
     for (long r = r0; r < r1; r++) {                                                          \
         const int n = (int)(r / Hp), h = (int)(r % Hp) - top;                                 \
         T *o = out + r * row;                                                                 \
         if (h < 0 || h >= H || wn <= 0) {                                                     \
             memset(o, 0, (size_t)row * sizeof(T));                                            \
+            continue;                                                                         \
+        }                                                                                     \
+        if (whole) {                                                                          \
+            long re = r1 < (long)n * Hp + top + H ? r1 : (long)n * Hp + top + H;              \
+            TRANSPOSE(x + ((long)n * C * H + h) * W, (long)H * W, o, Cs, C, (int)(re - r) * W); \
+            r = re - 1;                                                                       \
             continue;                                                                         \
         }                                                                                     \
         memset(o, 0, (size_t)d0 * Cs * sizeof(T));                                            \

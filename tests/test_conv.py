@@ -578,6 +578,26 @@ def test_conv_layers_share_transforms_between_training_passes(rng):
         opt.zero_grad()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd_weight_gradient_with_whole_rows_copied_at_once(dtype, rng):
+    """An output gradient whose rows fill the channels-last copy's rows (channels a
+    multiple of 16, width a multiple of the tile) is transposed several rows at a
+    time; thread counts that split an image's rows between threads give the same."""
+    from fastcnn.functional import conv as conv_mod
+    x = rng.standard_normal((4, 20, 18, 18)).astype(dtype)
+    w = rng.standard_normal((32, 20, 3, 3)).astype(dtype)
+    dy = rng.standard_normal((4, 32, 16, 16)).astype(dtype)
+    assert conv_mod._winograd(4, w, 1, (1, 1), (1, 1), (16, 16), conv_mod._WINO_TILES_OTHER)
+    expected = ref.conv2d_backward(dy, x, w, (1, 1), (0, 0))[1]
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    outs = []
+    for t in (1, 2, 3):
+        with fastcnn.threads(t):
+            outs.append(F.conv2d_backward(dy, x, w, 1, 0)[1])
+        _close(outs[-1], expected, tol, f"{t} threads")
+    assert all(np.array_equal(o, outs[0]) for o in outs[1:])
+
+
 def test_zero_size_batch():
     y = F.conv2d(np.zeros((0, 3, 5, 5)), np.ones((2, 3, 3, 3)))
     assert y.shape == (0, 2, 3, 3)
