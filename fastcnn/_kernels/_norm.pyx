@@ -286,21 +286,23 @@ def batch_norm_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
     if N == 0 or C == 0:
         return
     cdef double[:, ::1] part = np.empty((2, R))
+    cdef double[:, ::1] acc = np.zeros((2, C))
     dt = np.float32 if floating is float else np.float64
     cdef floating[::1] scale = np.empty(C, dtype=dt), shift = np.empty(C, dtype=dt)
-    cdef double M = <double>N * L, s, q, d, mean, v, invstd, sc
+    cdef double M = <double>N * L, d, mean, v, invstd, sc
     with nogil:
         _stats(&x[0, 0, 0], R, L, &part[0, 0], &part[1, 0], n_threads)
+        # a channel's runs added in image order (the images outermost: the partials in memory order)
+        for n in range(N):
+            for c in range(C):
+                acc[0, c] = acc[0, c] + part[0, n * C + c]
+        for n in range(N):
+            for c in range(C):
+                d = part[0, n * C + c] / L - acc[0, c] / M
+                acc[1, c] = acc[1, c] + (part[1, n * C + c] + L * d * d)
         for c in range(C):
-            s = 0
-            for n in range(N):
-                s = s + part[0, n * C + c]
-            mean = s / M
-            q = 0
-            for n in range(N):
-                d = part[0, n * C + c] / L - mean
-                q = q + (part[1, n * C + c] + L * d * d)
-            v = q / M
+            mean = acc[0, c] / M
+            v = acc[1, c] / M
             invstd = 1.0 / sqrt(v + eps)
             sc = weight[c] * invstd
             scale[c] = <floating>sc
@@ -338,6 +340,7 @@ def batch_norm_backward(const floating[:, :, ::1] g, const floating[:, :, ::1] x
     if N == 0 or C == 0:
         return
     cdef double[:, ::1] part = np.empty((2, R))
+    cdef double[:, ::1] acc = np.zeros((2, C))
     dt = np.float32 if floating is float else np.float64
     cdef floating[:, ::1] coef = np.empty((4, C), dtype=dt)
     cdef double M = <double>N * L, sg, sgd
@@ -350,12 +353,13 @@ def batch_norm_backward(const floating[:, :, ::1] g, const floating[:, :, ::1] x
             else:
                 fc_bn_run_gsums_f64(&g[0, 0, 0], &x[0, 0, 0], t * B, min(R, (t + 1) * B), C, L, &mean[0],
                                     &part[0, 0], &part[1, 0])
+        for n in range(N):
+            for c in range(C):
+                acc[0, c] = acc[0, c] + part[0, n * C + c]
+                acc[1, c] = acc[1, c] + part[1, n * C + c]
         for c in range(C):
-            sg = 0
-            sgd = 0
-            for n in range(N):
-                sg = sg + part[0, n * C + c]
-                sgd = sgd + part[1, n * C + c]
+            sg = acc[0, c]
+            sgd = acc[1, c]
             grad_bias[c] = sg
             grad_weight[c] = sgd * invstd[c]
             coef[0, c] = <floating>(sg / M)
