@@ -598,6 +598,46 @@ def test_winograd_weight_gradient_with_whole_rows_copied_at_once(dtype, rng):
     assert all(np.array_equal(o, outs[0]) for o in outs[1:])
 
 
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_copies_of_layers_start_with_empty_weight_caches(training, rng):
+    """copy.deepcopy and pickle of layers whose caches hold transformed weights: the copy
+    computes the same (its caches start empty: a buffer belongs to one weight array and
+    to aligned memory), and a pickle does not carry the buffers."""
+    import copy
+    import pickle
+    import fastcnn.nn as nn
+    x = rng.standard_normal((50, 16, 14, 14)).astype(np.float32)
+    layers = [nn.Conv2d(16, 24, 3, padding=1), nn.Conv2d(16, 20, 4, 2, 1), nn.ConvTranspose2d(16, 20, 4, 2, 1)]
+    for layer in layers:
+        layer.train(training)
+        y = layer(x)
+        if training:
+            gx = layer.backward(np.ones_like(y))
+        for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+            for _ in range(2):
+                assert np.array_equal(clone(x), y)
+                if training:
+                    assert np.array_equal(clone.backward(np.ones_like(y)), gx)
+        # the weights and the input kept for the backward, not the transformed weights
+        assert len(pickle.dumps(layer)) < 2 * layer.weight.data.nbytes + x.nbytes + 65536
+
+
+def test_winograd_refuses_a_misaligned_or_mistyped_kept_buffer(rng):
+    from fastcnn._kernels import _conv
+    x = rng.standard_normal((50, 16, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((24, 16, 2, 2)).astype(np.float32)
+    y = np.empty((50, 24, 7, 7), np.float32)
+    good = _conv.winograd_packed(2, 16, 24, np.float32, 7)
+    raw = np.empty(good.size + 16, np.float32)
+    off = (64 - raw.ctypes.data % 64) // 4 % 16
+    misaligned = raw[off + 1:off + 1 + good.size]
+    for bad in (misaligned, good.astype(np.float64), good.reshape(-1, 2)[:, 0]):
+        with pytest.raises(ValueError, match="64-byte aligned"):
+            _conv.conv2d_winograd(x, w, None, y, (0, 0), 0, 0.0, 1, bad)
+    _conv.conv2d_winograd(x, w, None, y, (0, 0), 0, 0.0, 1, good)
+    _close(y, ref.conv2d(x, w, None, (1, 1), (0, 0)), 1e-4, "kept buffer")
+
+
 def test_zero_size_batch():
     y = F.conv2d(np.zeros((0, 3, 5, 5)), np.ones((2, 3, 3, 3)))
     assert y.shape == (0, 2, 3, 3)

@@ -435,9 +435,14 @@ def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple pad
     cdef size_t u = 0
     cdef size_t n = fc_wino_ws_s(f, N, C, K, P, Q, n_threads, &u) if x.dtype == np.float32 else \
         fc_wino_ws_d(f, N, C, K, P, Q, n_threads, &u)
-    if upack is not None and <size_t>upack.size < u:
-        raise ValueError(f"conv2d_winograd: upack holds {upack.size} elements, F({f // 10}, {r}) "
-                         f"needs {u} (winograd_packed with m={f // 10})")
+    if upack is not None:
+        if (type(upack) is not np.ndarray or upack.dtype != x.dtype or not upack.flags.c_contiguous
+                or <size_t>cnp.PyArray_DATA(upack) % 64):
+            raise ValueError("conv2d_winograd: upack must be a C-contiguous, 64-byte aligned array of "
+                             f"x's dtype {x.dtype} (from winograd_packed)")
+        if <size_t>upack.size < u:
+            raise ValueError(f"conv2d_winograd: upack holds {upack.size} elements, F({f // 10}, {r}) "
+                             f"needs {u} (winograd_packed with m={f // 10})")
     cdef cnp.ndarray ws = scratch("winograd", (<Py_ssize_t>n,), x.dtype)
     cdef void *bp = NULL if bias is None else cnp.PyArray_DATA(bias)
     cdef void *up = NULL if upack is None else cnp.PyArray_DATA(upack)

@@ -122,6 +122,11 @@ class WeightCache:
         self._state = None   # (weight, key, copy of its values, packed)
         self.kept = bool(kept)
 
+    def __reduce__(self):
+        # a copy (copy.deepcopy, pickle) starts empty: a buffer belongs to one weight
+        # array and to aligned memory that a copy of it would not keep
+        return (WeightCache, (self.kept,))
+
     def lookup(self, weight, m=4, shape=None):
         """(packed, ready): the buffer for the transform F(m x m, r x r) of ``weight``,
         or of the kernel of ``shape`` (K, C, r, r) made from it, and whether it holds
