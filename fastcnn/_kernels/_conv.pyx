@@ -381,18 +381,24 @@ def conv3x3_direct_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw
     return dw
 
 
-def winograd_packed(int r, int C, int K, dtype, int m=4):
-    """A 64-byte aligned buffer for the transformed weights of an r x r layer of K x C
-    channels under F(m x m, r x r) (see conv2d_winograd's ``upack``)."""
+def winograd_packed_nbytes(int r, int C, int K, dtype, int m=4):
+    """The bytes of winograd_packed(r, C, K, dtype, m)."""
     cdef size_t u = 0
-    if np.dtype(dtype) == np.float32:
+    dt = np.dtype(dtype)
+    if dt == np.float32:
         fc_wino_ws_s(10 * m + r, 1, C, K, 4, 4, 1, &u)
     else:
         fc_wino_ws_d(10 * m + r, 1, C, K, 4, 4, 1, &u)
-    dt = np.dtype(dtype)
-    cdef cnp.ndarray buf = np.empty(<Py_ssize_t>u * dt.itemsize + 64, dtype=np.uint8)
+    return <Py_ssize_t>u * dt.itemsize
+
+
+def winograd_packed(int r, int C, int K, dtype, int m=4):
+    """A 64-byte aligned buffer for the transformed weights of an r x r layer of K x C
+    channels under F(m x m, r x r) (see conv2d_winograd's ``upack``)."""
+    cdef Py_ssize_t nbytes = winograd_packed_nbytes(r, C, K, dtype, m)
+    cdef cnp.ndarray buf = np.empty(nbytes + 64, dtype=np.uint8)
     cdef Py_ssize_t off = (64 - <Py_ssize_t>(<size_t>cnp.PyArray_DATA(buf) % 64)) % 64
-    return buf[off:off + <Py_ssize_t>u * dt.itemsize].view(dt)
+    return buf[off:off + nbytes].view(np.dtype(dtype))
 
 
 cdef inline fc_phases *_phases(tuple spec, int H, int W, fc_phases *ps):

@@ -296,12 +296,14 @@ def batch_norm_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
         for n in range(N):
             for c in range(C):
                 acc[0, c] = acc[0, c] + part[0, n * C + c]
+        for c in range(C):
+            acc[0, c] = acc[0, c] / M   # the mean
         for n in range(N):
             for c in range(C):
-                d = part[0, n * C + c] / L - acc[0, c] / M
+                d = part[0, n * C + c] / L - acc[0, c]
                 acc[1, c] = acc[1, c] + (part[1, n * C + c] + L * d * d)
         for c in range(C):
-            mean = acc[0, c] / M
+            mean = acc[0, c]
             v = acc[1, c] / M
             invstd = 1.0 / sqrt(v + eps)
             sc = weight[c] * invstd

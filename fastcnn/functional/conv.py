@@ -141,11 +141,10 @@ class WeightCache:
                 and same_bytes(weight, st[2])):
             return st[3], True
         K, C, r = shape[0], shape[1], shape[2]
-        packed = _conv.winograd_packed(r, C, K, weight.dtype, m)
-        if not self.kept and packed.nbytes > self._TRANSIENT_BYTES:
+        if not self.kept and _conv.winograd_packed_nbytes(r, C, K, weight.dtype, m) > self._TRANSIENT_BYTES:
             self._state = None
             return None, False
-        return packed, False
+        return _conv.winograd_packed(r, C, K, weight.dtype, m), False
 
     def commit(self, weight, snapshot, packed, m=4, shape=None):
         """Publish ``packed``, filled from ``weight`` whose values were ``snapshot``."""
