@@ -214,6 +214,8 @@ class _Spy:
     (the shape predicates that choose a formulation take no thread count)."""
 
     PREDICATES = ("pixel_major", "pixel_major_data", "winograd", "winograd_packed", "isa_id")
+    # kernels whose thread count is not their last positional argument: its position
+    N_THREADS_AT = {"conv2d_winograd": 7}
 
     def __init__(self, module, record):
         self._module, self._record = module, record
@@ -224,7 +226,8 @@ class _Spy:
             return fn
 
         def wrapped(*args, **kwargs):
-            self._record.append((threading.get_ident(), name, kwargs.get("n_threads", args[-1])))
+            at = self.N_THREADS_AT.get(name, len(args) - 1)
+            self._record.append((threading.get_ident(), name, kwargs.get("n_threads", args[at])))
             return fn(*args, **kwargs)
         return wrapped
 

@@ -1,4 +1,6 @@
 """Fused eval-mode inference in Sequential: equal to the unfused path, cache invalidation, backward."""
+import copy
+
 import numpy as np
 import pytest
 
@@ -289,3 +291,51 @@ def test_flatten_in_a_linear_block(training, rng):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="Linear"):
         m(rng.standard_normal((2, 2, 5, 5)))                        # 75 features where 60 are expected
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_blocks_follow_settings_changed_after_a_call(training, rng):
+    """A setting changed between calls (padding, the pool's ceil mode, the activation's slope,
+    a negative one included) is used by the next call, as by the modules one by one."""
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float64)
+    m = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.LeakyReLU(0.2), nn.MaxPool2d(2),
+                      nn.Flatten(), nn.Linear(5 * 4 * 4, 4), nn.LeakyReLU(0.1)).to(np.float64)
+    m.train(training)
+    ref = copy.deepcopy(m)
+    ref.fused_inference = ref.fused_training = False
+    g = rng.standard_normal((2, 4))
+
+    def check():
+        y, yr = m(x), ref(x)
+        np.testing.assert_allclose(y, yr, rtol=1e-10, atol=1e-12)
+        if training:
+            for mod in (m, ref):
+                mod.zero_grad()
+            np.testing.assert_allclose(m.backward(g), ref.backward(g), rtol=1e-10, atol=1e-12)
+            for p, pr in zip(m.parameters(), ref.parameters()):
+                np.testing.assert_allclose(p.grad, pr.grad, rtol=1e-10, atol=1e-12)
+        return y
+
+    check()
+    for mod in (m, ref):
+        mod[1].negative_slope = 0.5
+    check()
+    for mod in (m, ref):
+        mod[5].negative_slope = -0.3     # negative: the modules run one by one
+    check()
+    for mod in (m, ref):
+        mod[2].ceil_mode = True
+        mod[4] = nn.Linear(5 * 5 * 5, 4).to(np.float64)
+    ref[4].load_state_dict(m[4].state_dict())
+    m.train(training)
+    ref.train(training)
+    check()
+    for mod in (m, ref):
+        mod[0]._pad = (0, 0)
+        mod[0].padding = (0, 0)
+        mod[2].ceil_mode = False
+        mod[4] = nn.Linear(5 * 3 * 3, 4).to(np.float64)
+    ref[4].load_state_dict(m[4].state_dict())
+    m.train(training)
+    ref.train(training)
+    check()

@@ -127,6 +127,15 @@ class WeightCache:
         # array and to aligned memory that a copy of it would not keep
         return (WeightCache, (self.kept,))
 
+    def _hit(self, weight, m, shape):
+        """The state holding the transform of ``weight`` (see lookup), or None."""
+        st = self._state
+        if (st is not None and st[0] is weight
+                and st[1] == (weight.shape, weight.dtype, _conv.isa_id(), m, shape)
+                and same_bytes(weight, st[2])):
+            return st
+        return None
+
     def lookup(self, weight, m=4, shape=None):
         """(packed, ready): the buffer for the transform F(m x m, r x r) of ``weight``,
         or of the kernel of ``shape`` (K, C, r, r) made from it, and whether it holds
@@ -135,10 +144,8 @@ class WeightCache:
             raise TypeError("WeightCache.lookup: weight must be a 4-D float32 or float64 numpy array, "
                             f"got {type(weight).__name__}")
         shape = weight.shape if shape is None else tuple(shape)
-        key = (weight.shape, weight.dtype, _conv.isa_id(), m, shape)
-        st = self._state
-        if (st is not None and st[0] is weight and st[1] == key
-                and same_bytes(weight, st[2])):
+        st = self._hit(weight, m, shape)
+        if st is not None:
             return st[3], True
         K, C, r = shape[0], shape[1], shape[2]
         if not self.kept and _conv.winograd_packed_nbytes(r, C, K, weight.dtype, m) > self._TRANSIENT_BYTES:
@@ -149,27 +156,35 @@ class WeightCache:
     def commit(self, weight, snapshot, packed, m=4, shape=None):
         """Publish ``packed``, filled from ``weight`` whose values were ``snapshot``."""
         shape = weight.shape if shape is None else tuple(shape)
-        self._state = (weight, (weight.shape, weight.dtype, _conv.isa_id(), m, shape), snapshot, packed)
+        # what the kernel is passed in place of the kernel once its transform is kept:
+        # an array of its shape (the kernel reads only the shape), with no memory of its own
+        stand_in = np.lib.stride_tricks.as_strided(np.empty(1, dtype=weight.dtype), shape, (0,) * len(shape),
+                                                   writeable=False)
+        self._state = (weight, (weight.shape, weight.dtype, _conv.isa_id(), m, shape), snapshot, packed,
+                       stand_in)
 
 
-def _kept_winograd(x, weight, kernel, shape, bias, y, pad, act, slope, nt, cache, **kw):
+def _kept_winograd(x, weight, kernel, shape, bias, y, pad, act, slope, nt, cache, pooled_from=None,
+                   x_phases=None, y_phases=None):
     """conv2d_winograd of x with the kernel ``kernel()`` of ``shape`` (``weight``, or a
     rearrangement of it), its transform kept in ``cache`` (or None) for ``weight``;
-    ``kw``: conv2d_winograd's pooled_from, x_phases or y_phases."""
-    packed = None
-    if cache is not None:
-        pooled, y_phases = kw.get("pooled_from"), kw.get("y_phases")
-        P, Q = pooled if pooled is not None else y_phases[4:] if y_phases is not None else y.shape[2:]
-        m = _conv.winograd_tile(shape[2], x.shape[0], P, Q, pooled is not None)
-        packed, ready = cache.lookup(weight, m, shape)
-    if packed is None:
-        return _conv.conv2d_winograd(x, kernel(), bias, y, pad, act, slope, nt, **kw)
-    if ready:
-        # the kernel reads only the kept transform (and the shape) of its weight argument
-        return _conv.conv2d_winograd(x, np.empty(shape, dtype=weight.dtype), bias, y, pad, act, slope, nt,
-                                     packed, True, **kw)
+    conv2d_winograd's pooled_from, x_phases and y_phases as given."""
+    if cache is None:
+        return _conv.conv2d_winograd(x, kernel(), bias, y, pad, act, slope, nt, None, False, pooled_from,
+                                     x_phases, y_phases)
+    P, Q = pooled_from if pooled_from is not None else y_phases[4:] if y_phases is not None else y.shape[2:]
+    m = _conv.winograd_tile(shape[2], x.shape[0], P, Q, pooled_from is not None)
+    st = cache._hit(weight, m, shape)
+    if st is not None:
+        return _conv.conv2d_winograd(x, st[4], bias, y, pad, act, slope, nt, st[3], True, pooled_from,
+                                     x_phases, y_phases)
+    packed, ready = cache.lookup(weight, m, shape)
+    if packed is None or ready:
+        return _conv.conv2d_winograd(x, kernel(), bias, y, pad, act, slope, nt, packed, ready, pooled_from,
+                                     x_phases, y_phases)
     snapshot = weight.copy()
-    _conv.conv2d_winograd(x, kernel(), bias, y, pad, act, slope, nt, packed, False, **kw)
+    _conv.conv2d_winograd(x, kernel(), bias, y, pad, act, slope, nt, packed, False, pooled_from, x_phases,
+                          y_phases)
     cache.commit(weight, snapshot, packed, m, shape)
     return y
 

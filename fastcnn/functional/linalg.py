@@ -99,6 +99,8 @@ def _linear_call(x, weight, bias, activation, negative_slope):
     _, weight, bias, act = _linear_args(x, weight, bias, activation)
     shape, dt, slope = (x.shape[0], weight.shape[0]), x.dtype, float(negative_slope)
     nt = n_threads(2 * shape[0] * shape[1] * x.shape[1], grain=200_000)
+    if shape[0] <= SMALL_BATCH:
+        return lambda x: _gemm.linear_rows(x, weight, bias, np.empty(shape, dtype=dt), act, slope, nt)
     return lambda x: _linear_into(x, weight, bias, np.empty(shape, dtype=dt), act, slope, nt)
 
 

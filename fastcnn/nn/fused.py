@@ -26,7 +26,7 @@ from .._kernels._conv import isa_id
 from .._threads import get_num_threads
 from ..functional.conv import _conv_call, _pooled_call
 from ..functional.linalg import _linear_call
-from .module import accumulate, backward_without_input_grad
+from .module import SETTINGS, accumulate, backward_without_input_grad
 
 __all__ = ["build_plan", "FusedBlock"]
 
@@ -219,6 +219,12 @@ class FusedBlock:
         if self.flatten is not None:
             x = self.flatten(x)
             self._in_shape = x_in.shape
+        if self.activation == "leaky_relu":
+            # the slope as set now (a change also drops a kept call); a negative one is not fused:
+            # the backward reads the pre-activation's signs from the output
+            self.slope = self.act.negative_slope
+            if self.slope < 0:
+                return self._unfused(x)
         x = layer._prep(x)
         folded = self.folded()
         w, b = folded[0], folded[1]
@@ -261,17 +267,9 @@ class FusedBlock:
 
     def _environment(self):
         """What a kept kernel call depends on besides the input and the folded weights: the
-        layer's and the pool's settings, the thread count and the instruction set."""
-        layer, pool = self.layer, self.pool
-        if self._is_conv:
-            env = (get_num_threads(), isa_id(), layer.stride, layer._pad, layer.dilation, layer.groups)
-        elif self.flatten is not None:
-            env = (get_num_threads(), isa_id(), self.flatten.start_dim, self.flatten.end_dim)
-        else:
-            env = (get_num_threads(), isa_id())
-        if pool is not None:
-            env += (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode, pool.training)
-        return env
+        thread count, the instruction set, and the layer's and the pool's settings (which
+        have not changed while SETTINGS holds)."""
+        return get_num_threads(), isa_id(), SETTINGS[0]
 
     def _finish(self, x, y, w, pooled):
         if self.pool is not None and not pooled:

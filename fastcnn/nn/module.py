@@ -18,8 +18,15 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _VERSION = [0]
 
 
+# bumped by every assignment to a module attribute outside what forward keeps for
+# backward (_CACHE_NAMES), and with _VERSION: a layer's settings (stride, padding,
+# training, ...) have not changed while it holds
+SETTINGS = [0]
+
+
 def _bump():
     _VERSION[0] += 1
+    SETTINGS[0] += 1
 
 
 def _check_dtype(dtype):
@@ -153,6 +160,7 @@ class Module:
         if name in _CACHE_NAMES:  # what forward keeps for backward: the hot path
             self.__dict__[name] = value
             return
+        SETTINGS[0] += 1
         d = self.__dict__
         if isinstance(value, Parameter):
             params = d.get("_parameters")
@@ -194,6 +202,7 @@ class Module:
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
+        SETTINGS[0] += 1
         d = self.__dict__
         for key in ("_parameters", "_buffers", "_modules"):
             if name in d.get(key, ()):
