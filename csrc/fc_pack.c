@@ -88,6 +88,12 @@ void fc_nhwc_rows_d(const double *x, long r0, long r1, int C, int H, int W, int 
                         memset(o + (long)j * Cs + (long)(a * sw + b) * C, 0, (size_t)C * sizeof(T)); \
                 }                                                                               \
             if (h < 0 || h >= H) continue;                                                      \
+            if (h + sh < H)   /* the rows of the next phase row, a row ahead */                \
+                for (int c = 0; c < C; c++) {                                                   \
+                    const char *nx_ = (const char *)(x + (((long)n * C + c) * H + h + sh) * W); \
+                    __builtin_prefetch(nx_);                                                    \
+                    __builtin_prefetch(nx_ + (long)W * sizeof(T) - 1);                          \
+                }                                                                               \
             for (int w0 = 0; w0 < W; w0 += WMAX) {                                              \
                 const int nw = W - w0 < WMAX ? W - w0 : WMAX, cmax = TMP / nw;                  \
                 for (int c0 = 0; c0 < C; c0 += cmax) {                                          \
