@@ -226,6 +226,11 @@ int fc_wino_d(int f, const double *x, const double *w, const double *bias, doubl
                                           nthreads, ws, upack, upack_ready, xin, yout);
 }
 
+size_t fc_wino_nhwc_size(int f, int N, int C, int P, int Q)
+{
+    return (size_t)fc_wino_nhwc_elems(f / 10, f % 10, N, C, P, Q);
+}
+
 size_t fc_wino_wgrad_ws_s(int f, int N, int C, int K, int P, int Q, int nthreads)
 {
     return fc_kernel()->wino_wgrad_ws_s[FC_WI(f)](N, C, K, P, Q, nthreads);

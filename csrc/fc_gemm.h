@@ -209,10 +209,25 @@ typedef void (*fc_ukrg_d_t)(long k, const double *a, const long *aoff, const lon
 /* A strided convolution's image of C channels seen as its phases
  * (space-to-depth): pixel (i, j) of channel (a, b, c) ((a sw + b) C + c) is
  * the image's pixel (i sh + a - ph, j sw + b - pw) of channel c, zero outside
- * its H x W (ph, pw >= 0). */
+ * its H x W (ph, pw >= 0). nhwc: NULL, or a 64-byte aligned buffer of
+ * fc_wino_nhwc_size elements for the Winograd kernels' channels-last copy of
+ * the phases: written by the forward, read by the weight gradient where
+ * nhwc_ready (a copy of the same image, made with the same f, C, P and Q). */
 typedef struct {
     int sh, sw, H, W, ph, pw;
+    void *nhwc;
+    int nhwc_ready;
 } fc_phases;
+
+/* Elements of the Winograd kernels' channels-last, zero-padded copy of the
+ * input of F(m x m, r x r) (f = 10 m + r) with C channels and a P x Q output:
+ * whole tiles of 16 channels, rounded up to 64 bytes of floats. */
+static inline long fc_wino_nhwc_elems(int m, int r, int N, int C, int P, int Q)
+{
+    const long th = (P + m - 1) / m, tw = (Q + m - 1) / m, Cs = (C + 15) / 16 * 16;
+    return ((long)N * (m * th + r - 1) * (m * tw + r - 1) * Cs + 15) & ~15L;
+}
+size_t fc_wino_nhwc_size(int f, int N, int C, int P, int Q);
 
 /* One instruction set's micro-kernels and cache blocking: B packed (ukr),
  * B rows in place (ukri), A gathered in place (ukrg); depth, row and column

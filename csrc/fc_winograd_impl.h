@@ -472,7 +472,7 @@ static WN(wino_geom) WN(wino_plan)(int N, int C, int K, int P, int Q)
     g.nblocks = (g.ntiles + FC_WINO_TILES - 1) / FC_WINO_TILES;
     g.img = (long)g.Hp * g.Wp * g.Cs;
     g.upack = WP * FC_WINO_UPS(K, g.Cs);
-    g.ws_layout = FC_WINO_AL((long)N * g.img);
+    g.ws_layout = fc_wino_nhwc_elems(WM, WR, N, C, P, Q);   /* = FC_WINO_AL(N img) */
     /* per task: V, M (one block of tiles per point, 16 elements apart from a
      * multiple of 4 KiB so that the stores of a tile do not share cache
      * sets), row offsets, depth offsets, GEMM workspace */
@@ -548,8 +548,8 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
     if (nthreads < 1) nthreads = 1;
     const WN(wino_geom) g = WN(wino_plan)(N, C, K, P, Q);
     T *Upack = upack ? upack : ws;
-    T *xt = ws + g.upack;
-    T *task_ws = xt + g.ws_layout;
+    T *xt = xin && xin->nhwc ? (T *)xin->nhwc : ws + g.upack;
+    T *task_ws = ws + g.upack + g.ws_layout;
     const long ustride = FC_WINO_UPS(K, g.Cs);
     const int transform = !(upack && upack_ready);
     int rc = 0;
@@ -762,8 +762,9 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, i
     if (nthreads < 1) nthreads = 1;
     const WN(wino_wgeom) g = WN(wino_wplan)(N, C, K, P, Q);
     const WN(wino_geom) *f = &g.f;
-    T *xt = ws;
-    T *dyt = xt + f->ws_layout;
+    T *xt = xin && xin->nhwc ? (T *)xin->nhwc : ws;
+    const int copy_x = !(xin && xin->nhwc && xin->nhwc_ready);
+    T *dyt = ws + f->ws_layout;
     T *part = dyt + g.dy_layout;
     T *task_ws = part + g.partials;
     int rc = 0;
@@ -779,10 +780,11 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, i
         unsigned fpmode = fc_fpmode_enter();
         /* channels-last copies of the input (padded) and of the output gradient */
         const long nx = (long)N * f->Hp, nd = (long)N * g.Hq;
-        if (xin)
-            NHWC_PHASES(x, nx * tid / nth, nx * (tid + 1) / nth, C / (xin->sh * xin->sw), xin, H, W, f->Cs,
-                        f->Hp, f->Wp, xt);
-        else
+        if (xin) {
+            if (copy_x)
+                NHWC_PHASES(x, nx * tid / nth, nx * (tid + 1) / nth, C / (xin->sh * xin->sw), xin, H, W,
+                            f->Cs, f->Hp, f->Wp, xt);
+        } else
             NHWC_ROWS(x, nx * tid / nth, nx * (tid + 1) / nth, C, H, W, f->Cs, f->Hp, f->Wp, ph, pw, xt);
         NHWC_ROWS(dy, nd * tid / nth, nd * (tid + 1) / nth, K, P, Q, f->Ks, g.Hq, g.Wq, 0, 0, dyt);
 #if FC_OPENMP

@@ -622,12 +622,105 @@ def test_copies_of_layers_start_with_empty_weight_caches(training, rng):
         assert len(pickle.dumps(layer)) < 2 * layer.weight.data.nbytes + x.nbytes + 65536
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_input_cache_keeps_the_forwards_copy_for_the_weight_gradient(dtype, rng, monkeypatch):
+    """conv2d keeps its channels-last copy of the phases of x in an InputCache, and
+    conv2d_backward of the same x reads it: the same gradients as without (bitwise), and
+    against the reference; for another array, or with a cache that saw no forward, x is
+    read."""
+    from fastcnn._kernels import _conv
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    read = []
+    real = _conv.conv2d_winograd_backward_weight
+    monkeypatch.setattr(F.conv._conv, "conv2d_winograd_backward_weight", _Recorder(real, read), raising=False)
+    for shape, k, pad in (((50, 16, 14, 14), 20, 1), ((32, 16, 17, 13), 16, (1, 1)), ((8, 32, 30, 30), 32, 1)):
+        x = rng.standard_normal(shape).astype(dtype)
+        w = rng.standard_normal((k, shape[1], 4, 4)).astype(dtype)
+        b = rng.standard_normal(k).astype(dtype)
+        cache = F.InputCache()
+        y = F.conv2d(x, w, b, 2, pad, input_cache=cache)
+        assert np.array_equal(y, F.conv2d(x, w, b, 2, pad))
+        g = rng.standard_normal(y.shape).astype(dtype)
+        plain = F.conv2d_backward(g, x, w, 2, pad)
+        del read[:]
+        kept = F.conv2d_backward(g, x, w, 2, pad, input_cache=cache)
+        assert read and read[-1] is not None, f"{shape}: the kept copy was not read"
+        for a, e in zip(kept, plain):
+            assert np.array_equal(a, e)
+        _close(kept[1], ref.conv2d_backward(g, x, w, (2, 2), _pair(pad))[1], tol, f"{shape} weight gradient")
+        # a copy of x (another array), or a cache without a forward: x is read
+        del read[:]
+        assert np.array_equal(F.conv2d_backward(g, x.copy(), w, 2, pad, input_cache=cache)[1], plain[1])
+        assert read == [None]
+        del read[:]
+        F.conv2d_backward(g, x, w, 2, pad, input_cache=F.InputCache())
+        assert read == [None]
+    # the copy holds the values x had at the forward
+    x = rng.standard_normal((50, 16, 14, 14)).astype(dtype)
+    w = rng.standard_normal((20, 16, 4, 4)).astype(dtype)
+    cache = F.InputCache()
+    y = F.conv2d(x, w, None, 2, 1, input_cache=cache)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    expected = F.conv2d_backward(g, x, w, 2, 1)[1]
+    x2 = x.copy()
+    x *= 3
+    assert np.array_equal(F.conv2d_backward(g, x, w, 2, 1, input_cache=cache)[1], expected)
+    assert np.array_equal(F.conv2d_backward(g, x2, w, 2, 1)[1], expected)
+    with pytest.raises(TypeError, match="input_cache must be an InputCache"):
+        F.conv2d(x, w, None, 2, 1, input_cache={})
+    with pytest.raises(TypeError, match="input_cache must be an InputCache"):
+        F.conv2d_backward(g, x, w, 2, 1, input_cache=F.WeightCache())
+
+
+class _Recorder:
+    """Calls ``fn``, recording the kept copy (x_nhwc, its last argument) of each call."""
+
+    def __init__(self, fn, record):
+        self.fn, self.record = fn, record
+
+    def __call__(self, *args, **kwargs):
+        self.record.append(kwargs.get("x_nhwc", args[6] if len(args) > 6 else None))
+        return self.fn(*args, **kwargs)
+
+
+def _pair(p):
+    return (p, p) if isinstance(p, int) else p
+
+
+def test_input_cache_of_layers_in_training(rng):
+    """A Conv2d in training keeps its input's copy for its weight gradient; its gradients
+    equal the functional ones, in eval mode it keeps none, and copies start empty."""
+    import copy
+    import pickle
+    import fastcnn.nn as nn
+    conv = nn.Conv2d(16, 20, 4, 2, 1)
+    x = rng.standard_normal((50, 16, 14, 14)).astype(np.float32)
+    y = conv(x)
+    assert conv._icache._copy_of(x, conv._icache._state[1]) is not None
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    gx = conv.backward(g)
+    egx, egw, egb = F.conv2d_backward(g, x, conv.weight.data, 2, 1)
+    assert np.array_equal(gx, egx) and np.array_equal(conv.weight.grad, egw)
+    assert np.array_equal(conv.bias.grad, egb)
+    for clone in (copy.deepcopy(conv), pickle.loads(pickle.dumps(conv))):
+        assert clone._icache._state is None
+        clone.zero_grad()
+        clone(x)
+        clone.backward(g)
+        assert np.array_equal(clone.weight.grad, egw)
+    conv.eval()
+    conv._icache._state = None
+    conv(x)
+    assert conv._icache._state is None
+
+
 def test_winograd_refuses_a_misaligned_or_mistyped_kept_buffer(rng):
     from fastcnn._kernels import _conv
     x = rng.standard_normal((50, 16, 8, 8)).astype(np.float32)
     w = rng.standard_normal((24, 16, 2, 2)).astype(np.float32)
     y = np.empty((50, 24, 7, 7), np.float32)
     good = _conv.winograd_packed(2, 16, 24, np.float32, 7)
+    good[...] = 0
     raw = np.empty(good.size + 16, np.float32)
     off = (64 - raw.ctypes.data % 64) // 4 % 16
     misaligned = raw[off + 1:off + 1 + good.size]
@@ -636,6 +729,17 @@ def test_winograd_refuses_a_misaligned_or_mistyped_kept_buffer(rng):
             _conv.conv2d_winograd(x, w, None, y, (0, 0), 0, 0.0, 1, bad)
     _conv.conv2d_winograd(x, w, None, y, (0, 0), 0, 0.0, 1, good)
     _close(y, ref.conv2d(x, w, None, (1, 1), (0, 0)), 1e-4, "kept buffer")
+    # the kept copy of an input's phases: aligned, of x's dtype, large enough
+    xi = rng.standard_normal((50, 4, 14, 14)).astype(np.float32)
+    n = _conv.winograd_nhwc_size(2, 50, 16, 7, 7, 7)
+    copy_ok = _conv.aligned_empty(n, np.float32)
+    copy_ok[...] = 0
+    for bad in (copy_ok[:n - 16], copy_ok.astype(np.float64), _conv.aligned_empty(n + 1, np.float32)[1:]):
+        with pytest.raises(ValueError, match="x_nhwc"):
+            _conv.conv2d_winograd(xi, w, None, y, (0, 0), 0, 0.0, 1, None, False, None, (2, 2, 1, 1), None, bad)
+        with pytest.raises(ValueError, match="x_nhwc"):
+            _conv.conv2d_winograd_backward_weight(xi, y, np.empty_like(w), (0, 0), 1, (2, 2, 1, 1), bad)
+    _conv.conv2d_winograd(xi, w, None, y, (0, 0), 0, 0.0, 1, None, False, None, (2, 2, 1, 1), None, copy_ok)
 
 
 def test_zero_size_batch():

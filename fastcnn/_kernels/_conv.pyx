@@ -395,10 +395,17 @@ def winograd_packed_nbytes(int r, int C, int K, dtype, int m=4):
 def winograd_packed(int r, int C, int K, dtype, int m=4):
     """A 64-byte aligned buffer for the transformed weights of an r x r layer of K x C
     channels under F(m x m, r x r) (see conv2d_winograd's ``upack``)."""
-    cdef Py_ssize_t nbytes = winograd_packed_nbytes(r, C, K, dtype, m)
+    dt = np.dtype(dtype)
+    return aligned_empty(winograd_packed_nbytes(r, C, K, dt, m) // dt.itemsize, dt)
+
+
+def aligned_empty(Py_ssize_t n, dtype):
+    """An uninitialised 1-D array of n elements whose data is 64-byte aligned."""
+    dt = np.dtype(dtype)
+    cdef Py_ssize_t nbytes = n * dt.itemsize
     cdef cnp.ndarray buf = np.empty(nbytes + 64, dtype=np.uint8)
     cdef Py_ssize_t off = (64 - <Py_ssize_t>(<size_t>cnp.PyArray_DATA(buf) % 64)) % 64
-    return buf[off:off + nbytes].view(np.dtype(dtype))
+    return buf[off:off + nbytes].view(dt)
 
 
 cdef inline fc_phases *_phases(tuple spec, int H, int W, fc_phases *ps):
@@ -407,12 +414,31 @@ cdef inline fc_phases *_phases(tuple spec, int H, int W, fc_phases *ps):
         return NULL
     ps.sh, ps.sw, ps.ph, ps.pw = spec[0], spec[1], spec[2], spec[3]
     ps.H, ps.W = H, W
+    ps.nhwc, ps.nhwc_ready = NULL, 0
     return ps
+
+
+def winograd_nhwc_size(int r, int N, int C, int P, int Q, int m=4):
+    """Elements of the channels-last copy of the phases that conv2d_winograd and
+    conv2d_winograd_backward_weight share through ``x_nhwc`` (C: phase channels, P x Q
+    the output; F(m x m, r x r))."""
+    return <Py_ssize_t>fc_wino_nhwc_size(10 * m + r, N, C, P, Q)
+
+
+cdef void _check_kept(str who, str name, object buf, object dtype, size_t need, str source) except *:
+    """A kept buffer of a kernel: C-contiguous, 64-byte aligned, of dtype, >= need elements."""
+    if (type(buf) is not np.ndarray or (<cnp.ndarray>buf).dtype != dtype or not (<cnp.ndarray>buf).flags.c_contiguous
+            or <size_t>cnp.PyArray_DATA(<cnp.ndarray>buf) % 64):
+        raise ValueError(f"{who}: {name} must be a C-contiguous, 64-byte aligned array of "
+                         f"x's dtype {dtype} (from {source})")
+    if <size_t>(<cnp.ndarray>buf).size < need:
+        raise ValueError(f"{who}: {name} holds {(<cnp.ndarray>buf).size} elements, {need} needed "
+                         f"(from {source})")
 
 
 def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple padding, int act=0,
                     double slope=0.01, int n_threads=1, upack=None, bint upack_ready=False,
-                    tuple pooled_from=None, tuple x_phases=None, tuple y_phases=None):
+                    tuple pooled_from=None, tuple x_phases=None, tuple y_phases=None, x_nhwc=None):
     """y (N, K, P, Q) = x (N, C, H, W) correlated with w (K, C, r, r) (r = 3 or 2), padding
     (top, left; negative crops). ``upack``: None, or a winograd_packed buffer for w that
     keeps its transformed weights: filled from w here unless ``upack_ready``.
@@ -421,7 +447,9 @@ def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple pad
     ph, pw; C sh sw channels of P + r - 1 x Q + r - 1 pixels, no further padding) the
     convolution reads. ``y_phases`` (sh, sw, ph, pw, P, Q): y is an image (N, K / (sh sw),
     H, W) whose phases the P x Q output fills, channel k the phase k % (sh sw) of the
-    image's channel k / (sh sw) (pixels no phase reaches left alone)."""
+    image's channel k / (sh sw) (pixels no phase reaches left alone). ``x_nhwc``: with
+    ``x_phases``, a buffer of winograd_nhwc_size elements (64-byte aligned) that receives
+    the channels-last copy of x's phases, for conv2d_winograd_backward_weight."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], P = y.shape[2], Q = y.shape[3], r = w.shape[2]
     cdef int ph = padding[0], pw = padding[1], rc
@@ -442,13 +470,11 @@ def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple pad
     cdef size_t n = fc_wino_ws_s(f, N, C, K, P, Q, n_threads, &u) if x.dtype == np.float32 else \
         fc_wino_ws_d(f, N, C, K, P, Q, n_threads, &u)
     if upack is not None:
-        if (type(upack) is not np.ndarray or upack.dtype != x.dtype or not upack.flags.c_contiguous
-                or <size_t>cnp.PyArray_DATA(upack) % 64):
-            raise ValueError("conv2d_winograd: upack must be a C-contiguous, 64-byte aligned array of "
-                             f"x's dtype {x.dtype} (from winograd_packed)")
-        if <size_t>upack.size < u:
-            raise ValueError(f"conv2d_winograd: upack holds {upack.size} elements, F({f // 10}, {r}) "
-                             f"needs {u} (winograd_packed with m={f // 10})")
+        _check_kept("conv2d_winograd", "upack", upack, x.dtype, u, f"winograd_packed with m={f // 10}")
+    if x_nhwc is not None and xp != NULL:
+        _check_kept("conv2d_winograd", "x_nhwc", x_nhwc, x.dtype, fc_wino_nhwc_size(f, N, C, P, Q),
+                    f"winograd_nhwc_size with m={f // 10}")
+        xs.nhwc = cnp.PyArray_DATA(x_nhwc)
     cdef cnp.ndarray ws = scratch("winograd", (<Py_ssize_t>n,), x.dtype)
     cdef void *bp = NULL if bias is None else cnp.PyArray_DATA(bias)
     cdef void *up = NULL if upack is None else cnp.PyArray_DATA(upack)
@@ -468,10 +494,12 @@ def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple pad
 
 
 def conv2d_winograd_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, tuple padding,
-                                    int n_threads=1, tuple x_phases=None):
+                                    int n_threads=1, tuple x_phases=None, x_nhwc=None):
     """dw (K, C, r, r) = gradient of the rxr stride-1 convolution (r = 3 or 2) of x (N, C, H, W),
     padding (top, left), with output gradient dy (N, K, P, Q). ``x_phases``: as for
-    conv2d_winograd (dw then has C sh sw phase channels)."""
+    conv2d_winograd (dw then has C sh sw phase channels). ``x_nhwc``: with ``x_phases``, the
+    channels-last copy of x's phases that a conv2d_winograd of this x wrote (read in place
+    of x)."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = dy.shape[1], P = dy.shape[2], Q = dy.shape[3], r = dw.shape[2]
     cdef int ph = padding[0], pw = padding[1], rc
@@ -482,6 +510,10 @@ def conv2d_winograd_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray d
     cdef int f = 10 * winograd_tile(r, N, P, Q) + r
     cdef size_t n = fc_wino_wgrad_ws_s(f, N, C, K, P, Q, n_threads) if x.dtype == np.float32 else \
         fc_wino_wgrad_ws_d(f, N, C, K, P, Q, n_threads)
+    if x_nhwc is not None and xp != NULL:
+        _check_kept("conv2d_winograd_backward_weight", "x_nhwc", x_nhwc, x.dtype,
+                    fc_wino_nhwc_size(f, N, C, P, Q), f"winograd_nhwc_size with m={f // 10}")
+        xs.nhwc, xs.nhwc_ready = cnp.PyArray_DATA(x_nhwc), 1
     cdef cnp.ndarray ws = scratch("winograd", (<Py_ssize_t>n,), x.dtype)
     if x.dtype == np.float32:
         with nogil:

@@ -59,6 +59,9 @@ cdef extern from "fc_gemm.h" nogil:
                            int W, int ph, int pw, int nthreads, float *ws)
     ctypedef struct fc_phases:
         int sh, sw, H, W, ph, pw
+        void *nhwc
+        int nhwc_ready
+    size_t fc_wino_nhwc_size(int f, int N, int C, int P, int Q)
     size_t fc_wino_ws_s(int f, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
     size_t fc_wino_ws_d(int f, int N, int C, int K, int P, int Q, int nthreads, size_t *upack)
     int fc_wino_s(int f, const float *x, const float *w, const float *bias, float *y, int N, int C,

@@ -17,6 +17,7 @@ from ._checks import (Memo, as_float_array, check_index_range, check_int, check_
 from .linalg import _activation, _linear_into
 
 __all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "WeightCache",
+           "InputCache",
            "conv2d_output_size", "conv_transpose2d_output_size"]
 
 
@@ -164,27 +165,70 @@ class WeightCache:
                        stand_in)
 
 
+class InputCache:
+    """A convolution's input as its weight gradient reads it, made by the forward and
+    kept for the backward of the same input (a layer in training).
+
+    Where the forward and the weight gradient run as Winograd over the image's phases
+    (a 4x4 convolution of stride 2), the forward's channels-last copy of the phases is
+    kept, and the weight gradient of the same input array reads it instead of making
+    it again: the values x held at the forward. The buffer is kept between calls with
+    inputs of one shape.
+    """
+    __slots__ = ("_state",)
+
+    def __init__(self):
+        self._state = None   # (x, key, buffer, filled)
+
+    def __reduce__(self):
+        # a copy (copy.deepcopy, pickle) starts empty: the copy belongs to one input array
+        return (InputCache, ())
+
+    def _buffer(self, x, key, n):
+        """The buffer of n elements for the copy of x under ``key``, marked unfilled."""
+        st = self._state
+        buf = st[2] if st is not None and st[2].size == n and st[2].dtype == x.dtype else None
+        if buf is None:
+            buf = _conv.aligned_empty(n, x.dtype)
+        self._state = (x, key, buf, False)
+        return buf
+
+    def _filled(self, x, key):
+        st = self._state
+        if st is not None and st[0] is x and st[1] == key:
+            self._state = st[:3] + (True,)
+
+    def _copy_of(self, x, key):
+        """The kept copy of x under ``key``, or None."""
+        st = self._state
+        return st[2] if st is not None and st[3] and st[0] is x and st[1] == key else None
+
+
+def _phase_copy_key(x, weight_shape, stride, pad, m):
+    return (x.shape, x.dtype, weight_shape, stride, pad, m)
+
+
 def _kept_winograd(x, weight, kernel, shape, bias, y, pad, act, slope, nt, cache, pooled_from=None,
-                   x_phases=None, y_phases=None):
+                   x_phases=None, y_phases=None, x_nhwc=None):
     """conv2d_winograd of x with the kernel ``kernel()`` of ``shape`` (``weight``, or a
     rearrangement of it), its transform kept in ``cache`` (or None) for ``weight``;
-    conv2d_winograd's pooled_from, x_phases and y_phases as given."""
+    conv2d_winograd's pooled_from, x_phases, y_phases and x_nhwc as given."""
     if cache is None:
         return _conv.conv2d_winograd(x, kernel(), bias, y, pad, act, slope, nt, None, False, pooled_from,
-                                     x_phases, y_phases)
+                                     x_phases, y_phases, x_nhwc)
     P, Q = pooled_from if pooled_from is not None else y_phases[4:] if y_phases is not None else y.shape[2:]
     m = _conv.winograd_tile(shape[2], x.shape[0], P, Q, pooled_from is not None)
     st = cache._hit(weight, m, shape)
     if st is not None:
         return _conv.conv2d_winograd(x, st[4], bias, y, pad, act, slope, nt, st[3], True, pooled_from,
-                                     x_phases, y_phases)
+                                     x_phases, y_phases, x_nhwc)
     packed, ready = cache.lookup(weight, m, shape)
     if packed is None or ready:
         return _conv.conv2d_winograd(x, kernel(), bias, y, pad, act, slope, nt, packed, ready, pooled_from,
-                                     x_phases, y_phases)
+                                     x_phases, y_phases, x_nhwc)
     snapshot = weight.copy()
     _conv.conv2d_winograd(x, kernel(), bias, y, pad, act, slope, nt, packed, False, pooled_from, x_phases,
-                          y_phases)
+                          y_phases, x_nhwc)
     cache.commit(weight, snapshot, packed, m, shape)
     return y
 
@@ -218,8 +262,9 @@ def _winograd_forward(x, weight, bias, y, pad, act, slope, nt, cache, pooled_fro
                           pooled_from=pooled_from)
 
 
-def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, cache=None):
-    """y = conv(x, weight) + bias, activation (y preallocated: N, K, P, Q)."""
+def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, cache=None, inputs=None):
+    """y = conv(x, weight) + bias, activation (y preallocated: N, K, P, Q); ``inputs``: an
+    InputCache (or None) that keeps the input's copy for the weight gradient."""
     if _whole(x.shape[2:], weight, groups, pad, dilation):
         N, K = y.shape[0], y.shape[1]
         _linear_into(x.reshape(N, -1), weight.reshape(K, -1), bias, y.reshape(N, K), act, slope, nt)
@@ -231,9 +276,18 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
     if _conv.direct3(Cg, K, R, S, stride, dilation, groups, pad, x.dtype):
         return _conv.conv3x3_direct(x, weight, bias, y, pad, act, slope, nt)
     if _phase_winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:]):
-        return _kept_winograd(x, weight, lambda: _phase_weight(weight, stride, phase_major=True),
-                              _phase_shape_of(weight, stride), bias, y, (0, 0), act, slope, nt, cache,
-                              x_phases=stride + pad)
+        nhwc = key = None
+        if inputs is not None:
+            K, c, r, _ = _phase_shape_of(weight, stride)
+            m = _conv.winograd_tile(r, x.shape[0], y.shape[2], y.shape[3])
+            key = _phase_copy_key(x, weight.shape, stride, pad, m)
+            nhwc = inputs._buffer(x, key, _conv.winograd_nhwc_size(r, x.shape[0], c, y.shape[2], y.shape[3], m))
+        _kept_winograd(x, weight, lambda: _phase_weight(weight, stride, phase_major=True),
+                       _phase_shape_of(weight, stride), bias, y, (0, 0), act, slope, nt, cache,
+                       x_phases=stride + pad, x_nhwc=nhwc)
+        if inputs is not None:
+            inputs._filled(x, key)
+        return y
     if _phased(weight, stride, dilation, groups, direct=True):
         xph = _phase_image(x, stride, pad, _phase_shape(y.shape[2:], weight, stride), nt)
         _conv.conv2d_forward(xph, _phase_weight(weight, stride), bias, y, groups, (1, 1), (0, 0),
@@ -304,10 +358,11 @@ def _flip_transpose(weight):
     return np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
 
 
-def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb=None):
+def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb=None, inputs=None):
     """Gradient of a convolution wrt its weight, written into ``gw`` (Winograd for 3x3 stride 1,
     the direct kernel for one input channel, else pixel-major, any stride). Where a kernel
-    also sums the bias gradient into ``gb`` (if given), returns True."""
+    also sums the bias gradient into ``gb`` (if given), returns True. ``inputs``: an
+    InputCache (or None) whose copy of x, if the forward of x kept one, is read."""
     n = x.shape[0]
     K, Cg, R, S = gw.shape
     if n and _whole(x.shape[2:], gw, groups, pad, dilation):
@@ -321,7 +376,11 @@ def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb=None
         return False
     if n and _phase_winograd(n, gw, groups, stride, dilation, grad_out.shape[2:]):
         gph = np.empty((K, Cg * stride[0] * stride[1], R // stride[0], S // stride[1]), dtype=gw.dtype)
-        _conv.conv2d_winograd_backward_weight(x, grad_out, gph, (0, 0), nt, x_phases=stride + pad)
+        nhwc = None
+        if inputs is not None:
+            m = _conv.winograd_tile(gph.shape[2], n, grad_out.shape[2], grad_out.shape[3])
+            nhwc = inputs._copy_of(x, _phase_copy_key(x, gw.shape, stride, pad, m))
+        _conv.conv2d_winograd_backward_weight(x, grad_out, gph, (0, 0), nt, stride + pad, nhwc)
         _unphase_weight(gph, gw, stride, phase_major=True)
         return False
     _conv.conv2d_backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt)
@@ -416,15 +475,18 @@ def _check_conv_args(x, weight, bias, stride, padding, dilation, groups, what):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-           activation=None, negative_slope=0.01, weight_cache=None):
+           activation=None, negative_slope=0.01, weight_cache=None, input_cache=None):
     """2-D convolution of ``x`` (N, C, H, W) with ``weight`` (K, C/groups, R, S).
 
     ``padding``: int, pair, 'same' or 'valid'. ``activation`` None, 'relu' or
     'leaky_relu' is applied in the GEMM epilogue together with the bias.
     ``weight_cache``: a :class:`WeightCache` kept across calls with the same
-    weights, so that transformed weights are reused.
+    weights, so that transformed weights are reused. ``input_cache``: an
+    :class:`InputCache` in which the call keeps what the weight gradient of
+    ``conv2d_backward`` with the same ``input_cache`` and x reads of x.
     """
     _check_cache(weight_cache)
+    _check_input_cache(input_cache)
     x, unbatched = _input(x, "x")
     weight, bias, groups, stride, pad, dilation, (P, Q) = _conv_args(
         x, weight, bias, stride, padding, dilation, groups)
@@ -432,8 +494,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     act = _activation(activation)
     y = np.empty((x.shape[0], weight.shape[0], P, Q), dtype=x.dtype)
     _forward(x, weight, bias, y, groups, stride, pad, dilation, act, float(negative_slope),
-             n_threads(_flops(y.size, weight)), weight_cache)
+             n_threads(_flops(y.size, weight)), weight_cache, None if unbatched else input_cache)
     return y[0] if unbatched else y
+
+
+def _check_input_cache(input_cache):
+    if input_cache is not None and type(input_cache) is not InputCache:
+        raise TypeError(f"input_cache must be an InputCache or None, got {type(input_cache).__name__}")
 
 
 def _check_cache(weight_cache):
@@ -515,13 +582,16 @@ def _pool2_plan(x, weight, bias, stride, padding, dilation, groups, activation, 
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1,
-                    need_grad_input=True, weight_cache=None):
+                    need_grad_input=True, weight_cache=None, input_cache=None):
     """Gradients of ``conv2d``: (grad_x or None, grad_weight, grad_bias).
 
     ``weight_cache``: a :class:`WeightCache` for the transformed weights of the
     input gradient (not the forward's: they differ), reused while they stay the same.
+    ``input_cache``: the :class:`InputCache` of the forward of this x; what it kept
+    of x (the values x held then) is read instead of x where the same kernel runs.
     """
     _check_cache(weight_cache)
+    _check_input_cache(input_cache)
     x, unbatched = _input(x, "x")
     weight, _, groups, stride, pad, dilation, (P, Q) = _conv_args(
         x, weight, None, stride, padding, dilation, groups, "conv2d_backward")
@@ -542,7 +612,8 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
             gx = gx[0]
     gw = np.empty_like(weight)
     gb = np.empty(weight.shape[0], dtype=x.dtype)
-    if not _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb):
+    if not _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb,
+                            None if unbatched else input_cache):
         _conv.channel_sum(grad_out, gb, nt)
     return gx, gw, gb
 

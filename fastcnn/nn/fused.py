@@ -242,7 +242,8 @@ class FusedBlock:
                 call = _conv_call(x, w, b, *args)
             if call is None:
                 y = F.conv2d(x, w, b, layer.stride, layer._pad, layer.dilation, layer.groups,
-                             activation=self.activation, negative_slope=self.slope, weight_cache=cache)
+                             activation=self.activation, negative_slope=self.slope, weight_cache=cache,
+                             input_cache=layer._input_cache())
         elif x.ndim == 2:
             if eval_mode:
                 call = _linear_call(x, w, b, self.activation, self.slope)
@@ -312,7 +313,8 @@ class FusedBlock:
         if self._is_conv:
             gx, gw, gb = F.conv2d_backward(g, x, w2, layer.stride, layer._pad, layer.dilation, layer.groups,
                                            need_grad_input=need_input_grad,
-                                           weight_cache=layer._weight_cache(data=True))
+                                           weight_cache=layer._weight_cache(data=True),
+                                           input_cache=None if pooled_in_kernel else layer.__dict__.get("_icache"))
             if gb is None:
                 gb = g.sum(axis=(0, 2, 3))
         else:

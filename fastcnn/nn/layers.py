@@ -14,7 +14,7 @@ from .. import init
 from .._random import default_generator, resolve
 from ..functional._checks import as_float_array, check_float, check_int, pair
 from ..functional.pool import _max_pool2d_2x2, _max_pool2d_2x2_backward
-from ..functional.conv import WeightCache
+from ..functional.conv import InputCache, WeightCache
 from .module import Module, Parameter, _check_dtype, accumulate
 
 __all__ = [
@@ -142,6 +142,16 @@ class _ConvNd(Module):
             c = caches[key] = WeightCache(kept=key[1])
         return c
 
+    def _input_cache(self):
+        """In training, what the forward keeps of its input for the weight gradient of the
+        backward (see InputCache); None in eval mode."""
+        if not self.training:
+            return None
+        c = self.__dict__.get("_icache")
+        if c is None:
+            c = self.__dict__["_icache"] = InputCache()
+        return c
+
     def _who(self):
         return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, ...)"
 
@@ -186,7 +196,7 @@ class Conv2d(_ConvNd):
         b = self.bias
         return F.conv2d(x, self.weight.data, None if b is None else b.data,
                         self.stride, self._pad, self.dilation, self.groups,
-                        weight_cache=self._weight_cache())
+                        weight_cache=self._weight_cache(), input_cache=self._input_cache())
 
     def backward(self, grad_out, need_input_grad=True):
         x = self._x
@@ -196,7 +206,8 @@ class Conv2d(_ConvNd):
         g = _grad_as(grad_out, w.dtype)
         gx, gw, gb = F.conv2d_backward(g, x, w, self.stride, self._pad, self.dilation, self.groups,
                                        need_grad_input=need_input_grad,
-                                       weight_cache=self._weight_cache(data=True))
+                                       weight_cache=self._weight_cache(data=True),
+                                       input_cache=self.__dict__.get("_icache"))
         accumulate(self.weight, gw)
         if self.bias is not None:
             accumulate(self.bias, gb if gb is not None else g.sum(axis=(0, 2, 3)))
