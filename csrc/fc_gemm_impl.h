@@ -316,6 +316,22 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
     FN(ws_layout)(m, n, k, ki, &b_elems, &g.a_elems);
     g.bpack = ws;
     g.thread_ws = ws + b_elems;
+    /* a row-major B whose product has one block of rows (a Linear's weight gradient
+     * with one output feature, say) is read in place, its row offsets where the
+     * packed block would go: packing would copy it for a single pass (whole
+     * panels only: the kernels read NR columns) */
+    fc_view Bin;
+    if (B->kind == FC_VIEW_DENSE && B->cs == 1 && m <= g.MR && n % g.NR == 0 && !g.trans && !g.gathered
+            && !g.prepacked && g.ks.ukri != NULL && (long)k * (long)sizeof(long) <= b_elems * (long)sizeof(T)) {
+        long *offs = (long *)ws;
+        for (int p = 0; p < k; p++) offs[p] = (long)p * B->rs;
+        memset(&Bin, 0, sizeof(Bin));
+        Bin.kind = FC_VIEW_SHIFT;
+        Bin.p = B->p;
+        Bin.offs = offs;
+        g.B = B = &Bin;
+        g.shifted = 1;
+    }
     g.Bt = fc_view_t(B);
 
     if (nthreads > 1) {

@@ -263,3 +263,30 @@ def test_linear_checks_are_remembered_by_shapes_and_types(rng):
     b2 = np.repeat(b, 2)[::2]
     np.testing.assert_allclose(F.linear(x, w, b2, "relu"), np.maximum(x @ w.T + b, 0), rtol=1e-12)
     np.testing.assert_allclose(F.linear(x, w, b2, "relu"), np.maximum(x @ w.T + b, 0), rtol=1e-12)
+
+
+# Thin products (rows no more than one kernel tile) read a row-major B in place where its
+# columns fill whole panels (8 to 64 lanes, by instruction set): every epilogue, depths of
+# one and of several blocks, B at the very end of its memory.
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 6, 8])
+@pytest.mark.parametrize("n,k", [(64, 1), (128, 7), (192, 600), (256, 1100), (96, 33)])
+def test_thin_products_read_b_in_place(isa, dtype, m, n, k, rng):
+    a = rng.standard_normal((m, k)).astype(dtype)
+    store = rng.standard_normal(k * n + 5).astype(dtype)
+    b = store[5:].reshape(k, n)                # ends where its allocation ends
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    bias = rng.standard_normal(n).astype(dtype)
+    outs = []
+    for nt in (1, 2, 3):
+        c = c0.copy()
+        _gemm.gemm(a, b, c, alpha=1.5, beta=0.5, bias=bias, bias_mode=2, act=2, slope=0.25, n_threads=nt)
+        outs.append(c)
+    expected = 1.5 * (a.astype(np.float64) @ b) + 0.5 * c0 + bias[None, :]
+    expected = np.where(expected < 0, 0.25 * expected, expected)
+    np.testing.assert_allclose(outs[0], expected, **_tol(dtype, k))
+    assert all(np.array_equal(o, outs[0]) for o in outs[1:])
+    # the transposed operand of a Linear's weight gradient with one output feature
+    g = rng.standard_normal((k, 1)).astype(dtype)
+    gw = _gemm.gemm(g, b, np.empty((1, n), dtype), True, False, n_threads=2)
+    np.testing.assert_allclose(gw, g.T.astype(np.float64) @ b, **_tol(dtype, k))

@@ -136,7 +136,8 @@ def linear_backward(grad_out, x, weight, need_grad_input=True):
     check_index_range("linear_backward", {"N": x.shape[0], "in_features": x.shape[1],
                                           "out_features": weight.shape[0], "N*out_features": grad_out.size})
     x, weight, grad_out = (np.ascontiguousarray(a) for a in (x, weight, grad_out))
-    nt = n_threads(2 * grad_out.size * x.shape[1])
+    # (products this thin are bound by memory traffic, which a second core also shares out)
+    nt = n_threads(2 * grad_out.size * x.shape[1], grain=200_000)
     gx = None
     if need_grad_input:
         gx = _gemm.gemm(grad_out, weight, np.empty_like(x), n_threads=nt)
