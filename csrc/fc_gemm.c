@@ -1,4 +1,5 @@
 /* GEMM driver: cache blocking, threading and epilogue (float and double). */
+#include <string.h>
 #include "fc_gemm.h"
 
 #ifdef _OPENMP
