@@ -672,6 +672,31 @@ def test_input_cache_keeps_the_forwards_copy_for_the_weight_gradient(dtype, rng,
         F.conv2d_backward(g, x, w, 2, 1, input_cache=F.WeightCache())
 
 
+def test_transposed_backward_shares_the_copy_of_its_output_gradient(rng, monkeypatch, torch):
+    """conv_transpose2d_backward's input gradient (a convolution of grad_out) leaves its
+    copy of grad_out's phases to the weight gradient: the same gradients, bitwise, as
+    without sharing (the weight gradient alone), and against PyTorch's."""
+    from fastcnn._kernels import _conv
+    read = []
+    monkeypatch.setattr(F.conv._conv, "conv2d_winograd_backward_weight",
+                        _Recorder(_conv.conv2d_winograd_backward_weight, read), raising=False)
+    x = rng.standard_normal((64, 40, 7, 7)).astype(np.float32)
+    w = (rng.standard_normal((40, 24, 4, 4)) * 0.1).astype(np.float32)
+    g = rng.standard_normal((64, 24, 14, 14)).astype(np.float32)
+    gx, gw, gb = F.conv_transpose2d_backward(g, x, w, 2, 1)
+    assert read and read[-1] is not None
+    del read[:]
+    alone = F.conv_transpose2d_backward(g, x, w, 2, 1, need_grad_input=False)
+    assert read == [None] and alone[0] is None
+    assert np.array_equal(gw, alone[1]) and np.array_equal(gb, alone[2])
+    _close(gx, F.conv2d(g, w, None, 2, 1), 1e-5, "input gradient")
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(w, requires_grad=True)
+    torch.nn.functional.conv_transpose2d(tx, tw, None, 2, 1).backward(torch.tensor(g))
+    _close(gx, tx.grad.numpy(), 1e-4, "input gradient vs torch")
+    _close(gw, tw.grad.numpy(), 1e-4, "weight gradient vs torch")
+
+
 class _Recorder:
     """Calls ``fn``, recording the kept copy (x_nhwc, its last argument) of each call."""
 

@@ -704,12 +704,15 @@ def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_p
     grad_out = np.ascontiguousarray(grad_out)
     nt = n_threads(_flops(x.size, weight))
     gx = None
+    # the input gradient (a convolution of grad_out) and the weight gradient (one with
+    # grad_out as its input) share the channels-last copy of grad_out where both make one
+    copy = InputCache()
     if need_grad_input:
         gx = np.empty_like(x)
-        _forward(grad_out, weight, None, gx, groups, stride, padding, dilation, 0, 0.0, nt, weight_cache)
+        _forward(grad_out, weight, None, gx, groups, stride, padding, dilation, 0, 0.0, nt, weight_cache, copy)
         if unbatched:
             gx = gx[0]
     gw = np.empty_like(weight)
-    _backward_weight(grad_out, x, gw, groups, stride, padding, dilation, nt)
+    _backward_weight(grad_out, x, gw, groups, stride, padding, dilation, nt, inputs=copy)
     gb = _conv.channel_sum(grad_out, np.empty(out_shape[1], dtype=x.dtype), nt)
     return gx, gw, gb
