@@ -271,11 +271,11 @@ typedef struct {
                      const fc_phases *yout);
     size_t (*wino_wgrad_ws_s[3])(int N, int C, int K, int P, int Q, int nthreads);
     size_t (*wino_wgrad_ws_d[3])(int N, int C, int K, int P, int Q, int nthreads);
-    int (*wino_wgrad_s[3])(const float *x, const float *dy, float *dw, int N, int C, int H, int W,
+    int (*wino_wgrad_s[3])(const float *x, const float *dy, float *dw, float *db, int N, int C, int H, int W,
                            int K, int P, int Q, int ph, int pw, int nthreads, float *ws,
                            const fc_phases *xin);
-    int (*wino_wgrad_d[3])(const double *x, const double *dy, double *dw, int N, int C, int H, int W,
-                           int K, int P, int Q, int ph, int pw, int nthreads, double *ws,
+    int (*wino_wgrad_d[3])(const double *x, const double *dy, double *dw, double *db, int N, int C, int H,
+                           int W, int K, int P, int Q, int ph, int pw, int nthreads, double *ws,
                            const fc_phases *xin);
 } fc_kernel_info;
 
@@ -316,7 +316,8 @@ int fc_direct3_wgrad_s(const float *x, const float *dy, float *dw, float *db, in
  * padding (ph, pw) before the image (negative: cropped; and as much after as
  * P, Q need), plus bias (NULL: none), then the activation (FC_POOL_2X2 for
  * m = 4 only); and its weight gradient dw (K, C, r, r)
- * from x and dy (N, K, P, Q). ws: the *_ws() elements, 64-byte aligned.
+ * from x and dy (N, K, P, Q), and with db (not NULL) the bias gradient db (K):
+ * each image's sum over pixels, the images added in order. ws: the *_ws() elements, 64-byte aligned.
  * upack: NULL, or a 64-byte aligned buffer of the *upack elements that
  * fc_wino_ws reports, to keep the transformed weights between calls: filled
  * from w unless upack_ready (then w is not read). It is valid for one weight
@@ -337,10 +338,10 @@ int fc_wino_d(int f, const double *x, const double *w, const double *bias, doubl
               double *ws, double *upack, int upack_ready, const fc_phases *xin, const fc_phases *yout);
 size_t fc_wino_wgrad_ws_s(int f, int N, int C, int K, int P, int Q, int nthreads);
 size_t fc_wino_wgrad_ws_d(int f, int N, int C, int K, int P, int Q, int nthreads);
-int fc_wino_wgrad_s(int f, const float *x, const float *dy, float *dw, int N, int C, int H, int W,
+int fc_wino_wgrad_s(int f, const float *x, const float *dy, float *dw, float *db, int N, int C, int H, int W,
                     int K, int P, int Q, int ph, int pw, int nthreads, float *ws, const fc_phases *xin);
-int fc_wino_wgrad_d(int f, const double *x, const double *dy, double *dw, int N, int C, int H, int W,
-                    int K, int P, int Q, int ph, int pw, int nthreads, double *ws, const fc_phases *xin);
+int fc_wino_wgrad_d(int f, const double *x, const double *dy, double *dw, double *db, int N, int C, int H,
+                    int W, int K, int P, int Q, int ph, int pw, int nthreads, double *ws, const fc_phases *xin);
 
 /* fc_pack.c: rows r0 .. r1 (of all images' Hp rows) of a channels-last
  * zero-padded copy of x (N, C, H, W): out[n][h][w][c] (Hp x Wp pixels of Cs
@@ -460,7 +461,7 @@ FC_TRANSPOSE_DECL(avx512)
                                  int nthreads, T *ws, T *upack, int upack_ready,                \
                                  const fc_phases *xin, const fc_phases *yout);                  \
     size_t fc_wino_wgrad_ws##r##_##isa##_##t(int N, int C, int K, int P, int Q, int nthreads);   \
-    int fc_wino_wgrad##r##_##isa##_##t(const T *x, const T *dy, T *dw, int N, int C, int H, int W, \
+    int fc_wino_wgrad##r##_##isa##_##t(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, int W, \
                                        int K, int P, int Q, int ph, int pw, int nthreads, T *ws,   \
                                        const fc_phases *xin);
 #define FC_WINO_DECL(isa)                                                                       \

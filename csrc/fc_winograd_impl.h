@@ -706,7 +706,7 @@ static void WN(wino_wout)(const T *S, long ps, int C, int K, int k0, int k1, T *
 typedef struct {
     WN(wino_geom) f;                           /* the forward's geometry (input side) */
     int Hq, Wq, bt, nblocks, nchunks;         /* tiles a block (equal blocks), blocks, chunks */
-    long dimg, dy_layout, partials, per, z_off, gws_off, offs_off, zs, ps;
+    long dimg, dy_layout, partials, sums, per, z_off, gws_off, offs_off, zs, ps;
 } WN(wino_wgeom);
 
 static WN(wino_wgeom) WN(wino_wplan)(int N, int C, int K, int P, int Q)
@@ -725,6 +725,7 @@ static WN(wino_wgeom) WN(wino_wplan)(int N, int C, int K, int P, int Q)
      * reads every point of one (c, k) at once */
     g.ps = FC_WINO_AL((long)C * K) + 16;
     g.partials = FC_WINO_AL((long)g.nchunks * WP * g.ps);
+    g.sums = FC_WINO_AL((long)N * g.f.Ks);     /* each image's bias gradient */
     g.zs = FC_WINO_AL((long)FC_WINO_TILES * g.f.Ks) + 16;
     g.z_off = FC_WINO_AL(WP * g.f.vs);
     g.gws_off = g.z_off + FC_WINO_AL(WP * g.zs);
@@ -753,10 +754,10 @@ size_t WN(wino_wgrad_ws)(int N, int C, int K, int P, int Q, int nthreads)
 {
     if (nthreads < 1) nthreads = 1;
     const WN(wino_wgeom) g = WN(wino_wplan)(N, C, K, P, Q);
-    return (size_t)(g.f.ws_layout + g.dy_layout + g.partials + (long)nthreads * g.per);
+    return (size_t)(g.f.ws_layout + g.dy_layout + g.partials + g.sums + (long)nthreads * g.per);
 }
 
-int WN(wino_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, int K, int P,
+int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, int W, int K, int P,
                    int Q, int ph, int pw, int nthreads, T *ws, const fc_phases *xin)
 {
     if (nthreads < 1) nthreads = 1;
@@ -766,7 +767,8 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, i
     const int copy_x = !(xin && xin->nhwc && xin->nhwc_ready);
     T *dyt = ws + f->ws_layout;
     T *part = dyt + g.dy_layout;
-    T *task_ws = part + g.partials;
+    T *sums = part + g.partials;
+    T *task_ws = sums + g.sums;
     int rc = 0;
 #if FC_OPENMP
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1) reduction(| : rc)
@@ -790,6 +792,16 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, i
 #if FC_OPENMP
 #pragma omp barrier
 #endif
+        /* the bias gradient of each image, from its channels-last copy (pixels in order;
+         * those past P x Q are zero) */
+        if (db)
+            for (int n = (int)((long)N * tid / nth); n < (int)((long)N * (tid + 1) / nth); n++) {
+                T *s = sums + (long)n * f->Ks;
+                const T *d = dyt + (long)n * g.dimg;
+                for (int k = 0; k < f->Ks; k++) s[k] = 0;
+                for (long p = 0; p < (long)g.Hq * g.Wq; p++)
+                    for (int k = 0; k < f->Ks; k++) s[k] += d[p * f->Ks + k];
+            }
         /* a chunk a task while there are as many as threads; else each block's
          * tiles, then its points, shared out (the same sums either way) */
         const int shared = g.nchunks < nth;
@@ -857,6 +869,12 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, int N, int C, int H, int W, i
 #pragma omp barrier
 #endif
         WN(wino_wout)(part, g.ps, C, K, (int)((long)tid * K / nth), (int)((long)(tid + 1) * K / nth), dw);
+        if (db)   /* the images' sums in order */
+            for (int k = (int)((long)tid * K / nth); k < (int)((long)(tid + 1) * K / nth); k++) {
+                T t = 0;
+                for (int n = 0; n < N; n++) t += sums[(long)n * f->Ks + k];
+                db[k] = t;
+            }
         fc_fpmode_leave(fpmode);
     }
     return rc;

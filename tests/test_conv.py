@@ -697,6 +697,36 @@ def test_transposed_backward_shares_the_copy_of_its_output_gradient(rng, monkeyp
     _close(gw, tw.grad.numpy(), 1e-4, "weight gradient vs torch")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ["3x3", "4x4-stride2"])
+def test_winograd_weight_gradient_sums_the_bias_gradient(dtype, case, rng):
+    """The Winograd weight gradients sum the bias gradient from their copy of the output
+    gradient: equal to the sum, the same bits for any thread count, and with a NaN."""
+    if case == "3x3":
+        x = rng.standard_normal((37, 16, 14, 13)).astype(dtype)
+        w = rng.standard_normal((24, 16, 3, 3)).astype(dtype)
+        stride, pad = 1, 1
+    else:
+        x = rng.standard_normal((50, 16, 14, 14)).astype(dtype)
+        w = rng.standard_normal((20, 16, 4, 4)).astype(dtype)
+        stride, pad = 2, 1
+    y = F.conv2d(x, w, None, stride, pad)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    gw = np.empty_like(w)
+    gb = np.full(w.shape[0], np.nan, dtype)
+    assert F.conv._backward_weight(x, g, gw, 1, (stride, stride), (pad, pad), (1, 1), 2, gb)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    _close(gb, g.astype(np.float64).sum(axis=(0, 2, 3)), tol, "bias gradient")
+    outs = []
+    for t in (1, 2, 3):
+        with fastcnn.threads(t):
+            outs.append(F.conv2d_backward(g, x, w, stride, pad)[2])
+    assert all(np.array_equal(o, gb) for o in outs)
+    g[3, 5, 2, 2] = np.nan
+    gb2 = F.conv2d_backward(g, x, w, stride, pad)[2]
+    assert np.isnan(gb2[5]) and np.isfinite(np.delete(gb2, 5)).all()
+
+
 class _Recorder:
     """Calls ``fn``, recording the kept copy (x_nhwc, its last argument) of each call."""
 

@@ -494,12 +494,13 @@ def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple pad
 
 
 def conv2d_winograd_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, tuple padding,
-                                    int n_threads=1, tuple x_phases=None, x_nhwc=None):
+                                    int n_threads=1, tuple x_phases=None, x_nhwc=None, db=None):
     """dw (K, C, r, r) = gradient of the rxr stride-1 convolution (r = 3 or 2) of x (N, C, H, W),
     padding (top, left), with output gradient dy (N, K, P, Q). ``x_phases``: as for
     conv2d_winograd (dw then has C sh sw phase channels). ``x_nhwc``: with ``x_phases``, the
     channels-last copy of x's phases that a conv2d_winograd of this x wrote (read in place
-    of x)."""
+    of x). ``db``: None, or a C-contiguous (K,) array of x's dtype that receives the bias
+    gradient (dy summed over images and pixels)."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = dy.shape[1], P = dy.shape[2], Q = dy.shape[3], r = dw.shape[2]
     cdef int ph = padding[0], pw = padding[1], rc
@@ -514,17 +515,24 @@ def conv2d_winograd_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray d
         _check_kept("conv2d_winograd_backward_weight", "x_nhwc", x_nhwc, x.dtype,
                     fc_wino_nhwc_size(f, N, C, P, Q), f"winograd_nhwc_size with m={f // 10}")
         xs.nhwc, xs.nhwc_ready = cnp.PyArray_DATA(x_nhwc), 1
+    cdef void *dbp = NULL
+    if db is not None:
+        if (type(db) is not np.ndarray or (<cnp.ndarray>db).dtype != x.dtype
+                or not (<cnp.ndarray>db).flags.c_contiguous or (<cnp.ndarray>db).size != K):
+            raise ValueError(f"conv2d_winograd_backward_weight: db must be a C-contiguous ({K},) array "
+                             f"of x's dtype {x.dtype}")
+        dbp = cnp.PyArray_DATA(<cnp.ndarray>db)
     cdef cnp.ndarray ws = scratch("winograd", (<Py_ssize_t>n,), x.dtype)
     if x.dtype == np.float32:
         with nogil:
             rc = fc_wino_wgrad_s(f, <float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(dy),
-                                   <float *>cnp.PyArray_DATA(dw), N, C, H, W, K, P, Q, ph, pw, n_threads,
-                                   <float *>cnp.PyArray_DATA(ws), xp)
+                                   <float *>cnp.PyArray_DATA(dw), <float *>dbp, N, C, H, W, K, P, Q, ph, pw,
+                                   n_threads, <float *>cnp.PyArray_DATA(ws), xp)
     else:
         with nogil:
             rc = fc_wino_wgrad_d(f, <double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(dy),
-                                   <double *>cnp.PyArray_DATA(dw), N, C, H, W, K, P, Q, ph, pw, n_threads,
-                                   <double *>cnp.PyArray_DATA(ws), xp)
+                                   <double *>cnp.PyArray_DATA(dw), <double *>dbp, N, C, H, W, K, P, Q, ph, pw,
+                                   n_threads, <double *>cnp.PyArray_DATA(ws), xp)
     if rc:
         raise MemoryError("fastcnn: out of memory in conv2d backward")
     return dw

@@ -372,17 +372,17 @@ def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb=None
         _conv.conv3x3_direct_backward_weight(x, grad_out, gw, gb, pad, nt)
         return gb is not None
     if n and _winograd(n, gw, groups, stride, dilation, grad_out.shape[2:], _WINO_TILES_OTHER):
-        _conv.conv2d_winograd_backward_weight(x, grad_out, gw, pad, nt)
-        return False
+        _conv.conv2d_winograd_backward_weight(x, grad_out, gw, pad, nt, db=gb)
+        return gb is not None
     if n and _phase_winograd(n, gw, groups, stride, dilation, grad_out.shape[2:]):
         gph = np.empty((K, Cg * stride[0] * stride[1], R // stride[0], S // stride[1]), dtype=gw.dtype)
         nhwc = None
         if inputs is not None:
             m = _conv.winograd_tile(gph.shape[2], n, grad_out.shape[2], grad_out.shape[3])
             nhwc = inputs._copy_of(x, _phase_copy_key(x, gw.shape, stride, pad, m))
-        _conv.conv2d_winograd_backward_weight(x, grad_out, gph, (0, 0), nt, stride + pad, nhwc)
+        _conv.conv2d_winograd_backward_weight(x, grad_out, gph, (0, 0), nt, stride + pad, nhwc, gb)
         _unphase_weight(gph, gw, stride, phase_major=True)
-        return False
+        return gb is not None
     _conv.conv2d_backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt)
     return False
 
