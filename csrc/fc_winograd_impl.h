@@ -796,11 +796,13 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, i
          * those past P x Q are zero) */
         if (db)
             for (int n = (int)((long)N * tid / nth); n < (int)((long)N * (tid + 1) / nth); n++) {
-                T *s = sums + (long)n * f->Ks;
-                const T *d = dyt + (long)n * g.dimg;
-                for (int k = 0; k < f->Ks; k++) s[k] = 0;
-                for (long p = 0; p < (long)g.Hq * g.Wq; p++)
-                    for (int k = 0; k < f->Ks; k++) s[k] += d[p * f->Ks + k];
+                T *restrict s = sums + (long)n * f->Ks;
+                const T *restrict d = dyt + (long)n * g.dimg;
+                const int ks = f->Ks;
+                const long npix = (long)g.Hq * g.Wq;
+                for (int k = 0; k < ks; k++) s[k] = 0;
+                for (long p = 0; p < npix; p++, d += ks)
+                    for (int k = 0; k < ks; k++) s[k] += d[k];
             }
         /* a chunk a task while there are as many as threads; else each block's
          * tiles, then its points, shared out (the same sums either way) */
