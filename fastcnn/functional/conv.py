@@ -278,7 +278,7 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
     if _phase_winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:]):
         nhwc = key = None
         if inputs is not None:
-            K, c, r, _ = _phase_shape_of(weight, stride)
+            _, c, r, _ = _phase_shape_of(weight, stride)
             m = _conv.winograd_tile(r, x.shape[0], y.shape[2], y.shape[3])
             key = _phase_copy_key(x, weight.shape, stride, pad, m)
             nhwc = inputs._buffer(x, key, _conv.winograd_nhwc_size(r, x.shape[0], c, y.shape[2], y.shape[3], m))
