@@ -323,19 +323,22 @@ def test_blocks_follow_settings_changed_after_a_call(training, rng):
     for mod in (m, ref):
         mod[5].negative_slope = -0.3     # negative: the modules run one by one
     check()
+
+    def new_linear(in_features):
+        # the pooled map's size changed: a Linear that takes it, the same in both models
+        for mod in (m, ref):
+            mod[4] = nn.Linear(in_features, 4).to(np.float64)
+        ref[4].load_state_dict(m[4].state_dict())
+        m.train(training)
+        ref.train(training)
+
     for mod in (m, ref):
         mod[2].ceil_mode = True
-        mod[4] = nn.Linear(5 * 5 * 5, 4).to(np.float64)
-    ref[4].load_state_dict(m[4].state_dict())
-    m.train(training)
-    ref.train(training)
+    new_linear(5 * 5 * 5)
     check()
     for mod in (m, ref):
         mod[0]._pad = (0, 0)
         mod[0].padding = (0, 0)
         mod[2].ceil_mode = False
-        mod[4] = nn.Linear(5 * 3 * 3, 4).to(np.float64)
-    ref[4].load_state_dict(m[4].state_dict())
-    m.train(training)
-    ref.train(training)
+    new_linear(5 * 3 * 3)
     check()

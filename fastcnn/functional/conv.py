@@ -277,14 +277,14 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
         return _conv.conv3x3_direct(x, weight, bias, y, pad, act, slope, nt)
     if _phase_winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:]):
         nhwc = key = None
+        shape = _phase_shape_of(weight, stride)
         if inputs is not None:
-            _, c, r, _ = _phase_shape_of(weight, stride)
+            c, r = shape[1], shape[2]
             m = _conv.winograd_tile(r, x.shape[0], y.shape[2], y.shape[3])
             key = _phase_copy_key(x, weight.shape, stride, pad, m)
             nhwc = inputs._buffer(x, key, _conv.winograd_nhwc_size(r, x.shape[0], c, y.shape[2], y.shape[3], m))
-        _kept_winograd(x, weight, lambda: _phase_weight(weight, stride, phase_major=True),
-                       _phase_shape_of(weight, stride), bias, y, (0, 0), act, slope, nt, cache,
-                       x_phases=stride + pad, x_nhwc=nhwc)
+        _kept_winograd(x, weight, lambda: _phase_weight(weight, stride, phase_major=True), shape, bias, y,
+                       (0, 0), act, slope, nt, cache, x_phases=stride + pad, x_nhwc=nhwc)
         if inputs is not None:
             inputs._filled(x, key)
         return y
@@ -375,7 +375,7 @@ def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb=None
         _conv.conv2d_winograd_backward_weight(x, grad_out, gw, pad, nt, db=gb)
         return gb is not None
     if n and _phase_winograd(n, gw, groups, stride, dilation, grad_out.shape[2:]):
-        gph = np.empty((K, Cg * stride[0] * stride[1], R // stride[0], S // stride[1]), dtype=gw.dtype)
+        gph = np.empty(_phase_shape_of(gw, stride), dtype=gw.dtype)
         nhwc = None
         if inputs is not None:
             m = _conv.winograd_tile(gph.shape[2], n, grad_out.shape[2], grad_out.shape[3])
