@@ -795,6 +795,11 @@ def test_winograd_refuses_a_misaligned_or_mistyped_kept_buffer(rng):
         with pytest.raises(ValueError, match="x_nhwc"):
             _conv.conv2d_winograd_backward_weight(xi, y, np.empty_like(w), (0, 0), 1, (2, 2, 1, 1), bad)
     _conv.conv2d_winograd(xi, w, None, y, (0, 0), 0, 0.0, 1, None, False, None, (2, 2, 1, 1), None, copy_ok)
+    # the bias gradient's array: (K,), C-contiguous, of x's dtype
+    dy = np.zeros((50, 24, 7, 7), np.float32)
+    for bad in (np.zeros(23, np.float32), np.zeros(24), [0.0] * 24, np.zeros(48, np.float32)[::2]):
+        with pytest.raises(ValueError, match="db must be a C-contiguous"):
+            _conv.conv2d_winograd_backward_weight(xi, dy, np.empty_like(w), (0, 0), 1, (2, 2, 1, 1), None, bad)
 
 
 def test_zero_size_batch():
