@@ -270,9 +270,9 @@ def test_zero_grad():
     m = lenet()
     for p in m.parameters():
         p.grad += 1
-    m.zero_grad()
-    assert all(not p.grad.any() for p in m.parameters())
-    m.zero_grad(set_to_none=True)
+    m.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.any() for p in m.parameters())
+    m.zero_grad()   # None by default, as in PyTorch
     assert all(p.grad is None for p in m.parameters())
     y = m(np.ones((2, 1, 8, 8), dtype=np.float32))
     m.backward(np.ones_like(y))
@@ -479,6 +479,56 @@ def test_grads_accumulate_and_need_input_grad(rng):
     for k, p in m.named_parameters():
         np.testing.assert_allclose(p.grad, 2 * once[k], rtol=1e-5, atol=1e-6, err_msg=k)
     assert dx.shape == x.shape
+
+
+def test_accumulate_takes_owned_arrays_and_copies_the_rest():
+    from fastcnn.nn.module import accumulate
+    p = nn.Parameter(np.zeros((2, 3), np.float32))
+    g = np.ones((2, 3), np.float32)
+    accumulate(p, g)                       # not owned: a copy
+    assert p.grad is not g and np.array_equal(p.grad, g)
+    p.grad = None
+    accumulate(p, g, owned=True)           # owned: becomes the gradient
+    assert p.grad is g
+    accumulate(p, np.full((2, 3), 2, np.float32), owned=True)
+    assert p.grad is g and np.all(g == 3)
+    # what cannot become the gradient is copied: a view, another dtype, a
+    # non-contiguous or read-only array
+    base = np.ones((2, 6), np.float32)
+    ro = np.ones((2, 3), np.float32)
+    ro.flags.writeable = False
+    for other in (base[:, :3], np.ones((2, 3)), np.ones((3, 2), np.float32).T, ro):
+        p.grad = None
+        accumulate(p, other, owned=True)
+        assert p.grad is not other and p.grad.dtype == np.float32 and p.grad.shape == (2, 3)
+        assert p.grad.flags.writeable
+        assert np.all(p.grad == 1)
+    p.requires_grad = False
+    p.grad = None
+    accumulate(p, g, owned=True)
+    assert p.grad is None
+
+
+def test_layer_gradients_stay_their_own_over_steps(rng):
+    """The arrays a layer's backward hands to its parameters are not written by later
+    calls: two backward passes after zero_grad() give the same gradients as by hand."""
+    m = _small_net(double=False)
+    x = rng.standard_normal((3, 2, 6, 6)).astype(np.float32)
+    g = rng.standard_normal((3, 1)).astype(np.float32)
+    m.zero_grad()
+    m(x)
+    m.backward(g)
+    first = {k: p.grad for k, p in m.named_parameters()}
+    once = {k: v.copy() for k, v in first.items()}
+    m(2 * x)
+    m.backward(3 * g)
+    second = {k: p.grad.copy() for k, p in m.named_parameters()}
+    m.zero_grad()
+    m(2 * x)
+    m.backward(3 * g)
+    for k, p in m.named_parameters():
+        np.testing.assert_allclose(second[k], once[k] + p.grad, rtol=1e-5, atol=1e-6, err_msg=k)
+        assert p.grad is not first[k]
 
 
 def test_need_input_grad_with_custom_first_module():

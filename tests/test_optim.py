@@ -164,9 +164,9 @@ def test_step_skips_params_without_grad_and_zero_grad():
     np.testing.assert_array_equal(a.data, 0.5)
     np.testing.assert_array_equal(b.data, 1.0)
     assert b not in opt.state
-    opt.zero_grad()
+    opt.zero_grad(set_to_none=False)
     np.testing.assert_array_equal(a.grad, 0.0)
-    opt.zero_grad(set_to_none=True)
+    opt.zero_grad()   # None by default, as in PyTorch
     assert a.grad is None
 
 

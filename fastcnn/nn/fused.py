@@ -322,23 +322,23 @@ class FusedBlock:
             if gb is None:
                 gb = g.sum(axis=0)
         if bn is None:
-            accumulate(layer.weight, gw)
+            accumulate(layer.weight, gw, owned=True)
             if layer.bias is not None:
-                accumulate(layer.bias, gb)
+                accumulate(layer.bias, gb, owned=True)
             return gx
         _, _, s, inv_std = self.folded()
         w = layer.weight.data
-        accumulate(layer.weight, gw * s.reshape((-1,) + (1,) * (w.ndim - 1)))
+        accumulate(layer.weight, gw * s.reshape((-1,) + (1,) * (w.ndim - 1)), owned=True)
         if layer.bias is not None:
-            accumulate(layer.bias, gb * s)
+            accumulate(layer.bias, gb * s, owned=True)
         if bn.weight is not None:
             axes = tuple(range(1, w.ndim))
             shift = -bn.running_mean
             if layer.bias is not None:
                 shift = shift + layer.bias.data
-            accumulate(bn.weight, ((gw * w).sum(axis=axes) + shift * gb) * inv_std)
+            accumulate(bn.weight, ((gw * w).sum(axis=axes) + shift * gb) * inv_std, owned=True)
         if bn.bias is not None:
-            accumulate(bn.bias, gb)
+            accumulate(bn.bias, gb, owned=True)
         return gx
 
     def __repr__(self):

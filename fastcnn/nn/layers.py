@@ -208,9 +208,9 @@ class Conv2d(_ConvNd):
                                        need_grad_input=need_input_grad,
                                        weight_cache=self._weight_cache(data=True),
                                        input_cache=self.__dict__.get("_icache"))
-        accumulate(self.weight, gw)
+        accumulate(self.weight, gw, owned=True)
         if self.bias is not None:
-            accumulate(self.bias, gb if gb is not None else g.sum(axis=(0, 2, 3)))
+            accumulate(self.bias, gb if gb is not None else g.sum(axis=(0, 2, 3)), owned=True)
         return gx
 
 
@@ -241,9 +241,9 @@ class ConvTranspose2d(_ConvNd):
         gx, gw, gb = F.conv_transpose2d_backward(g, x, w, self.stride, self._pad, self.output_padding,
                                                  self.groups, self.dilation, need_grad_input=need_input_grad,
                                                  weight_cache=self._weight_cache())
-        accumulate(self.weight, gw)
+        accumulate(self.weight, gw, owned=True)
         if self.bias is not None:
-            accumulate(self.bias, gb if gb is not None else g.sum(axis=(0, 2, 3)))
+            accumulate(self.bias, gb if gb is not None else g.sum(axis=(0, 2, 3)), owned=True)
         return gx
 
 
@@ -301,9 +301,9 @@ class Linear(Module):
         if lead is not None:
             g = g.reshape(-1, self.out_features)
         gx, gw, gb = F.linear_backward(g, x, w, need_grad_input=need_input_grad)
-        accumulate(self.weight, gw)
+        accumulate(self.weight, gw, owned=True)
         if self.bias is not None:
-            accumulate(self.bias, gb if gb is not None else g.sum(axis=0))
+            accumulate(self.bias, gb if gb is not None else g.sum(axis=0), owned=True)
         if lead is not None and gx is not None:
             gx = gx.reshape(lead + (self.in_features,))
         return gx
@@ -539,9 +539,9 @@ class _BatchNorm(Module):
         gx, gw, gb = F.batch_norm_backward(g, x, None if w is None else w.data, mean, invstd,
                                            training=use_batch)
         if w is not None:
-            accumulate(w, gw)
+            accumulate(w, gw, owned=True)
             if self.bias is not None:
-                accumulate(self.bias, gb)
+                accumulate(self.bias, gb, owned=True)
         if not need_input_grad:
             return None
         return gx.reshape(shape) if len(shape) == 3 else gx

@@ -94,11 +94,18 @@ class Parameter:
         return "Parameter containing:\n" + repr(self.data)
 
 
-def accumulate(param, grad):
-    """``param.grad += grad`` (or set it when it is None); skipped for frozen parameters."""
+def accumulate(param, grad, owned=False):
+    """``param.grad += grad`` (or set it when it is None); skipped for frozen parameters.
+    ``owned``: grad is a new array that nothing else holds, which becomes ``param.grad``
+    where it can (one of the parameter's shape and dtype) instead of being copied."""
     if param.requires_grad:
         if param.grad is None:
-            param.grad = np.array(grad, dtype=param.data.dtype, copy=True)
+            data = param.data
+            if (owned and type(grad) is np.ndarray and grad.base is None and grad.dtype == data.dtype
+                    and grad.shape == data.shape and grad.flags.c_contiguous and grad.flags.writeable):
+                param.grad = grad
+            else:
+                param.grad = np.array(grad, dtype=data.dtype, copy=True)
         else:
             param.grad += grad
 
@@ -409,7 +416,9 @@ class Module:
             p.requires_grad = bool(requires_grad)
         return self
 
-    def zero_grad(self, set_to_none=False):
+    def zero_grad(self, set_to_none=True):
+        """Set every parameter's gradient to None (as PyTorch does), or with
+        ``set_to_none=False`` to zeros in place."""
         for p in self.parameters():
             if set_to_none:
                 p.grad = None

@@ -125,8 +125,9 @@ class Optimizer:
         lines.append(")")
         return "\n".join(lines)
 
-    def zero_grad(self, set_to_none=False):
-        """Zero the gradients in place (``set_to_none=True`` sets them to ``None`` instead)."""
+    def zero_grad(self, set_to_none=True):
+        """Set the gradients to ``None`` (as PyTorch does), or with ``set_to_none=False``
+        zero them in place."""
         for g in self.param_groups:
             for p in g["params"]:
                 if p.grad is None:
