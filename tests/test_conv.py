@@ -898,3 +898,26 @@ def test_scratch_reuse_across_geometries(rng):
         rgx, rgw, _ = ref.conv2d_backward(dy, x, w, (1, 1), (pad, pad))
         np.testing.assert_allclose(gx, rgx, rtol=1e-10, atol=1e-9)
         np.testing.assert_allclose(gw, rgw, rtol=1e-10, atol=1e-8)
+
+
+@pytest.mark.parametrize("flip_transpose", [False, True])
+@pytest.mark.parametrize("phase_major", [False, True])
+def test_phase_weight_against_numpy_for_any_thread_count(flip_transpose, phase_major, rng):
+    """The phase kernels of a 4x4 stride-2 weight large enough to be split across
+    threads, against their definition in NumPy, and back."""
+    from fastcnn._kernels import _conv
+    K, C = 72, 40
+    w = rng.standard_normal((K, C, 4, 4)).astype(np.float32)
+    # e[k, a, b, c, i, j] = w[k, c, 2 i + a, 2 j + b]
+    e = w.reshape(K, C, 2, 2, 2, 2).transpose(0, 3, 5, 1, 2, 4)
+    e = e.reshape(K, 4 * C, 2, 2) if phase_major else e.transpose(0, 3, 1, 2, 4, 5).reshape(K, 4 * C, 2, 2)
+    if flip_transpose:
+        e = e.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+    for t in (1, 2, 3):
+        out = np.empty(e.shape, np.float32)
+        _conv.phase_weight(w, out, (2, 2), flip_transpose, phase_major, n_threads=t)
+        assert np.array_equal(out, e), t
+        if not flip_transpose:
+            back = np.empty_like(w)
+            _conv.phase_weight(out, back, (2, 2), phase_major=phase_major, inverse=True, n_threads=t)
+            assert np.array_equal(back, w), t

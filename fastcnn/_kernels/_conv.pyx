@@ -1450,7 +1450,8 @@ cdef void _from_phases(const floating *xph, floating *out, int NC, int H, int W,
 
 
 cdef void _phase_weight(const floating *w, floating *out, int K, int C, int R, int S, int sh, int sw,
-                        bint flip_transpose, bint phase_major, bint inverse, long *tab) noexcept nogil:
+                        bint flip_transpose, bint phase_major, bint inverse, long *tab,
+                        int n_threads) noexcept nogil:
     """out[k, c', i, j] = w[k, c, i sh + a, j sw + b] for the phase channel c' of (c, a, b):
     c' = (c sh + a) sw + b, or (a sw + b) C + c if ``phase_major``; flip_transpose:
     out[c', k, Rs - 1 - i, Ss - 1 - j] (Rs = R / sh, Ss = S / sw) instead; inverse: w from
@@ -1472,7 +1473,7 @@ cdef void _phase_weight(const floating *w, floating *out, int K, int C, int R, i
                         tab[t] = (cph * K * tap + (R // sh - 1 - i) * (S // sw) + S // sw - 1 - j)
                     else:
                         tab[t] = cph * tap + i * (S // sw) + j
-    for k in range(K):
+    for k in prange(K, schedule='static', num_threads=n_threads):
         for c in range(C):
             d = k * Ak + c * Ac
             if inverse:
@@ -1484,25 +1485,27 @@ cdef void _phase_weight(const floating *w, floating *out, int K, int C, int R, i
 
 
 def phase_weight(cnp.ndarray w, cnp.ndarray out, tuple stride, bint flip_transpose=False,
-                 bint phase_major=False, bint inverse=False):
+                 bint phase_major=False, bint inverse=False, int n_threads=1):
     """The weight (K, C, R, S) of a strided convolution over its image phases: out (K, C sh sw,
     R / sh, S / sw), or with ``flip_transpose`` (C sh sw, K, R / sh, S / sw) flipped (the
     input gradient's); phase channels (c, a, b), or (a, b, c) if ``phase_major``;
-    ``inverse``: w from out."""
+    ``inverse``: w from out. Up to ``n_threads`` threads from 64k elements."""
     cdef cnp.ndarray full = out if inverse else w
     cdef int K = full.shape[0], C = full.shape[1], R = full.shape[2], S = full.shape[3]
     cdef int sh = stride[0], sw = stride[1]
+    if <long>K * C * R * S < 65536:
+        n_threads = 1
     cdef long *tab = <long *>malloc(<size_t>(R * S) * sizeof(long))
     if tab == NULL:
         raise MemoryError("fastcnn: out of memory")
     if w.dtype == np.float32:
         with nogil:
             _phase_weight(<float *>cnp.PyArray_DATA(w), <float *>cnp.PyArray_DATA(out), K, C, R, S, sh, sw,
-                          flip_transpose, phase_major, inverse, tab)
+                          flip_transpose, phase_major, inverse, tab, n_threads)
     else:
         with nogil:
             _phase_weight(<double *>cnp.PyArray_DATA(w), <double *>cnp.PyArray_DATA(out), K, C, R, S, sh, sw,
-                          flip_transpose, phase_major, inverse, tab)
+                          flip_transpose, phase_major, inverse, tab, n_threads)
     free(tab)
     return out
 

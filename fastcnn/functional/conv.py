@@ -65,12 +65,14 @@ def _phase_weight(weight, stride, flip_transpose=False, phase_major=False):
     Winograd kernels read phases); ``flip_transpose``: (Cg*sh*sw, K, R/sh, S/sw), each
     kernel flipped (the input gradient's)."""
     out = np.empty(_phase_shape_of(weight, stride, flip_transpose), dtype=weight.dtype)
-    return _conv.phase_weight(np.ascontiguousarray(weight), out, stride, flip_transpose, phase_major)
+    return _conv.phase_weight(np.ascontiguousarray(weight), out, stride, flip_transpose, phase_major,
+                              n_threads=n_threads(weight.size, 32768))
 
 
 def _unphase_weight(wph, out, stride, phase_major=False):
     """The inverse of _phase_weight, written into ``out`` (K, Cg, R, S)."""
-    return _conv.phase_weight(wph, out, stride, phase_major=phase_major, inverse=True)
+    return _conv.phase_weight(wph, out, stride, phase_major=phase_major, inverse=True,
+                              n_threads=n_threads(out.size, 32768))
 
 
 def _phase_shape(out_hw, weight, stride):
@@ -99,6 +101,22 @@ def _winograd(n, weight, groups, stride, dilation, out_hw, min_tiles=_WINO_TILES
     K, Cg, R, S = weight.shape
     return _conv.winograd(n, Cg, K // groups, R, S, stride, dilation, groups, out_hw[0], out_hw[1],
                           min_tiles)
+
+
+_STAND_INS = {}
+
+
+def _stand_in(shape, dtype):
+    """What a kernel is passed in place of a kernel whose transform is kept: a read-only
+    array of its shape (the kernel reads only the shape) with no memory of its own."""
+    key = (shape, dtype)
+    a = _STAND_INS.get(key)
+    if a is None:
+        a = np.lib.stride_tricks.as_strided(np.empty(1, dtype=dtype), shape, (0,) * len(shape),
+                                            writeable=False)
+        if len(_STAND_INS) < 256:
+            _STAND_INS[key] = a
+    return a
 
 
 class WeightCache:
@@ -157,12 +175,8 @@ class WeightCache:
     def commit(self, weight, snapshot, packed, m=4, shape=None):
         """Publish ``packed``, filled from ``weight`` whose values were ``snapshot``."""
         shape = weight.shape if shape is None else tuple(shape)
-        # what the kernel is passed in place of the kernel once its transform is kept:
-        # an array of its shape (the kernel reads only the shape), with no memory of its own
-        stand_in = np.lib.stride_tricks.as_strided(np.empty(1, dtype=weight.dtype), shape, (0,) * len(shape),
-                                                   writeable=False)
         self._state = (weight, (weight.shape, weight.dtype, _conv.isa_id(), m, shape), snapshot, packed,
-                       stand_in)
+                       _stand_in(shape, weight.dtype))
 
 
 class InputCache:
