@@ -7,7 +7,7 @@ import pytest
 import fastcnn
 from fastcnn import nn
 from fastcnn._random import manual_seed
-from fastcnn.nn.fused import FusedBlock
+from fastcnn.nn.fused import FusedBlock, NormActBlock
 
 
 @pytest.fixture(autouse=True)
@@ -56,14 +56,17 @@ def test_plan_fuses_expected_blocks():
     assert plan[4].flatten is m[12] and plan[4].layer is m[13]
     assert all(s.flatten is None for i, s in enumerate(plan) if i != 4)
     m.train()
-    # training: only an activation right after a Conv2d / Linear is fused (never BatchNorm)
-    plain = [type(x).__name__ for x in m if type(x) is not nn.Identity]
-    assert kinds(m) == plain[:16] + ["FusedBlock", "Linear"]   # conv + BN + ReLU: not fused
+    # training: an activation right after a Conv2d / Linear is fused (never BatchNorm), and
+    # one right after a BatchNorm goes into the BatchNorm's pass
+    assert kinds(m) == ["Conv2d", "NormActBlock", "MaxPool2d", "Conv2d", "NormActBlock", "Conv2d", "BatchNorm2d",
+                        "Conv2d", "Dropout", "ReLU", "Flatten", "Linear", "NormActBlock", "FusedBlock", "Linear"]
+    assert [s.modules for s in m._get_plan() if isinstance(s, NormActBlock)] == [[m[1], m[2]], [m[5], m[6]],
+                                                                                  [m[14], m[15]]]
     m.fused_training = False
     assert kinds(m) == [type(x).__name__ for x in m]
     m.eval()
     m[1].train()  # a BatchNorm in training mode is not folded
-    assert kinds(m)[:4] == ["FusedBlock", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    assert kinds(m)[:3] == ["FusedBlock", "NormActBlock", "MaxPool2d"]
     assert m._get_plan()[0].modules == [m[0]]
 
 
@@ -342,3 +345,47 @@ def test_blocks_follow_settings_changed_after_a_call(training, rng):
         mod[2].ceil_mode = False
     new_linear(5 * 3 * 3)
     check()
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_batchnorm_activation_block_equals_the_modules(training, dtype):
+    """BatchNorm + ReLU / LeakyReLU run as one pass: the outputs, running statistics and
+    every gradient equal those of the modules one by one; a slope changed after a call
+    is followed, a negative one runs the modules one by one."""
+    rng = np.random.default_rng(3)
+
+    def make():
+        manual_seed(0)
+        # (after a transposed convolution or a Tanh, eval mode has no layer to fold a BatchNorm into)
+        return randomise_bn(nn.Sequential(
+            nn.ConvTranspose2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(6, 4, 3, stride=2), nn.BatchNorm2d(4, affine=False), nn.ReLU(inplace=True),
+            nn.Flatten(), nn.Linear(1156, 10), nn.Tanh(), nn.BatchNorm1d(10), nn.ReLU(),
+            nn.Linear(10, 2))).to(dtype)
+
+    x = rng.standard_normal((7, 3, 8, 8)).astype(dtype)
+    g = rng.standard_normal((7, 2)).astype(dtype)
+    fused, plain = make().train(training), make().train(training)
+    plain.fused_training = plain.fused_inference = False
+    assert sum(isinstance(s, NormActBlock) for s in fused._get_plan()) == 3
+    for slope in (0.2, 0.05, -0.3):
+        fused[2].negative_slope = plain[2].negative_slope = slope
+        for m in (fused, plain):
+            m.zero_grad()
+        y1, y2 = fused(x), plain(x)
+        assert np.array_equal(y1, y2)
+        gx1, gx2 = fused.backward(g), plain.backward(g)
+        assert np.array_equal(gx1, gx2)
+        for (k, p1), (_, p2) in zip(fused.named_parameters(), plain.named_parameters()):
+            assert np.array_equal(p1.grad, p2.grad), (k, slope)
+        for (k, b1), (_, b2) in zip(fused.named_buffers(), plain.named_buffers()):
+            assert np.array_equal(b1, b2), (k, slope)
+
+
+def test_batchnorm_activation_block_needs_a_forward():
+    m = nn.Sequential(nn.BatchNorm1d(3), nn.ReLU())
+    step = m._get_plan()[0]
+    assert isinstance(step, NormActBlock)
+    with pytest.raises(RuntimeError, match="forward"):
+        step.backward(np.ones((2, 3), np.float32))

@@ -167,3 +167,89 @@ def test_batch_norm_streaming_stores_give_the_same_bits(rng, monkeypatch):
                          *F.batch_norm_backward(g, x, w, m, s, training=False)])
     for a, c in zip(outs[0] + outs[2], outs[1] + outs[3]):
         assert a.tobytes() == c.tobytes()
+
+
+ACTS = [("relu", 0.01), ("leaky_relu", 0.2), ("leaky_relu", 0.0)]
+
+
+def _act(y, activation, slope):
+    return F.relu(y) if activation == "relu" else F.leaky_relu(y, slope)
+
+
+def _act_backward(g, y, activation, slope):
+    return F.relu_backward(g, y) if activation == "relu" else F.leaky_relu_backward(g, y, slope)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("activation,slope", ACTS)
+@pytest.mark.parametrize("shape", [(8, 5), (1, 3, 1, 2), (4, 3, 5, 7), (64, 20, 7, 7), (3, 2, 9, 9)])
+def test_batch_norm_with_activation_equals_the_two_steps(rng, shape, activation, slope, training, dtype,
+                                                         monkeypatch):
+    """BatchNorm with a fused ReLU / LeakyReLU: bitwise the output of BatchNorm then the
+    activation, and the gradients of both backwards in turn, with and without
+    streaming stores; a NaN in x or in the gradient is kept as the two steps keep it."""
+    import fastcnn.functional.norm as norm_module
+    C = shape[1]
+    x = (rng.standard_normal(shape) * 2 + 0.3).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    if x.size > 40:
+        x.flat[17] = np.nan
+        g.flat[5] = np.nan
+    w, b = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    rm, rv = rng.standard_normal(C), rng.uniform(0.5, 2, C)
+    y0, m0, s0 = F.batch_norm(x, rm.copy(), rv.copy(), w, b, training=training)
+    ya = _act(y0, activation, slope)
+    expected = F.batch_norm_backward(_act_backward(g, ya, activation, slope), x, w, m0, s0, training)
+    for limit in (0, 1 << 62):   # every output streamed / none
+        monkeypatch.setattr(norm_module, "_STREAM_BYTES", limit)
+        rm1, rv1 = rm.copy(), rv.copy()
+        y, m, s = F.batch_norm(x, rm1, rv1, w, b, training=training, activation=activation,
+                               negative_slope=slope)
+        assert y.tobytes() == ya.tobytes()
+        got = F.batch_norm_backward(g, x, w, m, s, training, output=y, activation=activation,
+                                    negative_slope=slope)
+        for a, e in zip(got, expected):
+            assert np.array_equal(a, e, equal_nan=True)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("activation,slope", [("relu", 0.01), ("leaky_relu", 0.3)])
+def test_batch_norm_with_activation_matches_torch_and_finite_differences(torch, rng, activation, slope,
+                                                                           training):
+    shape, C = (6, 4, 5, 3), 4
+    x = rng.standard_normal(shape)
+    g = rng.standard_normal(shape)
+    w, b = rng.standard_normal(C), rng.standard_normal(C)
+    rm, rv = rng.standard_normal(C), rng.uniform(0.5, 2, C)
+    xt, wt, bt = (torch.from_numpy(a.copy()).requires_grad_() for a in (x, w, b))
+    yt = torch.nn.functional.batch_norm(xt, torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy()), wt, bt,
+                                        training, 0.1, 1e-5)
+    yt = torch.relu(yt) if activation == "relu" else torch.nn.functional.leaky_relu(yt, slope)
+    yt.backward(torch.from_numpy(g))
+    y, m, s = F.batch_norm(x, rm.copy(), rv.copy(), w, b, training=training, activation=activation,
+                           negative_slope=slope)
+    got = F.batch_norm_backward(g, x, w, m, s, training, output=y, activation=activation, negative_slope=slope)
+    np.testing.assert_allclose(y, yt.detach().numpy(), **TOLS[np.float64])
+    for a, t in zip(got, (xt, wt, bt)):
+        np.testing.assert_allclose(a, t.grad.numpy(), **TOLS[np.float64])
+
+    def loss():
+        return float((F.batch_norm(x, rm.copy(), rv.copy(), w, b, training=training, activation=activation,
+                                   negative_slope=slope)[0] * g).sum())
+
+    for a, v in zip(got, (x, w, b)):
+        np.testing.assert_allclose(a, numeric_grad(loss, v), rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_with_activation_bad_arguments(rng):
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    y, m, s = F.batch_norm(x, None, None, training=True, activation="relu")
+    with pytest.raises(ValueError, match="activation must be"):
+        F.batch_norm(x, None, None, training=True, activation="tanh")
+    with pytest.raises(ValueError, match="negative_slope must be >= 0"):
+        F.batch_norm(x, None, None, training=True, activation="leaky_relu", negative_slope=-0.1)
+    with pytest.raises(ValueError, match="needs the output"):
+        F.batch_norm_backward(x, x, None, m, s, activation="relu")
+    with pytest.raises(ValueError, match="output must have the shape of x"):
+        F.batch_norm_backward(x, x, None, m, s, output=y[:2], activation="relu")

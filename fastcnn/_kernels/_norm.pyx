@@ -42,18 +42,41 @@ cdef extern from *:
     }
     #define FC_STREAM_f32(dst, v) _mm_stream_ps((dst), (v))
     #define FC_STREAM_f64(dst, v) _mm_stream_pd((dst), (v))
-    #define FC_DEFINE_BN_ELEMENTWISE(T, SFX, VT, W, LOADU, SET1, ADD, SUB, MUL)                \
+    /* An activation after the affine map (act 1: ReLU, 2: LeakyReLU of slope;
+       NaN kept, as PyTorch keeps it); the gradient through it (fc_bn_dact) is
+       read from the activated output y (slope >= 0: y has the pre-activation's
+       sign). */
+    #define FC_BN_ACT(v, act, slope) ((act) == 1 ? ((v) <= 0 ? 0 : (v))                       \
+                                      : (act) == 2 ? ((v) > 0 ? (v) : (v) * (slope)) : (v))
+    #define FC_DEFINE_BN_ELEMENTWISE(T, SFX, VT, W, LOADU, SET1, ADD, SUB, MUL, CMPGT, CMPLE,   \
+                                     AND, ANDNOT, OR, ZERO)                                    \
+    FC_IF_STREAM(                                                                             \
+    static inline __attribute__((always_inline))                                               \
+    VT fc_bn_vact_##SFX(VT v, int act, VT vslope) {                                            \
+        if (act == 1) return ANDNOT(CMPLE(v, ZERO()), v);                                     \
+        if (act == 2) { VT m = CMPGT(v, ZERO()); return OR(AND(m, v), ANDNOT(m, MUL(v, vslope))); } \
+        return v;                                                                             \
+    })                                                                                        \
     static inline __attribute__((always_inline))                                               \
     void fc_bn_affine_##SFX(const T *restrict x, T *restrict y, Py_ssize_t n,                  \
-                            T s, T t, int stream) {                                            \
+                            T s, T t, int act, T slope, int stream) {                          \
         Py_ssize_t i = 0;                                                                     \
         FC_IF_STREAM(                                                                         \
         if (stream) {                                                                         \
-            for (; i < n && ((uintptr_t)(y + i) & 15); i++) y[i] = x[i] * s + t;              \
-            VT vs = SET1(s), vt = SET1(t);                                                    \
-            for (; i + W <= n; i += W) FC_STREAM_##SFX(y + i, ADD(MUL(LOADU(x + i), vs), vt)); \
+            for (; i < n && ((uintptr_t)(y + i) & 15); i++) {                                 \
+                const T v = x[i] * s + t;                                                     \
+                y[i] = FC_BN_ACT(v, act, slope);                                              \
+            }                                                                                 \
+            VT vs = SET1(s), vt = SET1(t), vsl = SET1(slope);                                 \
+            for (; i + W <= n; i += W)                                                        \
+                FC_STREAM_##SFX(y + i, fc_bn_vact_##SFX(ADD(MUL(LOADU(x + i), vs), vt), act, vsl)); \
         })                                                                                    \
-        for (; i < n; i++) y[i] = x[i] * s + t;                                               \
+        if (act == 1)                                                                         \
+            for (; i < n; i++) { const T v = x[i] * s + t; y[i] = v <= 0 ? 0 : v; }           \
+        else if (act == 2)                                                                    \
+            for (; i < n; i++) { const T v = x[i] * s + t; y[i] = v > 0 ? v : v * slope; }   \
+        else                                                                                  \
+            for (; i < n; i++) y[i] = x[i] * s + t;                                           \
     }                                                                                         \
     static inline __attribute__((always_inline))                                               \
     void fc_bn_grad_##SFX(const T *restrict g, const T *restrict x,                            \
@@ -69,15 +92,25 @@ cdef extern from *:
                                                 MUL(SUB(LOADU(x + i), vm), vb)), vk));         \
         })                                                                                    \
         for (; i < n; i++) gx[i] = (g[i] - a - (x[i] - m) * b) * k;                           \
+    }                                                                                         \
+    static inline __attribute__((always_inline))                                               \
+    void fc_bn_dact_##SFX(const T *restrict g, const T *restrict y, T *restrict out,           \
+                          Py_ssize_t n, int act, T slope) {                                    \
+        if (act == 1)                                                                         \
+            for (Py_ssize_t i = 0; i < n; i++) out[i] = y[i] > 0 ? g[i] : (T)0;               \
+        else                                                                                  \
+            for (Py_ssize_t i = 0; i < n; i++) out[i] = y[i] > 0 ? g[i] : g[i] * slope;       \
     }
     #if FC_STREAM
     #define FC_IF_STREAM(...) __VA_ARGS__
-    FC_DEFINE_BN_ELEMENTWISE(float, f32, __m128, 4, _mm_loadu_ps, _mm_set1_ps, _mm_add_ps, _mm_sub_ps, _mm_mul_ps)
-    FC_DEFINE_BN_ELEMENTWISE(double, f64, __m128d, 2, _mm_loadu_pd, _mm_set1_pd, _mm_add_pd, _mm_sub_pd, _mm_mul_pd)
+    FC_DEFINE_BN_ELEMENTWISE(float, f32, __m128, 4, _mm_loadu_ps, _mm_set1_ps, _mm_add_ps, _mm_sub_ps, _mm_mul_ps,
+                             _mm_cmpgt_ps, _mm_cmple_ps, _mm_and_ps, _mm_andnot_ps, _mm_or_ps, _mm_setzero_ps)
+    FC_DEFINE_BN_ELEMENTWISE(double, f64, __m128d, 2, _mm_loadu_pd, _mm_set1_pd, _mm_add_pd, _mm_sub_pd, _mm_mul_pd,
+                             _mm_cmpgt_pd, _mm_cmple_pd, _mm_and_pd, _mm_andnot_pd, _mm_or_pd, _mm_setzero_pd)
     #else
     #define FC_IF_STREAM(...)
-    FC_DEFINE_BN_ELEMENTWISE(float, f32, int, 4, x, x, x, x, x)
-    FC_DEFINE_BN_ELEMENTWISE(double, f64, int, 2, x, x, x, x, x)
+    FC_DEFINE_BN_ELEMENTWISE(float, f32, int, 4, x, x, x, x, x, x, x, x, x, x, x)
+    FC_DEFINE_BN_ELEMENTWISE(double, f64, int, 2, x, x, x, x, x, x, x, x, x, x, x)
     #endif
     #include <string.h>
     /* Touch the first bytes of the next run of a channel (the runs are far
@@ -175,8 +208,10 @@ cdef extern from *:
     FC_DEFINE_BN(double, f64)
     /* The passes over runs r0 .. r1 (run r: the L values at x + r L, of channel
        r % C): a run's sum s[r] and its sum of squared deviations q[r] from its
-       own mean; y = x scale[c] + shift[c]; the gradient's sums sg[r] = sum(g),
-       sgd[r] = sum(g (x - mean[c])); gx = (g - a[c] - (x - m[c]) b[c]) k[c]. */
+       own mean; y = act(x scale[c] + shift[c]); the gradient's sums sg[r] = sum(g),
+       sgd[r] = sum(g (x - mean[c])); gx = (g - a[c] - (x - m[c]) b[c]) k[c]; with y
+       given, the sums' g is first taken through the activation act that made y,
+       and stored into gy (the gradient the other passes then read). */
     #define FC_DEFINE_BN_RUNS(T, SFX)                                                          \
     FC_NORM_CLONES void fc_bn_run_stats_##SFX(const T *restrict x, Py_ssize_t r0, Py_ssize_t r1, \
                                               Py_ssize_t L, double *restrict s,                \
@@ -190,19 +225,22 @@ cdef extern from *:
     FC_NORM_CLONES void fc_bn_affine_runs_##SFX(const T *restrict x, T *restrict y,            \
                                                 Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,    \
                                                 Py_ssize_t L, const T *scale, const T *shift,  \
-                                                int stream) {                                  \
+                                                int act, T slope, int stream) {                \
         for (Py_ssize_t r = r0; r < r1; r++)                                                  \
-            fc_bn_affine_##SFX(x + r * L, y + r * L, L, scale[r % C], shift[r % C], stream);  \
+            fc_bn_affine_##SFX(x + r * L, y + r * L, L, scale[r % C], shift[r % C], act, slope, stream); \
         if (stream) fc_bn_sfence();                                                           \
     }                                                                                         \
     FC_NORM_CLONES void fc_bn_run_gsums_##SFX(const T *restrict g, const T *restrict x,        \
-                                              Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,      \
-                                              Py_ssize_t L, const double *mean,                \
+                                              const T *restrict y, int act, T slope,           \
+                                              T *restrict gy, Py_ssize_t r0, Py_ssize_t r1,    \
+                                              Py_ssize_t C, Py_ssize_t L, const double *mean,  \
                                               double *restrict sg, double *restrict sgd) {     \
         for (Py_ssize_t r = r0; r < r1; r++) {                                                \
+            const T *gr = g + r * L;                                                          \
+            if (y) { fc_bn_dact_##SFX(gr, y + r * L, gy + r * L, L, act, slope); gr = gy + r * L; } \
             sg[r] = 0;                                                                        \
             sgd[r] = 0;                                                                       \
-            fc_bn_sum_g_gdev_##SFX(g + r * L, x + r * L, L, mean[r % C], sg + r, sgd + r);    \
+            fc_bn_sum_g_gdev_##SFX(gr, x + r * L, L, mean[r % C], sg + r, sgd + r);           \
         }                                                                                     \
     }                                                                                         \
     FC_NORM_CLONES void fc_bn_grad_runs_##SFX(const T *restrict g, const T *restrict x,        \
@@ -223,13 +261,17 @@ cdef extern from *:
     void fc_bn_run_stats_f64(const double* x, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t L,
                              double* s, double* q) noexcept nogil
     void fc_bn_affine_runs_f32(const float* x, float* y, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,
-                               Py_ssize_t L, const float* scale, const float* shift, int stream) noexcept nogil
+                               Py_ssize_t L, const float* scale, const float* shift, int act, float slope,
+                               int stream) noexcept nogil
     void fc_bn_affine_runs_f64(const double* x, double* y, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,
-                               Py_ssize_t L, const double* scale, const double* shift, int stream) noexcept nogil
-    void fc_bn_run_gsums_f32(const float* g, const float* x, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,
-                             Py_ssize_t L, const double* mean, double* sg, double* sgd) noexcept nogil
-    void fc_bn_run_gsums_f64(const double* g, const double* x, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,
-                             Py_ssize_t L, const double* mean, double* sg, double* sgd) noexcept nogil
+                               Py_ssize_t L, const double* scale, const double* shift, int act, double slope,
+                               int stream) noexcept nogil
+    void fc_bn_run_gsums_f32(const float* g, const float* x, const float* y, int act, float slope, float* gy,
+                             Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C, Py_ssize_t L, const double* mean,
+                             double* sg, double* sgd) noexcept nogil
+    void fc_bn_run_gsums_f64(const double* g, const double* x, const double* y, int act, double slope,
+                             double* gy, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C, Py_ssize_t L,
+                             const double* mean, double* sg, double* sgd) noexcept nogil
     void fc_bn_grad_runs_f32(const float* g, const float* x, float* gx, Py_ssize_t r0, Py_ssize_t r1,
                              Py_ssize_t C, Py_ssize_t L, const float* a, const float* b, const float* m,
                              const float* k, int stream) noexcept nogil
@@ -262,21 +304,22 @@ cdef void _stats(const floating* x, Py_ssize_t R, Py_ssize_t L, double* s, doubl
 
 cdef void _affine_runs(const floating* x, floating* y, Py_ssize_t R, Py_ssize_t C, Py_ssize_t L,
                        const floating* scale, const floating* shift, bint stream,
-                       int n_threads) noexcept nogil:
-    """y = x scale[c] + shift[c] over every run."""
+                       int n_threads, int act=0, floating slope=0) noexcept nogil:
+    """y = act(x scale[c] + shift[c]) over every run (act 0: none, 1: ReLU, 2: LeakyReLU)."""
     cdef Py_ssize_t B = _runs_per_task(L), nb = (R + B - 1) // B, t
     for t in prange(nb, schedule='static', num_threads=n_threads):
         if floating is float:
-            fc_bn_affine_runs_f32(x, y, t * B, min(R, (t + 1) * B), C, L, scale, shift, stream)
+            fc_bn_affine_runs_f32(x, y, t * B, min(R, (t + 1) * B), C, L, scale, shift, act, slope, stream)
         else:
-            fc_bn_affine_runs_f64(x, y, t * B, min(R, (t + 1) * B), C, L, scale, shift, stream)
+            fc_bn_affine_runs_f64(x, y, t * B, min(R, (t + 1) * B), C, L, scale, shift, act, slope, stream)
 
 
 def batch_norm_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
                              const double[::1] weight, const double[::1] bias, double eps,
                              floating[::1] save_mean, floating[::1] save_invstd,
-                             double[::1] var, bint stream, int n_threads):
-    """Batch statistics per channel (biased var into ``var``), normalise, scale, shift.
+                             double[::1] var, bint stream, int n_threads, int act=0, double slope=0.0):
+    """Batch statistics per channel (biased var into ``var``), normalise, scale, shift,
+    then the activation ``act`` (0: none, 1: ReLU, 2: LeakyReLU of ``slope``).
 
     A channel's variance adds its runs' squared deviations from their own means
     and their means' squared deviations from the channel's (exact, and every term
@@ -312,35 +355,50 @@ def batch_norm_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
             save_mean[c] = <floating>mean
             save_invstd[c] = <floating>invstd
             var[c] = v
-        _affine_runs(&x[0, 0, 0], &y[0, 0, 0], R, C, L, &scale[0], &shift[0], stream, n_threads)
+        _affine_runs(&x[0, 0, 0], &y[0, 0, 0], R, C, L, &scale[0], &shift[0], stream, n_threads, act,
+                     <floating>slope)
 
 
 def channel_affine(const floating[:, :, ::1] x, floating[:, :, ::1] y,
-                   const double[::1] scale, const double[::1] shift, int n_threads):
-    """y[n, c, :] = x[n, c, :] * scale[c] + shift[c] (evaluation mode)."""
+                   const double[::1] scale, const double[::1] shift, int n_threads, int act=0,
+                   double slope=0.0):
+    """y[n, c, :] = act(x[n, c, :] * scale[c] + shift[c]) (evaluation mode; act as for
+    batch_norm_train_forward)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
     if N == 0 or C == 0 or L == 0:
         return
     dt = np.float32 if floating is float else np.float64
     cdef floating[::1] sc = np.asarray(scale).astype(dt), sh = np.asarray(shift).astype(dt)
     with nogil:
-        _affine_runs(&x[0, 0, 0], &y[0, 0, 0], N * C, C, L, &sc[0], &sh[0], False, n_threads)
+        _affine_runs(&x[0, 0, 0], &y[0, 0, 0], N * C, C, L, &sc[0], &sh[0], False, n_threads, act,
+                     <floating>slope)
 
 
 def batch_norm_backward(const floating[:, :, ::1] g, const floating[:, :, ::1] x,
                         floating[:, :, ::1] gx, const double[::1] weight,
                         const double[::1] mean, const double[::1] invstd, bint training,
                         double[::1] grad_weight, double[::1] grad_bias, bint stream,
-                        int n_threads):
+                        int n_threads, const floating[:, :, ::1] y=None, int act=0, double slope=0.0):
     """grad_x, and per channel grad_weight = sum(g * xhat), grad_bias = sum(g).
 
     In training gx = w invstd (g - mean(g) - xhat mean(g xhat)), xhat = (x - mean)
     invstd; else gx = w invstd g. ``stream`` writes grad_x with non-temporal stores
-    (same values).
+    (same values). ``y``: the output of an activation ``act`` (1: ReLU, 2: LeakyReLU of
+    ``slope`` >= 0) applied after the normalisation; g is then the gradient wrt y.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2], R = N * C, c, n, t
     if N == 0 or C == 0:
         return
+    cdef const floating *yp = NULL
+    cdef floating sl = <floating>slope
+    cdef floating[:, :, ::1] gm
+    cdef const floating *gp = &g[0, 0, 0]
+    cdef floating *gyp = NULL
+    if y is not None:
+        # the gradient through the activation, made by the first pass, read by the others
+        yp = &y[0, 0, 0]
+        gm = np.empty((N, C, L), dtype=np.float32 if floating is float else np.float64)
+        gyp = &gm[0, 0, 0]
     cdef double[:, ::1] part = np.empty((2, R))
     cdef double[:, ::1] acc = np.zeros((2, C))
     dt = np.float32 if floating is float else np.float64
@@ -350,11 +408,13 @@ def batch_norm_backward(const floating[:, :, ::1] g, const floating[:, :, ::1] x
     with nogil:
         for t in prange(nb, schedule='static', num_threads=n_threads):
             if floating is float:
-                fc_bn_run_gsums_f32(&g[0, 0, 0], &x[0, 0, 0], t * B, min(R, (t + 1) * B), C, L, &mean[0],
-                                    &part[0, 0], &part[1, 0])
+                fc_bn_run_gsums_f32(gp, &x[0, 0, 0], yp, act, sl, gyp, t * B, min(R, (t + 1) * B), C, L,
+                                    &mean[0], &part[0, 0], &part[1, 0])
             else:
-                fc_bn_run_gsums_f64(&g[0, 0, 0], &x[0, 0, 0], t * B, min(R, (t + 1) * B), C, L, &mean[0],
-                                    &part[0, 0], &part[1, 0])
+                fc_bn_run_gsums_f64(gp, &x[0, 0, 0], yp, act, sl, gyp, t * B, min(R, (t + 1) * B), C, L,
+                                    &mean[0], &part[0, 0], &part[1, 0])
+        if gyp != NULL:
+            gp = gyp
         for n in range(N):
             for c in range(C):
                 acc[0, c] = acc[0, c] + part[0, n * C + c]
@@ -371,12 +431,12 @@ def batch_norm_backward(const floating[:, :, ::1] g, const floating[:, :, ::1] x
         if not training:
             for c in range(C):
                 coef[0, c] = 0
-            _affine_runs(&g[0, 0, 0], &gx[0, 0, 0], R, C, L, &coef[3, 0], &coef[0, 0], stream, n_threads)
+            _affine_runs(gp, &gx[0, 0, 0], R, C, L, &coef[3, 0], &coef[0, 0], stream, n_threads)
         else:
             for t in prange(nb, schedule='static', num_threads=n_threads):
                 if floating is float:
-                    fc_bn_grad_runs_f32(&g[0, 0, 0], &x[0, 0, 0], &gx[0, 0, 0], t * B, min(R, (t + 1) * B), C, L,
+                    fc_bn_grad_runs_f32(gp, &x[0, 0, 0], &gx[0, 0, 0], t * B, min(R, (t + 1) * B), C, L,
                                         &coef[0, 0], &coef[1, 0], &coef[2, 0], &coef[3, 0], stream)
                 else:
-                    fc_bn_grad_runs_f64(&g[0, 0, 0], &x[0, 0, 0], &gx[0, 0, 0], t * B, min(R, (t + 1) * B), C, L,
+                    fc_bn_grad_runs_f64(gp, &x[0, 0, 0], &gx[0, 0, 0], t * B, min(R, (t + 1) * B), C, L,
                                         &coef[0, 0], &coef[1, 0], &coef[2, 0], &coef[3, 0], stream)

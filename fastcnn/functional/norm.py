@@ -6,13 +6,16 @@ statistics are given, updates them in place as PyTorch does
 variance being the unbiased batch variance). Evaluation mode uses the running
 statistics. ``weight``/``bias`` None means ``affine=False``; running stats
 None means ``track_running_stats=False`` (batch statistics are then used in
-evaluation too: pass ``training=True``).
+evaluation too: pass ``training=True``). ``activation`` ('relu' or
+'leaky_relu') is applied to the output in the same pass; its backward reads
+the activated output.
 """
 import numpy as np
 
 from .._kernels import _norm
 
 from ._checks import as_float_array, check_float, n_threads
+from .linalg import _activation
 
 __all__ = ["batch_norm", "batch_norm_backward"]
 
@@ -63,13 +66,23 @@ def _check_x(x, name="x"):
     return x
 
 
+def _act_slope(activation, negative_slope):
+    act = _activation(activation)
+    slope = check_float(negative_slope, "negative_slope") if act == 2 else 0.0
+    if slope < 0:
+        raise ValueError(f"negative_slope must be >= 0 for a fused activation, got {slope}")
+    return act, slope
+
+
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5):
+               momentum=0.1, eps=1e-5, activation=None, negative_slope=0.01):
     """Return ``(y, save_mean, save_invstd)``; pass the last two to ``batch_norm_backward``.
 
     In training mode they are the batch mean and 1/sqrt(batch var + eps); in
-    evaluation mode the running mean and 1/sqrt(running var + eps).
+    evaluation mode the running mean and 1/sqrt(running var + eps). ``activation``
+    None, 'relu' or 'leaky_relu' (of ``negative_slope`` >= 0) is applied to y.
     """
+    act, slope = _act_slope(activation, negative_slope)
     x = _check_x(x)
     N, C = x.shape[0], x.shape[1]
     eps = check_float(eps, "eps", 0.0)
@@ -91,7 +104,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         save_invstd = np.empty(C, dtype=x.dtype)
         var = np.empty(C)
         _kernels().batch_norm_train_forward(x3, _view3(y), w, b, eps, save_mean, save_invstd, var,
-                                            x.nbytes >= _STREAM_BYTES, _threads_for(x))
+                                            x.nbytes >= _STREAM_BYTES, _threads_for(x), act, slope)
         if running_mean is not None:
             mean = save_mean.astype(np.float64) if x.dtype != np.float64 else save_mean
             running_mean[...] = momentum * mean + (1.0 - momentum) * running_mean
@@ -106,20 +119,32 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     invstd = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
     scale = w * invstd
     shift = b - rm * scale
-    _kernels().channel_affine(x3, _view3(y), scale, shift, _threads_for(x))
+    _kernels().channel_affine(x3, _view3(y), scale, shift, _threads_for(x), act, slope)
     return y, rm.astype(x.dtype), invstd.astype(x.dtype)
 
 
-def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, training=True):
+def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, training=True, output=None,
+                        activation=None, negative_slope=0.01):
     """Return ``(grad_x, grad_weight, grad_bias)``; the last two are None when ``weight`` is None.
 
     ``training=True`` differentiates through the batch statistics; False
-    treats ``save_mean``/``save_invstd`` as constants (evaluation mode).
+    treats ``save_mean``/``save_invstd`` as constants (evaluation mode). With an
+    ``activation`` (as given to ``batch_norm``), ``grad_out`` is the gradient wrt
+    the activated ``output`` that batch_norm returned.
     """
+    act, slope = _act_slope(activation, negative_slope)
     x = _check_x(x)
     g = as_float_array(grad_out, "grad_out", dtype=x.dtype)
     if g.shape != x.shape:
         raise ValueError(f"grad_out must have the shape of x {x.shape}, got {g.shape}")
+    y3 = None
+    if act:
+        if output is None:
+            raise ValueError(f"batch_norm_backward with activation={activation!r} needs the output")
+        y = as_float_array(output, "output", dtype=x.dtype)
+        if y.shape != x.shape:
+            raise ValueError(f"output must have the shape of x {x.shape}, got {y.shape}")
+        y3 = _view3(np.ascontiguousarray(y))
     C = x.shape[1]
     w = np.ones(C) if weight is None else _channel_vector(weight, "weight", C)
     mean = _channel_vector(save_mean, "save_mean", C)
@@ -130,7 +155,7 @@ def batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, training=Tr
     if x.size:
         _kernels().batch_norm_backward(_view3(g), _view3(x), _view3(gx), w, mean, invstd,
                                        bool(training), gw, gb, x.nbytes >= _STREAM_BYTES,
-                                       _threads_for(x))
+                                       _threads_for(x), y3, act, slope)
     if weight is None:
         return gx, None, None
     return gx, gw.astype(x.dtype), gb.astype(x.dtype)

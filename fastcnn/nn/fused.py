@@ -1,4 +1,5 @@
-"""Fused layers: Conv2d/Linear [+ BatchNorm in eval mode] [+ ReLU/LeakyReLU] as one kernel call.
+"""Fused layers: Conv2d/Linear [+ BatchNorm in eval mode] [+ ReLU/LeakyReLU] as one kernel call,
+and BatchNorm + ReLU/LeakyReLU as one pass (NormActBlock).
 
 BatchNorm with running statistics is folded into the preceding layer:
 
@@ -20,7 +21,7 @@ import numpy as np
 from .. import functional as F
 from .._kernels._pointwise import same_bytes
 from .layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU, Linear, MaxPool2d,
-                     ReLU, _grad_as, _no_forward)
+                     ReLU, _BatchNorm, _grad_as, _no_forward)
 from ..functional._checks import pair
 from .._kernels._conv import isa_id
 from .._threads import get_num_threads
@@ -28,7 +29,7 @@ from ..functional.conv import _conv_call, _pooled_call
 from ..functional.linalg import _linear_call
 from .module import SETTINGS, accumulate, backward_without_input_grad
 
-__all__ = ["build_plan", "FusedBlock"]
+__all__ = ["build_plan", "FusedBlock", "NormActBlock"]
 
 
 def _unchanged(a, snap):
@@ -64,7 +65,8 @@ def build_plan(mods, training=False):
 
     In eval mode a BatchNorm with running statistics is folded in; in training
     mode only the activation is fused (BatchNorm then needs its batch
-    statistics, so a layer followed by one stays on its own).
+    statistics, so a layer followed by one stays on its own). A BatchNorm not
+    folded into a layer takes the ReLU or LeakyReLU after it into its own pass.
     """
     mods = [m for m in mods if type(m) is not Identity and not (type(m) is Dropout and not m.training)]
     plan = []
@@ -102,9 +104,52 @@ def build_plan(mods, training=False):
                 continue
         if flatten is not None:
             plan.append(flatten)
+        if (isinstance(m, _BatchNorm) and i + 1 < n
+                and (type(mods[i + 1]) is ReLU or type(mods[i + 1]) is LeakyReLU)):
+            plan.append(NormActBlock(m, mods[i + 1]))
+            i += 2
+            continue
         plan.append(m)
         i += 1
     return plan
+
+
+class NormActBlock:
+    """One step of a plan: a BatchNorm and the ReLU or LeakyReLU after it in one pass
+    over the data; the backward takes the activation's gradient from the output
+    inside the BatchNorm's. A negative LeakyReLU slope runs the two one by one."""
+
+    def __init__(self, bn, act):
+        self.bn = bn
+        self.act = act
+        self.modules = [bn, act]
+        self._ctx = None   # (output, activation, slope) of a fused call
+
+    def _activation(self):
+        if type(self.act) is ReLU:
+            return "relu", 0.0
+        return "leaky_relu", self.act.negative_slope
+
+    def __call__(self, x):
+        activation, slope = self._activation()
+        if slope < 0:
+            self._ctx = None
+            return self.act(self.bn(x))
+        y = self.bn._forward(x, activation, slope)
+        self._ctx = (y, activation, slope)
+        return y
+
+    def backward(self, grad_out, need_input_grad=True):
+        ctx = self._ctx
+        if ctx is None:
+            if self.bn._ctx is None:
+                raise _no_forward(self.bn)
+            g = self.act.backward(grad_out)
+            return self.bn.backward(g, need_input_grad)
+        return self.bn._backward(grad_out, need_input_grad, *ctx)
+
+    def __repr__(self):
+        return "NormActBlock(" + ", ".join(repr(m) for m in self.modules) + ")"
 
 
 class FusedBlock:

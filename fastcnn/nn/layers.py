@@ -506,6 +506,11 @@ class _BatchNorm(Module):
         return x
 
     def forward(self, x):
+        return self._forward(x)
+
+    def _forward(self, x, activation=None, negative_slope=0.01):
+        """The forward, then ``activation`` (None, 'relu' or 'leaky_relu' of
+        ``negative_slope`` >= 0) in the same pass."""
         x = self._prep(x)
         shape = x.shape
         if x.ndim == 3:
@@ -524,20 +529,29 @@ class _BatchNorm(Module):
         b = self.bias
         y, mean, invstd = F.batch_norm(x, self.running_mean, self.running_var,
                                        None if w is None else w.data, None if b is None else b.data,
-                                       training=use_batch, momentum=factor, eps=self.eps)
+                                       training=use_batch, momentum=factor, eps=self.eps,
+                                       activation=activation, negative_slope=negative_slope)
         self._ctx = (x, mean, invstd, use_batch, shape)
         return y.reshape(shape) if len(shape) == 3 else y
 
     def backward(self, grad_out, need_input_grad=True):
+        return self._backward(grad_out, need_input_grad)
+
+    def _backward(self, grad_out, need_input_grad=True, output=None, activation=None, negative_slope=0.01):
+        """The backward; with the ``activation`` that _forward applied, ``grad_out`` is the
+        gradient wrt its ``output``."""
         if self._ctx is None:
             raise _no_forward(self)
         x, mean, invstd, use_batch, shape = self._ctx
         g = _grad_as(grad_out, x.dtype)
         if g.shape != x.shape:
             g = g.reshape(x.shape)
+        if output is not None and output.shape != x.shape:
+            output = output.reshape(x.shape)
         w = self.weight
         gx, gw, gb = F.batch_norm_backward(g, x, None if w is None else w.data, mean, invstd,
-                                           training=use_batch)
+                                           training=use_batch, output=output, activation=activation,
+                                           negative_slope=negative_slope)
         if w is not None:
             accumulate(w, gw, owned=True)
             if self.bias is not None:
