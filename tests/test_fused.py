@@ -389,3 +389,24 @@ def test_batchnorm_activation_block_needs_a_forward():
     assert isinstance(step, NormActBlock)
     with pytest.raises(RuntimeError, match="forward"):
         step.backward(np.ones((2, 3), np.float32))
+
+
+def test_batchnorm_subclass_keeps_its_own_forward():
+    """A BatchNorm subclass (a synchronised BatchNorm, say) is not fused with the activation
+    after it: its own forward and backward run."""
+    calls = []
+
+    class Traced(nn.BatchNorm2d):
+        def forward(self, x):
+            calls.append("forward")
+            return super().forward(x)
+
+        def backward(self, grad_out, need_input_grad=True):
+            calls.append("backward")
+            return super().backward(grad_out, need_input_grad)
+
+    m = nn.Sequential(nn.Conv2d(2, 3, 3), Traced(3), nn.ReLU())
+    assert not any(isinstance(s, NormActBlock) for s in m._get_plan())
+    y = m(np.ones((2, 2, 5, 5), np.float32))
+    m.backward(np.ones_like(y))
+    assert calls == ["forward", "backward"]

@@ -21,7 +21,7 @@ import numpy as np
 from .. import functional as F
 from .._kernels._pointwise import same_bytes
 from .layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU, Linear, MaxPool2d,
-                     ReLU, _BatchNorm, _grad_as, _no_forward)
+                     ReLU, _grad_as, _no_forward)
 from ..functional._checks import pair
 from .._kernels._conv import isa_id
 from .._threads import get_num_threads
@@ -104,7 +104,8 @@ def build_plan(mods, training=False):
                 continue
         if flatten is not None:
             plan.append(flatten)
-        if (isinstance(m, _BatchNorm) and i + 1 < n
+        # (a subclass, such as a synchronised BatchNorm, keeps its own forward and backward)
+        if ((type(m) is BatchNorm2d or type(m) is BatchNorm1d) and i + 1 < n
                 and (type(mods[i + 1]) is ReLU or type(mods[i + 1]) is LeakyReLU)):
             plan.append(NormActBlock(m, mods[i + 1]))
             i += 2
