@@ -1489,12 +1489,10 @@ def phase_weight(cnp.ndarray w, cnp.ndarray out, tuple stride, bint flip_transpo
     """The weight (K, C, R, S) of a strided convolution over its image phases: out (K, C sh sw,
     R / sh, S / sw), or with ``flip_transpose`` (C sh sw, K, R / sh, S / sw) flipped (the
     input gradient's); phase channels (c, a, b), or (a, b, c) if ``phase_major``;
-    ``inverse``: w from out. Up to ``n_threads`` threads from 64k elements."""
+    ``inverse``: w from out; on ``n_threads`` threads."""
     cdef cnp.ndarray full = out if inverse else w
     cdef int K = full.shape[0], C = full.shape[1], R = full.shape[2], S = full.shape[3]
     cdef int sh = stride[0], sw = stride[1]
-    if <long>K * C * R * S < 65536:
-        n_threads = 1
     cdef long *tab = <long *>malloc(<size_t>(R * S) * sizeof(long))
     if tab == NULL:
         raise MemoryError("fastcnn: out of memory")

@@ -394,14 +394,14 @@ def batch_norm_backward(const floating[:, :, ::1] g, const floating[:, :, ::1] x
     cdef floating[:, :, ::1] gm
     cdef const floating *gp = &g[0, 0, 0]
     cdef floating *gyp = NULL
+    dt = np.float32 if floating is float else np.float64
     if y is not None:
         # the gradient through the activation, made by the first pass, read by the others
         yp = &y[0, 0, 0]
-        gm = np.empty((N, C, L), dtype=np.float32 if floating is float else np.float64)
+        gm = np.empty((N, C, L), dtype=dt)
         gyp = &gm[0, 0, 0]
     cdef double[:, ::1] part = np.empty((2, R))
     cdef double[:, ::1] acc = np.zeros((2, C))
-    dt = np.float32 if floating is float else np.float64
     cdef floating[:, ::1] coef = np.empty((4, C), dtype=dt)
     cdef double M = <double>N * L, sg, sgd
     cdef Py_ssize_t B = _runs_per_task(L), nb = (R + B - 1) // B

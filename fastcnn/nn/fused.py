@@ -60,6 +60,15 @@ def _poolable(pool, act):
     return s[0] >= k[0] and s[1] >= k[1]
 
 
+def _activation_of(act):
+    """(activation, negative_slope) of a fused ReLU / LeakyReLU module (or None)."""
+    if act is None:
+        return None, 0.01
+    if type(act) is ReLU:
+        return "relu", 0.01
+    return "leaky_relu", act.negative_slope
+
+
 def build_plan(mods, training=False):
     """The steps of a Sequential: fused blocks where possible, modules elsewhere.
 
@@ -126,13 +135,8 @@ class NormActBlock:
         self.modules = [bn, act]
         self._ctx = None   # (output, activation, slope) of a fused call
 
-    def _activation(self):
-        if type(self.act) is ReLU:
-            return "relu", 0.0
-        return "leaky_relu", self.act.negative_slope
-
     def __call__(self, x):
-        activation, slope = self._activation()
+        activation, slope = _activation_of(self.act)
         if slope < 0:
             self._ctx = None
             return self.act(self.bn(x))
@@ -173,12 +177,7 @@ class FusedBlock:
         self.flatten = flatten
         self._in_shape = None   # the input's shape before the flatten
         self.modules = [m for m in (layer, bn, act, pool) if m is not None]
-        if act is None:
-            self.activation, self.slope = None, 0.01
-        elif type(act) is ReLU:
-            self.activation, self.slope = "relu", 0.01
-        else:
-            self.activation, self.slope = "leaky_relu", act.negative_slope
+        self.activation, self.slope = _activation_of(act)
         self._is_conv = type(layer) is Conv2d
         self._key = None
         self._snap = None
