@@ -29,7 +29,11 @@
  * dW[k][c] = G^T [sum over tiles of Z_k . V_c] G: WA^2 GEMMs S_e (C x K) =
  * V_e^T (C x tiles) . Z_e (tiles x K), summed over a fixed number of chunks
  * of equal blocks of tiles in a fixed order, or, where there are too few
- * blocks for the threads, over the blocks in order, the points shared out. */
+ * blocks for the threads, over the blocks in order, the points shared out.
+ * F(7x7, 2x2) over one block makes a row of points at a time instead, the rows
+ * shared out: each S_e, made into the thread's buffer, is at once transformed
+ * along the row into the row's r sums, so that only WA r of the WA^2 products
+ * are stored (the sums of each row in the points' order, for any thread count). */
 
 #ifndef FC_WINO_TILES
 #define FC_WINO_TILES 64
@@ -668,8 +672,10 @@ static void WN(wino_dy)(const T *dyi, int Wq, int Ks, int tw, int t0, int nt, T 
 
 /* dW[k][c] = G^T S[.][c][k] G (WA x WA -> r x r) for the output channels k0 .. k1,
  * FC_WINO_L channels k at a time, from S's points ps elements apart; the kernels
- * of FC_WINO_L channels c are gathered, then stored a row of dW at a time. */
-static void WN(wino_wout)(const T *S, long ps, int C, int K, int k0, int k1, T *dw)
+ * of FC_WINO_L channels c are gathered, then stored a row of dW at a time.
+ * rows: S holds instead each row of points already transformed along the row,
+ * H[e_row][s] = sum over e_col of G[e_col][s] S[e_row][e_col] (WA x r of them). */
+static void WN(wino_wout)(const T *S, long ps, int C, int K, int k0, int k1, T *dw, int rows)
 {
     enum { CB = FC_WINO_L, RR = WR * WR };
     T sv[WP * FC_WINO_L] __attribute__((aligned(64)));
@@ -678,20 +684,26 @@ static void WN(wino_wout)(const T *S, long ps, int C, int K, int k0, int k1, T *
     T ob[FC_WINO_L * CB * RR] __attribute__((aligned(64)));  /* ob[l][c][j] */
     for (int kb = k0; kb < k1; kb += FC_WINO_L) {
         const int kn = k1 - kb < FC_WINO_L ? k1 - kb : FC_WINO_L;
-        if (kn < FC_WINO_L) memset(sv, 0, sizeof(sv));          /* lanes past K stay zero */
+        if (kn < FC_WINO_L) {                                 /* lanes past K stay zero */
+            memset(sv, 0, sizeof(sv));
+            memset(h, 0, sizeof(h));
+        }
         for (int cb = 0; cb < C; cb += CB) {
             const int cn = C - cb < CB ? C - cb : CB;
             for (int c = 0; c < cn; c++) {
-                for (int e = 0; e < WP; e++) {
+                const int ne = rows ? WA * WR : WP;
+                T *dst = rows ? h : sv;
+                for (int e = 0; e < ne; e++) {
                     const T *src = S + (long)e * ps + (long)(cb + c) * K + kb;
                     __builtin_prefetch(src + 4L * K);
                     if (kn == FC_WINO_L)
-                        for (int l = 0; l < FC_WINO_L; l++) sv[e * FC_WINO_L + l] = src[l];
+                        for (int l = 0; l < FC_WINO_L; l++) dst[e * FC_WINO_L + l] = src[l];
                     else
-                        for (int l = 0; l < kn; l++) sv[e * FC_WINO_L + l] = src[l];
+                        for (int l = 0; l < kn; l++) dst[e * FC_WINO_L + l] = src[l];
                 }
-                for (int er = 0; er < WA; er++)
-                    WN(wino_gt16)(sv + WA * er * FC_WINO_L, FC_WINO_L, h + er * WR * FC_WINO_L, FC_WINO_L);
+                if (!rows)
+                    for (int er = 0; er < WA; er++)
+                        WN(wino_gt16)(sv + WA * er * FC_WINO_L, FC_WINO_L, h + er * WR * FC_WINO_L, FC_WINO_L);
                 for (int s = 0; s < WR; s++)
                     WN(wino_gt16)(h + s * FC_WINO_L, WR * FC_WINO_L, g + s * FC_WINO_L, WR * FC_WINO_L);
                 for (int j = 0; j < RR; j++)
@@ -706,7 +718,8 @@ static void WN(wino_wout)(const T *S, long ps, int C, int K, int k0, int k1, T *
 typedef struct {
     WN(wino_geom) f;                           /* the forward's geometry (input side) */
     int Hq, Wq, bt, nblocks, nchunks;         /* tiles a block (equal blocks), blocks, chunks */
-    long dimg, dy_layout, partials, sums, per, z_off, gws_off, offs_off, zs, ps;
+    int rows;                                  /* S made a row of points at a time (see wino_wgrad) */
+    long dimg, dy_layout, partials, sums, per, z_off, gws_off, offs_off, st_off, zs, ps;
 } WN(wino_wgeom);
 
 static WN(wino_wgeom) WN(wino_wplan)(int N, int C, int K, int P, int Q)
@@ -730,7 +743,9 @@ static WN(wino_wgeom) WN(wino_wplan)(int N, int C, int K, int P, int Q)
     g.z_off = FC_WINO_AL(WP * g.f.vs);
     g.gws_off = g.z_off + FC_WINO_AL(WP * g.zs);
     g.offs_off = g.gws_off + FC_WINO_AL(GEMM_WS(C, K, FC_WINO_TILES, 1));
-    g.per = g.offs_off + FC_WINO_AL((g.f.Cs + 16 + FC_WINO_TILES) * (long)(sizeof(long) / sizeof(T) + 1));
+    g.st_off = g.offs_off + FC_WINO_AL((g.f.Cs + 16 + FC_WINO_TILES) * (long)(sizeof(long) / sizeof(T) + 1));
+    g.rows = WA == 8 && g.nblocks == 1;
+    g.per = g.st_off + (g.rows ? FC_WINO_AL((long)C * K) : 0);
     return g;
 }
 
@@ -816,6 +831,16 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, i
         for (int c = 0; c < f->Cs + 16; c++) coff[c] = c < C ? c : 0;
         for (int t = 0; t < FC_WINO_TILES; t++) toff[t] = (long)t * f->Cs;
         const int c0 = shared ? 0 : tid, cs = shared ? 1 : nth;
+        /* gcol[s][e]: G[e][s] of the transform along a row of points (wino_gt16 of the
+         * unit vectors), for the row-at-a-time sums */
+        T gcol[WR][WA];
+        if (g.rows)
+            for (int e = 0; e < WA; e++) {
+                T unit[WA * FC_WINO_L], out[WR * FC_WINO_L];
+                for (int i = 0; i < WA * FC_WINO_L; i++) unit[i] = (T)(i / FC_WINO_L == e);
+                WN(wino_gt16)(unit, FC_WINO_L, out, FC_WINO_L);
+                for (int j = 0; j < WR; j++) gcol[j][e] = out[j * FC_WINO_L];
+            }
         for (int ch = c0; ch < g.nchunks; ch += cs) {
             const int b0 = (int)((long)ch * g.nblocks / g.nchunks);
             const int b1 = (int)((long)(ch + 1) * g.nblocks / g.nchunks);
@@ -831,20 +856,42 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, i
 #pragma omp barrier
 #endif
                 }
-                for (int e = shared ? tid : 0; e < WP; e += shared ? nth : 1) {
-                    fc_view A, B;
-                    memset(&A, 0, sizeof(A));
-                    memset(&B, 0, sizeof(B));
-                    A.kind = FC_VIEW_GATHER;       /* V_e^T: (c, t) at V_e[t][c] */
-                    A.p = V + (long)e * f->vs;
-                    A.offs = coff;
-                    A.doffs = toff;
-                    B.kind = FC_VIEW_DENSE;        /* Z_e: (t, k) */
-                    B.p = Z + (long)e * g.zs;
-                    B.rs = f->Ks;
-                    B.cs = 1;
-                    rc |= GEMM(C, K, nt, (T)1, &A, &B, bi == b0 ? (T)0 : (T)1, S + e * g.ps, K, NULL, 1, gws);
-                }
+                /* one block: a row of points at a time, each S_e transformed along the
+                 * row into the row's H as it is made (see wino_wout); else S_e */
+                const int e0 = g.rows ? 0 : shared ? tid : 0, es = g.rows ? 1 : shared ? nth : 1;
+                for (int er = g.rows && shared ? tid : 0; er < (g.rows ? WA : 1); er += shared ? nth : 1)
+                    for (int e = e0 + er * WA; e < (g.rows ? (er + 1) * WA : WP); e += es) {
+                        fc_view A, B;
+                        memset(&A, 0, sizeof(A));
+                        memset(&B, 0, sizeof(B));
+                        A.kind = FC_VIEW_GATHER;       /* V_e^T: (c, t) at V_e[t][c] */
+                        A.p = V + (long)e * f->vs;
+                        A.offs = coff;
+                        A.doffs = toff;
+                        B.kind = FC_VIEW_DENSE;        /* Z_e: (t, k) */
+                        B.p = Z + (long)e * g.zs;
+                        B.rs = f->Ks;
+                        B.cs = 1;
+                        if (!g.rows) {
+                            rc |= GEMM(C, K, nt, (T)1, &A, &B, bi == b0 ? (T)0 : (T)1, S + e * g.ps, K, NULL, 1,
+                                       gws);
+                            continue;
+                        }
+                        T *restrict St = task_ws + (long)tid * g.per + g.st_off;
+                        rc |= GEMM(C, K, nt, (T)1, &A, &B, (T)0, St, K, NULL, 1, gws);
+                        const int ec = e - er * WA;
+                        const long CK = (long)C * K;
+                        for (int j = 0; j < WR; j++) {
+                            const T a = gcol[j][ec];
+                            T *restrict H = S + (long)(er * WR + j) * g.ps;
+                            if (ec == 0 && a == 0)
+                                for (long i = 0; i < CK; i++) H[i] = 0;
+                            else if (ec == 0)
+                                for (long i = 0; i < CK; i++) H[i] = a * St[i];
+                            else if (a != 0)
+                                for (long i = 0; i < CK; i++) H[i] += a * St[i];
+                        }
+                    }
                 if (shared) {
 #if FC_OPENMP
 #pragma omp barrier
@@ -870,7 +917,8 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, i
 #if FC_OPENMP
 #pragma omp barrier
 #endif
-        WN(wino_wout)(part, g.ps, C, K, (int)((long)tid * K / nth), (int)((long)(tid + 1) * K / nth), dw);
+        WN(wino_wout)(part, g.ps, C, K, (int)((long)tid * K / nth), (int)((long)(tid + 1) * K / nth), dw,
+                      g.rows);
         if (db)   /* the images' sums in order */
             for (int k = (int)((long)tid * K / nth); k < (int)((long)(tid + 1) * K / nth); k++) {
                 T t = 0;
