@@ -30,10 +30,11 @@
  * V_e^T (C x tiles) . Z_e (tiles x K), summed over a fixed number of chunks
  * of equal blocks of tiles in a fixed order, or, where there are too few
  * blocks for the threads, over the blocks in order, the points shared out.
- * F(7x7, 2x2) over one block makes a row of points at a time instead, the rows
- * shared out: each S_e, made into the thread's buffer, is at once transformed
- * along the row into the row's r sums, so that only WA r of the WA^2 products
- * are stored (the sums of each row in the points' order, for any thread count). */
+ * F(7x7, 2x2) makes a row of points at a time instead (the rows shared out
+ * where the points are): each S_e, made into the thread's buffer, is at once
+ * transformed along the row and added into the row's r sums, so that only
+ * WA r of the WA^2 products are stored (each row's sums over the blocks and
+ * points in order, for any thread count). */
 
 #ifndef FC_WINO_TILES
 #define FC_WINO_TILES 64
@@ -744,7 +745,7 @@ static WN(wino_wgeom) WN(wino_wplan)(int N, int C, int K, int P, int Q)
     g.gws_off = g.z_off + FC_WINO_AL(WP * g.zs);
     g.offs_off = g.gws_off + FC_WINO_AL(GEMM_WS(C, K, FC_WINO_TILES, 1));
     g.st_off = g.offs_off + FC_WINO_AL((g.f.Cs + 16 + FC_WINO_TILES) * (long)(sizeof(long) / sizeof(T) + 1));
-    g.rows = WA == 8 && g.nblocks == 1;
+    g.rows = WA == 8;
     g.per = g.st_off + (g.rows ? FC_WINO_AL((long)C * K) : 0);
     return g;
 }
@@ -856,8 +857,8 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, i
 #pragma omp barrier
 #endif
                 }
-                /* one block: a row of points at a time, each S_e transformed along the
-                 * row into the row's H as it is made (see wino_wout); else S_e */
+                /* F(7x7, 2x2): a row of points at a time, each S_e transformed along the
+                 * row and added into the row's H as it is made (see wino_wout); else S_e */
                 const int e0 = g.rows ? 0 : shared ? tid : 0, es = g.rows ? 1 : shared ? nth : 1;
                 for (int er = g.rows && shared ? tid : 0; er < (g.rows ? WA : 1); er += shared ? nth : 1)
                     for (int e = e0 + er * WA; e < (g.rows ? (er + 1) * WA : WP); e += es) {
@@ -879,14 +880,14 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, i
                         }
                         T *restrict St = task_ws + (long)tid * g.per + g.st_off;
                         rc |= GEMM(C, K, nt, (T)1, &A, &B, (T)0, St, K, NULL, 1, gws);
-                        const int ec = e - er * WA;
+                        const int ec = e - er * WA, first = bi == b0 && ec == 0;
                         const long CK = (long)C * K;
                         for (int j = 0; j < WR; j++) {
                             const T a = gcol[j][ec];
                             T *restrict H = S + (long)(er * WR + j) * g.ps;
-                            if (ec == 0 && a == 0)
+                            if (first && a == 0)
                                 for (long i = 0; i < CK; i++) H[i] = 0;
-                            else if (ec == 0)
+                            else if (first)
                                 for (long i = 0; i < CK; i++) H[i] = a * St[i];
                             else if (a != 0)
                                 for (long i = 0; i < CK; i++) H[i] += a * St[i];
@@ -908,7 +909,7 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, i
         {
             const long CK = (long)C * K, lo = CK * tid / nth, hi = CK * (tid + 1) / nth;
             for (int ch = 1; ch < g.nchunks; ch++)
-                for (int e = 0; e < WP; e++) {
+                for (int e = 0; e < (g.rows ? WA * WR : WP); e++) {
                     T *dst = part + e * g.ps;
                     const T *src = dst + (long)ch * WP * g.ps;
                     for (long i = lo; i < hi; i++) dst[i] += src[i];

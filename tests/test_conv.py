@@ -80,6 +80,8 @@ CASES = {
     "wino_f72_2x2": (13, 17, 14, 14, 19, 2, 2, 1, 0, 1, 1),
     "wino_f72_phases_7x7": (50, 5, 14, 14, 17, 4, 4, 2, 1, 1, 1),
     "wino_f72_phases_nonsquare": (25, 4, 14, 20, 20, 4, 4, 2, 1, 1, 1),
+    # 600 7x7 tiles: the weight gradient sums chunks of two blocks and of one
+    "wino_f72_phases_blocks": (150, 6, 28, 28, 21, 4, 4, 2, 1, 1, 1),
     # one-channel input gradients of 3x3 stride-1 layers (the direct kernel): padding
     # 0-2, rows past one block of columns, heights off the block of rows
     "c1_direct_wide": (2, 1, 9, 45, 7, 3, 3, 1, 0, 1, 1),
@@ -257,6 +259,8 @@ SHAPES_FOR_THREADS = {
     # F(7x7, 2x2): one block of tiles (its points shared out), over phases and not
     "winograd_f72_phases": ((50, 5, 14, 14), (17, 5, 4, 4), 2, 1),
     "winograd_f72": ((13, 17, 14, 14), (19, 17, 2, 2), 1, 0),
+    # F(7x7, 2x2) over several blocks of tiles (chunks summed in order)
+    "winograd_f72_blocks": ((150, 6, 28, 28), (21, 6, 4, 4), 2, 1),
     # kernels covering the whole input: a matrix product, or dot products for one output
     "whole_input": ((6, 24, 4, 4), (40, 24, 4, 4), 1, 0),
     "whole_input_one_output": ((37, 24, 4, 4), (1, 24, 4, 4), 1, 0),
