@@ -786,6 +786,16 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, i
     T *sums = part + g.partials;
     T *task_ws = sums + g.sums;
     int rc = 0;
+    /* gcol[s][e]: G[e][s] of the transform along a row of points (wino_gt16 of the
+     * unit vectors), for the row-at-a-time sums */
+    T gcol[WR][WA];
+    if (g.rows)
+        for (int e = 0; e < WA; e++) {
+            T unit[WA * FC_WINO_L], out[WR * FC_WINO_L];
+            for (int i = 0; i < WA * FC_WINO_L; i++) unit[i] = (T)(i / FC_WINO_L == e);
+            WN(wino_gt16)(unit, FC_WINO_L, out, FC_WINO_L);
+            for (int j = 0; j < WR; j++) gcol[j][e] = out[j * FC_WINO_L];
+        }
 #if FC_OPENMP
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1) reduction(| : rc)
 #endif
@@ -832,16 +842,6 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, i
         for (int c = 0; c < f->Cs + 16; c++) coff[c] = c < C ? c : 0;
         for (int t = 0; t < FC_WINO_TILES; t++) toff[t] = (long)t * f->Cs;
         const int c0 = shared ? 0 : tid, cs = shared ? 1 : nth;
-        /* gcol[s][e]: G[e][s] of the transform along a row of points (wino_gt16 of the
-         * unit vectors), for the row-at-a-time sums */
-        T gcol[WR][WA];
-        if (g.rows)
-            for (int e = 0; e < WA; e++) {
-                T unit[WA * FC_WINO_L], out[WR * FC_WINO_L];
-                for (int i = 0; i < WA * FC_WINO_L; i++) unit[i] = (T)(i / FC_WINO_L == e);
-                WN(wino_gt16)(unit, FC_WINO_L, out, FC_WINO_L);
-                for (int j = 0; j < WR; j++) gcol[j][e] = out[j * FC_WINO_L];
-            }
         for (int ch = c0; ch < g.nchunks; ch += cs) {
             const int b0 = (int)((long)ch * g.nblocks / g.nchunks);
             const int b1 = (int)((long)(ch + 1) * g.nblocks / g.nchunks);

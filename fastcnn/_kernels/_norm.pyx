@@ -71,10 +71,11 @@ cdef extern from *:
             for (; i + W <= n; i += W)                                                        \
                 FC_STREAM_##SFX(y + i, fc_bn_vact_##SFX(ADD(MUL(LOADU(x + i), vs), vt), act, vsl)); \
         })                                                                                    \
+        /* (the activation chosen outside each loop, so that each vectorises) */              \
         if (act == 1)                                                                         \
-            for (; i < n; i++) { const T v = x[i] * s + t; y[i] = v <= 0 ? 0 : v; }           \
+            for (; i < n; i++) { const T v = x[i] * s + t; y[i] = FC_BN_ACT(v, 1, slope); }   \
         else if (act == 2)                                                                    \
-            for (; i < n; i++) { const T v = x[i] * s + t; y[i] = v > 0 ? v : v * slope; }   \
+            for (; i < n; i++) { const T v = x[i] * s + t; y[i] = FC_BN_ACT(v, 2, slope); }   \
         else                                                                                  \
             for (; i < n; i++) y[i] = x[i] * s + t;                                           \
     }                                                                                         \
