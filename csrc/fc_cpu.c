@@ -29,7 +29,7 @@ static const fc_kernel_info KERNELS[] = {
      384, 144, 3072, 192, 96, 2048,
      fc_ukr_avx2_s, fc_ukr_avx2_d, fc_ukri_avx2_s, fc_ukri_avx2_d,
      fc_ukrg_avx2_s, fc_ukrg_avx2_d, 0, 0, {0}, {0}, {0}, {0},
-     NULL, NULL, fc_dot8_avx2_s, fc_dot8_avx2_d,
+     fc_direct3_avx2_s, fc_direct3_wgrad_avx2_s, fc_dot8_avx2_s, fc_dot8_avx2_d,
      fc_transpose_avx2_s, fc_transpose_avx2_d,
      {fc_wino_ws43_avx2_s, fc_wino_ws42_avx2_s, fc_wino_ws72_avx2_s},
      {fc_wino_ws43_avx2_d, fc_wino_ws42_avx2_d, fc_wino_ws72_avx2_d},

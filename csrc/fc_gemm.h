@@ -476,10 +476,13 @@ void fc_dot8_generic_s(const float *a, const float *const *b, int k, float *out)
 void fc_dot8_generic_d(const double *a, const double *const *b, int k, double *out);
 void fc_dot8_avx2_s(const float *a, const float *const *b, int k, float *out);
 void fc_dot8_avx2_d(const double *a, const double *const *b, int k, double *out);
-int fc_direct3_avx512_s(const float *x, const float *w, const float *bias, float *y, int N, int C, int K,
-                        int H, int W, int ph, int pw, int act, double slope, int nthreads);
-int fc_direct3_wgrad_avx512_s(const float *x, const float *dy, float *dw, float *db, int N, int K, int H,
-                              int W, int ph, int pw, int nthreads, float *ws);
+#define FC_DIRECT3_DECL(isa)                                                                   \
+    int fc_direct3_##isa##_s(const float *x, const float *w, const float *bias, float *y, int N, int C, \
+                             int K, int H, int W, int ph, int pw, int act, double slope, int nthreads); \
+    int fc_direct3_wgrad_##isa##_s(const float *x, const float *dy, float *dw, float *db, int N, int K, \
+                                   int H, int W, int ph, int pw, int nthreads, float *ws);
+FC_DIRECT3_DECL(avx2)
+FC_DIRECT3_DECL(avx512)
 void fc_dot8_avx512_s(const float *a, const float *const *b, int k, float *out);
 void fc_dot8_avx512_d(const double *a, const double *const *b, int k, double *out);
 

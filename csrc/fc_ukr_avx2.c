@@ -245,6 +245,77 @@ void fc_transpose_avx2_d(const double *src, long lds, double *dst, long ldd, int
     TRANSPOSE_BLOCKS(double, 4, tr4x4_d)
 }
 
+/* ------------------------------------------------- direct 3x3 convolution */
+
+/* The vector operations of fc_direct3_impl.h: 8 lanes, masks as vectors of
+ * all-ones or zero lanes. Partial loads go through maskload (which does not
+ * touch the lanes it leaves out); partial stores go lane by lane (a masked
+ * store is slow on some CPUs). */
+typedef __m256 d3v;
+typedef __m256i d3m;
+#define D3W 8
+#define D3_FN(name) fc_##name##_avx2_s
+
+static inline __m256i d3_lanes(int c, int W)
+{
+    /* lanes j with 0 <= c + j < W */
+    const int lo = c < 0 ? -c : 0;
+    const int hi = W - c > 8 ? 8 : W - c;
+    const __m256i j = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_and_si256(_mm256_cmpgt_epi32(j, _mm256_set1_epi32(lo - 1)),
+                            _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), j));
+}
+
+static inline int d3_any(__m256i m) { return !_mm256_testz_si256(m, m); }
+static inline __m256 d3_loadm(__m256i m, const float *p) { return _mm256_maskload_ps(p, m); }
+
+static inline void d3_storem(float *p, __m256i m, __m256 v)
+{
+    const int bits = _mm256_movemask_ps(_mm256_castsi256_ps(m));
+    if (bits == 0xFF) {
+        _mm256_storeu_ps(p, v);
+        return;
+    }
+    float lanes[8] __attribute__((aligned(32)));
+    _mm256_store_ps(lanes, v);
+    for (int j = 0; j < 8; j++)
+        if (bits >> j & 1) p[j] = lanes[j];
+}
+
+static inline void d3_store(float *p, __m256 v) { _mm256_store_ps(p, v); }
+static inline __m256 d3_zero(void) { return _mm256_setzero_ps(); }
+static inline __m256 d3_set1(float f) { return _mm256_set1_ps(f); }
+static inline __m256 d3_add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+static inline __m256 d3_fmadd(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+
+static inline __m256 d3_act(__m256 acc, __m256 bv, int act, __m256 sv)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 o = _mm256_add_ps(acc, bv);
+    if (act == FC_ACT_RELU)
+        o = _mm256_max_ps(o, zero);
+    else if (act == FC_ACT_LEAKY)
+        o = _mm256_blendv_ps(o, _mm256_mul_ps(o, sv), _mm256_cmp_ps(o, zero, _CMP_LT_OQ));
+    return o;
+}
+
+static inline __m256 d3_max(__m256 a, __m256 b)
+{
+    return _mm256_blendv_ps(_mm256_max_ps(b, a), b, _mm256_cmp_ps(b, b, _CMP_UNORD_Q));
+}
+
+static inline __m256 d3_pairs_max(__m256 a, __m256 b)
+{
+    /* in each 128-bit half: a's even (odd) lanes, then b's; then the halves' pairs in order */
+    const __m256 e = _mm256_shuffle_ps(a, b, 0x88), o = _mm256_shuffle_ps(a, b, 0xDD);
+    return d3_max(_mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)),
+                  _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
+}
+
+#include "fc_direct3_impl.h"
+#undef D3_FN
+#undef D3W
+
 /* ------------------------------------------------ Winograd F(4x4, 3x3) and F(4x4, 2x2) */
 #define FC_ISA avx2
 #include "fc_winograd_inst.h"

@@ -438,18 +438,11 @@ NARROW_D(4)
 
 /* ------------------------------------------------- direct 3x3 convolution */
 
-/* Stride-1 3x3 correlations where a GEMM would have a single row or a depth
- * of nine: y (N, K, P, Q) = x (N, C, H, W) * w (K, C, 3, 3) with one output
- * channel (a one-channel layer's input gradient) or one input channel (a
- * first layer's forward), padding (ph, pw) on both sides (P = H + 2 ph - 2,
- * Q = W + 2 pw - 2), plus bias and activation, and for one input channel
- * optionally 2 x 2 max pooling (FC_POOL_2X2). Blocks of DR output rows by 32
- * columns are held in 2 DR registers; each input row is loaded once a block
- * and channel (at three column shifts, masked at the edges) and multiplied by
- * broadcast taps. Every output sums its taps in one fixed order (input
- * channel, tap row, tap column) whatever the task, so results do not depend
- * on the thread count. */
-#define DR 4
+/* The vector operations of fc_direct3_impl.h: 16 lanes, masks as __mmask16. */
+typedef __m512 d3v;
+typedef __mmask16 d3m;
+#define D3W 16
+#define D3_FN(name) fc_##name##_avx512_s
 
 static inline __mmask16 d3_lanes(int c, int W)
 {
@@ -460,47 +453,14 @@ static inline __mmask16 d3_lanes(int c, int W)
     return (__mmask16)((((unsigned)1 << hi) - 1) & ~(((unsigned)1 << lo) - 1));
 }
 
-/* The lanes of the input loads of the block of columns from c0: (v, b) for the
- * 16 columns from c0 + 16 v + b - pw. */
-static inline void d3_masks(int c0, int pw, int W, __mmask16 mx[2][3])
-{
-    for (int v = 0; v < 2; v++)
-        for (int b = 0; b < 3; b++) mx[v][b] = d3_lanes(c0 + 16 * v + b - pw, W);
-}
-
-/* For each input row t of the DR + 2 that a block of DR output rows from h0
- * reads, vector v and column shift b: in = the 16 inputs at row h0 - ph + t,
- * columns c0 + 16 v + b - pw on (mx: d3_masks of c0); then STMT for each tap
- * row a whose output row r = t - a is in the block. */
-#define D3_TAPS(xp, H, W, h0, c0, ph, pw, mx, STMT)                                             \
-    _Pragma("GCC unroll 6")                                                                     \
-    for (int t = 0; t < DR + 2; t++) {                                                          \
-        const int hi = (h0) - (ph) + t;                                                         \
-        if (hi < 0 || hi >= (H)) continue;                                                      \
-        const float *row = (xp) + (long)hi * (W);                                               \
-        _Pragma("GCC unroll 2")                                                                 \
-        for (int v = 0; v < 2; v++) {                                                           \
-            _Pragma("GCC unroll 3")                                                             \
-            for (int b = 0; b < 3; b++) {                                                       \
-                const __m512 in = _mm512_maskz_loadu_ps((mx)[v][b], row + (c0) + 16 * v + b - (pw)); \
-                _Pragma("GCC unroll 3")                                                         \
-                for (int a = 0; a < 3; a++) {                                                   \
-                    const int r = t - a;                                                        \
-                    if (r >= 0 && r < DR) { STMT; }                                             \
-                }                                                                               \
-            }                                                                                   \
-        }                                                                                       \
-    }
-
-/* acc[r][v] += sum over taps (a, b) of wk[3a + b] x[h0 - ph + r + a][c0 + 16 v + b - pw] */
-static inline __attribute__((always_inline)) void
-d3_block(const float *xp, int H, int W, int h0, int c0, int ph, int pw, const __mmask16 mx[2][3],
-         const float *wk, __m512 acc[DR][2])
-{
-    __m512 wt[9];
-    for (int t = 0; t < 9; t++) wt[t] = _mm512_set1_ps(wk[t]);
-    D3_TAPS(xp, H, W, h0, c0, ph, pw, mx, acc[r][v] = _mm512_fmadd_ps(in, wt[3 * a + b], acc[r][v]))
-}
+static inline int d3_any(__mmask16 m) { return m != 0; }
+static inline __m512 d3_loadm(__mmask16 m, const float *p) { return _mm512_maskz_loadu_ps(m, p); }
+static inline void d3_storem(float *p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m, v); }
+static inline void d3_store(float *p, __m512 v) { _mm512_store_ps(p, v); }
+static inline __m512 d3_zero(void) { return _mm512_setzero_ps(); }
+static inline __m512 d3_set1(float f) { return _mm512_set1_ps(f); }
+static inline __m512 d3_add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+static inline __m512 d3_fmadd(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
 
 static inline __m512 d3_act(__m512 acc, __m512 bv, int act, __m512 sv)
 {
@@ -513,188 +473,21 @@ static inline __m512 d3_act(__m512 acc, __m512 bv, int act, __m512 sv)
     return o;
 }
 
-static inline void
-d3_store(__m512 acc[DR][2], float *yp, int P, int Q, int h0, int c0, float bias, int act, float slope)
-{
-    const __m512 bv = _mm512_set1_ps(bias), sv = _mm512_set1_ps(slope);
-    for (int r = 0; r < DR && h0 + r < P; r++)
-        for (int v = 0; v < 2; v++) {
-            const __mmask16 m = d3_lanes(c0 + 16 * v, Q);
-            if (!m) continue;
-            _mm512_mask_storeu_ps(yp + (long)(h0 + r) * Q + c0 + 16 * v, m, d3_act(acc[r][v], bv, act, sv));
-        }
-}
-
-/* The larger of a and b, NaN if either is (as max pooling keeps NaNs). */
 static inline __m512 d3_max(__m512 a, __m512 b)
 {
     return _mm512_mask_mov_ps(_mm512_max_ps(b, a), _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q), b);
 }
 
-/* The 2 x 2 max pooling of the activated block (rows h0 .. h0 + DR, columns c0
- * .. c0 + 32, h0 and c0 even) into the pooled plane yp of P2 x Q2. */
-static inline void
-d3_store_pool(__m512 acc[DR][2], float *yp, int P2, int Q2, int h0, int c0, float bias, int act, float slope)
+static inline __m512 d3_pairs_max(__m512 a, __m512 b)
 {
-    const __m512 bv = _mm512_set1_ps(bias), sv = _mm512_set1_ps(slope);
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    const __mmask16 m = d3_lanes(c0 / 2, Q2);
-    for (int i = 0; i < DR / 2 && h0 / 2 + i < P2; i++) {
-        __m512 rm[2];
-        for (int v = 0; v < 2; v++)
-            rm[v] = d3_max(d3_act(acc[2 * i][v], bv, act, sv), d3_act(acc[2 * i + 1][v], bv, act, sv));
-        const __m512 o = d3_max(_mm512_permutex2var_ps(rm[0], even, rm[1]),
-                                _mm512_permutex2var_ps(rm[0], odd, rm[1]));
-        _mm512_mask_storeu_ps(yp + (long)(h0 / 2 + i) * Q2 + c0 / 2, m, o);
-    }
+    return d3_max(_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b));
 }
 
-/* One output channel (C input channels, K = 1): blocks of rows and columns of
- * every image. */
-static void d3_one_output(const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
-                          int W, int ph, int pw, int act, float slope, int nthreads)
-{
-    const int P = H + 2 * ph - 2, Q = W + 2 * pw - 2;
-    const int nrb = (P + DR - 1) / DR, ncb = (Q + 31) / 32;
-    const long ntasks = (long)N * nrb * ncb;
-    const long HW = (long)H * W, PQ = (long)P * Q;
-#if FC_OPENMP
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
-#endif
-    for (long task = 0; task < ntasks; task++) {
-        const int n = (int)(task / ((long)nrb * ncb));
-        const int rb = (int)(task / ncb % nrb), cb = (int)(task % ncb);
-        const int h0 = rb * DR, c0 = cb * 32;
-        unsigned fpmode = fc_fpmode_enter();
-        __m512 acc[DR][2];
-        __mmask16 mx[2][3];
-        d3_masks(c0, pw, W, mx);
-        for (int r = 0; r < DR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-        for (int i = 0; i < C; i++)
-            d3_block(x + ((long)n * C + i) * HW, H, W, h0, c0, ph, pw, mx, w + 9L * i, acc);
-        d3_store(acc, y + (long)n * PQ, P, Q, h0, c0, bias ? bias[0] : 0.0f, act, slope);
-        fc_fpmode_leave(fpmode);
-    }
-}
-
-/* One input channel (C = 1, K output channels), optionally pooled: tasks
- * (image, block of rows), each over all output channels and columns. */
-static void d3_one_input(const float *x, const float *w, const float *bias, float *y, int N, int K, int H,
-                         int W, int ph, int pw, int act, float slope, int nthreads)
-{
-    const int pool = act & FC_POOL_2X2;
-    act &= ~FC_POOL_2X2;
-    const int P = H + 2 * ph - 2, Q = W + 2 * pw - 2;
-    const int nrb = pool ? (P / 2 * 2 + DR - 1) / DR : (P + DR - 1) / DR, qe = pool ? Q / 2 * 2 : Q;
-    const long ntasks = (long)N * nrb;
-    const long HW = (long)H * W, PQ = pool ? (long)(P / 2) * (Q / 2) : (long)P * Q;
-#if FC_OPENMP
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
-#endif
-    for (long task = 0; task < ntasks; task++) {
-        const int n = (int)(task / nrb), h0 = (int)(task % nrb) * DR;
-        unsigned fpmode = fc_fpmode_enter();
-        for (int c0 = 0; c0 < qe; c0 += 32) {
-            __mmask16 mx[2][3];
-            d3_masks(c0, pw, W, mx);
-            for (int k = 0; k < K; k++) {
-                const float b = bias ? bias[k] : 0.0f;
-                float *yp = y + ((long)n * K + k) * PQ;
-                __m512 acc[DR][2];
-                for (int r = 0; r < DR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-                d3_block(x + (long)n * HW, H, W, h0, c0, ph, pw, mx, w + 9L * k, acc);
-                if (pool)
-                    d3_store_pool(acc, yp, P / 2, Q / 2, h0, c0, b, act, slope);
-                else
-                    d3_store(acc, yp, P, Q, h0, c0, b, act, slope);
-            }
-        }
-        fc_fpmode_leave(fpmode);
-    }
-}
-
-int fc_direct3_avx512_s(const float *x, const float *w, const float *bias, float *y, int N, int C, int K,
-                        int H, int W, int ph, int pw, int act, double slope, int nthreads)
-{
-    if (nthreads < 1) nthreads = 1;
-    if (K == 1 && !(act & FC_POOL_2X2))
-        d3_one_output(x, w, bias, y, N, C, H, W, ph, pw, act, (float)slope, nthreads);
-    else
-        d3_one_input(x, w, bias, y, N, K, H, W, ph, pw, act, (float)slope, nthreads);
-    return 0;
-}
-
-/* Weight and bias gradients of a one-input-channel 3x3 stride-1 layer:
- * dw[k][a][b] = sum over n, h, w of dy[n][k][h][w] x[n][0][h + a - ph][w + b - pw]
- * and db[k] = the sum of dy[n][k] (db may be NULL), P = H + 2 ph - 2, Q =
- * W + 2 pw - 2. One task per (image, output channel) sums its plane, block of
- * rows by block of columns, into ten vectors (nine taps and the bias) kept in
- * ws (N K 160 floats); the tasks' vectors are then added image after image
- * and their lanes in order, so results do not depend on the thread count. */
-int fc_direct3_wgrad_avx512_s(const float *x, const float *dy, float *dw, float *db, int N, int K, int H,
-                              int W, int ph, int pw, int nthreads, float *ws)
-{
-    const int P = H + 2 * ph - 2, Q = W + 2 * pw - 2;
-    const long ntasks = (long)N * K;
-    const long HW = (long)H * W, PQ = (long)P * Q;
-    if (nthreads < 1) nthreads = 1;
-#if FC_OPENMP
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-#endif
-    {
-        unsigned fpmode = fc_fpmode_enter();
-#if FC_OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (long task = 0; task < ntasks; task++) {
-            const int n = (int)(task / K);
-            const float *xp = x + (long)n * HW, *gp = dy + task * PQ;
-            __m512 acc[10];
-            for (int t = 0; t < 10; t++) acc[t] = _mm512_setzero_ps();
-            for (int c0 = 0; c0 < Q; c0 += 32) {
-                __mmask16 mx[2][3];
-                d3_masks(c0, pw, W, mx);
-                const __mmask16 mg[2] = {d3_lanes(c0, Q), d3_lanes(c0 + 16, Q)};
-                for (int h0 = 0; h0 < P; h0 += DR) {
-                    __m512 g[DR][2];
-                    for (int r = 0; r < DR; r++)
-                        for (int v = 0; v < 2; v++) {
-                            g[r][v] = _mm512_maskz_loadu_ps(h0 + r < P ? mg[v] : 0,
-                                                            gp + (long)(h0 + r) * Q + c0 + 16 * v);
-                            acc[9] = _mm512_add_ps(acc[9], g[r][v]);
-                        }
-                    D3_TAPS(xp, H, W, h0, c0, ph, pw, mx,
-                            acc[3 * a + b] = _mm512_fmadd_ps(in, g[r][v], acc[3 * a + b]))
-                }
-            }
-            for (int t = 0; t < 10; t++) _mm512_store_ps(ws + task * 160 + 16 * t, acc[t]);
-        }
-#if FC_OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (int k = 0; k < K; k++) {
-            __m512 s[10];
-            for (int t = 0; t < 10; t++) s[t] = _mm512_setzero_ps();
-            for (int n = 0; n < N; n++)
-                for (int t = 0; t < 10; t++)
-                    s[t] = _mm512_add_ps(s[t], _mm512_load_ps(ws + ((long)n * K + k) * 160 + 16 * t));
-            float lanes[16] __attribute__((aligned(64)));
-            for (int t = 0; t < 10; t++) {
-                if (t == 9 && !db) break;
-                _mm512_store_ps(lanes, s[t]);
-                float r = 0;
-                for (int l = 0; l < 16; l++) r += lanes[l];
-                if (t < 9) dw[9L * k + t] = r;
-                else db[k] = r;
-            }
-        }
-        fc_fpmode_leave(fpmode);
-    }
-    return 0;
-}
-#undef D3_TAPS
-#undef DR
+#include "fc_direct3_impl.h"
+#undef D3_FN
+#undef D3W
 
 /* ------------------------------------------------------------ dot products */
 
