@@ -452,6 +452,14 @@ void fc_tile_store_avx2_d(double *c, long ldc, const double *acc, int ldt, const
 FC_TRANSPOSE_DECL(generic)
 FC_TRANSPOSE_DECL(avx2)
 FC_TRANSPOSE_DECL(avx512)
+/* The body of a transpose (rows x cols at src, row stride lds, into dst, row
+ * stride ldd) over B x B blocks, whole and edge blocks alike: BLOCK(s, lds, d,
+ * ldd, nr, nc) transposes nr x nc elements (at most B x B). */
+#define FC_TRANSPOSE_BLOCKS(B, BLOCK)                                                          \
+    for (int i = 0; i < rows; i += B)                                                          \
+        for (int j = 0; j < cols; j += B)                                                      \
+            BLOCK(src + (long)i * lds + j, lds, dst + (long)j * ldd + i, ldd,                  \
+                  rows - i < B ? rows - i : B, cols - j < B ? cols - j : B);
 
 #define FC_WINO_DECL1(isa, T, t, r)                                                             \
     size_t fc_wino_ws##r##_##isa##_##t(int N, int C, int K, int P, int Q, int nthreads,         \

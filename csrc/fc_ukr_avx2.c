@@ -188,61 +188,81 @@ void fc_dot8_avx2_d(const double *a, const double *const *b, int k, double *out)
     FC_DOT8(double, __m256d, 4, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_setzero_pd, sum8_avx2_d)
 }
 
-/* Transposes: whole 8 x 8 (float) or 4 x 4 (double) blocks in registers, the
- * edges element by element. */
-static inline void tr8x8_s(const float *s, long lds, float *d, long ldd)
+/* Transposes: blocks of 8 x 8 (float) or 4 x 4 (double) in registers, whole
+ * and edge blocks alike. At an edge, missing rows read as zero and missing
+ * columns are left out of the loads (maskload); rows of the result shorter
+ * than a vector are copied lane by lane (a masked store is slow on some CPUs). */
+static inline __m256i lanes_below(int n)
 {
-    __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + lds);
-    __m256 r2 = _mm256_loadu_ps(s + 2 * lds), r3 = _mm256_loadu_ps(s + 3 * lds);
-    __m256 r4 = _mm256_loadu_ps(s + 4 * lds), r5 = _mm256_loadu_ps(s + 5 * lds);
-    __m256 r6 = _mm256_loadu_ps(s + 6 * lds), r7 = _mm256_loadu_ps(s + 7 * lds);
-    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* nr x nc floats (at most 8 x 8): rows in, columns out */
+static inline void tr8x8_s(const float *s, long lds, float *d, long ldd, int nr, int nc)
+{
+    __m256 r[8];
+    if (nc == 8) {
+        for (int i = 0; i < 8; i++) r[i] = i < nr ? _mm256_loadu_ps(s + i * lds) : _mm256_setzero_ps();
+    } else {
+        const __m256i m = lanes_below(nc);
+        for (int i = 0; i < 8; i++) r[i] = i < nr ? _mm256_maskload_ps(s + i * lds, m) : _mm256_setzero_ps();
+    }
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
     __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
     __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
     __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
     __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
-    _mm256_storeu_ps(d + ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
-    _mm256_storeu_ps(d + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
-    _mm256_storeu_ps(d + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
-    _mm256_storeu_ps(d + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
-    _mm256_storeu_ps(d + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
-    _mm256_storeu_ps(d + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
-    _mm256_storeu_ps(d + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+    __m256 c[8] = {_mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
+                   _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
+                   _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
+                   _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+    if (nr == 8) {
+        for (int j = 0; j < nc; j++) _mm256_storeu_ps(d + (long)j * ldd, c[j]);
+    } else {
+        float lanes[8] __attribute__((aligned(32)));
+        for (int j = 0; j < nc; j++) {
+            _mm256_store_ps(lanes, c[j]);
+            for (int i = 0; i < nr; i++) d[(long)j * ldd + i] = lanes[i];
+        }
+    }
 }
 
-static inline void tr4x4_d(const double *s, long lds, double *d, long ldd)
+/* nr x nc doubles (at most 4 x 4), as above */
+static inline void tr4x4_d(const double *s, long lds, double *d, long ldd, int nr, int nc)
 {
-    __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + lds);
-    __m256d r2 = _mm256_loadu_pd(s + 2 * lds), r3 = _mm256_loadu_pd(s + 3 * lds);
-    __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
-    __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
-    _mm256_storeu_pd(d, _mm256_permute2f128_pd(t0, t2, 0x20));
-    _mm256_storeu_pd(d + ldd, _mm256_permute2f128_pd(t1, t3, 0x20));
-    _mm256_storeu_pd(d + 2 * ldd, _mm256_permute2f128_pd(t0, t2, 0x31));
-    _mm256_storeu_pd(d + 3 * ldd, _mm256_permute2f128_pd(t1, t3, 0x31));
+    __m256d r[4];
+    if (nc == 4) {
+        for (int i = 0; i < 4; i++) r[i] = i < nr ? _mm256_loadu_pd(s + i * lds) : _mm256_setzero_pd();
+    } else {
+        const __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(nc), _mm256_setr_epi64x(0, 1, 2, 3));
+        for (int i = 0; i < 4; i++) r[i] = i < nr ? _mm256_maskload_pd(s + i * lds, m) : _mm256_setzero_pd();
+    }
+    __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+    __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+    __m256d c[4] = {_mm256_permute2f128_pd(t0, t2, 0x20), _mm256_permute2f128_pd(t1, t3, 0x20),
+                    _mm256_permute2f128_pd(t0, t2, 0x31), _mm256_permute2f128_pd(t1, t3, 0x31)};
+    if (nr == 4) {
+        for (int j = 0; j < nc; j++) _mm256_storeu_pd(d + (long)j * ldd, c[j]);
+    } else {
+        double lanes[4] __attribute__((aligned(32)));
+        for (int j = 0; j < nc; j++) {
+            _mm256_store_pd(lanes, c[j]);
+            for (int i = 0; i < nr; i++) d[(long)j * ldd + i] = lanes[i];
+        }
+    }
 }
-
-#define TRANSPOSE_BLOCKS(T, B, BLOCK)                                                          \
-    const int rb = rows / B * B, cb = cols / B * B;                                            \
-    for (int i = 0; i < rb; i += B)                                                            \
-        for (int j = 0; j < cb; j += B)                                                        \
-            BLOCK(src + (long)i * lds + j, lds, dst + (long)j * ldd + i, ldd);                 \
-    for (int i = 0; i < rows; i++)                                                             \
-        for (int j = i < rb ? cb : 0; j < cols; j++)                                           \
-            dst[(long)j * ldd + i] = src[(long)i * lds + j];
 
 void fc_transpose_avx2_s(const float *src, long lds, float *dst, long ldd, int rows, int cols)
 {
-    TRANSPOSE_BLOCKS(float, 8, tr8x8_s)
+    FC_TRANSPOSE_BLOCKS(8, tr8x8_s)
 }
 
 void fc_transpose_avx2_d(const double *src, long lds, double *dst, long ldd, int rows, int cols)
 {
-    TRANSPOSE_BLOCKS(double, 4, tr4x4_d)
+    FC_TRANSPOSE_BLOCKS(4, tr4x4_d)
 }
 
 /* ------------------------------------------------- direct 3x3 convolution */

@@ -571,21 +571,14 @@ static inline void tr8x8_d(const double *s, long lds, double *d, long ldd, int n
         for (int j = 0; j < nc; j++) _mm512_mask_storeu_pd(d + (long)j * ldd, mr, cols[j]);
 }
 
-/* whole and edge blocks alike, through the masked block transposes */
-#define TRANSPOSE_BLOCKS(T, B, BLOCK)                                                          \
-    for (int i = 0; i < rows; i += B)                                                          \
-        for (int j = 0; j < cols; j += B)                                                      \
-            BLOCK(src + (long)i * lds + j, lds, dst + (long)j * ldd + i, ldd,                  \
-                  rows - i < B ? rows - i : B, cols - j < B ? cols - j : B);
-
 void fc_transpose_avx512_s(const float *src, long lds, float *dst, long ldd, int rows, int cols)
 {
-    TRANSPOSE_BLOCKS(float, 16, tr16x16_s)
+    FC_TRANSPOSE_BLOCKS(16, tr16x16_s)
 }
 
 void fc_transpose_avx512_d(const double *src, long lds, double *dst, long ldd, int rows, int cols)
 {
-    TRANSPOSE_BLOCKS(double, 8, tr8x8_d)
+    FC_TRANSPOSE_BLOCKS(8, tr8x8_d)
 }
 
 /* ------------------------------------------------ Winograd F(4x4, 3x3) and F(4x4, 2x2) */

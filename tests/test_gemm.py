@@ -290,3 +290,20 @@ def test_thin_products_read_b_in_place(isa, dtype, m, n, k, rng):
     g = rng.standard_normal((k, 1)).astype(dtype)
     gw = _gemm.gemm(g, b, np.empty((1, n), dtype), True, False, n_threads=2)
     np.testing.assert_allclose(gw, g.T.astype(np.float64) @ b, **_tol(dtype, k))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (3, 5), (8, 8), (4, 4), (9, 14), (32, 14), (17, 33), (16, 16),
+                                       (64, 7), (5, 70), (31, 1), (1, 40)])
+def test_transpose_in_blocks_and_edges(isa, dtype, rows, cols, rng):
+    """The channels-last transposes: whole blocks and every kind of edge, between strided
+    rows, writing nothing outside the result."""
+    big = rng.standard_normal((rows + 3, cols + 5)).astype(dtype)
+    src = big[1:rows + 1, 2:cols + 2]
+    out = np.full((cols + 2, rows + 7), np.nan, dtype=dtype)
+    dst = out[1:cols + 1, 3:rows + 3]
+    _gemm.transpose_into(src, dst)
+    np.testing.assert_array_equal(dst, src.T)
+    mask = np.ones(out.shape, bool)
+    mask[1:cols + 1, 3:rows + 3] = False
+    assert np.isnan(out[mask]).all()

@@ -119,3 +119,17 @@ def linear_rows(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, int act=0, do
             fc_gemv_d(n, m, k, <double *>cnp.PyArray_DATA(x), ldx, <double *>cnp.PyArray_DATA(w), ldw,
                       <double *>cnp.PyArray_DATA(y), ldy, &epi, n_threads)
     return y
+
+
+def transpose_into(cnp.ndarray src, cnp.ndarray dst):
+    """dst (cols, rows) = src (rows, cols).T through the transpose of the instruction set
+    in use; both 2-D, unit column stride, any row stride, the same float dtype."""
+    cdef int rows = src.shape[0], cols = src.shape[1]
+    cdef long lds = src.strides[0] // src.itemsize, ldd = dst.strides[0] // dst.itemsize
+    if src.dtype == np.float32:
+        with nogil:
+            fc_transpose_s(<float *>cnp.PyArray_DATA(src), lds, <float *>cnp.PyArray_DATA(dst), ldd, rows, cols)
+    else:
+        with nogil:
+            fc_transpose_d(<double *>cnp.PyArray_DATA(src), lds, <double *>cnp.PyArray_DATA(dst), ldd, rows, cols)
+    return dst
