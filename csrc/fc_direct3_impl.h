@@ -1,7 +1,11 @@
-/* Direct 3x3 stride-1 convolution (float): the forward with one output or one
- * input channel (optionally 2 x 2 max pooled) and the weight gradient of a
- * one-input-channel layer. Included by a micro-kernel file, after it defines
- * its vector type and operations on it:
+/* Direct 3x3 stride-1 convolution (float), where a GEMM would have a single
+ * row or a depth of nine: y (N, K, P, Q) = x (N, C, H, W) * w (K, C, 3, 3)
+ * with one output channel (a one-channel layer's input gradient) or one input
+ * channel (a first layer's forward, optionally 2 x 2 max pooled), padding
+ * (ph, pw) on both sides (P = H + 2 ph - 2, Q = W + 2 pw - 2), plus bias and
+ * activation; and the weight gradient of a one-input-channel layer. Included
+ * by a micro-kernel file, after it defines its vector type and operations on
+ * it:
  *
  *   D3_FN(name)        the exported name with the ISA suffix
  *   d3v, D3W           the vector type and its lanes (floats)
