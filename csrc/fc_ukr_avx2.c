@@ -1,8 +1,10 @@
 /* AVX2 + FMA micro-kernels: float 6 x 16, double 6 x 8 (12 accumulators),
  * A packed or read in place, B packed or read in place. A whole tile is
  * finished from registers (scaling, bias, activation); partial tiles and
- * column runs are spilled and finished by the tile store of this file.
- * Compiled with -mavx2 -mfma; only called when the CPU has both. */
+ * column runs are spilled and finished by the tile store of this file. Also
+ * this instruction set's dot products, transposes, direct 3x3 kernels and
+ * Winograd transforms. Compiled with -mavx2 -mfma; only called when the CPU
+ * has both. */
 #include <string.h>
 #include "fc_gemm.h"
 #ifdef _OPENMP
