@@ -199,16 +199,32 @@ static inline __m256i lanes_below(int n)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+/* The nr rows of an edge block into r[0 .. B) (P: the element type's
+ * operations, MASK: the lanes below nc), and the nc columns c[j] of the
+ * transposed block out to d. */
+#define TR_LOAD(B, P, MASK)                                                                    \
+    if (nc == B) {                                                                             \
+        for (int i = 0; i < B; i++) r[i] = i < nr ? P(loadu)(s + i * lds) : P(setzero)();      \
+    } else {                                                                                   \
+        const __m256i m = (MASK);                                                              \
+        for (int i = 0; i < B; i++) r[i] = i < nr ? P(maskload)(s + i * lds, m) : P(setzero)(); \
+    }
+#define TR_STORE(T, B, P)                                                                      \
+    if (nr == B) {                                                                             \
+        for (int j = 0; j < nc; j++) P(storeu)(d + (long)j * ldd, c[j]);                       \
+    } else {                                                                                   \
+        T lanes[B] __attribute__((aligned(32)));                                               \
+        for (int j = 0; j < nc; j++) {                                                         \
+            P(store)(lanes, c[j]);                                                             \
+            for (int i = 0; i < nr; i++) d[(long)j * ldd + i] = lanes[i];                      \
+        }                                                                                      \
+    }
+
 /* nr x nc floats (at most 8 x 8): rows in, columns out */
 static inline void tr8x8_s(const float *s, long lds, float *d, long ldd, int nr, int nc)
 {
     __m256 r[8];
-    if (nc == 8) {
-        for (int i = 0; i < 8; i++) r[i] = i < nr ? _mm256_loadu_ps(s + i * lds) : _mm256_setzero_ps();
-    } else {
-        const __m256i m = lanes_below(nc);
-        for (int i = 0; i < 8; i++) r[i] = i < nr ? _mm256_maskload_ps(s + i * lds, m) : _mm256_setzero_ps();
-    }
+    TR_LOAD(8, V, lanes_below(nc))
     __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
     __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
     __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
@@ -221,41 +237,22 @@ static inline void tr8x8_s(const float *s, long lds, float *d, long ldd, int nr,
                    _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
                    _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
                    _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
-    if (nr == 8) {
-        for (int j = 0; j < nc; j++) _mm256_storeu_ps(d + (long)j * ldd, c[j]);
-    } else {
-        float lanes[8] __attribute__((aligned(32)));
-        for (int j = 0; j < nc; j++) {
-            _mm256_store_ps(lanes, c[j]);
-            for (int i = 0; i < nr; i++) d[(long)j * ldd + i] = lanes[i];
-        }
-    }
+    TR_STORE(float, 8, V)
 }
 
 /* nr x nc doubles (at most 4 x 4), as above */
 static inline void tr4x4_d(const double *s, long lds, double *d, long ldd, int nr, int nc)
 {
     __m256d r[4];
-    if (nc == 4) {
-        for (int i = 0; i < 4; i++) r[i] = i < nr ? _mm256_loadu_pd(s + i * lds) : _mm256_setzero_pd();
-    } else {
-        const __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(nc), _mm256_setr_epi64x(0, 1, 2, 3));
-        for (int i = 0; i < 4; i++) r[i] = i < nr ? _mm256_maskload_pd(s + i * lds, m) : _mm256_setzero_pd();
-    }
+    TR_LOAD(4, VD, _mm256_cmpgt_epi64(_mm256_set1_epi64x(nc), _mm256_setr_epi64x(0, 1, 2, 3)))
     __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
     __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
     __m256d c[4] = {_mm256_permute2f128_pd(t0, t2, 0x20), _mm256_permute2f128_pd(t1, t3, 0x20),
                     _mm256_permute2f128_pd(t0, t2, 0x31), _mm256_permute2f128_pd(t1, t3, 0x31)};
-    if (nr == 4) {
-        for (int j = 0; j < nc; j++) _mm256_storeu_pd(d + (long)j * ldd, c[j]);
-    } else {
-        double lanes[4] __attribute__((aligned(32)));
-        for (int j = 0; j < nc; j++) {
-            _mm256_store_pd(lanes, c[j]);
-            for (int i = 0; i < nr; i++) d[(long)j * ldd + i] = lanes[i];
-        }
-    }
+    TR_STORE(double, 4, VD)
 }
+#undef TR_LOAD
+#undef TR_STORE
 
 void fc_transpose_avx2_s(const float *src, long lds, float *dst, long ldd, int rows, int cols)
 {
