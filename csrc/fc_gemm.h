@@ -219,6 +219,18 @@ typedef struct {
     int nhwc_ready;
 } fc_phases;
 
+/* Prefetch the bytes [0, len) of count rows stride bytes apart (p a char
+ * pointer; RW: 0 to read them, 1 to write them). */
+#define FC_PREFETCH_ROWS(p, stride, count, len, RW)                                             \
+    do {                                                                                        \
+        const char *pf_ = (p);                                                                  \
+        const long st_ = (long)(stride), len_ = (long)(len);                                    \
+        for (int c_ = 0; c_ < (count); c_++, pf_ += st_) {                                      \
+            for (long b_ = 0; b_ < len_; b_ += 64) __builtin_prefetch(pf_ + b_, RW);            \
+            __builtin_prefetch(pf_ + len_ - 1, RW);                                             \
+        }                                                                                       \
+    } while (0)
+
 /* Elements of the Winograd kernels' channels-last, zero-padded copy of the
  * input of F(m x m, r x r) (f = 10 m + r) with C channels and a P x Q output:
  * whole tiles of 16 channels, rounded up to 64 bytes of floats. */
