@@ -220,14 +220,14 @@ typedef struct {
 } fc_phases;
 
 /* Prefetch the bytes [0, len) of count rows stride bytes apart (p a char
- * pointer; RW: 0 to read them, 1 to write them). */
-#define FC_PREFETCH_ROWS(p, stride, count, len, RW)                                             \
+ * pointer), to read them. */
+#define FC_PREFETCH_ROWS(p, stride, count, len)                                                 \
     do {                                                                                        \
         const char *pf_ = (p);                                                                  \
         const long st_ = (long)(stride), len_ = (long)(len);                                    \
         for (int c_ = 0; c_ < (count); c_++, pf_ += st_) {                                      \
-            for (long b_ = 0; b_ < len_; b_ += 64) __builtin_prefetch(pf_ + b_, RW);            \
-            __builtin_prefetch(pf_ + len_ - 1, RW);                                             \
+            for (long b_ = 0; b_ < len_; b_ += 64) __builtin_prefetch(pf_ + b_);                \
+            __builtin_prefetch(pf_ + len_ - 1);                                                 \
         }                                                                                       \
     } while (0)
 

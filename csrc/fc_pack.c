@@ -42,7 +42,7 @@ fc_view fc_view_t(const fc_view *v)
             const int n2 = (int)((r + 1) / Hp), h2 = (int)((r + 1) % Hp) - top;               \
             if (h2 >= 0 && h2 < H)                                                            \
                 FC_PREFETCH_ROWS((const char *)(x + ((long)n2 * C * H + h2) * W + s0),        \
-                                 (long)H * W * sizeof(T), C, (long)wn * sizeof(T), 0);        \
+                                 (long)H * W * sizeof(T), C, (long)wn * sizeof(T));           \
         }                                                                                     \
         memset(o, 0, (size_t)d0 * Cs * sizeof(T));                                            \
         memset(o + (long)(d0 + wn) * Cs, 0, (size_t)(Wp - d0 - wn) * Cs * sizeof(T));         \
@@ -96,7 +96,7 @@ void fc_nhwc_rows_d(const double *x, long r0, long r1, int C, int H, int W, int 
             if (h < 0 || h >= H) continue;                                                      \
             if (h + sh < H)   /* the rows of the next phase row, a row ahead */                \
                 FC_PREFETCH_ROWS((const char *)(x + ((long)n * C * H + h + sh) * W),            \
-                                 (long)H * W * sizeof(T), C, (long)W * sizeof(T), 0);           \
+                                 (long)H * W * sizeof(T), C, (long)W * sizeof(T));              \
             for (int w0 = 0; w0 < W; w0 += WMAX) {                                              \
                 const int nw = W - w0 < WMAX ? W - w0 : WMAX, cmax = TMP / nw;                  \
                 for (int c0 = 0; c0 < C; c0 += cmax) {                                          \
