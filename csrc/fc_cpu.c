@@ -242,13 +242,17 @@ size_t fc_wino_wgrad_ws_d(int f, int N, int C, int K, int P, int Q, int nthreads
 }
 
 int fc_wino_wgrad_s(int f, const float *x, const float *dy, float *dw, float *db, int N, int C, int H, int W,
-                    int K, int P, int Q, int ph, int pw, int nthreads, float *ws, const fc_phases *xin)
+                    int K, int P, int Q, int ph, int pw, int nthreads, float *ws, const fc_phases *xin,
+                    const fc_phases *dyin)
 {
-    return fc_kernel()->wino_wgrad_s[FC_WI(f)](x, dy, dw, db, N, C, H, W, K, P, Q, ph, pw, nthreads, ws, xin);
+    return fc_kernel()->wino_wgrad_s[FC_WI(f)](x, dy, dw, db, N, C, H, W, K, P, Q, ph, pw, nthreads, ws, xin,
+                                               dyin);
 }
 
 int fc_wino_wgrad_d(int f, const double *x, const double *dy, double *dw, double *db, int N, int C, int H,
-                    int W, int K, int P, int Q, int ph, int pw, int nthreads, double *ws, const fc_phases *xin)
+                    int W, int K, int P, int Q, int ph, int pw, int nthreads, double *ws, const fc_phases *xin,
+                    const fc_phases *dyin)
 {
-    return fc_kernel()->wino_wgrad_d[FC_WI(f)](x, dy, dw, db, N, C, H, W, K, P, Q, ph, pw, nthreads, ws, xin);
+    return fc_kernel()->wino_wgrad_d[FC_WI(f)](x, dy, dw, db, N, C, H, W, K, P, Q, ph, pw, nthreads, ws, xin,
+                                               dyin);
 }

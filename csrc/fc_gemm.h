@@ -209,10 +209,13 @@ typedef void (*fc_ukrg_d_t)(long k, const double *a, const long *aoff, const lon
 /* A strided convolution's image of C channels seen as its phases
  * (space-to-depth): pixel (i, j) of channel (a, b, c) ((a sw + b) C + c) is
  * the image's pixel (i sh + a - ph, j sw + b - pw) of channel c, zero outside
- * its H x W (ph, pw >= 0). nhwc: NULL, or a 64-byte aligned buffer of
- * fc_wino_nhwc_size elements for the Winograd kernels' channels-last copy of
- * the phases: written by the forward, read by the weight gradient where
- * nhwc_ready (a copy of the same image, made with the same f, C, P and Q). */
+ * its H x W (ph, pw >= 0; sh = sw = 1: the image padded by ph, pw). nhwc:
+ * NULL, or a 64-byte aligned buffer of fc_wino_nhwc_size elements for the
+ * Winograd kernels' channels-last copy of the phases: written by the forward,
+ * read by the weight gradient where nhwc_ready (a copy of the same image, made
+ * with the same f, C, P and Q). The weight gradient's dyin: the output
+ * gradient (H x W) as the forward of the input gradient (F(m x m, r x r),
+ * padding ph, pw, stride 1) copied it, read where nhwc_ready. */
 typedef struct {
     int sh, sw, H, W, ph, pw;
     void *nhwc;
@@ -285,10 +288,10 @@ typedef struct {
     size_t (*wino_wgrad_ws_d[3])(int N, int C, int K, int P, int Q, int nthreads);
     int (*wino_wgrad_s[3])(const float *x, const float *dy, float *dw, float *db, int N, int C, int H, int W,
                            int K, int P, int Q, int ph, int pw, int nthreads, float *ws,
-                           const fc_phases *xin);
+                           const fc_phases *xin, const fc_phases *dyin);
     int (*wino_wgrad_d[3])(const double *x, const double *dy, double *dw, double *db, int N, int C, int H,
                            int W, int K, int P, int Q, int ph, int pw, int nthreads, double *ws,
-                           const fc_phases *xin);
+                           const fc_phases *xin, const fc_phases *dyin);
 } fc_kernel_info;
 
 /* fc_cpu.c: feature detection and dispatch */
@@ -351,9 +354,11 @@ int fc_wino_d(int f, const double *x, const double *w, const double *bias, doubl
 size_t fc_wino_wgrad_ws_s(int f, int N, int C, int K, int P, int Q, int nthreads);
 size_t fc_wino_wgrad_ws_d(int f, int N, int C, int K, int P, int Q, int nthreads);
 int fc_wino_wgrad_s(int f, const float *x, const float *dy, float *dw, float *db, int N, int C, int H, int W,
-                    int K, int P, int Q, int ph, int pw, int nthreads, float *ws, const fc_phases *xin);
+                    int K, int P, int Q, int ph, int pw, int nthreads, float *ws, const fc_phases *xin,
+                    const fc_phases *dyin);
 int fc_wino_wgrad_d(int f, const double *x, const double *dy, double *dw, double *db, int N, int C, int H,
-                    int W, int K, int P, int Q, int ph, int pw, int nthreads, double *ws, const fc_phases *xin);
+                    int W, int K, int P, int Q, int ph, int pw, int nthreads, double *ws, const fc_phases *xin,
+                    const fc_phases *dyin);
 
 /* fc_pack.c: rows r0 .. r1 (of all images' Hp rows) of a channels-last
  * zero-padded copy of x (N, C, H, W): out[n][h][w][c] (Hp x Wp pixels of Cs
@@ -483,7 +488,7 @@ FC_TRANSPOSE_DECL(avx512)
     size_t fc_wino_wgrad_ws##r##_##isa##_##t(int N, int C, int K, int P, int Q, int nthreads);   \
     int fc_wino_wgrad##r##_##isa##_##t(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, int W, \
                                        int K, int P, int Q, int ph, int pw, int nthreads, T *ws,   \
-                                       const fc_phases *xin);
+                                       const fc_phases *xin, const fc_phases *dyin);
 #define FC_WINO_DECL(isa)                                                                       \
     FC_WINO_DECL1(isa, float, s, 43) FC_WINO_DECL1(isa, float, s, 42)                           \
     FC_WINO_DECL1(isa, float, s, 72) FC_WINO_DECL1(isa, double, d, 43)                          \

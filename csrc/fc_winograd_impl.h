@@ -579,9 +579,12 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
                 WN(wino_weights)(w, K, C, g.Cs, k0, kend, Upack, ustride, nr, GEMM_KCB(g.Cs));
         }
         const long nrows = (long)N * g.Hp;
-        if (xin)   /* (no padding of the phases) */
+        if (xin && xin->sh * xin->sw > 1)   /* (no padding of the phases) */
             NHWC_PHASES(x, nrows * tid / nth, nrows * (tid + 1) / nth, C / (xin->sh * xin->sw), xin, H, W,
                         g.Cs, g.Hp, g.Wp, xt);
+        else if (xin)   /* one phase: the image, padded */
+            NHWC_ROWS(x, nrows * tid / nth, nrows * (tid + 1) / nth, C, xin->H, xin->W, g.Cs, g.Hp, g.Wp,
+                      xin->ph, xin->pw, xt);
         else
             NHWC_ROWS(x, nrows * tid / nth, nrows * (tid + 1) / nth, C, H, W, g.Cs, g.Hp, g.Wp, ph, pw, xt);
         long *aoff = (long *)(task_ws + (long)tid * g.per + g.offs_off);
@@ -719,6 +722,7 @@ static void WN(wino_wout)(const T *S, long ps, int C, int K, int k0, int k1, T *
 typedef struct {
     WN(wino_geom) f;                           /* the forward's geometry (input side) */
     int Hq, Wq, bt, nblocks, nchunks;         /* tiles a block (equal blocks), blocks, chunks */
+    int drow;                                  /* pixels a row of dy's copy (dimg: an image) */
     int rows;                                  /* S made a row of points at a time (see wino_wgrad) */
     long dimg, dy_layout, partials, sums, per, z_off, gws_off, offs_off, st_off, zs, ps;
 } WN(wino_wgeom);
@@ -734,6 +738,7 @@ static WN(wino_wgeom) WN(wino_wplan)(int N, int C, int K, int P, int Q)
     g.nblocks = (g.f.ntiles + g.bt - 1) / g.bt;
     g.nchunks = g.nblocks < 8 ? g.nblocks : 8;
     g.dimg = (long)g.Hq * g.Wq * g.f.Ks;
+    g.drow = g.Wq;
     g.dy_layout = FC_WINO_AL((long)N * g.dimg);
     /* S's points 64 bytes past a multiple of 64 apart: the output transform
      * reads every point of one (c, k) at once */
@@ -760,7 +765,7 @@ static void WN(wino_wtiles)(const T *xt, const T *dyt, const WN(wino_wgeom) *g, 
         const int n = t / tpi, ti = t % tpi;
         const int cnt = tpi - ti < tb - t ? tpi - ti : tb - t;
         WN(wino_in)(xt + (long)n * f->img, f->Wp, f->Cs, f->tw, ti, cnt, V + (long)(t - t0) * f->Cs, f->vs);
-        WN(wino_dy)(dyt + (long)n * g->dimg, g->Wq, f->Ks, f->tw, ti, cnt, Z + (long)(t - t0) * f->Ks,
+        WN(wino_dy)(dyt + (long)n * g->dimg, g->drow, f->Ks, f->tw, ti, cnt, Z + (long)(t - t0) * f->Ks,
                     g->zs);
         t += cnt;
     }
@@ -774,15 +779,25 @@ size_t WN(wino_wgrad_ws)(int N, int C, int K, int P, int Q, int nthreads)
 }
 
 int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, int W, int K, int P,
-                   int Q, int ph, int pw, int nthreads, T *ws, const fc_phases *xin)
+                   int Q, int ph, int pw, int nthreads, T *ws, const fc_phases *xin, const fc_phases *dyin)
 {
     if (nthreads < 1) nthreads = 1;
-    const WN(wino_wgeom) g = WN(wino_wplan)(N, C, K, P, Q);
+    WN(wino_wgeom) g = WN(wino_wplan)(N, C, K, P, Q);
     const WN(wino_geom) *f = &g.f;
     T *xt = xin && xin->nhwc ? (T *)xin->nhwc : ws;
     const int copy_x = !(xin && xin->nhwc && xin->nhwc_ready);
+    const int copy_dy = !(dyin && dyin->nhwc && dyin->nhwc_ready);
     T *dyt = ws + f->ws_layout;
-    T *part = dyt + g.dy_layout;
+    if (!copy_dy) {
+        /* dy's padded copy made by the input gradient's Winograd (F(WM, WR), padding
+         * ph, pw, an output of dyin->H + 2 ph - WR + 1 rows): read at (ph, pw) */
+        const WN(wino_geom) d = WN(wino_plan)(N, K, C, dyin->H + 2 * dyin->ph - WR + 1,
+                                              dyin->W + 2 * dyin->pw - WR + 1);
+        dyt = (T *)dyin->nhwc + ((long)dyin->ph * d.Wp + dyin->pw) * f->Ks;
+        g.dimg = d.img;
+        g.drow = d.Wp;
+    }
+    T *part = ws + f->ws_layout + g.dy_layout;
     T *sums = part + g.partials;
     T *task_ws = sums + g.sums;
     int rc = 0;
@@ -809,12 +824,16 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, i
         /* channels-last copies of the input (padded) and of the output gradient */
         const long nx = (long)N * f->Hp, nd = (long)N * g.Hq;
         if (xin) {
-            if (copy_x)
+            if (copy_x && xin->sh * xin->sw > 1)
                 NHWC_PHASES(x, nx * tid / nth, nx * (tid + 1) / nth, C / (xin->sh * xin->sw), xin, H, W,
                             f->Cs, f->Hp, f->Wp, xt);
+            else if (copy_x)
+                NHWC_ROWS(x, nx * tid / nth, nx * (tid + 1) / nth, C, xin->H, xin->W, f->Cs, f->Hp, f->Wp,
+                          xin->ph, xin->pw, xt);
         } else
             NHWC_ROWS(x, nx * tid / nth, nx * (tid + 1) / nth, C, H, W, f->Cs, f->Hp, f->Wp, ph, pw, xt);
-        NHWC_ROWS(dy, nd * tid / nth, nd * (tid + 1) / nth, K, P, Q, f->Ks, g.Hq, g.Wq, 0, 0, dyt);
+        if (copy_dy)
+            NHWC_ROWS(dy, nd * tid / nth, nd * (tid + 1) / nth, K, P, Q, f->Ks, g.Hq, g.Wq, 0, 0, dyt);
 #if FC_OPENMP
 #pragma omp barrier
 #endif
@@ -823,12 +842,13 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, i
         if (db)
             for (int n = (int)((long)N * tid / nth); n < (int)((long)N * (tid + 1) / nth); n++) {
                 T *restrict s = sums + (long)n * f->Ks;
-                const T *restrict d = dyt + (long)n * g.dimg;
                 const int ks = f->Ks;
-                const long npix = (long)g.Hq * g.Wq;
                 for (int k = 0; k < ks; k++) s[k] = 0;
-                for (long p = 0; p < npix; p++, d += ks)
-                    for (int k = 0; k < ks; k++) s[k] += d[k];
+                for (int i = 0; i < g.Hq; i++) {
+                    const T *restrict d = dyt + (long)n * g.dimg + (long)i * g.drow * ks;
+                    for (int j = 0; j < g.Wq; j++, d += ks)
+                        for (int k = 0; k < ks; k++) s[k] += d[k];
+                }
             }
         /* a chunk a task while there are as many as threads; else each block's
          * tiles, then its points, shared out (the same sums either way) */

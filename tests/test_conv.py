@@ -773,6 +773,110 @@ def test_input_cache_of_layers_in_training(rng):
     assert conv._icache._state is None
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_input_cache_keeps_the_stride1_winograd_copy(dtype, rng, monkeypatch):
+    """A 3x3 stride-1 Winograd conv2d keeps its channels-last copy of the padded x in an
+    InputCache, read by conv2d_backward of the same x: the same gradients, bitwise, as
+    without, and against the reference; x's values at the forward."""
+    from fastcnn._kernels import _conv
+    read = []
+    monkeypatch.setattr(F.conv._conv, "conv2d_winograd_backward_weight",
+                        _Recorder(_conv.conv2d_winograd_backward_weight, read), raising=False)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for shape, k, pad in (((64, 32, 14, 14), 64, 1), ((20, 16, 13, 9), 24, 0), ((9, 17, 11, 12), 16, 2)):
+        x = rng.standard_normal(shape).astype(dtype)
+        w = rng.standard_normal((k, shape[1], 3, 3)).astype(dtype)
+        b = rng.standard_normal(k).astype(dtype)
+        cache = F.InputCache()
+        y = F.conv2d(x, w, b, 1, pad, activation="relu", input_cache=cache)
+        assert np.array_equal(y, F.conv2d(x, w, b, 1, pad, activation="relu"))
+        g = rng.standard_normal(y.shape).astype(dtype)
+        plain = F.conv2d_backward(g, x, w, 1, pad, need_grad_input=False)
+        del read[:]
+        kept = F.conv2d_backward(g, x, w, 1, pad, need_grad_input=False, input_cache=cache)
+        assert read and read[-1] is not None, f"{shape}: the kept copy was not read"
+        assert np.array_equal(kept[1], plain[1]) and np.array_equal(kept[2], plain[2])
+        _close(kept[1], ref.conv2d_backward(g, x, w, (1, 1), (pad, pad))[1], tol, f"{shape} weight gradient")
+        x2 = x.copy()
+        x *= 3
+        assert np.array_equal(F.conv2d_backward(g, x, w, 1, pad, input_cache=cache)[1], plain[1])
+        del read[:]
+        assert np.array_equal(F.conv2d_backward(g, x2, w, 1, pad, input_cache=cache)[1], plain[1])
+        assert read == [None]
+
+
+class _GradCopyRecorder:
+    """Calls conv2d_winograd_backward_weight, recording the dy_nhwc of each call."""
+
+    def __init__(self, fn, record):
+        self.fn, self.record = fn, record
+
+    def __call__(self, *args, **kwargs):
+        self.record.append(kwargs.get("dy_nhwc", args[8] if len(args) > 8 else None))
+        return self.fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_shares_the_copy_of_the_output_gradient(dtype, rng, monkeypatch, torch):
+    """conv2d_backward of a 3x3 stride-1 convolution whose input gradient and weight gradient
+    both run as Winograd: the weight gradient reads the input gradient's channels-last copy
+    of grad_out, where it covers the weight gradient's tiles; the same gradients, bitwise,
+    as the weight gradient alone (which copies grad_out itself), any thread count, and
+    against PyTorch's."""
+    from fastcnn._kernels import _conv
+    read = []
+    monkeypatch.setattr(F.conv._conv, "conv2d_winograd_backward_weight",
+                        _GradCopyRecorder(_conv.conv2d_winograd_backward_weight, read), raising=False)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    shared = 0
+    for n, c, k, h, w_, pad in ((64, 32, 64, 14, 14, 1), (64, 16, 24, 13, 9, 1), (40, 16, 17, 10, 11, 0),
+                                (64, 20, 16, 7, 6, 2), (64, 20, 16, 8, 9, 2), (1, 64, 64, 56, 56, 1),
+                                (3, 16, 16, 30, 21, 1)):
+        x = rng.standard_normal((n, c, h, w_)).astype(dtype)
+        w = (rng.standard_normal((k, c, 3, 3)) * 0.2).astype(dtype)
+        g = rng.standard_normal((n, k, h + 2 * pad - 2, w_ + 2 * pad - 2)).astype(dtype)
+        expect = _conv.winograd_dy_shared(3, n, g.shape[2], g.shape[3], 2 - pad, 2 - pad)
+        outs = []
+        for t in (1, 2):
+            del read[:]
+            with fastcnn.threads(t):
+                outs.append(F.conv2d_backward(g, x, w, 1, pad))
+            assert read, "no Winograd weight gradient"
+            assert (read[-1] is not None) == expect, (n, c, k, h, w_, pad)
+        shared += expect
+        del read[:]
+        alone = F.conv2d_backward(g, x, w, 1, pad, need_grad_input=False)
+        assert read == [None]
+        for gx, gw, gb in outs:
+            assert np.array_equal(gw, alone[1]) and np.array_equal(gb, alone[2])
+            assert np.array_equal(gx, outs[0][0])
+        tx = torch.tensor(x, requires_grad=True)
+        tw = torch.tensor(w, requires_grad=True)
+        tb = torch.zeros(k, dtype=tx.dtype, requires_grad=True)
+        torch.nn.functional.conv2d(tx, tw, tb, 1, pad).backward(torch.tensor(g))
+        _close(outs[0][0], tx.grad.numpy(), tol, "input gradient vs torch")
+        _close(outs[0][1], tw.grad.numpy(), tol, "weight gradient vs torch")
+        _close(outs[0][2], tb.grad.numpy(), tol, "bias gradient vs torch")
+    assert shared >= 4
+    # the kernel checks the copy it is given
+    x = rng.standard_normal((64, 16, 14, 14)).astype(dtype)
+    w = rng.standard_normal((24, 16, 3, 3)).astype(dtype)
+    dy = rng.standard_normal((64, 24, 14, 14)).astype(dtype)
+    n = _conv.winograd_nhwc_size(3, 64, 24, 14, 14)
+    good = _conv.aligned_empty(n, dtype)
+    good[...] = 0
+    dw = np.empty_like(w)
+    for bad in (good[:n - 16], good.astype(np.float32 if dtype == np.float64 else np.float64)):
+        with pytest.raises(ValueError, match="dy_nhwc"):
+            _conv.conv2d_winograd_backward_weight(x, dy, dw, (1, 1), 1, None, None, None, bad, (1, 1))
+    assert not _conv.winograd_dy_shared(3, 64, 5, 5, 0, 0)
+    with pytest.raises(ValueError, match="dy_pad"):
+        _conv.conv2d_winograd_backward_weight(x[:, :, :7, :7].copy(), dy[:, :, :5, :5].copy(), dw, (0, 0), 1,
+                                              None, None, None, good, (0, 0))
+    with pytest.raises(ValueError, match="dy_pad"):
+        _conv.conv2d_winograd_backward_weight(x, dy, dw, (1, 1), 1, None, None, None, good, None)
+
+
 def test_winograd_refuses_a_misaligned_or_mistyped_kept_buffer(rng):
     from fastcnn._kernels import _conv
     x = rng.standard_normal((50, 16, 8, 8)).astype(np.float32)

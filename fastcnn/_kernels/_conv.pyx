@@ -449,7 +449,8 @@ def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple pad
     H, W) whose phases the P x Q output fills, channel k the phase k % (sh sw) of the
     image's channel k / (sh sw) (pixels no phase reaches left alone). ``x_nhwc``: with
     ``x_phases``, a buffer of winograd_nhwc_size elements (64-byte aligned) that receives
-    the channels-last copy of x's phases, for conv2d_winograd_backward_weight."""
+    the channels-last copy of x's phases, for conv2d_winograd_backward_weight (x_phases
+    (1, 1, ph, pw) with padding (0, 0): x itself, padded by ph, pw)."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], P = y.shape[2], Q = y.shape[3], r = w.shape[2]
     cdef int ph = padding[0], pw = padding[1], rc
@@ -493,19 +494,36 @@ def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple pad
     return y
 
 
+def winograd_dy_shared(int r, int N, int P, int Q, int ph, int pw):
+    """Whether conv2d_winograd_backward_weight can read, as ``dy_nhwc``, the channels-last
+    copy of its output gradient dy (N, K, P, Q) that the forward of the input gradient
+    (a conv2d_winograd of dy, padding ph, pw, given x_phases (1, 1, ph, pw) and x_nhwc)
+    makes: the same tiles, and the weight gradient's tiles of dy inside the copy."""
+    cdef int m = winograd_tile(r, N, P, Q), Ho = P + 2 * ph - r + 1, Wo = Q + 2 * pw - r + 1
+    if ph < 0 or pw < 0 or Ho < 1 or Wo < 1 or winograd_tile(r, N, Ho, Wo) != m:
+        return False
+    return (ph + m * ((P + m - 1) // m) <= m * ((Ho + m - 1) // m) + r - 1
+            and pw + m * ((Q + m - 1) // m) <= m * ((Wo + m - 1) // m) + r - 1)
+
+
 def conv2d_winograd_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, tuple padding,
-                                    int n_threads=1, tuple x_phases=None, x_nhwc=None, db=None):
+                                    int n_threads=1, tuple x_phases=None, x_nhwc=None, db=None,
+                                    dy_nhwc=None, tuple dy_pad=None):
     """dw (K, C, r, r) = gradient of the rxr stride-1 convolution (r = 3 or 2) of x (N, C, H, W),
     padding (top, left), with output gradient dy (N, K, P, Q). ``x_phases``: as for
-    conv2d_winograd (dw then has C sh sw phase channels). ``x_nhwc``: with ``x_phases``, the
-    channels-last copy of x's phases that a conv2d_winograd of this x wrote (read in place
-    of x). ``db``: None, or a C-contiguous (K,) array of x's dtype that receives the bias
-    gradient (dy summed over images and pixels)."""
+    conv2d_winograd (dw then has C sh sw phase channels; (1, 1, ph, pw): x itself, padded).
+    ``x_nhwc``: with ``x_phases``, the channels-last copy of x's phases that a
+    conv2d_winograd of this x wrote (read in place of x). ``db``: None, or a C-contiguous
+    (K,) array of x's dtype that receives the bias gradient (dy summed over images and
+    pixels). ``dy_nhwc``: the channels-last copy of dy that a conv2d_winograd of dy with
+    padding ``dy_pad`` (x_phases (1, 1) + dy_pad) wrote to its x_nhwc, read in place of dy
+    (see winograd_dy_shared)."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = dy.shape[1], P = dy.shape[2], Q = dy.shape[3], r = dw.shape[2]
     cdef int ph = padding[0], pw = padding[1], rc
-    cdef fc_phases xs
+    cdef fc_phases xs, ds
     cdef fc_phases *xp = _phases(x_phases, H, W, &xs)
+    cdef fc_phases *dp = NULL
     if xp != NULL:
         C, H, W = C * xs.sh * xs.sw, P + r - 1, Q + r - 1
     cdef int f = 10 * winograd_tile(r, N, P, Q) + r
@@ -515,6 +533,14 @@ def conv2d_winograd_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray d
         _check_kept("conv2d_winograd_backward_weight", "x_nhwc", x_nhwc, x.dtype,
                     fc_wino_nhwc_size(f, N, C, P, Q), f"winograd_nhwc_size with m={f // 10}")
         xs.nhwc, xs.nhwc_ready = cnp.PyArray_DATA(x_nhwc), 1
+    if dy_nhwc is not None:
+        if dy_pad is None or not winograd_dy_shared(r, N, P, Q, dy_pad[0], dy_pad[1]):
+            raise ValueError(f"conv2d_winograd_backward_weight: no shared copy of dy with dy_pad={dy_pad}")
+        dp = _phases((1, 1) + dy_pad, P, Q, &ds)
+        _check_kept("conv2d_winograd_backward_weight", "dy_nhwc", dy_nhwc, x.dtype,
+                    fc_wino_nhwc_size(f, N, K, P + 2 * ds.ph - r + 1, Q + 2 * ds.pw - r + 1),
+                    f"winograd_nhwc_size of the input gradient's output with m={f // 10}")
+        ds.nhwc, ds.nhwc_ready = cnp.PyArray_DATA(dy_nhwc), 1
     cdef void *dbp = NULL
     if db is not None:
         if (type(db) is not np.ndarray or (<cnp.ndarray>db).dtype != x.dtype
@@ -527,12 +553,12 @@ def conv2d_winograd_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray d
         with nogil:
             rc = fc_wino_wgrad_s(f, <float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(dy),
                                    <float *>cnp.PyArray_DATA(dw), <float *>dbp, N, C, H, W, K, P, Q, ph, pw,
-                                   n_threads, <float *>cnp.PyArray_DATA(ws), xp)
+                                   n_threads, <float *>cnp.PyArray_DATA(ws), xp, dp)
     else:
         with nogil:
             rc = fc_wino_wgrad_d(f, <double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(dy),
                                    <double *>cnp.PyArray_DATA(dw), <double *>dbp, N, C, H, W, K, P, Q, ph, pw,
-                                   n_threads, <double *>cnp.PyArray_DATA(ws), xp)
+                                   n_threads, <double *>cnp.PyArray_DATA(ws), xp, dp)
     if rc:
         raise MemoryError("fastcnn: out of memory in conv2d backward")
     return dw

@@ -75,10 +75,11 @@ cdef extern from "fc_gemm.h" nogil:
     size_t fc_wino_wgrad_ws_s(int f, int N, int C, int K, int P, int Q, int nthreads)
     size_t fc_wino_wgrad_ws_d(int f, int N, int C, int K, int P, int Q, int nthreads)
     int fc_wino_wgrad_s(int f, const float *x, const float *dy, float *dw, float *db, int N, int C, int H,
-                        int W, int K, int P, int Q, int ph, int pw, int nthreads, float *ws, const fc_phases *xin)
+                        int W, int K, int P, int Q, int ph, int pw, int nthreads, float *ws, const fc_phases *xin,
+                        const fc_phases *dyin)
     int fc_wino_wgrad_d(int f, const double *x, const double *dy, double *dw, double *db, int N, int C, int H,
                         int W, int K, int P, int Q, int ph, int pw, int nthreads, double *ws,
-                        const fc_phases *xin)
+                        const fc_phases *xin, const fc_phases *dyin)
     void fc_nhwc_rows_s(const float *x, long r0, long r1, int C, int H, int W, int Cs, int Hp, int Wp,
                         int top, int left, float *out)
     void fc_nhwc_rows_d(const double *x, long r0, long r1, int C, int H, int W, int Cs, int Hp, int Wp,

@@ -7,6 +7,8 @@ forward is convolution's backward-data, its backward-data is convolution's
 forward and its weight gradient is convolution's weight gradient with input
 and output gradient exchanged.
 """
+import threading
+
 import numpy as np
 
 from .._kernels import _conv, _gemm
@@ -183,11 +185,12 @@ class InputCache:
     """A convolution's input as its weight gradient reads it, made by the forward and
     kept for the backward of the same input (a layer in training).
 
-    Where the forward and the weight gradient run as Winograd over the image's phases
-    (a 4x4 convolution of stride 2), the forward's channels-last copy of the phases is
-    kept, and the weight gradient of the same input array reads it instead of making
-    it again: the values x held at the forward. The buffer is kept between calls with
-    inputs of one shape.
+    Where the forward and the weight gradient run as Winograd (a 3x3 convolution of
+    stride 1, or over the image's phases: a 4x4 convolution of stride 2), the
+    forward's channels-last copy of the (padded) image or of its phases is kept, and
+    the weight gradient of the same input array reads it instead of making it again:
+    the values x held at the forward. The buffer is kept between calls with inputs
+    of one shape.
     """
     __slots__ = ("_state",)
 
@@ -285,23 +288,17 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
         return y
     if _winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:],
                  _WINO_TILES_KEPT if cache is not None and cache.kept else _WINO_TILES):
-        return _winograd_forward(x, weight, bias, y, pad, act, slope, nt, cache)
+        if inputs is None or min(pad) < 0:
+            return _winograd_forward(x, weight, bias, y, pad, act, slope, nt, cache)
+        return _winograd_keeping(x, weight, lambda: weight, weight.shape, bias, y, (1, 1), pad, act, slope, nt,
+                                 cache, inputs)
     K, Cg, R, S = weight.shape
     if _conv.direct3(Cg, K, R, S, stride, dilation, groups, pad, x.dtype):
         return _conv.conv3x3_direct(x, weight, bias, y, pad, act, slope, nt)
     if _phase_winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:]):
-        nhwc = key = None
-        shape = _phase_shape_of(weight, stride)
-        if inputs is not None:
-            c, r = shape[1], shape[2]
-            m = _conv.winograd_tile(r, x.shape[0], y.shape[2], y.shape[3])
-            key = _phase_copy_key(x, weight.shape, stride, pad, m)
-            nhwc = inputs._buffer(x, key, _conv.winograd_nhwc_size(r, x.shape[0], c, y.shape[2], y.shape[3], m))
-        _kept_winograd(x, weight, lambda: _phase_weight(weight, stride, phase_major=True), shape, bias, y,
-                       (0, 0), act, slope, nt, cache, x_phases=stride + pad, x_nhwc=nhwc)
-        if inputs is not None:
-            inputs._filled(x, key)
-        return y
+        return _winograd_keeping(x, weight, lambda: _phase_weight(weight, stride, phase_major=True),
+                                 _phase_shape_of(weight, stride), bias, y, stride, pad, act, slope, nt, cache,
+                                 inputs)
     if _phased(weight, stride, dilation, groups, direct=True):
         xph = _phase_image(x, stride, pad, _phase_shape(y.shape[2:], weight, stride), nt)
         _conv.conv2d_forward(xph, _phase_weight(weight, stride), bias, y, groups, (1, 1), (0, 0),
@@ -311,10 +308,65 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
     return y
 
 
-def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bias=None, cache=None):
+def _winograd_keeping(x, weight, kernel, shape, bias, y, stride, pad, act, slope, nt, cache, inputs):
+    """The Winograd forward of x over its phases of ``stride`` (1, 1: x itself), padded by
+    ``pad``, with the kernel ``kernel()`` of ``shape`` (see _kept_winograd); its
+    channels-last copy of the phases kept in ``inputs`` (an InputCache, or None)."""
+    nhwc = key = None
+    if inputs is not None:
+        c, r = shape[1], shape[2]
+        m = _conv.winograd_tile(r, x.shape[0], y.shape[2], y.shape[3])
+        key = _phase_copy_key(x, weight.shape, stride, pad, m)
+        nhwc = inputs._buffer(x, key, _conv.winograd_nhwc_size(r, x.shape[0], c, y.shape[2], y.shape[3], m))
+    _kept_winograd(x, weight, kernel, shape, bias, y, (0, 0), act, slope, nt, cache, x_phases=stride + pad,
+                   x_nhwc=nhwc)
+    if inputs is not None:
+        inputs._filled(x, key)
+    return y
+
+
+class _GradCopy:
+    """The channels-last copy of a 3x3 convolution's output gradient that the Winograd
+    forward of its input gradient makes (padding ``pad``), for its Winograd weight
+    gradient to read (see _conv.winograd_dy_shared): ``filled`` once made."""
+    __slots__ = ("buf", "pad", "filled")
+    _kept = threading.local()
+
+    def __init__(self, n, dtype, pad):
+        # one buffer a thread, kept between calls (a layer's backward repeats its shapes)
+        dt = np.dtype(dtype)
+        buf = getattr(_GradCopy._kept, "buf", None)
+        if buf is None or buf.nbytes < n * dt.itemsize:
+            buf = _conv.aligned_empty(max(n * dt.itemsize, 64), np.uint8)
+            if buf.nbytes <= _conv.SCRATCH_KEEP:
+                _GradCopy._kept.buf = buf
+        self.buf = buf[:n * dt.itemsize].view(dt)
+        self.pad = pad
+        self.filled = False
+
+
+def _grad_copy(grad_out, weight, x_shape, groups, stride, pad, dilation):
+    """A _GradCopy where the input gradient and the weight gradient of a convolution both run
+    as 3x3 Winograd and can share the output gradient's channels-last copy; else None."""
+    K, Cg, R, S = weight.shape
+    N, P, Q = grad_out.shape[0], grad_out.shape[2], grad_out.shape[3]
+    if (R, S) != (3, 3) or not (0 <= pad[0] <= 2 and 0 <= pad[1] <= 2):
+        return None
+    fpad = (2 - pad[0], 2 - pad[1])
+    if (not _winograd(N, weight.transpose(1, 0, 2, 3), groups, stride, dilation, x_shape[2:])
+            or not _winograd(N, weight, groups, stride, dilation, (P, Q), _WINO_TILES_OTHER)
+            or not _conv.winograd_dy_shared(R, N, P, Q, fpad[0], fpad[1])):
+        return None
+    m = _conv.winograd_tile(R, N, x_shape[2], x_shape[3])
+    return _GradCopy(_conv.winograd_nhwc_size(R, N, K, x_shape[2], x_shape[3], m), grad_out.dtype, fpad)
+
+
+def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bias=None, cache=None,
+                   grad_copy=None):
     """Gradient of a convolution wrt its input, written into ``out`` (N, C, H, W), plus
     ``bias`` (C,) per channel if given (a transposed convolution's forward); ``cache``:
-    a WeightCache (or None) for the transformed weights of the Winograd paths."""
+    a WeightCache (or None) for the transformed weights of the Winograd paths;
+    ``grad_copy``: a _GradCopy (or None) that the 3x3 Winograd fills."""
     K, Cg, R, S = weight.shape
     if _whole(out.shape[2:], weight, groups, pad, dilation):
         N = out.shape[0]
@@ -326,6 +378,11 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bia
         fpad = (2 - pad[0], 2 - pad[1])
         wino = _winograd(grad_out.shape[0], weight.transpose(1, 0, 2, 3), groups, stride, dilation,
                          out.shape[2:])
+        if wino and grad_copy is not None and grad_copy.pad == fpad:
+            _kept_winograd(grad_out, weight, lambda: _flip_transpose(weight), (Cg, K, R, S), bias, out,
+                           (0, 0), 0, 0.0, nt, cache, x_phases=(1, 1) + fpad, x_nhwc=grad_copy.buf)
+            grad_copy.filled = True
+            return out
         if wino:
             return _kept_winograd(grad_out, weight, lambda: _flip_transpose(weight), (Cg, K, R, S), bias, out,
                                   fpad, 0, 0.0, nt, cache)
@@ -372,11 +429,12 @@ def _flip_transpose(weight):
     return np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
 
 
-def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb=None, inputs=None):
+def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb=None, inputs=None, grad_copy=None):
     """Gradient of a convolution wrt its weight, written into ``gw`` (Winograd for 3x3 stride 1,
     the direct kernel for one input channel, else pixel-major, any stride). Where a kernel
     also sums the bias gradient into ``gb`` (if given), returns True. ``inputs``: an
-    InputCache (or None) whose copy of x, if the forward of x kept one, is read."""
+    InputCache (or None) whose copy of x, if the forward of x kept one, is read;
+    ``grad_copy``: a _GradCopy (or None) of grad_out, read by the Winograd if filled."""
     n = x.shape[0]
     K, Cg, R, S = gw.shape
     if n and _whole(x.shape[2:], gw, groups, pad, dilation):
@@ -386,7 +444,15 @@ def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb=None
         _conv.conv3x3_direct_backward_weight(x, grad_out, gw, gb, pad, nt)
         return gb is not None
     if n and _winograd(n, gw, groups, stride, dilation, grad_out.shape[2:], _WINO_TILES_OTHER):
-        _conv.conv2d_winograd_backward_weight(x, grad_out, gw, pad, nt, db=gb)
+        nhwc = None
+        if inputs is not None and min(pad) >= 0:
+            m = _conv.winograd_tile(R, n, grad_out.shape[2], grad_out.shape[3])
+            nhwc = inputs._copy_of(x, _phase_copy_key(x, gw.shape, (1, 1), pad, m))
+        dyc, dyp = (grad_copy.buf, grad_copy.pad) if grad_copy is not None and grad_copy.filled else (None, None)
+        if nhwc is None:
+            _conv.conv2d_winograd_backward_weight(x, grad_out, gw, pad, nt, None, None, gb, dyc, dyp)
+        else:
+            _conv.conv2d_winograd_backward_weight(x, grad_out, gw, (0, 0), nt, (1, 1) + pad, nhwc, gb, dyc, dyp)
         return gb is not None
     if n and _phase_winograd(n, gw, groups, stride, dilation, grad_out.shape[2:]):
         gph = np.empty(_phase_shape_of(gw, stride), dtype=gw.dtype)
@@ -618,16 +684,17 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     x = np.ascontiguousarray(x)
     grad_out = np.ascontiguousarray(grad_out)
     nt = n_threads(_flops(grad_out.size, weight))
-    gx = None
+    gx = copy = None
     if need_grad_input:
+        copy = _grad_copy(grad_out, weight, x.shape, groups, stride, pad, dilation)
         gx = _backward_data(grad_out, weight, np.empty_like(x), groups, stride, pad, dilation, nt,
-                            cache=weight_cache)
+                            cache=weight_cache, grad_copy=copy)
         if unbatched:
             gx = gx[0]
     gw = np.empty_like(weight)
     gb = np.empty(weight.shape[0], dtype=x.dtype)
     if not _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb,
-                            None if unbatched else input_cache):
+                            None if unbatched else input_cache, copy):
         _conv.channel_sum(grad_out, gb, nt)
     return gx, gw, gb
 
