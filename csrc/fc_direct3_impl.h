@@ -179,8 +179,9 @@ int D3_FN(direct3)(const float *x, const float *w, const float *bias, float *y, 
  * and db[k] = the sum of dy[n][k] (db may be NULL), P = H + 2 ph - 2, Q =
  * W + 2 pw - 2. One task per (image, output channel) sums its plane, block of
  * rows by block of columns, into ten vectors (nine taps and the bias) kept in
- * ws (N K 160 floats); the tasks' vectors are then added image after image
- * and their lanes in order, so results do not depend on the thread count. */
+ * ws (N K 160 floats), and prefetches the next plane meanwhile; the tasks'
+ * vectors are then added image after image and their lanes in order, so
+ * results do not depend on the thread count. */
 int D3_FN(direct3_wgrad)(const float *x, const float *dy, float *dw, float *db, int N, int K, int H,
                          int W, int ph, int pw, int nthreads, float *ws)
 {
@@ -199,6 +200,8 @@ int D3_FN(direct3_wgrad)(const float *x, const float *dy, float *dw, float *db, 
         for (long task = 0; task < ntasks; task++) {
             const int n = (int)(task / K);
             const float *xp = x + (long)n * HW, *gp = dy + task * PQ;
+            if (task + 1 < ntasks)   /* the next plane, while this one is summed */
+                FC_PREFETCH_ROWS((const char *)(gp + PQ), 0, 1, PQ * (long)sizeof(float));
             d3v acc[10];
             for (int t = 0; t < 10; t++) acc[t] = d3_zero();
             for (int c0 = 0; c0 < Q; c0 += D3C) {
