@@ -36,6 +36,12 @@ CASES = {
     "dcgan_4x4_s2": (3, 16, 8, 8, 8, 4, 4, 2, 1, 1, 1),
     "dcgan_4x4_s2_c32": (2, 32, 8, 8, 64, 4, 4, 2, 1, 1, 1),
     "k2_s2_groups": (2, 6, 9, 7, 4, 2, 2, 2, 0, 1, 2),
+    # one input channel, 16+ outputs, kernel a multiple of the stride: the forward reads
+    # the strided patches in place (no phases); odd sizes, a 2x2 and a 6x6 stride-3 kernel
+    "c1_k4_s2_outputs20": (3, 1, 13, 12, 20, 4, 4, 2, 1, 1, 1),
+    "c1_k2_s2_outputs33": (2, 1, 9, 11, 33, 2, 2, 2, 0, 1, 1),
+    "c1_k6_s3_outputs16": (2, 1, 14, 13, 16, 6, 6, 3, 1, 1, 1),
+    "c1_k3_s3_1x1image": (1, 1, 1, 1, 16, 3, 3, 3, 1, 1, 1),
     # shapes of the pixel-major kernels (16+ channels a group): tiles of pixels that
     # straddle images, channel counts off every tile width, all strides and dilations
     "pm_3x3_odd": (2, 17, 7, 6, 20, 3, 3, 1, 1, 1, 1),
@@ -771,6 +777,16 @@ def test_input_cache_of_layers_in_training(rng):
     conv._icache._state = None
     conv(x)
     assert conv._icache._state is None
+
+
+def test_one_input_channel_forward_runs_without_phases():
+    """A 4x4 stride-2 forward with one input channel runs over the image's phases only
+    with fewer than 16 outputs; with more, and pixel-major shapes, it reads the image."""
+    w = np.zeros((16, 1, 4, 4), np.float32)
+    assert not F.conv._phased(w, (2, 2), (1, 1), 1, direct=True)
+    assert F.conv._phased(w[:8], (2, 2), (1, 1), 1, direct=True)
+    assert F.conv._phased(w, (2, 2), (1, 1), 1)              # (not a forward)
+    assert F.conv._phased(np.zeros((16, 2, 4, 4)), (2, 2), (1, 1), 2, direct=True)   # 8 outputs a group
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -44,10 +44,13 @@ def _flops(out_size, weight):
 # convolution with the flipped, transposed kernel.
 
 def _phased(weight, stride, dilation, groups=1, direct=False):
-    """Whether to run over image phases; ``direct``: a forward or weight
-    gradient that runs pixel-major without them."""
+    """Whether to run over image phases; ``direct``: a forward, which runs without
+    them where it runs pixel-major, and with one input channel and at least 16
+    outputs (its products then read the strided patches in place, storing whole
+    rows, where the phases' products of a few taps would store each tile in runs
+    of the phase image's width)."""
     K, Cg, R, S = weight.shape
-    if direct and _conv.pixel_major(Cg, K // groups, R, S):
+    if direct and (_conv.pixel_major(Cg, K // groups, R, S) or (Cg == 1 and K // groups >= 16)):
         return False
     return (stride != (1, 1) and dilation == (1, 1)
             and R % stride[0] == 0 and S % stride[1] == 0)
