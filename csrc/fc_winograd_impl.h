@@ -39,6 +39,7 @@
 #ifndef FC_WINO_TILES
 #define FC_WINO_TILES 64
 #define FC_WINO_MIN_TILES 8                    /* the smallest block of shared-out tiles */
+#define FC_WINO_KSPLIT_BYTES (256 << 10)       /* the most transformed input a thread makes alone */
 #define FC_WINO_L 16                           /* channels a transform vector */
 #define FC_WINO_AL(n) (((long)(n) + 15) & ~15L)
 /* elements from one point's packed transformed weights to the next: 64
@@ -347,9 +348,9 @@ static inline void WN(wino_pool)(const T *o, int kn, T *y, long plane, int q, in
 /* Output tiles t0 .. t0 + nt of image y (K planes of P x Q) from M_e[t][k],
  * plus the bias and the activation; with FC_POOL_2X2 in act (m = 4 only), y
  * holds the 2 x 2 max pooling (floor mode) of that output instead: K planes
- * of P/2 x Q/2. */
-static void WN(wino_out)(const T *M, long ms, int Ks, int K, int tw, int t0, int nt, T *y, int P,
-                         int Q, const T *bias, int act, T slope, const fc_phases *yout)
+ * of P/2 x Q/2. Only the channels kb .. ke (multiples of FC_WINO_L, ke <= Ks). */
+static void WN(wino_out)(const T *M, long ms, int Ks, int K, int kb, int ke, int tw, int t0, int nt, T *y,
+                         int P, int Q, const T *bias, int act, T slope, const fc_phases *yout)
 {
     T s[WA * WM * FC_WINO_L] __attribute__((aligned(64)));
     T o[WM * WM * FC_WINO_L] __attribute__((aligned(64)));
@@ -362,7 +363,7 @@ static void WN(wino_out)(const T *M, long ms, int Ks, int K, int tw, int t0, int
     for (int t = 0; t < nt; t++) {
         const int I = (t0 + t) / tw, J = (t0 + t) % tw;
         const int rows = P - WM * I < WM ? P - WM * I : WM, cols = Q - WM * J < WM ? Q - WM * J : WM;
-        for (int k0 = 0; k0 < Ks; k0 += FC_WINO_L) {
+        for (int k0 = kb; k0 < ke; k0 += FC_WINO_L) {
             const T *src = M + (long)t * Ks + k0;
             /* A^T along the rows: s[e_row][a] */
             for (int er = 0; er < WA; er++)
@@ -512,9 +513,9 @@ static void WN(wino_in_range)(const T *xt, const WN(wino_geom) *g, int t0, int t
     }
 }
 
-/* Output tiles ta .. tb from the block's M (t0 its first tile). */
-static void WN(wino_out_range)(const T *M, const WN(wino_geom) *g, int K, int P, int Q, int t0, int ta,
-                               int tb, T *y, const T *bias, int act, T slope, const fc_phases *yout)
+/* Output tiles ta .. tb from the block's M (t0 its first tile), channels kb .. ke. */
+static void WN(wino_out_range)(const T *M, const WN(wino_geom) *g, int K, int kb, int ke, int P, int Q, int t0,
+                               int ta, int tb, T *y, const T *bias, int act, T slope, const fc_phases *yout)
 {
     const int tpi = g->th * g->tw;
     for (int t = ta; t < tb;) {
@@ -522,15 +523,17 @@ static void WN(wino_out_range)(const T *M, const WN(wino_geom) *g, int K, int P,
         const int cnt = tpi - ti < tb - t ? tpi - ti : tb - t;
         const long img = yout ? (long)K / (yout->sh * yout->sw) * yout->H * yout->W
                        : act & FC_POOL_2X2 ? (long)K * (P / 2) * (Q / 2) : (long)K * P * Q;
-        WN(wino_out)(M + (long)(t - t0) * g->Ks, g->ms, g->Ks, K, g->tw, ti, cnt, y + (long)n * img,
+        WN(wino_out)(M + (long)(t - t0) * g->Ks, g->ms, g->Ks, K, kb, ke, g->tw, ti, cnt, y + (long)n * img,
                      P, Q, bias, act, slope, yout);
         t += cnt;
     }
 }
 
-/* M_e (nt x K) = V_e . U_e^T for the point e of a block of nt tiles. */
-static int WN(wino_point)(const T *V, const T *Upack, long ustride, const WN(wino_geom) *g, int K, int nt,
-                          int e, const long *aoff, const long *doff, T *M, T *gws)
+/* M_e (nt x K) = V_e . U_e^T for the point e of a block of nt tiles; the columns
+ * k0 .. k0 + K of it, k0 a multiple of the packed panels' width, where the
+ * weights' depth is one block of the product. */
+static int WN(wino_point)(const T *V, const T *Upack, long ustride, const WN(wino_geom) *g, int k0, int K,
+                          int nt, int e, const long *aoff, const long *doff, T *M, T *gws)
 {
     fc_view A, B;
     memset(&A, 0, sizeof(A));
@@ -540,8 +543,8 @@ static int WN(wino_point)(const T *V, const T *Upack, long ustride, const WN(win
     A.offs = aoff;
     A.doffs = doff;
     B.kind = FC_VIEW_PACKED;
-    B.p = (T *)Upack + e * ustride;
-    return GEMM(nt, K, g->Cs, (T)1, &A, &B, (T)0, M + (long)e * g->ms, g->Ks, NULL, 1, gws);
+    B.p = (T *)Upack + e * ustride + (long)k0 * g->Cs;
+    return GEMM(nt, K, g->Cs, (T)1, &A, &B, (T)0, M + (long)e * g->ms + k0, g->Ks, NULL, 1, gws);
 }
 
 /* upack: NULL, or the caller's buffer of the transformed, packed weights
@@ -598,11 +601,30 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
         /* a block of tiles a task while that shares the tiles out evenly (a thread's
          * share at most a tenth above the mean, or blocks of equal size, at least
          * FC_WINO_MIN_TILES, in a multiple of the thread count); else each block's
-         * tiles and points. A tile's arithmetic does not depend on its block. */
+         * tiles and points. A tile's arithmetic does not depend on its block, nor
+         * on the output channels a product makes. */
         const long share = (long)((g.nblocks + nth - 1) / nth) * FC_WINO_TILES;
         const int nbal = (g.nblocks + nth - 1) / nth * nth, bal = (g.ntiles + nbal - 1) / nbal;
         const int even = g.nblocks >= 8 * nth || 10 * share * nth <= 11L * g.ntiles;
-        if (even || bal >= FC_WINO_MIN_TILES) {
+        /* fewer than 16 tiles a thread, in one block of small transforms, and weights
+         * of one depth block: each thread transforms every tile and makes the
+         * products and outputs of its own output channels (no tile's products
+         * then pass between threads, and no product has a few rows) */
+        const int nr = GEMM_NR(), al = nr > FC_WINO_L ? nr : FC_WINO_L, kpanels = (K + al - 1) / al;
+        const int by_channels = nth > 1 && g.ntiles < 16 * nth && g.ntiles <= FC_WINO_TILES && kpanels >= nth
+                                && GEMM_KCB(g.Cs) >= g.Cs
+                                && (long)g.ntiles * g.Cs * WP * (long)sizeof(T) <= FC_WINO_KSPLIT_BYTES;
+        if (by_channels) {
+            const int kb = (int)((long)kpanels * tid / nth) * al, ke0 = (int)((long)kpanels * (tid + 1) / nth) * al;
+            const int ke = ke0 < K ? ke0 : K;
+            T *V = task_ws + (long)tid * g.per + g.v_off;
+            T *M = task_ws + (long)tid * g.per + g.m_off;
+            WN(wino_in_range)(xt, &g, 0, 0, g.ntiles, V);
+            for (int e = 0; e < WP; e++)
+                rc |= WN(wino_point)(V, Upack, ustride, &g, kb, ke - kb, g.ntiles, e, aoff, doff, M, gws);
+            WN(wino_out_range)(M, &g, K, kb, ke0 < g.Ks ? ke0 : g.Ks, P, Q, 0, 0, g.ntiles, y, bias, act,
+                               (T)slope, yout);
+        } else if (even || bal >= FC_WINO_MIN_TILES) {
             const int bt = even ? FC_WINO_TILES : bal, nb = (g.ntiles + bt - 1) / bt;
             T *V = task_ws + (long)tid * g.per + g.v_off;
             T *M = task_ws + (long)tid * g.per + g.m_off;
@@ -614,8 +636,8 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
                 const int nt = g.ntiles - t0 < bt ? g.ntiles - t0 : bt;
                 WN(wino_in_range)(xt, &g, t0, t0, t0 + nt, V);
                 for (int e = 0; e < WP; e++)
-                    rc |= WN(wino_point)(V, Upack, ustride, &g, K, nt, e, aoff, doff, M, gws);
-                WN(wino_out_range)(M, &g, K, P, Q, t0, t0, t0 + nt, y, bias, act, (T)slope, yout);
+                    rc |= WN(wino_point)(V, Upack, ustride, &g, 0, K, nt, e, aoff, doff, M, gws);
+                WN(wino_out_range)(M, &g, K, 0, g.Ks, P, Q, t0, t0, t0 + nt, y, bias, act, (T)slope, yout);
             }
         } else {
             /* each block's tiles, then its points, shared out */
@@ -630,11 +652,11 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
 #pragma omp barrier
 #endif
                 for (int e = tid; e < WP; e += nth)
-                    rc |= WN(wino_point)(V, Upack, ustride, &g, K, nt, e, aoff, doff, M, gws);
+                    rc |= WN(wino_point)(V, Upack, ustride, &g, 0, K, nt, e, aoff, doff, M, gws);
 #if FC_OPENMP
 #pragma omp barrier
 #endif
-                WN(wino_out_range)(M, &g, K, P, Q, t0, t0 + (int)((long)nt * tid / nth),
+                WN(wino_out_range)(M, &g, K, 0, g.Ks, P, Q, t0, t0 + (int)((long)nt * tid / nth),
                                    t0 + (int)((long)nt * (tid + 1) / nth), y, bias, act, (T)slope, yout);
                 if (bi + 1 < g.nblocks) {   /* (after the last block, the region's end waits) */
 #if FC_OPENMP

@@ -431,6 +431,55 @@ def test_phase_winograd_every_isa(isa, dtype, n, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("isa", fastcnn.supported_isas())
+def test_winograd_of_few_tiles_shares_out_output_channels(isa, dtype, rng):
+    """Under 16 tiles a thread (one image, say): each thread transforms every tile and
+    makes the products and outputs of its own output channels. The same bits for 1 to 4
+    threads, plain, pooled and written into image phases (a transposed convolution's
+    forward), and against the reference."""
+    from fastcnn._kernels import _conv
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    cases = ((1, 20, 14, 13, 50, 1, False), (1, 32, 14, 14, 64, 1, True), (2, 16, 9, 10, 33, 1, False),
+             (1, 17, 6, 6, 100, 0, False), (1, 16, 8, 8, 16, 1, True))
+    try:
+        fastcnn.set_isa(isa)
+        for n, c, h, w_, k, pad, pooled in cases:
+            x = rng.standard_normal((n, c, h, w_)).astype(dtype)
+            w = rng.standard_normal((k, c, 3, 3)).astype(dtype)
+            b = rng.standard_normal(k).astype(dtype)
+            P, Q = h + 2 * pad - 2, w_ + 2 * pad - 2
+            expect = np.maximum(ref.conv2d(x, w, b, (1, 1), (pad, pad)), 0)
+            if pooled:
+                expect = expect[:, :, :P // 2 * 2, :Q // 2 * 2].reshape(n, k, P // 2, 2, Q // 2, 2).max(axis=(3, 5))
+            outs = []
+            for t in (1, 2, 3, 4):
+                y = np.empty(expect.shape, dtype)
+                outs.append(_conv.conv2d_winograd(x, w, b, y, (pad, pad), 1, 0.0, t, None, False,
+                                                  (P, Q) if pooled else None))
+            for y in outs[1:]:
+                assert np.array_equal(y, outs[0]), (n, c, h, w_, k, pad, pooled)
+            _close(outs[0], expect, tol, f"{(n, c, h, w_, k, pad, pooled)}")
+        # a transposed convolution's forward of one image (4x4, stride 2), written into
+        # the phases of its output as the input gradient's Winograd does
+        x = rng.standard_normal((1, 40, 7, 7)).astype(dtype)
+        w = rng.standard_normal((40, 24, 4, 4)).astype(dtype)
+        b = rng.standard_normal(24).astype(dtype)
+        hs_ws = F.conv._phase_shape((7, 7), w, (2, 2))
+        outs = []
+        for t in (1, 2, 3, 4):
+            out = np.empty((1, 24, 14, 14), dtype)
+            outs.append(F.conv._kept_winograd(x, w, lambda: F.conv._phase_weight(w, (2, 2), True),
+                                              F.conv._phase_shape_of(w, (2, 2), True), np.repeat(b, 4), out,
+                                              (1, 1), 0, 0.0, t, None, y_phases=(2, 2, 1, 1) + hs_ws))
+        for y in outs[1:]:
+            assert np.array_equal(y, outs[0])
+        _close(outs[0], ref.conv2d_backward(x, np.zeros((1, 24, 14, 14), dtype), w, (2, 2), (1, 1))[0]
+               + b.reshape(1, -1, 1, 1), tol, "transposed forward")
+    finally:
+        fastcnn.set_isa("auto")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_weight_cache_reuses_transformed_weights_while_values_stay(dtype, rng, torch):
     x = rng.standard_normal((1, 16, 14, 14)).astype(dtype)   # 16 tiles: Winograd only with the cache
     w = rng.standard_normal((24, 16, 3, 3)).astype(dtype)
