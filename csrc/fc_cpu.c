@@ -182,11 +182,11 @@ int fc_direct3_available(void)
 }
 
 int fc_direct3_s(const float *x, const float *w, const float *bias, float *y, int N, int C, int K, int H,
-                 int W, int ph, int pw, int act, double slope, int nthreads)
+                 int W, int ph, int pw, int act, double slope, int nthreads, unsigned char *code)
 {
     const fc_kernel_info *k = fc_kernel();
     if (!k->direct3_s) return -1;
-    return k->direct3_s(x, w, bias, y, N, C, K, H, W, ph, pw, act, slope, nthreads);
+    return k->direct3_s(x, w, bias, y, N, C, K, H, W, ph, pw, act, slope, nthreads, code);
 }
 
 int fc_direct3_wgrad_s(const float *x, const float *dy, float *dw, float *db, int N, int K, int H, int W,
@@ -212,18 +212,19 @@ size_t fc_wino_ws_d(int f, int N, int C, int K, int P, int Q, int nthreads, size
 
 int fc_wino_s(int f, const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
               int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads, float *ws,
-              float *upack, int upack_ready, const fc_phases *xin, const fc_phases *yout)
+              float *upack, int upack_ready, const fc_phases *xin, const fc_phases *yout, unsigned char *code)
 {
     return fc_kernel()->wino_s[FC_WI(f)](x, w, bias, y, N, C, H, W, K, P, Q, ph, pw, act, slope,
-                                          nthreads, ws, upack, upack_ready, xin, yout);
+                                          nthreads, ws, upack, upack_ready, xin, yout, code);
 }
 
 int fc_wino_d(int f, const double *x, const double *w, const double *bias, double *y, int N, int C,
               int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
-              double *ws, double *upack, int upack_ready, const fc_phases *xin, const fc_phases *yout)
+              double *ws, double *upack, int upack_ready, const fc_phases *xin, const fc_phases *yout,
+              unsigned char *code)
 {
     return fc_kernel()->wino_d[FC_WI(f)](x, w, bias, y, N, C, H, W, K, P, Q, ph, pw, act, slope,
-                                          nthreads, ws, upack, upack_ready, xin, yout);
+                                          nthreads, ws, upack, upack_ready, xin, yout, code);
 }
 
 size_t fc_wino_nhwc_size(int f, int N, int C, int P, int Q)

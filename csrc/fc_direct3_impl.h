@@ -19,6 +19,10 @@
  *   d3_max(a, b)       the larger, NaN if either is
  *   d3_pairs_max(a, b) lane j: the larger of lanes 2j and 2j + 1 of a then b
  *                      concatenated (NaN if either is)
+ *   d3_pool_codes(a0, a1, b0, b1, out, code)  the 2 D3W columns of rows a
+ *                      (a0 then a1) and b: window j's maximum (out[j]) and its
+ *                      place in the window (code[j]), as the max pooling that
+ *                      keeps codes makes them
  *   d3_store(p, v)     v into p, aligned to the vector
  *
  * Blocks of DR output rows by two vectors of columns are held in 2 DR
@@ -99,6 +103,29 @@ d3_store_pool(d3v acc[DR][2], float *yp, int P2, int Q2, int h0, int c0, float b
     }
 }
 
+/* As d3_store_pool, and the argmax of each window as its place in the window
+ * (0 (0,0), 1 (0,1), 2 (1,0), 3 (1,1)) into cp (P2 x Q2 codes): the window's
+ * pixels taken row by row, each larger one or NaN replacing the maximum, as the
+ * max pooling that keeps codes takes them (so a NaN's code is the last NaN's). */
+static inline void
+d3_store_pool_codes(d3v acc[DR][2], float *yp, unsigned char *cp, int P2, int Q2, int h0, int c0, float bias,
+                    int act, float slope)
+{
+    const d3v bv = d3_set1(bias), sv = d3_set1(slope);
+    const int j0 = c0 / 2, nj = Q2 - j0 < D3W ? Q2 - j0 : D3W;
+    for (int i = 0; i < DR / 2 && h0 / 2 + i < P2; i++) {
+        float out[D3W] __attribute__((aligned(64)));
+        unsigned char code[D3W] __attribute__((aligned(64)));
+        d3_pool_codes(d3_act(acc[2 * i][0], bv, act, sv), d3_act(acc[2 * i][1], bv, act, sv),
+                      d3_act(acc[2 * i + 1][0], bv, act, sv), d3_act(acc[2 * i + 1][1], bv, act, sv), out, code);
+        const long o = (long)(h0 / 2 + i) * Q2 + j0;
+        for (int j = 0; j < nj; j++) {
+            yp[o + j] = out[j];
+            cp[o + j] = code[j];
+        }
+    }
+}
+
 /* One output channel (C input channels, K = 1): blocks of rows and columns of
  * every image. */
 static void d3_one_output(const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
@@ -127,10 +154,11 @@ static void d3_one_output(const float *x, const float *w, const float *bias, flo
     }
 }
 
-/* One input channel (C = 1, K output channels), optionally pooled: tasks
- * (image, block of rows), each over all output channels and columns. */
+/* One input channel (C = 1, K output channels), optionally pooled (with the
+ * windows' codes, if code): tasks (image, block of rows), each over all output
+ * channels and columns. */
 static void d3_one_input(const float *x, const float *w, const float *bias, float *y, int N, int K, int H,
-                         int W, int ph, int pw, int act, float slope, int nthreads)
+                         int W, int ph, int pw, int act, float slope, int nthreads, unsigned char *code)
 {
     const int pool = act & FC_POOL_2X2;
     act &= ~FC_POOL_2X2;
@@ -153,7 +181,10 @@ static void d3_one_input(const float *x, const float *w, const float *bias, floa
                 d3v acc[DR][2];
                 for (int r = 0; r < DR; r++) acc[r][0] = acc[r][1] = d3_zero();
                 d3_block(x + (long)n * HW, H, W, h0, c0, ph, pw, mx, w + 9L * k, acc);
-                if (pool)
+                if (pool && code)
+                    d3_store_pool_codes(acc, yp, code + ((long)n * K + k) * PQ, P / 2, Q / 2, h0, c0, b, act,
+                                        slope);
+                else if (pool)
                     d3_store_pool(acc, yp, P / 2, Q / 2, h0, c0, b, act, slope);
                 else
                     d3_store_rows(acc, yp, P, Q, h0, c0, b, act, slope);
@@ -164,13 +195,13 @@ static void d3_one_input(const float *x, const float *w, const float *bias, floa
 }
 
 int D3_FN(direct3)(const float *x, const float *w, const float *bias, float *y, int N, int C, int K,
-                   int H, int W, int ph, int pw, int act, double slope, int nthreads)
+                   int H, int W, int ph, int pw, int act, double slope, int nthreads, unsigned char *code)
 {
     if (nthreads < 1) nthreads = 1;
     if (K == 1 && !(act & FC_POOL_2X2))
         d3_one_output(x, w, bias, y, N, C, H, W, ph, pw, act, (float)slope, nthreads);
     else
-        d3_one_input(x, w, bias, y, N, K, H, W, ph, pw, act, (float)slope, nthreads);
+        d3_one_input(x, w, bias, y, N, K, H, W, ph, pw, act, (float)slope, nthreads, code);
     return 0;
 }
 

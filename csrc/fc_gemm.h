@@ -266,7 +266,7 @@ typedef struct {
     fc_ukr_d_t ukrn_d[3];
     fc_ukri_d_t ukrin_d[3];
     int (*direct3_s)(const float *x, const float *w, const float *bias, float *y, int N, int C, int K,
-                     int H, int W, int ph, int pw, int act, double slope, int nthreads);
+                     int H, int W, int ph, int pw, int act, double slope, int nthreads, unsigned char *code);
     int (*direct3_wgrad_s)(const float *x, const float *dy, float *dw, float *db, int N, int K, int H,
                            int W, int ph, int pw, int nthreads, float *ws);
     void (*dot8_s)(const float *a, const float *const *b, int k, float *out);
@@ -279,11 +279,11 @@ typedef struct {
     int (*wino_s[3])(const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
                      int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
                      float *ws, float *upack, int upack_ready, const fc_phases *xin,
-                     const fc_phases *yout);
+                     const fc_phases *yout, unsigned char *code);
     int (*wino_d[3])(const double *x, const double *w, const double *bias, double *y, int N, int C,
                      int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope,
                      int nthreads, double *ws, double *upack, int upack_ready, const fc_phases *xin,
-                     const fc_phases *yout);
+                     const fc_phases *yout, unsigned char *code);
     size_t (*wino_wgrad_ws_s[3])(int N, int C, int K, int P, int Q, int nthreads);
     size_t (*wino_wgrad_ws_d[3])(int N, int C, int K, int P, int Q, int nthreads);
     int (*wino_wgrad_s[3])(const float *x, const float *dy, float *dw, float *db, int N, int C, int H, int W,
@@ -314,11 +314,13 @@ void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows
 /* Direct 3x3 stride-1 convolution with one output channel or one input
  * channel: y (N, K, P, Q) from x (N, C, H, W) and w (K, C, 3, 3), C == 1 or
  * K == 1, padding (ph, pw) on both sides, plus bias (NULL: none) and
- * activation; with C == 1, FC_POOL_2X2 in act gives y (N, K, P/2, Q/2).
- * Returns -1 where the instruction set in use has no such kernel (then
+ * activation; with C == 1, FC_POOL_2X2 in act gives y (N, K, P/2, Q/2), and
+ * code (NULL: not wanted) the argmax of each window as its place in it (0
+ * (0,0), 1 (0,1), 2 (1,0), 3 (1,1)), as the 2x2 max pooling with codes makes
+ * it. Returns -1 where the instruction set in use has no such kernel (then
  * nothing is written), else 0. */
 int fc_direct3_s(const float *x, const float *w, const float *bias, float *y, int N, int C, int K, int H,
-                 int W, int ph, int pw, int act, double slope, int nthreads);
+                 int W, int ph, int pw, int act, double slope, int nthreads, unsigned char *code);
 int fc_direct3_available(void);
 /* Its weight gradient for one input channel: dw (K, 1, 3, 3) and db (K) (NULL:
  * not wanted) from x (N, 1, H, W) and dy (N, K, P, Q); ws: 160 N K floats,
@@ -341,16 +343,19 @@ int fc_direct3_wgrad_s(const float *x, const float *dy, float *dw, float *db, in
  * are the H x W input (ph and pw are then 0). yout: NULL, or y is the
  * image (N, K / (sh sw), yout->H, yout->W) whose phases the P x Q output
  * fills, channel k its phase k % (sh sw) of the image's channel k / (sh sw)
- * (pixels no phase reaches are left as they are; no pooling).
+ * (pixels no phase reaches are left as they are; no pooling). code: NULL, or
+ * with FC_POOL_2X2, each window's argmax (N, K, P/2, Q/2) as the direct
+ * kernel's code (see fc_direct3_s).
  * Return 0. */
 size_t fc_wino_ws_s(int f, int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
 size_t fc_wino_ws_d(int f, int N, int C, int K, int P, int Q, int nthreads, size_t *upack);
 int fc_wino_s(int f, const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
               int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads, float *ws,
-              float *upack, int upack_ready, const fc_phases *xin, const fc_phases *yout);
+              float *upack, int upack_ready, const fc_phases *xin, const fc_phases *yout, unsigned char *code);
 int fc_wino_d(int f, const double *x, const double *w, const double *bias, double *y, int N, int C,
               int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope, int nthreads,
-              double *ws, double *upack, int upack_ready, const fc_phases *xin, const fc_phases *yout);
+              double *ws, double *upack, int upack_ready, const fc_phases *xin, const fc_phases *yout,
+              unsigned char *code);
 size_t fc_wino_wgrad_ws_s(int f, int N, int C, int K, int P, int Q, int nthreads);
 size_t fc_wino_wgrad_ws_d(int f, int N, int C, int K, int P, int Q, int nthreads);
 int fc_wino_wgrad_s(int f, const float *x, const float *dy, float *dw, float *db, int N, int C, int H, int W,
@@ -484,7 +489,7 @@ FC_TRANSPOSE_DECL(avx512)
     int fc_wino##r##_##isa##_##t(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, \
                                  int W, int K, int P, int Q, int ph, int pw, int act, double slope, \
                                  int nthreads, T *ws, T *upack, int upack_ready,                \
-                                 const fc_phases *xin, const fc_phases *yout);                  \
+                                 const fc_phases *xin, const fc_phases *yout, unsigned char *code); \
     size_t fc_wino_wgrad_ws##r##_##isa##_##t(int N, int C, int K, int P, int Q, int nthreads);   \
     int fc_wino_wgrad##r##_##isa##_##t(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, int W, \
                                        int K, int P, int Q, int ph, int pw, int nthreads, T *ws,   \
@@ -503,7 +508,8 @@ void fc_dot8_avx2_s(const float *a, const float *const *b, int k, float *out);
 void fc_dot8_avx2_d(const double *a, const double *const *b, int k, double *out);
 #define FC_DIRECT3_DECL(isa)                                                                   \
     int fc_direct3_##isa##_s(const float *x, const float *w, const float *bias, float *y, int N, int C, \
-                             int K, int H, int W, int ph, int pw, int act, double slope, int nthreads); \
+                             int K, int H, int W, int ph, int pw, int act, double slope, int nthreads, \
+                             unsigned char *code);                                            \
     int fc_direct3_wgrad_##isa##_s(const float *x, const float *dy, float *dw, float *db, int N, int K, \
                                    int H, int W, int ph, int pw, int nthreads, float *ws);
 FC_DIRECT3_DECL(avx2)

@@ -312,7 +312,7 @@ static inline __m256 d3_act(__m256 acc, __m256 bv, int act, __m256 sv)
     const __m256 zero = _mm256_setzero_ps();
     __m256 o = _mm256_add_ps(acc, bv);
     if (act == FC_ACT_RELU)
-        o = _mm256_max_ps(o, zero);
+        o = _mm256_max_ps(zero, o);   /* (a NaN stays: the second operand is kept) */
     else if (act == FC_ACT_LEAKY)
         o = _mm256_blendv_ps(o, _mm256_mul_ps(o, sv), _mm256_cmp_ps(o, zero, _CMP_LT_OQ));
     return o;
@@ -330,6 +330,32 @@ static inline __m256 d3_pairs_max(__m256 a, __m256 b)
     return d3_max(_mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)),
                   _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
 }
+
+/* the window maximum m and its code k after the window's next pixel v (of code kv) */
+#define D3_POOL_STEP(v, kv)                                                                    \
+    do {                                                                                       \
+        const __m256 c_ = _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)); \
+        m = _mm256_blendv_ps(m, v, c_);                                                        \
+        k = _mm256_blendv_ps(k, _mm256_set1_ps(kv), c_);                                       \
+    } while (0)
+
+static inline void d3_pool_codes(__m256 a0, __m256 a1, __m256 b0, __m256 b1, float *out, unsigned char *code)
+{
+    /* even and odd columns of each row, in window order */
+    const __m256 ae = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a0, a1, 0x88)), 0xD8));
+    const __m256 ao = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a0, a1, 0xDD)), 0xD8));
+    const __m256 be = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(b0, b1, 0x88)), 0xD8));
+    const __m256 bo = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(b0, b1, 0xDD)), 0xD8));
+    __m256 m = ae, k = _mm256_setzero_ps();
+    D3_POOL_STEP(ao, 1.0f);
+    D3_POOL_STEP(be, 2.0f);
+    D3_POOL_STEP(bo, 3.0f);
+    _mm256_store_ps(out, m);
+    const __m256i ki = _mm256_cvtps_epi32(k);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(ki), _mm256_extracti128_si256(ki, 1));
+    _mm_storel_epi64((__m128i *)code, _mm_packus_epi16(w, w));
+}
+#undef D3_POOL_STEP
 
 #include "fc_direct3_impl.h"
 #undef D3_FN

@@ -467,7 +467,7 @@ static inline __m512 d3_act(__m512 acc, __m512 bv, int act, __m512 sv)
     const __m512 zero = _mm512_setzero_ps();
     __m512 o = _mm512_add_ps(acc, bv);
     if (act == FC_ACT_RELU)
-        o = _mm512_max_ps(o, zero);
+        o = _mm512_max_ps(zero, o);   /* (a NaN stays: the second operand is kept) */
     else if (act == FC_ACT_LEAKY)
         o = _mm512_mask_mul_ps(o, _mm512_cmp_ps_mask(o, zero, _CMP_LT_OQ), o, sv);
     return o;
@@ -484,6 +484,30 @@ static inline __m512 d3_pairs_max(__m512 a, __m512 b)
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     return d3_max(_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b));
 }
+
+/* the window maximum m and its code k after the window's next pixel v (of code kv) */
+#define D3_POOL_STEP(v, kv)                                                                    \
+    do {                                                                                       \
+        const __mmask16 c_ = _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q); \
+        m = _mm512_mask_mov_ps(m, c_, v);                                                      \
+        k = _mm512_mask_mov_epi32(k, c_, _mm512_set1_epi32(kv));                               \
+    } while (0)
+
+static inline void d3_pool_codes(__m512 a0, __m512 a1, __m512 b0, __m512 b1, float *out, unsigned char *code)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512 ao = _mm512_permutex2var_ps(a0, odd, a1);
+    const __m512 be = _mm512_permutex2var_ps(b0, even, b1), bo = _mm512_permutex2var_ps(b0, odd, b1);
+    __m512 m = _mm512_permutex2var_ps(a0, even, a1);
+    __m512i k = _mm512_setzero_si512();
+    D3_POOL_STEP(ao, 1);
+    D3_POOL_STEP(be, 2);
+    D3_POOL_STEP(bo, 3);
+    _mm512_store_ps(out, m);
+    _mm_store_si128((__m128i *)code, _mm512_cvtepi32_epi8(k));
+}
+#undef D3_POOL_STEP
 
 #include "fc_direct3_impl.h"
 #undef D3_FN

@@ -321,26 +321,47 @@ static void WN(wino_in)(const T *xi, int Wp, int Cs, int tw, int t0, int nt, T *
 /* 2 x 2 windows of the activated 4 x 4 block o[b][a] of FC_WINO_L lanes: the
  * maximum of each, its four pixels taken row by row, a NaN kept as max
  * pooling keeps it; stored for each lane l into yk = y + l * plane (rows
- * of q pixels): rows x cols pooled pixels. */
+ * of q pixels): rows x cols pooled pixels; with cy, the argmax's place in the
+ * window at the same offsets from cy (as the direct kernel's codes). */
 #if WM == 4
 static inline T WN(pool_max)(T m, T v)
 {
     return (v > m || v != v) ? v : m;
 }
 
-static inline void WN(wino_pool)(const T *o, int kn, T *y, long plane, int q, int rows, int cols)
+static inline void WN(wino_pool)(const T *o, int kn, T *y, unsigned char *cy, long plane, int q, int rows,
+                                 int cols)
 {
     T pm[4 * FC_WINO_L] __attribute__((aligned(64)));
+    unsigned char pc[4 * FC_WINO_L];
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 2; j++) {
             const T *w0 = o + (8 * i + 2 * j) * FC_WINO_L, *w1 = w0 + 4 * FC_WINO_L;
-            for (int l = 0; l < FC_WINO_L; l++)
-                pm[(2 * i + j) * FC_WINO_L + l] = WN(pool_max)(WN(pool_max)(WN(pool_max)(w0[l], w0[FC_WINO_L + l]),
-                                                                             w1[l]), w1[FC_WINO_L + l]);
+            if (!cy) {
+                for (int l = 0; l < FC_WINO_L; l++)
+                    pm[(2 * i + j) * FC_WINO_L + l] =
+                        WN(pool_max)(WN(pool_max)(WN(pool_max)(w0[l], w0[FC_WINO_L + l]), w1[l]), w1[FC_WINO_L + l]);
+                continue;
+            }
+            for (int l = 0; l < FC_WINO_L; l++) {
+                const T in[4] = {w0[l], w0[FC_WINO_L + l], w1[l], w1[FC_WINO_L + l]};
+                T m = in[0];
+                int k = 0;
+                for (int p = 1; p < 4; p++) {
+                    const int c = in[p] > m || in[p] != in[p];
+                    m = c ? in[p] : m;
+                    k = c ? p : k;
+                }
+                pm[(2 * i + j) * FC_WINO_L + l] = m;
+                pc[(2 * i + j) * FC_WINO_L + l] = (unsigned char)k;
+            }
         }
     for (int l = 0; l < kn; l++)
         for (int i = 0; i < rows; i++)
-            for (int j = 0; j < cols; j++) y[l * plane + (long)i * q + j] = pm[(2 * i + j) * FC_WINO_L + l];
+            for (int j = 0; j < cols; j++) {
+                y[l * plane + (long)i * q + j] = pm[(2 * i + j) * FC_WINO_L + l];
+                if (cy) cy[l * plane + (long)i * q + j] = pc[(2 * i + j) * FC_WINO_L + l];
+            }
 }
 
 #endif
@@ -350,7 +371,7 @@ static inline void WN(wino_pool)(const T *o, int kn, T *y, long plane, int q, in
  * holds the 2 x 2 max pooling (floor mode) of that output instead: K planes
  * of P/2 x Q/2. Only the channels kb .. ke (multiples of FC_WINO_L, ke <= Ks). */
 static void WN(wino_out)(const T *M, long ms, int Ks, int K, int kb, int ke, int tw, int t0, int nt, T *y,
-                         int P, int Q, const T *bias, int act, T slope, const fc_phases *yout)
+                         unsigned char *cy, int P, int Q, const T *bias, int act, T slope, const fc_phases *yout)
 {
     T s[WA * WM * FC_WINO_L] __attribute__((aligned(64)));
     T o[WM * WM * FC_WINO_L] __attribute__((aligned(64)));
@@ -379,7 +400,7 @@ static void WN(wino_out)(const T *M, long ms, int Ks, int K, int kb, int ke, int
                 for (int q = 0; q < WM * WM; q++)
                     for (int l = 0; l < FC_WINO_L; l++) {
                         const T v = o[q * FC_WINO_L + l] + bk[l];
-                        o[q * FC_WINO_L + l] = v > 0 ? v : (T)0;
+                        o[q * FC_WINO_L + l] = v > 0 || v != v ? v : (T)0;   /* a NaN stays */
                     }
             } else if (act == FC_ACT_LEAKY) {
                 for (int q = 0; q < WM * WM; q++)
@@ -395,9 +416,9 @@ static void WN(wino_out)(const T *M, long ms, int Ks, int K, int kb, int ke, int
 #if WM == 4
             if (pool) {
                 const int pr = P2 - 2 * I < 2 ? P2 - 2 * I : 2, pc = Q2 - 2 * J < 2 ? Q2 - 2 * J : 2;
+                const long off = (long)k0 * P2 * Q2 + (long)(2 * I) * Q2 + 2 * J;
                 if (pr > 0 && pc > 0)
-                    WN(wino_pool)(o, kn, y + (long)k0 * P2 * Q2 + (long)(2 * I) * Q2 + 2 * J, (long)P2 * Q2,
-                                  Q2, pr, pc);
+                    WN(wino_pool)(o, kn, y + off, cy ? cy + off : NULL, (long)P2 * Q2, Q2, pr, pc);
                 continue;
             }
 #endif
@@ -515,7 +536,8 @@ static void WN(wino_in_range)(const T *xt, const WN(wino_geom) *g, int t0, int t
 
 /* Output tiles ta .. tb from the block's M (t0 its first tile), channels kb .. ke. */
 static void WN(wino_out_range)(const T *M, const WN(wino_geom) *g, int K, int kb, int ke, int P, int Q, int t0,
-                               int ta, int tb, T *y, const T *bias, int act, T slope, const fc_phases *yout)
+                               int ta, int tb, T *y, unsigned char *cy, const T *bias, int act, T slope,
+                               const fc_phases *yout)
 {
     const int tpi = g->th * g->tw;
     for (int t = ta; t < tb;) {
@@ -524,7 +546,7 @@ static void WN(wino_out_range)(const T *M, const WN(wino_geom) *g, int K, int kb
         const long img = yout ? (long)K / (yout->sh * yout->sw) * yout->H * yout->W
                        : act & FC_POOL_2X2 ? (long)K * (P / 2) * (Q / 2) : (long)K * P * Q;
         WN(wino_out)(M + (long)(t - t0) * g->Ks, g->ms, g->Ks, K, kb, ke, g->tw, ti, cnt, y + (long)n * img,
-                     P, Q, bias, act, slope, yout);
+                     cy ? cy + (long)n * img : NULL, P, Q, bias, act, slope, yout);
         t += cnt;
     }
 }
@@ -551,7 +573,7 @@ static int WN(wino_point)(const T *V, const T *Upack, long ustride, const WN(win
  * (*upack elements of wino_ws): filled here unless upack_ready, then read. */
 int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, int W, int K,
              int P, int Q, int ph, int pw, int act, double slope, int nthreads, T *ws, T *upack,
-             int upack_ready, const fc_phases *xin, const fc_phases *yout)
+             int upack_ready, const fc_phases *xin, const fc_phases *yout, unsigned char *code)
 {
     if (nthreads < 1) nthreads = 1;
     const WN(wino_geom) g = WN(wino_plan)(N, C, K, P, Q);
@@ -622,7 +644,7 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
             WN(wino_in_range)(xt, &g, 0, 0, g.ntiles, V);
             for (int e = 0; e < WP; e++)
                 rc |= WN(wino_point)(V, Upack, ustride, &g, kb, ke - kb, g.ntiles, e, aoff, doff, M, gws);
-            WN(wino_out_range)(M, &g, K, kb, ke0 < g.Ks ? ke0 : g.Ks, P, Q, 0, 0, g.ntiles, y, bias, act,
+            WN(wino_out_range)(M, &g, K, kb, ke0 < g.Ks ? ke0 : g.Ks, P, Q, 0, 0, g.ntiles, y, code, bias, act,
                                (T)slope, yout);
         } else if (even || bal >= FC_WINO_MIN_TILES) {
             const int bt = even ? FC_WINO_TILES : bal, nb = (g.ntiles + bt - 1) / bt;
@@ -637,7 +659,7 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
                 WN(wino_in_range)(xt, &g, t0, t0, t0 + nt, V);
                 for (int e = 0; e < WP; e++)
                     rc |= WN(wino_point)(V, Upack, ustride, &g, 0, K, nt, e, aoff, doff, M, gws);
-                WN(wino_out_range)(M, &g, K, 0, g.Ks, P, Q, t0, t0, t0 + nt, y, bias, act, (T)slope, yout);
+                WN(wino_out_range)(M, &g, K, 0, g.Ks, P, Q, t0, t0, t0 + nt, y, code, bias, act, (T)slope, yout);
             }
         } else {
             /* each block's tiles, then its points, shared out */
@@ -657,7 +679,7 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
 #pragma omp barrier
 #endif
                 WN(wino_out_range)(M, &g, K, 0, g.Ks, P, Q, t0, t0 + (int)((long)nt * tid / nth),
-                                   t0 + (int)((long)nt * (tid + 1) / nth), y, bias, act, (T)slope, yout);
+                                   t0 + (int)((long)nt * (tid + 1) / nth), y, code, bias, act, (T)slope, yout);
                 if (bi + 1 < g.nblocks) {   /* (after the last block, the region's end waits) */
 #if FC_OPENMP
 #pragma omp barrier

@@ -169,3 +169,110 @@ def test_one_input_channel_direct_kernel_unpooled(shape):
         np.testing.assert_allclose(ys[0], ref, rtol=1e-5, atol=1e-5)
         for y in ys[1:]:
             np.testing.assert_array_equal(y, ys[0])
+
+
+def _pool_codes_input(case, dtype, seed):
+    """Inputs with ties (output channels of zero weights: every window equal) and a NaN."""
+    N, C, K, H, W, pad = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = (rng.standard_normal((K, C, 3, 3)) / np.sqrt(9 * C)).astype(dtype)
+    w[::3] = 0
+    b = rng.standard_normal(K).astype(dtype)
+    x[-1, -1, H // 2, W // 2] = np.nan
+    return x, w, b, pad
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("activation,slope", [(None, 0.01), ("relu", 0.01), ("leaky_relu", 0.2)])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
+def test_pooled_kernel_keeps_the_codes_of_max_pooling(case, activation, slope, dtype):
+    """In training a pooled kernel also keeps each window's argmax: the same values and codes,
+    bit for bit, as the convolution (same weights cache) then the pooling that keeps codes,
+    with ties and a NaN, for any thread count and instruction set."""
+    from fastcnn.functional.conv import _conv2d_max_pool2_codes
+    from fastcnn.functional.pool import _max_pool2d_2x2
+    x, w, b, pad = _pool_codes_input(case, dtype, sum(case) + 7)
+    try:
+        for isa in fastcnn.supported_isas():
+            fastcnn.set_isa(isa)
+            outs = []
+            for nt in (1, 2, 3):
+                fastcnn.set_num_threads(nt)
+                out = _conv2d_max_pool2_codes(x, w, b, 1, pad, 1, 1, activation, slope, WeightCache(kept=False),
+                                              None)
+                if out is None:
+                    break
+                y, codes, shape = out
+                full = F.conv2d(x, w, b, 1, pad, activation=activation, negative_slope=slope,
+                                weight_cache=WeightCache(kept=False))
+                assert shape == full.shape
+                ey, ecodes = _max_pool2d_2x2(full)
+                np.testing.assert_array_equal(y, ey)
+                np.testing.assert_array_equal(codes, ecodes)
+                outs.append((y, codes))
+            N, C, K, H, W, _ = case
+            if C == 1:
+                expect = dtype == np.float32 and _conv.direct3(1, K, 3, 3, (1, 1), (1, 1), 1, (pad, pad), dtype,
+                                                               one_input=True)
+            else:
+                expect = F.conv._winograd(N, w, 1, (1, 1), (1, 1), (H + 2 * pad - 2, W + 2 * pad - 2))
+            assert bool(outs) == bool(expect), (isa, case)
+            for y, codes in outs[1:]:
+                np.testing.assert_array_equal(y, outs[0][0])
+                np.testing.assert_array_equal(codes, outs[0][1])
+    finally:
+        fastcnn.set_num_threads(1)
+        fastcnn.set_isa("auto")
+
+
+@pytest.mark.parametrize("case", [(2, 1, 16, 9, 10, 1), (4, 16, 20, 12, 11, 1)], ids=["direct", "winograd"])
+def test_fused_relu_keeps_nan(torch, case):
+    """A NaN input gives NaN outputs through the kernels' fused ReLU, as ReLU keeps NaN: where
+    the convolution then ReLU (PyTorch's, or for Winograd, whose tiles spread a NaN, fastcnn's
+    unfused steps) has them, pooled or not."""
+    from fastcnn.functional.conv import _conv2d_max_pool2_codes
+    x, w, b, pad = _pool_codes_input(case, np.float32, 3)
+    t = torch.nn.functional
+    if case[1] == 1:
+        ref = t.relu(t.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), padding=pad)).numpy()
+    else:
+        ref = F.relu(F.conv2d(x, w, b, 1, pad, weight_cache=WeightCache(kept=False)))
+    y = F.conv2d(x, w, b, 1, pad, activation="relu", weight_cache=WeightCache(kept=False))
+    assert np.isnan(y).any()
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    pooled = _conv2d_max_pool2_codes(x, w, b, 1, pad, 1, 1, "relu", 0.01, WeightCache(kept=False), None)
+    expect = case[1] > 1 or _conv.direct3(1, 16, 3, 3, (1, 1), (1, 1), 1, (pad, pad), np.float32, one_input=True)
+    assert (pooled is not None) == expect
+    if pooled is not None:
+        np.testing.assert_array_equal(np.isnan(pooled[0]), np.isnan(F.max_pool2d(ref, 2)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_training_blocks_pooled_with_codes_equal_unfused(dtype):
+    """A LeNet-like model in training, its conv + activation + pool blocks each one kernel
+    that keeps the windows' codes: outputs, input gradients and every parameter's gradient
+    equal to the unfused modules', bit for bit, over two steps (gradients accumulating),
+    with a NaN in the input."""
+    def make():
+        fastcnn.manual_seed(5)
+        return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(16, 32, 3, padding=1), nn.LeakyReLU(0.1), nn.MaxPool2d(2),
+                             nn.Flatten(), nn.Linear(32 * 7 * 7, 10)).to(dtype)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((64, 1, 28, 29)).astype(dtype)
+    x[3, 0, 5, 7] = np.nan
+    g = rng.standard_normal((64, 10)).astype(dtype)
+    fused, plain = make(), make()
+    plain.fused_training = False
+    for _ in range(2):
+        np.testing.assert_array_equal(fused(x), plain(x))
+        np.testing.assert_array_equal(fused.backward(g), plain.backward(g))
+    blocks = [s for s in fused._last_plan if getattr(s, "pool", None) is not None]
+    assert len(blocks) == 2
+    kept = [b._ctx[4] is not None for b in blocks]
+    # the second block runs Winograd (both dtypes); the first the direct kernel (float32, where there is one)
+    assert kept[1] and kept[0] == (dtype == np.float32 and _conv.direct3(1, 16, 3, 3, (1, 1), (1, 1), 1, (1, 1),
+                                                                          np.float32, one_input=True))
+    for (k, a), (_, p) in zip(fused.named_parameters(), plain.named_parameters()):
+        np.testing.assert_array_equal(a.grad, p.grad, err_msg=k)

@@ -345,23 +345,37 @@ def direct3(int Cg, int K, int R, int S, tuple stride, tuple dilation, int group
 
 
 def conv3x3_direct(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple padding, int act=0,
-                   double slope=0.01, int n_threads=1, bint pool=False):
+                   double slope=0.01, int n_threads=1, bint pool=False, codes=None):
     """y (N, K, P, Q) = x (N, C, H, W) correlated with w (K, C, 3, 3), C or K one, stride 1,
     ``padding`` on both sides, + bias, activation; with ``pool`` (C one), y (N, K, P/2, Q/2)
-    holds the result's 2x2 max pooling."""
+    holds the result's 2x2 max pooling, and ``codes`` (None, or a uint8 array of y's
+    shape) each window's argmax as max_pool2d_2x2_codes gives it."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], K = w.shape[0]
     cdef int ph = padding[0], pw = padding[1], rc
     cdef float *bp = NULL if bias is None else <float *>cnp.PyArray_DATA(bias)
+    cdef unsigned char *cp = NULL
     if pool:
         act |= FC_POOL_2X2
+    if codes is not None:
+        cp = _codes_of("conv3x3_direct", codes, y, pool)
     if N == 0:
         return y
     with nogil:
         rc = fc_direct3_s(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(w), bp,
-                          <float *>cnp.PyArray_DATA(y), N, C, K, H, W, ph, pw, act, slope, n_threads)
+                          <float *>cnp.PyArray_DATA(y), N, C, K, H, W, ph, pw, act, slope, n_threads, cp)
     if rc:
         raise RuntimeError("fastcnn: no direct 3x3 kernel for this instruction set")
     return y
+
+
+cdef unsigned char *_codes_of(str who, object codes, cnp.ndarray y, bint pooled) except? NULL:
+    """The data of a pooled kernel's window codes: a C-contiguous uint8 array of y's shape."""
+    shape = (<object>y).shape
+    if (not pooled or type(codes) is not np.ndarray or (<cnp.ndarray>codes).dtype != np.uint8
+            or not (<cnp.ndarray>codes).flags.c_contiguous or (<object>codes).shape != shape):
+        raise ValueError(f"{who}: codes must be a C-contiguous uint8 array of the pooled output's shape "
+                         f"{shape} (and pooling asked for)")
+    return <unsigned char *>cnp.PyArray_DATA(<cnp.ndarray>codes)
 
 
 def conv3x3_direct_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw, db, tuple padding,
@@ -438,7 +452,8 @@ cdef void _check_kept(str who, str name, object buf, object dtype, size_t need, 
 
 def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple padding, int act=0,
                     double slope=0.01, int n_threads=1, upack=None, bint upack_ready=False,
-                    tuple pooled_from=None, tuple x_phases=None, tuple y_phases=None, x_nhwc=None):
+                    tuple pooled_from=None, tuple x_phases=None, tuple y_phases=None, x_nhwc=None,
+                    codes=None):
     """y (N, K, P, Q) = x (N, C, H, W) correlated with w (K, C, r, r) (r = 3 or 2), padding
     (top, left; negative crops). ``upack``: None, or a winograd_packed buffer for w that
     keeps its transformed weights: filled from w here unless ``upack_ready``.
@@ -450,7 +465,9 @@ def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple pad
     image's channel k / (sh sw) (pixels no phase reaches left alone). ``x_nhwc``: with
     ``x_phases``, a buffer of winograd_nhwc_size elements (64-byte aligned) that receives
     the channels-last copy of x's phases, for conv2d_winograd_backward_weight (x_phases
-    (1, 1, ph, pw) with padding (0, 0): x itself, padded by ph, pw)."""
+    (1, 1, ph, pw) with padding (0, 0): x itself, padded by ph, pw). ``codes``: with
+    ``pooled_from``, None or a uint8 array of y's shape that receives each window's argmax
+    as max_pool2d_2x2_codes gives it."""
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], P = y.shape[2], Q = y.shape[3], r = w.shape[2]
     cdef int ph = padding[0], pw = padding[1], rc
@@ -479,16 +496,19 @@ def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple pad
     cdef cnp.ndarray ws = scratch("winograd", (<Py_ssize_t>n,), x.dtype)
     cdef void *bp = NULL if bias is None else cnp.PyArray_DATA(bias)
     cdef void *up = NULL if upack is None else cnp.PyArray_DATA(upack)
+    cdef unsigned char *cp = NULL
+    if codes is not None:
+        cp = _codes_of("conv2d_winograd", codes, y, pooled_from is not None)
     if x.dtype == np.float32:
         with nogil:
             rc = fc_wino_s(f, <float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(w), <float *>bp,
                              <float *>cnp.PyArray_DATA(y), N, C, H, W, K, P, Q, ph, pw, act, slope,
-                             n_threads, <float *>cnp.PyArray_DATA(ws), <float *>up, upack_ready, xp, yp)
+                             n_threads, <float *>cnp.PyArray_DATA(ws), <float *>up, upack_ready, xp, yp, cp)
     else:
         with nogil:
             rc = fc_wino_d(f, <double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(w), <double *>bp,
                              <double *>cnp.PyArray_DATA(y), N, C, H, W, K, P, Q, ph, pw, act, slope,
-                             n_threads, <double *>cnp.PyArray_DATA(ws), <double *>up, upack_ready, xp, yp)
+                             n_threads, <double *>cnp.PyArray_DATA(ws), <double *>up, upack_ready, xp, yp, cp)
     if rc:
         raise MemoryError("fastcnn: out of memory in conv2d")
     return y

@@ -53,7 +53,7 @@ cdef extern from "fc_gemm.h" nogil:
     void fc_transpose_s(const float *src, long lds, float *dst, long ldd, int rows, int cols)
     void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows, int cols)
     int fc_direct3_s(const float *x, const float *w, const float *bias, float *y, int N, int C, int K,
-                     int H, int W, int ph, int pw, int act, double slope, int nthreads)
+                     int H, int W, int ph, int pw, int act, double slope, int nthreads, unsigned char *code)
     int fc_direct3_available()
     int fc_direct3_wgrad_s(const float *x, const float *dy, float *dw, float *db, int N, int K, int H,
                            int W, int ph, int pw, int nthreads, float *ws)
@@ -67,11 +67,11 @@ cdef extern from "fc_gemm.h" nogil:
     int fc_wino_s(int f, const float *x, const float *w, const float *bias, float *y, int N, int C,
                   int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope,
                   int nthreads, float *ws, float *upack, int upack_ready, const fc_phases *xin,
-                  const fc_phases *yout)
+                  const fc_phases *yout, unsigned char *code)
     int fc_wino_d(int f, const double *x, const double *w, const double *bias, double *y, int N,
                   int C, int H, int W, int K, int P, int Q, int ph, int pw, int act, double slope,
                   int nthreads, double *ws, double *upack, int upack_ready, const fc_phases *xin,
-                  const fc_phases *yout)
+                  const fc_phases *yout, unsigned char *code)
     size_t fc_wino_wgrad_ws_s(int f, int N, int C, int K, int P, int Q, int nthreads)
     size_t fc_wino_wgrad_ws_d(int f, int N, int C, int K, int P, int Q, int nthreads)
     int fc_wino_wgrad_s(int f, const float *x, const float *dy, float *dw, float *db, int N, int C, int H,

@@ -229,26 +229,26 @@ def _phase_copy_key(x, weight_shape, stride, pad, m):
 
 
 def _kept_winograd(x, weight, kernel, shape, bias, y, pad, act, slope, nt, cache, pooled_from=None,
-                   x_phases=None, y_phases=None, x_nhwc=None):
+                   x_phases=None, y_phases=None, x_nhwc=None, codes=None):
     """conv2d_winograd of x with the kernel ``kernel()`` of ``shape`` (``weight``, or a
     rearrangement of it), its transform kept in ``cache`` (or None) for ``weight``;
-    conv2d_winograd's pooled_from, x_phases, y_phases and x_nhwc as given."""
+    conv2d_winograd's pooled_from, x_phases, y_phases, x_nhwc and codes as given."""
     if cache is None:
         return _conv.conv2d_winograd(x, kernel(), bias, y, pad, act, slope, nt, None, False, pooled_from,
-                                     x_phases, y_phases, x_nhwc)
+                                     x_phases, y_phases, x_nhwc, codes)
     P, Q = pooled_from if pooled_from is not None else y_phases[4:] if y_phases is not None else y.shape[2:]
     m = _conv.winograd_tile(shape[2], x.shape[0], P, Q, pooled_from is not None)
     st = cache._hit(weight, m, shape)
     if st is not None:
         return _conv.conv2d_winograd(x, st[4], bias, y, pad, act, slope, nt, st[3], True, pooled_from,
-                                     x_phases, y_phases, x_nhwc)
+                                     x_phases, y_phases, x_nhwc, codes)
     packed, ready = cache.lookup(weight, m, shape)
     if packed is None or ready:
         return _conv.conv2d_winograd(x, kernel(), bias, y, pad, act, slope, nt, packed, ready, pooled_from,
-                                     x_phases, y_phases, x_nhwc)
+                                     x_phases, y_phases, x_nhwc, codes)
     snapshot = weight.copy()
     _conv.conv2d_winograd(x, kernel(), bias, y, pad, act, slope, nt, packed, False, pooled_from, x_phases,
-                          y_phases, x_nhwc)
+                          y_phases, x_nhwc, codes)
     cache.commit(weight, snapshot, packed, m, shape)
     return y
 
@@ -296,7 +296,8 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
         return _winograd_keeping(x, weight, lambda: weight, weight.shape, bias, y, (1, 1), pad, act, slope, nt,
                                  cache, inputs)
     K, Cg, R, S = weight.shape
-    if _conv.direct3(Cg, K, R, S, stride, dilation, groups, pad, x.dtype):
+    if (_conv.direct3(Cg, K, R, S, stride, dilation, groups, pad, x.dtype)
+            or _conv.direct3(Cg, K, R, S, stride, dilation, groups, pad, x.dtype, one_input=True)):
         return _conv.conv3x3_direct(x, weight, bias, y, pad, act, slope, nt)
     if _phase_winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:]):
         return _winograd_keeping(x, weight, lambda: _phase_weight(weight, stride, phase_major=True),
@@ -311,18 +312,21 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
     return y
 
 
-def _winograd_keeping(x, weight, kernel, shape, bias, y, stride, pad, act, slope, nt, cache, inputs):
+def _winograd_keeping(x, weight, kernel, shape, bias, y, stride, pad, act, slope, nt, cache, inputs,
+                      pooled_from=None, codes=None):
     """The Winograd forward of x over its phases of ``stride`` (1, 1: x itself), padded by
     ``pad``, with the kernel ``kernel()`` of ``shape`` (see _kept_winograd); its
-    channels-last copy of the phases kept in ``inputs`` (an InputCache, or None)."""
+    channels-last copy of the phases kept in ``inputs`` (an InputCache, or None);
+    conv2d_winograd's pooled_from and codes as given."""
     nhwc = key = None
+    P, Q = pooled_from if pooled_from is not None else y.shape[2:]
     if inputs is not None:
         c, r = shape[1], shape[2]
-        m = _conv.winograd_tile(r, x.shape[0], y.shape[2], y.shape[3])
+        m = _conv.winograd_tile(r, x.shape[0], P, Q)
         key = _phase_copy_key(x, weight.shape, stride, pad, m)
-        nhwc = inputs._buffer(x, key, _conv.winograd_nhwc_size(r, x.shape[0], c, y.shape[2], y.shape[3], m))
-    _kept_winograd(x, weight, kernel, shape, bias, y, (0, 0), act, slope, nt, cache, x_phases=stride + pad,
-                   x_nhwc=nhwc)
+        nhwc = inputs._buffer(x, key, _conv.winograd_nhwc_size(r, x.shape[0], c, P, Q, m))
+    _kept_winograd(x, weight, kernel, shape, bias, y, (0, 0), act, slope, nt, cache, pooled_from=pooled_from,
+                   x_phases=stride + pad, x_nhwc=nhwc, codes=codes)
     if inputs is not None:
         inputs._filled(x, key)
     return y
@@ -610,7 +614,7 @@ def _pooled_call(x, weight, bias, stride, padding, dilation, groups, activation,
     checked and chosen once: a function of the input, or None where no kernel pools."""
     if type(x) is not np.ndarray or x.ndim != 4:
         return None
-    key = _args_key(x, weight, bias, (stride, padding, dilation, groups, activation, int(weight_cache is None),
+    key = _args_key(x, weight, bias, (stride, padding, dilation, groups, activation, _cache_kind(weight_cache),
                                       get_num_threads(), _conv.isa_id(), "pool2"))
     if key is None:
         return None
@@ -627,6 +631,40 @@ def _pooled_call(x, weight, bias, stride, padding, dilation, groups, activation,
                                            weight_cache, full)
     return lambda x: _conv.conv3x3_direct(x, weight, bias, np.empty(out_shape, dtype=dt), pad, act, slope, nt,
                                           True)
+
+
+def _cache_kind(weight_cache):
+    """0 without a WeightCache, 1 with a transient one, 2 with a kept one (see _pool2_plan)."""
+    return 0 if weight_cache is None else 1 + bool(weight_cache.kept)
+
+
+def _conv2d_max_pool2_codes(x, weight, bias, stride, padding, dilation, groups, activation, negative_slope,
+                            weight_cache, inputs):
+    """The activated conv2d of x (C-contiguous, 4-D) 2x2 max pooled, each window's argmax kept
+    as max_pool2d_2x2_codes keeps it, in one kernel where one pools: (y, codes, the
+    convolution's output shape); else None. ``inputs``: the InputCache of the forward."""
+    if type(x) is not np.ndarray or x.ndim != 4 or not x.flags.c_contiguous:
+        return None
+    key = _args_key(x, weight, bias, (stride, padding, dilation, groups, activation, _cache_kind(weight_cache),
+                                      get_num_threads(), _conv.isa_id(), "pool2"))
+    if key is None:
+        return None
+    plan = _POOL2_PLANS.get(key)
+    if plan is None:
+        plan = _POOL2_PLANS.put(key, _pool2_plan(x, weight, bias, stride, padding, dilation, groups,
+                                                 activation, weight_cache))
+    if not plan:
+        return None
+    wino, out_shape, pad, act, nt, full = plan
+    slope, dt = float(negative_slope), x.dtype
+    y = np.empty(out_shape, dtype=dt)
+    codes = np.empty(out_shape, dtype=np.uint8)
+    if wino:
+        _winograd_keeping(x, weight, lambda: weight, weight.shape, bias, y, (1, 1), pad, act, slope, nt,
+                          weight_cache, inputs if min(pad) >= 0 else None, pooled_from=full, codes=codes)
+    else:
+        _conv.conv3x3_direct(x, weight, bias, y, pad, act, slope, nt, True, codes)
+    return y, codes, out_shape[:2] + full
 
 
 def _conv_call(x, weight, bias, stride, padding, dilation, groups, activation, negative_slope, weight_cache):
@@ -655,7 +693,7 @@ def _pool2_plan(x, weight, bias, stride, padding, dilation, groups, activation, 
         return False
     N = x.shape[0]
     wino = _winograd(N, weight, groups, stride, dilation, (P, Q),
-                     _WINO_TILES if weight_cache is None else _WINO_TILES_KEPT)
+                     _WINO_TILES_KEPT if weight_cache is not None and weight_cache.kept else _WINO_TILES)
     if not wino and not _conv.direct3(Cg, K, R, S, stride, dilation, groups, pad, x.dtype, one_input=True):
         return False
     flops = _flops(N * K * P * Q, weight)

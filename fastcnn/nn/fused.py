@@ -25,7 +25,8 @@ from .layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identit
 from ..functional._checks import pair
 from .._kernels._conv import isa_id
 from .._threads import get_num_threads
-from ..functional.conv import _conv_call, _pooled_call
+from ..functional.conv import _conv2d_max_pool2_codes, _conv_call, _pooled_call
+from ..functional.pool import _max_pool2d_2x2_backward
 from ..functional.linalg import _linear_call
 from .module import SETTINGS, accumulate, backward_without_input_grad
 
@@ -283,6 +284,14 @@ class FusedBlock:
                 # in eval mode, a kernel that pools as it stores where there is one
                 call = _pooled_call(x, w, b, *args)
                 pooled = call is not None
+            elif pool is not None and not eval_mode and pool.training and pool._is_2x2():
+                # in training, such a kernel also keeps each window's argmax for the backward
+                x = np.ascontiguousarray(x)
+                out = _conv2d_max_pool2_codes(x, w, b, *args, layer._input_cache())
+                if out is not None:
+                    y, codes, shape = out
+                    self._ctx = (x, y, w, False, (codes, shape))
+                    return y
             if call is None and eval_mode:
                 call = _conv_call(x, w, b, *args)
             if call is None:
@@ -320,7 +329,7 @@ class FusedBlock:
     def _finish(self, x, y, w, pooled):
         if self.pool is not None and not pooled:
             y = self.pool(y)
-        self._ctx = (x, y, w, pooled)   # the activation's gradient is taken from the pooled output
+        self._ctx = (x, y, w, pooled, None)   # the activation's gradient is taken from the pooled output
         return y
 
     def backward(self, grad_out, need_input_grad=True):
@@ -341,14 +350,17 @@ class FusedBlock:
             if need_input_grad:
                 return self.modules[0].backward(g)
             return backward_without_input_grad(self.modules[0], g)
-        x, y, w2, pooled_in_kernel = ctx
+        x, y, w2, pooled_in_kernel, codes = ctx
         layer, bn = self.layer, self.bn
         g = _grad_as(grad_out, w2.dtype)
         if self.activation == "relu":
             g = F.relu_backward(g, y)
         elif self.activation == "leaky_relu":
             g = F.leaky_relu_backward(g, y, self.slope)  # y has the signs of the pre-activation
-        if pooled_in_kernel:
+        if codes is not None:
+            # pooled in training by the kernel, which kept each window's argmax
+            g = _max_pool2d_2x2_backward(g, codes[0], codes[1])
+        elif pooled_in_kernel:
             # the pooling's input was never stored: computed again to find each window's argmax
             yc = F.conv2d(x, w2, self.folded()[1], layer.stride, layer._pad, layer.dilation, layer.groups,
                           activation=self.activation, negative_slope=self.slope)
