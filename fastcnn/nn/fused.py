@@ -167,7 +167,9 @@ class FusedBlock:
     pooled gradient: the pool passes each window's gradient to its argmax,
     whose activated value is the pooled output, so masking the (smaller)
     pooled gradient by the pooled output's sign gives the same result as
-    masking the full-size one.
+    masking the full-size one. A 2x2 pool runs inside the convolution's kernel
+    where one pools as it stores (Winograd, or one input channel): in eval
+    mode, and in training keeping each window's argmax for the backward.
     """
 
     def __init__(self, layer, bn=None, act=None, pool=None, flatten=None):
