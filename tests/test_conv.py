@@ -787,13 +787,14 @@ def test_winograd_weight_gradient_sums_the_bias_gradient(dtype, case, rng):
 
 
 class _Recorder:
-    """Calls ``fn``, recording the kept copy (x_nhwc, its last argument) of each call."""
+    """Calls ``fn``, recording the argument ``name`` (at ``position``, or by keyword) of each
+    call: by default the kept copy x_nhwc of conv2d_winograd_backward_weight."""
 
-    def __init__(self, fn, record):
-        self.fn, self.record = fn, record
+    def __init__(self, fn, record, name="x_nhwc", position=6):
+        self.fn, self.record, self.name, self.position = fn, record, name, position
 
     def __call__(self, *args, **kwargs):
-        self.record.append(kwargs.get("x_nhwc", args[6] if len(args) > 6 else None))
+        self.record.append(kwargs.get(self.name, args[self.position] if len(args) > self.position else None))
         return self.fn(*args, **kwargs)
 
 
@@ -870,17 +871,6 @@ def test_input_cache_keeps_the_stride1_winograd_copy(dtype, rng, monkeypatch):
         assert read == [None]
 
 
-class _GradCopyRecorder:
-    """Calls conv2d_winograd_backward_weight, recording the dy_nhwc of each call."""
-
-    def __init__(self, fn, record):
-        self.fn, self.record = fn, record
-
-    def __call__(self, *args, **kwargs):
-        self.record.append(kwargs.get("dy_nhwc", args[8] if len(args) > 8 else None))
-        return self.fn(*args, **kwargs)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_backward_shares_the_copy_of_the_output_gradient(dtype, rng, monkeypatch, torch):
     """conv2d_backward of a 3x3 stride-1 convolution whose input gradient and weight gradient
@@ -891,7 +881,7 @@ def test_backward_shares_the_copy_of_the_output_gradient(dtype, rng, monkeypatch
     from fastcnn._kernels import _conv
     read = []
     monkeypatch.setattr(F.conv._conv, "conv2d_winograd_backward_weight",
-                        _GradCopyRecorder(_conv.conv2d_winograd_backward_weight, read), raising=False)
+                        _Recorder(_conv.conv2d_winograd_backward_weight, read, "dy_nhwc", 8), raising=False)
     tol = 1e-4 if dtype == np.float32 else 1e-10
     shared = 0
     for n, c, k, h, w_, pad in ((64, 32, 64, 14, 14, 1), (64, 16, 24, 13, 9, 1), (40, 16, 17, 10, 11, 0),

@@ -609,9 +609,9 @@ def _conv2d_max_pool2(x, weight, bias, stride, padding, dilation, groups, activa
     return None if call is None else call(np.ascontiguousarray(x))
 
 
-def _pooled_call(x, weight, bias, stride, padding, dilation, groups, activation, negative_slope, weight_cache):
-    """The work of _conv2d_max_pool2 for inputs like x (its shape and dtype, C-contiguous),
-    checked and chosen once: a function of the input, or None where no kernel pools."""
+def _pool2_plan_for(x, weight, bias, stride, padding, dilation, groups, activation, weight_cache):
+    """_pool2_plan for inputs like x, made once; None for one that is not a 4-D array, or
+    arguments conv2d would convert."""
     if type(x) is not np.ndarray or x.ndim != 4:
         return None
     key = _args_key(x, weight, bias, (stride, padding, dilation, groups, activation, _cache_kind(weight_cache),
@@ -622,6 +622,13 @@ def _pooled_call(x, weight, bias, stride, padding, dilation, groups, activation,
     if plan is None:
         plan = _POOL2_PLANS.put(key, _pool2_plan(x, weight, bias, stride, padding, dilation, groups,
                                                  activation, weight_cache))
+    return plan
+
+
+def _pooled_call(x, weight, bias, stride, padding, dilation, groups, activation, negative_slope, weight_cache):
+    """The work of _conv2d_max_pool2 for inputs like x (its shape and dtype, C-contiguous),
+    checked and chosen once: a function of the input, or None where no kernel pools."""
+    plan = _pool2_plan_for(x, weight, bias, stride, padding, dilation, groups, activation, weight_cache)
     if not plan:
         return None
     wino, out_shape, pad, act, nt, full = plan
@@ -643,17 +650,8 @@ def _conv2d_max_pool2_codes(x, weight, bias, stride, padding, dilation, groups, 
     """The activated conv2d of x (C-contiguous, 4-D) 2x2 max pooled, each window's argmax kept
     as max_pool2d_2x2_codes keeps it, in one kernel where one pools: (y, codes, the
     convolution's output shape); else None. ``inputs``: the InputCache of the forward."""
-    if type(x) is not np.ndarray or x.ndim != 4 or not x.flags.c_contiguous:
-        return None
-    key = _args_key(x, weight, bias, (stride, padding, dilation, groups, activation, _cache_kind(weight_cache),
-                                      get_num_threads(), _conv.isa_id(), "pool2"))
-    if key is None:
-        return None
-    plan = _POOL2_PLANS.get(key)
-    if plan is None:
-        plan = _POOL2_PLANS.put(key, _pool2_plan(x, weight, bias, stride, padding, dilation, groups,
-                                                 activation, weight_cache))
-    if not plan:
+    plan = _pool2_plan_for(x, weight, bias, stride, padding, dilation, groups, activation, weight_cache)
+    if not plan or not x.flags.c_contiguous:
         return None
     wino, out_shape, pad, act, nt, full = plan
     slope, dt = float(negative_slope), x.dtype
