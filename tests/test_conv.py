@@ -970,6 +970,19 @@ def test_zero_size_batch():
     assert y.shape == (0, 2, 3, 3)
     gx, gw, gb = F.conv2d_backward(np.zeros((0, 2, 3, 3)), np.zeros((0, 3, 5, 5)), np.ones((2, 3, 3, 3)))
     assert gx.shape == (0, 3, 5, 5) and np.all(gw == 0) and np.all(gb == 0)
+    # a kernel that covers the whole input (a matrix product), directly and as a phase of a
+    # strided input gradient; the transposed convolution of one pixel
+    for dtype in (np.float32, np.float64):
+        w = np.ones((2, 4, 3, 3), dtype)
+        x = np.zeros((0, 4, 3, 3), dtype)
+        assert F.conv2d(x, w, np.ones(2, dtype), activation="relu").shape == (0, 2, 1, 1)
+        gx, gw, gb = F.conv2d_backward(np.zeros((0, 2, 1, 1), dtype), x, w)
+        assert gx.shape == x.shape and np.all(gw == 0) and np.all(gb == 0)
+        gx, gw, gb = F.conv2d_backward(np.zeros((0, 2, 1, 1), dtype), np.zeros((0, 4, 5, 4), dtype), w, 3)
+        assert gx.shape == (0, 4, 5, 4) and np.all(gw == 0) and np.all(gb == 0)
+        assert F.conv_transpose2d(np.zeros((0, 2, 1, 1), dtype), w, np.ones(4, dtype)).shape == (0, 4, 3, 3)
+        gx, gw, gb = F.conv_transpose2d_backward(np.zeros((0, 4, 3, 3), dtype), np.zeros((0, 2, 1, 1), dtype), w)
+        assert gx.shape == (0, 2, 1, 1) and np.all(gw == 0) and np.all(gb == 0)
 
 
 def test_nan_propagates(rng):

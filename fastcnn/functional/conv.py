@@ -287,7 +287,7 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
     InputCache (or None) that keeps the input's copy for the weight gradient."""
     if _whole(x.shape[2:], weight, groups, pad, dilation):
         N, K = y.shape[0], y.shape[1]
-        _linear_into(x.reshape(N, -1), weight.reshape(K, -1), bias, y.reshape(N, K), act, slope, nt)
+        _linear_into(x.reshape(N, weight[0].size), weight.reshape(K, -1), bias, y.reshape(N, K), act, slope, nt)
         return y
     if _winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:],
                  _WINO_TILES_KEPT if cache is not None and cache.kept else _WINO_TILES):
@@ -377,7 +377,7 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bia
     K, Cg, R, S = weight.shape
     if _whole(out.shape[2:], weight, groups, pad, dilation):
         N = out.shape[0]
-        _gemm.gemm(grad_out.reshape(N, K), weight.reshape(K, -1), out.reshape(N, -1),
+        _gemm.gemm(grad_out.reshape(N, K), weight.reshape(K, -1), out.reshape(N, out.shape[1] * R * S),
                    bias=None if bias is None else np.repeat(bias, R * S), bias_mode=2, n_threads=nt)
         return out
     if pad[0] <= 2 and pad[1] <= 2 and (R, S) == (3, 3):
