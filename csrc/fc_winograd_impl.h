@@ -324,11 +324,6 @@ static void WN(wino_in)(const T *xi, int Wp, int Cs, int tw, int t0, int nt, T *
  * of q pixels): rows x cols pooled pixels; with cy, the argmax's place in the
  * window at the same offsets from cy (as the direct kernel's codes). */
 #if WM == 4
-static inline T WN(pool_max)(T m, T v)
-{
-    return (v > m || v != v) ? v : m;
-}
-
 static inline void WN(wino_pool)(const T *o, int kn, T *y, unsigned char *cy, long plane, int q, int rows,
                                  int cols)
 {
@@ -337,12 +332,6 @@ static inline void WN(wino_pool)(const T *o, int kn, T *y, unsigned char *cy, lo
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 2; j++) {
             const T *w0 = o + (8 * i + 2 * j) * FC_WINO_L, *w1 = w0 + 4 * FC_WINO_L;
-            if (!cy) {
-                for (int l = 0; l < FC_WINO_L; l++)
-                    pm[(2 * i + j) * FC_WINO_L + l] =
-                        WN(pool_max)(WN(pool_max)(WN(pool_max)(w0[l], w0[FC_WINO_L + l]), w1[l]), w1[FC_WINO_L + l]);
-                continue;
-            }
             for (int l = 0; l < FC_WINO_L; l++) {
                 const T in[4] = {w0[l], w0[FC_WINO_L + l], w1[l], w1[FC_WINO_L + l]};
                 T m = in[0];

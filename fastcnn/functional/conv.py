@@ -385,14 +385,15 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bia
         fpad = (2 - pad[0], 2 - pad[1])
         wino = _winograd(grad_out.shape[0], weight.transpose(1, 0, 2, 3), groups, stride, dilation,
                          out.shape[2:])
-        if wino and grad_copy is not None and grad_copy.pad == fpad:
-            _kept_winograd(grad_out, weight, lambda: _flip_transpose(weight), (Cg, K, R, S), bias, out,
-                           (0, 0), 0, 0.0, nt, cache, x_phases=(1, 1) + fpad, x_nhwc=grad_copy.buf)
-            grad_copy.filled = True
-            return out
         if wino:
-            return _kept_winograd(grad_out, weight, lambda: _flip_transpose(weight), (Cg, K, R, S), bias, out,
-                                  fpad, 0, 0.0, nt, cache)
+            # with a grad_copy, grad_out is read as one padded phase whose copy goes to it
+            shared = grad_copy is not None
+            _kept_winograd(grad_out, weight, lambda: _flip_transpose(weight), (Cg, K, R, S), bias, out,
+                           (0, 0) if shared else fpad, 0, 0.0, nt, cache,
+                           x_phases=(1, 1) + fpad if shared else None, x_nhwc=grad_copy.buf if shared else None)
+            if shared:
+                grad_copy.filled = True
+            return out
         if _conv.direct3(K, Cg, R, S, stride, dilation, groups, fpad, out.dtype):
             return _conv.conv3x3_direct(grad_out, _flip_transpose(weight), bias, out, fpad, 0, 0.0, nt)
     phased = _phased(weight, stride, dilation)
@@ -456,10 +457,10 @@ def _backward_weight(x, grad_out, gw, groups, stride, pad, dilation, nt, gb=None
             m = _conv.winograd_tile(R, n, grad_out.shape[2], grad_out.shape[3])
             nhwc = inputs._copy_of(x, _phase_copy_key(x, gw.shape, (1, 1), pad, m))
         dyc, dyp = (grad_copy.buf, grad_copy.pad) if grad_copy is not None and grad_copy.filled else (None, None)
-        if nhwc is None:
-            _conv.conv2d_winograd_backward_weight(x, grad_out, gw, pad, nt, None, None, gb, dyc, dyp)
-        else:
-            _conv.conv2d_winograd_backward_weight(x, grad_out, gw, (0, 0), nt, (1, 1) + pad, nhwc, gb, dyc, dyp)
+        # with the forward's copy, x is read as one padded phase
+        kept = nhwc is not None
+        _conv.conv2d_winograd_backward_weight(x, grad_out, gw, (0, 0) if kept else pad, nt,
+                                              (1, 1) + pad if kept else None, nhwc, gb, dyc, dyp)
         return gb is not None
     if n and _phase_winograd(n, gw, groups, stride, dilation, grad_out.shape[2:]):
         gph = np.empty(_phase_shape_of(gw, stride), dtype=gw.dtype)
