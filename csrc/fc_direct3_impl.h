@@ -136,7 +136,7 @@ static void d3_one_output(const float *x, const float *w, const float *bias, flo
     const long ntasks = (long)N * nrb * ncb;
     const long HW = (long)H * W, PQ = (long)P * Q;
 #if FC_OPENMP
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+#pragma omp parallel for schedule(dynamic) num_threads(nthreads) if (nthreads > 1)
 #endif
     for (long task = 0; task < ntasks; task++) {
         const int n = (int)(task / ((long)nrb * ncb));
@@ -167,7 +167,7 @@ static void d3_one_input(const float *x, const float *w, const float *bias, floa
     const long ntasks = (long)N * nrb;
     const long HW = (long)H * W, PQ = pool ? (long)(P / 2) * (Q / 2) : (long)P * Q;
 #if FC_OPENMP
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+#pragma omp parallel for schedule(dynamic) num_threads(nthreads) if (nthreads > 1)
 #endif
     for (long task = 0; task < ntasks; task++) {
         const int n = (int)(task / nrb), h0 = (int)(task % nrb) * DR;
@@ -226,7 +226,7 @@ int D3_FN(direct3_wgrad)(const float *x, const float *dy, float *dw, float *db, 
     {
         unsigned fpmode = fc_fpmode_enter();
 #if FC_OPENMP
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 8)
 #endif
         for (long task = 0; task < ntasks; task++) {
             const int n = (int)(task / K);

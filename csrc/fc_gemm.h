@@ -234,6 +234,19 @@ typedef struct {
         }                                                                                       \
     } while (0)
 
+/* The next task of a counter the threads of a region share: each takes
+ * another task when done with one, so that a thread slowed by others on its
+ * core holds up only the task it is in. */
+static inline int fc_next_task(int *next)
+{
+    int t;
+#ifdef _OPENMP
+#pragma omp atomic capture
+#endif
+    t = (*next)++;
+    return t;
+}
+
 /* Elements of the Winograd kernels' channels-last, zero-padded copy of the
  * input of F(m x m, r x r) (f = 10 m + r) with C channels and a P x Q output:
  * whole tiles of 16 channels, rounded up to 64 bytes of floats. */

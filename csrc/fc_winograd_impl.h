@@ -640,7 +640,7 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
             T *V = task_ws + (long)tid * g.per + g.v_off;
             T *M = task_ws + (long)tid * g.per + g.m_off;
 #if FC_OPENMP
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
 #endif
             for (int bi = 0; bi < nb; bi++) {
                 const int t0 = bi * bt;
@@ -833,7 +833,7 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, i
     T *part = ws + f->ws_layout + g.dy_layout;
     T *sums = part + g.partials;
     T *task_ws = sums + g.sums;
-    int rc = 0;
+    int rc = 0, next_chunk = 0;
     /* gcol[s][e]: G[e][s] of the transform along a row of points (wino_gt16 of the
      * unit vectors), for the row-at-a-time sums */
     T gcol[WR][WA];
@@ -894,8 +894,9 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, i
         long *toff = coff + f->Cs + 16;
         for (int c = 0; c < f->Cs + 16; c++) coff[c] = c < C ? c : 0;
         for (int t = 0; t < FC_WINO_TILES; t++) toff[t] = (long)t * f->Cs;
-        const int c0 = shared ? 0 : tid, cs = shared ? 1 : nth;
-        for (int ch = c0; ch < g.nchunks; ch += cs) {
+        /* (not shared: each thread takes the next chunk when done with one) */
+        for (int ch = shared ? 0 : fc_next_task(&next_chunk); ch < g.nchunks;
+             ch = shared ? ch + 1 : fc_next_task(&next_chunk)) {
             const int b0 = (int)((long)ch * g.nblocks / g.nchunks);
             const int b1 = (int)((long)(ch + 1) * g.nblocks / g.nchunks);
             T *S = part + (long)ch * WP * g.ps;

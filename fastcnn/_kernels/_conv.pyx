@@ -283,7 +283,7 @@ cdef int _forward(floating *x, floating *w, floating *bias, floating *y, Geom g,
         pack_a(wpack + gi * wpack_elems, g.Kg, crs, &A)
     if ntasks >= TASKS_PER_THREAD * n_threads or n_threads == 1:
         # parallel over (image, group); serial products
-        for t in prange(ntasks, schedule='static', num_threads=n_threads):
+        for t in prange(ntasks, schedule='dynamic', num_threads=n_threads):
             rc |= _forward_task(t, x, bias, y, &g, act, slope, wpack, wpack_elems, offs, xp_elems,
                                 1, <floating *>ws_for(ws, threadid()))
     else:
@@ -835,7 +835,7 @@ cdef int _backward_weight_pm(const floating *xp, const floating *dy, floating *p
             rc |= gemm(part + <long>gi * g.Kg * crs, crs, g.Kg, g.N * pq, &A, &B, <floating>0, crs,
                        &epi, n_threads, NULL)
         return rc
-    for t in prange(nchunks * g.G, schedule='static', num_threads=n_threads):
+    for t in prange(nchunks * g.G, schedule='dynamic', num_threads=n_threads):
         ch = t // g.G
         gi = t % g.G
         n0 = <int>((<long>ch * g.N) // nchunks)
@@ -1221,7 +1221,7 @@ cdef int _backward_data(floating *dy, floating *w, floating *dx, Geom g, int cb,
     cdef int t, n, gi, bi, c0, nch, rc = 0
     cdef fc_view A, B
     cdef floating *col
-    for t in prange(ntasks, schedule='static', num_threads=n_threads):
+    for t in prange(ntasks, schedule='dynamic', num_threads=n_threads):
         n = t // (g.G * ncb)
         gi = (t // ncb) % g.G
         bi = t % ncb
