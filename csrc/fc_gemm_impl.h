@@ -166,6 +166,7 @@ typedef struct {
     int m, n, k, MR, NR, NC, KCB, MCB, nkb, prepacked, b_packed, shifted, gathered, trans, has_epi;
     long mpad, npad, a_elems;
     T alpha, beta, *C, *bpack, *thread_ws;
+    int *next;   /* with several threads: two task counters, one a block in turn */
     long ldc;
     const fc_view *A, *B;
     fc_view Bt;
@@ -195,6 +196,7 @@ static void FN(gemm_thread)(const FN(gemm_ctx) *g, int tid, int nth)
     fc_tile tile;
     tile.alpha = (double)g->alpha;
     tile.trans = g->trans;
+    int blk = 0;
     for (int jc = 0; jc < n; jc += NC) {
         const int nc = n - jc < NC ? n - jc : NC;
         const int npanels = (nc + NR - 1) / NR;
@@ -203,6 +205,11 @@ static void FN(gemm_thread)(const FN(gemm_ctx) *g, int tid, int nth)
             const int kc = k - pc < KCB ? k - pc : KCB;
             tile.beta = (double)(kb == 0 ? g->beta : (T)1);
             tile.e = kb == g->nkb - 1 && g->has_epi ? epi : NULL;
+            const int n_ic = (m + MCB - 1) / MCB;
+            /* fewer row blocks than threads: the threads pack A's micro-panels
+             * together, each block once, into their joint workspace (else every
+             * thread would pack each block it makes tiles of) */
+            const int shared_a = nth > 1 && n_ic <= nth && !g->prepacked && !g->gathered;
             int lo, hi;
             if (!g->shifted && !g->b_packed) {
                 FN(split)(npanels, tid, nth, &lo, &hi);
@@ -210,24 +217,45 @@ static void FN(gemm_thread)(const FN(gemm_ctx) *g, int tid, int nth)
                     int w = nc - jp * NR < NR ? nc - jp * NR : NR;
                     FN(fc_pack)(&g->Bt, jc + jp * NR, w, pc, kc, NR, g->bpack + (long)jp * kc * NR);
                 }
-#if FC_OPENMP
-                if (nth > 1) {
-#pragma omp barrier
-                }
-#endif
             }
-            const int n_ic = (m + MCB - 1) / MCB;
+            if (shared_a) {
+                const int per = (MCB + MR - 1) / MR;   /* micro-panels a row block */
+                FN(split)(n_ic * per, tid, nth, &lo, &hi);
+                for (int t = lo; t < hi; t++) {
+                    const int r0 = (t / per) * MCB + (t % per) * MR;
+                    if (r0 < m)
+                        FN(fc_pack)(A, r0, m - r0 < MR ? m - r0 : MR, pc, kc, MR,
+                                    g->thread_ws + (long)(t / per) * g->a_elems + (long)(t % per) * kc * MR);
+                }
+            }
+#if FC_OPENMP
+            if (nth > 1 && (shared_a || (!g->shifted && !g->b_packed))) {
+#pragma omp barrier
+            }
+#endif
             int n_js = 1;
             while (n_ic * n_js < 4 * nth && n_js * 2 <= npanels) n_js *= 2;
             int packed_ic = -1;
-            FN(split)(n_ic * n_js, tid, nth, &lo, &hi);
-            for (int task = lo; task < hi; task++) {
+            const int ntasks = n_ic * n_js;
+            /* with several threads, tasks taken from a counter a block (thread 0
+             * clears the next block's, unused since the last barrier); a thread
+             * packs A's blocks of its own only where A has more of them than there
+             * are threads, and takes their tasks in its own share then */
+            int *next = g->next + (blk & 1);
+            if (nth > 1 && tid == 0) g->next[(blk + 1) & 1] = 0;
+            blk++;
+            const int dynamic = nth > 1 && (shared_a || g->prepacked || g->gathered);
+            FN(split)(ntasks, tid, nth, &lo, &hi);
+            for (int task = dynamic ? fc_next_task(next) : lo; task < (dynamic ? ntasks : hi);
+                 task = dynamic ? fc_next_task(next) : task + 1) {
                 const int ic = (task / n_js) * MCB;
                 const int js = task % n_js;
                 const int mc = m - ic < MCB ? m - ic : MCB;
                 const T *ablk = NULL;
                 if (g->prepacked) {
                     ablk = (const T *)A->p + (long)pc * g->mpad + (long)ic * kc;
+                } else if (shared_a) {
+                    ablk = g->thread_ws + (long)(ic / MCB) * g->a_elems;
                 } else if (!g->gathered) {
                     if (ic != packed_ic) {
                         FN(fc_pack)(A, ic, mc, pc, kc, MR, apack);
@@ -334,6 +362,8 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
     }
     g.Bt = fc_view_t(B);
 
+    int next[2] = {0, 0};
+    g.next = next;
     if (nthreads > 1) {
 #if FC_OPENMP
 #pragma omp parallel num_threads(nthreads)

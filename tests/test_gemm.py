@@ -307,3 +307,26 @@ def test_transpose_in_blocks_and_edges(isa, dtype, rows, cols, rng):
     mask = np.ones(out.shape, bool)
     mask[1:cols + 1, 3:rows + 3] = False
     assert np.isnan(out[mask]).all()
+
+
+# Products of fewer row blocks than threads pack A together (each block once,
+# the micro-panels shared out) and take their tasks from a shared counter:
+# one to several row blocks, several depth blocks, partial micro-panels, A
+# transposed or not, for 1 to 4 threads.
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("m", [5, 64, 150, 301])
+@pytest.mark.parametrize("ta", [0, 1])
+def test_few_row_blocks_same_for_any_thread_count(isa, dtype, m, ta, rng):
+    n, k = 211, 1000
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    bias = rng.standard_normal(n).astype(dtype)
+    outs = []
+    for nt in (1, 2, 3, 4):
+        c = c0.copy()
+        _gemm.gemm(a, b, c, ta, 0, alpha=0.5, beta=1.0, bias=bias, bias_mode=2, act=1, n_threads=nt)
+        outs.append(c)
+    expected = 0.5 * ((a.T if ta else a).astype(np.float64) @ b) + c0 + bias[None, :]
+    np.testing.assert_allclose(outs[0], np.maximum(expected, 0), **_tol(dtype, k))
+    assert all(np.array_equal(o, outs[0]) for o in outs[1:])
