@@ -181,9 +181,10 @@ static inline void FN(split)(int n, int tid, int nth, int *lo, int *hi)
     *hi = (int)((long)n * (tid + 1) / nth);
 }
 
-/* Thread tid of nth: its share of each B block's packing, then of the tasks
- * (row blocks x ranges of panels); every C element is one task's. With
- * nth > 1 it runs inside the product's own parallel region. */
+/* Thread tid of nth: its share of each B block's packing (and of A's where
+ * there are fewer row blocks than threads), then tasks (row blocks x ranges
+ * of panels) until none is left; every C element is one task's. With nth > 1
+ * it runs inside the product's own parallel region. */
 static void FN(gemm_thread)(const FN(gemm_ctx) *g, int tid, int nth)
 {
     const int m = g->m, n = g->n, k = g->k, MR = g->MR, NR = g->NR, NC = g->NC;
