@@ -42,13 +42,13 @@ static inline void d3_masks(int c0, int pw, int W, d3m mx[2][3])
         for (int b = 0; b < 3; b++) mx[v][b] = d3_lanes(c0 + D3W * v + b - pw, W);
 }
 
-/* For each input row t of the DR + 2 that a block of DR output rows from h0
+/* For each input row t of the NR + 2 that a block of NR output rows from h0
  * reads, vector v in [v0, v1) and column shift b: in = the D3W inputs at row
  * h0 - ph + t, columns c0 + D3W v + b - pw on (mx: d3_masks of c0); then STMT
  * for each tap row a whose output row r = t - a is in the block. */
-#define D3_TAPS(xp, H, W, h0, c0, ph, pw, mx, v0, v1, STMT)                                     \
+#define D3_TAPS(NR, xp, H, W, h0, c0, ph, pw, mx, v0, v1, STMT)                                 \
     _Pragma("GCC unroll 6")                                                                     \
-    for (int t = 0; t < DR + 2; t++) {                                                          \
+    for (int t = 0; t < (NR) + 2; t++) {                                                        \
         const int hi = (h0) - (ph) + t;                                                         \
         if (hi < 0 || hi >= (H)) continue;                                                      \
         const float *row = (xp) + (long)hi * (W);                                               \
@@ -60,7 +60,7 @@ static inline void d3_masks(int c0, int pw, int W, d3m mx[2][3])
                 _Pragma("GCC unroll 3")                                                         \
                 for (int a = 0; a < 3; a++) {                                                   \
                     const int r = t - a;                                                        \
-                    if (r >= 0 && r < DR) { STMT; }                                             \
+                    if (r >= 0 && r < (NR)) { STMT; }                                           \
                 }                                                                               \
             }                                                                                   \
         }                                                                                       \
@@ -73,14 +73,15 @@ d3_block(const float *xp, int H, int W, int h0, int c0, int ph, int pw, const d3
 {
     d3v wt[9];
     for (int t = 0; t < 9; t++) wt[t] = d3_set1(wk[t]);
-    D3_TAPS(xp, H, W, h0, c0, ph, pw, mx, 0, 2, acc[r][v] = d3_fmadd(in, wt[3 * a + b], acc[r][v]))
+    D3_TAPS(DR, xp, H, W, h0, c0, ph, pw, mx, 0, 2, acc[r][v] = d3_fmadd(in, wt[3 * a + b], acc[r][v]))
 }
 
 static inline void
-d3_store_rows(d3v acc[DR][2], float *yp, int P, int Q, int h0, int c0, float bias, int act, float slope)
+d3_store_rows(d3v acc[][2], int nr, float *yp, int P, int Q, int h0, int c0, float bias, int act,
+              float slope)
 {
     const d3v bv = d3_set1(bias), sv = d3_set1(slope);
-    for (int r = 0; r < DR && h0 + r < P; r++)
+    for (int r = 0; r < nr && h0 + r < P; r++)
         for (int v = 0; v < 2; v++) {
             const d3m m = d3_lanes(c0 + D3W * v, Q);
             if (!d3_any(m)) continue;
@@ -88,14 +89,14 @@ d3_store_rows(d3v acc[DR][2], float *yp, int P, int Q, int h0, int c0, float bia
         }
 }
 
-/* The 2 x 2 max pooling of the activated block (rows h0 .. h0 + DR, columns c0
- * .. c0 + D3C, h0 and c0 even) into the pooled plane yp of P2 x Q2. */
+/* The 2 x 2 max pooling of the activated block (rows h0 .. h0 + nr, columns c0
+ * .. c0 + D3C, h0, nr and c0 even) into the pooled plane yp of P2 x Q2. */
 static inline void
-d3_store_pool(d3v acc[DR][2], float *yp, int P2, int Q2, int h0, int c0, float bias, int act, float slope)
+d3_store_pool(d3v acc[][2], int nr, float *yp, int P2, int Q2, int h0, int c0, float bias, int act, float slope)
 {
     const d3v bv = d3_set1(bias), sv = d3_set1(slope);
     const d3m m = d3_lanes(c0 / 2, Q2);
-    for (int i = 0; i < DR / 2 && h0 / 2 + i < P2; i++) {
+    for (int i = 0; i < nr / 2 && h0 / 2 + i < P2; i++) {
         d3v rm[2];
         for (int v = 0; v < 2; v++)
             rm[v] = d3_max(d3_act(acc[2 * i][v], bv, act, sv), d3_act(acc[2 * i + 1][v], bv, act, sv));
@@ -108,12 +109,12 @@ d3_store_pool(d3v acc[DR][2], float *yp, int P2, int Q2, int h0, int c0, float b
  * pixels taken row by row, each larger one or NaN replacing the maximum, as the
  * max pooling that keeps codes takes them (so a NaN's code is the last NaN's). */
 static inline void
-d3_store_pool_codes(d3v acc[DR][2], float *yp, unsigned char *cp, int P2, int Q2, int h0, int c0, float bias,
-                    int act, float slope)
+d3_store_pool_codes(d3v acc[][2], int nr, float *yp, unsigned char *cp, int P2, int Q2, int h0, int c0,
+                    float bias, int act, float slope)
 {
     const d3v bv = d3_set1(bias), sv = d3_set1(slope);
     const int j0 = c0 / 2, nj = Q2 - j0 < D3W ? Q2 - j0 : D3W;
-    for (int i = 0; i < DR / 2 && h0 / 2 + i < P2; i++) {
+    for (int i = 0; i < nr / 2 && h0 / 2 + i < P2; i++) {
         float out[D3W] __attribute__((aligned(64)));
         unsigned char code[D3W] __attribute__((aligned(64)));
         d3_pool_codes(d3_act(acc[2 * i][0], bv, act, sv), d3_act(acc[2 * i][1], bv, act, sv),
@@ -149,45 +150,72 @@ static void d3_one_output(const float *x, const float *w, const float *bias, flo
         for (int r = 0; r < DR; r++) acc[r][0] = acc[r][1] = d3_zero();
         for (int i = 0; i < C; i++)
             d3_block(x + ((long)n * C + i) * HW, H, W, h0, c0, ph, pw, mx, w + 9L * i, acc);
-        d3_store_rows(acc, y + (long)n * PQ, P, Q, h0, c0, bias ? bias[0] : 0.0f, act, slope);
+        d3_store_rows(acc, DR, y + (long)n * PQ, P, Q, h0, c0, bias ? bias[0] : 0.0f, act, slope);
         fc_fpmode_leave(fpmode);
     }
 }
 
+/* The one-input-channel kernel's blocks: D1K output channels by D1R output
+ * rows by two vectors of columns (2 x 2 x 2 registers), each input vector
+ * loaded once a block for every channel and tap row that uses it. */
+#define D1K 2
+#define D1R 2
+
+/* acc[j][r][v] += sum over taps (a, b) of wv[9 j + 3 a + b] x[h0 - ph + r +
+ * a][c0 + D3W v + b - pw] (wv: the taps of D1K channels, broadcast; each
+ * output's taps in d3_block's order) */
+static inline __attribute__((always_inline)) void
+d1_block(const float *xp, int H, int W, int h0, int c0, int ph, int pw, const d3m mx[2][3], const d3v *wv,
+         d3v acc[D1K][D1R][2])
+{
+    D3_TAPS(D1R, xp, H, W, h0, c0, ph, pw, mx, 0, 2,
+            for (int j = 0; j < D1K; j++) acc[j][r][v] = d3_fmadd(in, wv[9 * j + 3 * a + b], acc[j][r][v]))
+}
+
 /* One input channel (C = 1, K output channels), optionally pooled (with the
- * windows' codes, if code): tasks (image, block of rows), each over all output
- * channels and columns. */
+ * windows' codes, if code): tasks (image, D1K output channels), each over the
+ * image's blocks of rows and columns (the image stays in L1 for its channels). */
 static void d3_one_input(const float *x, const float *w, const float *bias, float *y, int N, int K, int H,
                          int W, int ph, int pw, int act, float slope, int nthreads, unsigned char *code)
 {
     const int pool = act & FC_POOL_2X2;
     act &= ~FC_POOL_2X2;
     const int P = H + 2 * ph - 2, Q = W + 2 * pw - 2;
-    const int nrb = pool ? (P / 2 * 2 + DR - 1) / DR : (P + DR - 1) / DR, qe = pool ? Q / 2 * 2 : Q;
-    const long ntasks = (long)N * nrb;
+    const int pe = pool ? P / 2 * 2 : P, qe = pool ? Q / 2 * 2 : Q;
+    const int nkb = (K + D1K - 1) / D1K;
+    const long ntasks = (long)N * nkb;
     const long HW = (long)H * W, PQ = pool ? (long)(P / 2) * (Q / 2) : (long)P * Q;
 #if FC_OPENMP
 #pragma omp parallel for schedule(dynamic) num_threads(nthreads) if (nthreads > 1)
 #endif
     for (long task = 0; task < ntasks; task++) {
-        const int n = (int)(task / nrb), h0 = (int)(task % nrb) * DR;
+        const int n = (int)(task / nkb), k0 = (int)(task % nkb) * D1K;
+        const int nk = K - k0 < D1K ? K - k0 : D1K;
         unsigned fpmode = fc_fpmode_enter();
+        d3v wv[9 * D1K];
+        for (int j = 0; j < D1K; j++)
+            for (int t = 0; t < 9; t++) wv[9 * j + t] = d3_set1(j < nk ? w[9L * (k0 + j) + t] : 0.0f);
+        const float *xp = x + (long)n * HW;
         for (int c0 = 0; c0 < qe; c0 += D3C) {
             d3m mx[2][3];
             d3_masks(c0, pw, W, mx);
-            for (int k = 0; k < K; k++) {
-                const float b = bias ? bias[k] : 0.0f;
-                float *yp = y + ((long)n * K + k) * PQ;
-                d3v acc[DR][2];
-                for (int r = 0; r < DR; r++) acc[r][0] = acc[r][1] = d3_zero();
-                d3_block(x + (long)n * HW, H, W, h0, c0, ph, pw, mx, w + 9L * k, acc);
-                if (pool && code)
-                    d3_store_pool_codes(acc, yp, code + ((long)n * K + k) * PQ, P / 2, Q / 2, h0, c0, b, act,
-                                        slope);
-                else if (pool)
-                    d3_store_pool(acc, yp, P / 2, Q / 2, h0, c0, b, act, slope);
-                else
-                    d3_store_rows(acc, yp, P, Q, h0, c0, b, act, slope);
+            for (int h0 = 0; h0 < pe; h0 += D1R) {
+                d3v acc[D1K][D1R][2];
+                for (int j = 0; j < D1K; j++)
+                    for (int r = 0; r < D1R; r++) acc[j][r][0] = acc[j][r][1] = d3_zero();
+                d1_block(xp, H, W, h0, c0, ph, pw, mx, wv, acc);
+                for (int j = 0; j < nk; j++) {
+                    const int k = k0 + j;
+                    const float b = bias ? bias[k] : 0.0f;
+                    float *yp = y + ((long)n * K + k) * PQ;
+                    if (pool && code)
+                        d3_store_pool_codes(acc[j], D1R, yp, code + ((long)n * K + k) * PQ, P / 2, Q / 2, h0, c0,
+                                            b, act, slope);
+                    else if (pool)
+                        d3_store_pool(acc[j], D1R, yp, P / 2, Q / 2, h0, c0, b, act, slope);
+                    else
+                        d3_store_rows(acc[j], D1R, yp, P, Q, h0, c0, b, act, slope);
+                }
             }
         }
         fc_fpmode_leave(fpmode);
@@ -249,7 +277,7 @@ int D3_FN(direct3_wgrad)(const float *x, const float *dy, float *dw, float *db, 
                             g[r] = d3_loadm(h0 + r < P ? mg[vg] : none, gp + (long)(h0 + r) * Q + c0 + D3W * vg);
                             acc[9] = d3_add(acc[9], g[r]);
                         }
-                        D3_TAPS(xp, H, W, h0, c0, ph, pw, mx, vg, vg + 1,
+                        D3_TAPS(DR, xp, H, W, h0, c0, ph, pw, mx, vg, vg + 1,
                                 acc[3 * a + b] = d3_fmadd(in, g[r], acc[3 * a + b]))
                     }
             }
@@ -279,5 +307,7 @@ int D3_FN(direct3_wgrad)(const float *x, const float *dy, float *dw, float *db, 
     return 0;
 }
 #undef D3_TAPS
+#undef D1K
+#undef D1R
 #undef D3C
 #undef DR

@@ -268,8 +268,8 @@ void fc_transpose_avx2_d(const double *src, long lds, double *dst, long ldd, int
 
 /* The vector operations of fc_direct3_impl.h: 8 lanes, masks as vectors of
  * all-ones or zero lanes. Partial loads go through maskload (which does not
- * touch the lanes it leaves out); partial stores go lane by lane (a masked
- * store is slow on some CPUs). */
+ * touch the lanes it leaves out); partial stores as stores of 4, 2 and 1
+ * lanes (a masked store is slow on some CPUs). */
 typedef __m256 d3v;
 typedef __m256i d3m;
 #define D3W 8
@@ -290,15 +290,31 @@ static inline __m256 d3_loadm(__m256i m, const float *p) { return _mm256_maskloa
 
 static inline void d3_storem(float *p, __m256i m, __m256 v)
 {
-    const int bits = _mm256_movemask_ps(_mm256_castsi256_ps(m));
+    const unsigned bits = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(m));
     if (bits == 0xFF) {
         _mm256_storeu_ps(p, v);
         return;
     }
-    float lanes[8] __attribute__((aligned(32)));
-    _mm256_store_ps(lanes, v);
-    for (int j = 0; j < 8; j++)
-        if (bits >> j & 1) p[j] = lanes[j];
+    if (bits == 0) return;
+    /* the mask's lanes are contiguous: lanes lo .. lo + n moved down to 0, then
+     * stored 4, 2 and 1 at a time */
+    const int lo = __builtin_ctz(bits), n = __builtin_popcount(bits);
+    if (lo)
+        v = _mm256_permutevar8x32_ps(v, _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                         _mm256_set1_epi32(lo)));
+    p += lo;
+    __m128 h = _mm256_castps256_ps128(v);
+    if (n & 4) {
+        _mm_storeu_ps(p, h);
+        h = _mm256_extractf128_ps(v, 1);
+        p += 4;
+    }
+    if (n & 2) {
+        _mm_storel_pi((__m64 *)p, h);
+        h = _mm_movehl_ps(h, h);
+        p += 2;
+    }
+    if (n & 1) _mm_store_ss(p, h);
 }
 
 static inline void d3_store(float *p, __m256 v) { _mm256_store_ps(p, v); }
