@@ -26,8 +26,9 @@
  *   d3_store(p, v)     v into p, aligned to the vector
  *
  * Blocks of DR output rows by two vectors of columns are held in 2 DR
- * registers; each input row is loaded once a block and channel (at three
- * column shifts, masked at the edges) and multiplied by broadcast taps. Every
+ * registers (the one-input-channel forward: D1R rows of D1K output channels);
+ * each input row is loaded once a block and input channel (at three column
+ * shifts, masked at the edges) and multiplied by broadcast taps. Every
  * output sums its taps in one fixed order (input channel, tap row, tap
  * column) whatever the task, so results do not depend on the thread count. */
 
