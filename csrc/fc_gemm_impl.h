@@ -345,12 +345,16 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
     FN(ws_layout)(m, n, k, ki, &b_elems, &g.a_elems);
     g.bpack = ws;
     g.thread_ws = ws + b_elems;
-    /* a row-major B whose product has one block of rows (a Linear's weight gradient
-     * with one output feature, say) is read in place, its row offsets where the
-     * packed block would go: packing would copy it for a single pass (whole
-     * panels only: the kernels read NR columns) */
+    /* a row-major B read once: in a product of one block of rows, and one block of
+     * depth or one micro-panel of rows (a Linear's gradients: each panel of B, kc
+     * rows of NR columns, then stays in L1 while every row of the product passes),
+     * is read in place, its row offsets where the packed block would go: packing
+     * would copy it for a single pass (whole panels only: the kernels read NR
+     * columns) */
     fc_view Bin;
-    if (B->kind == FC_VIEW_DENSE && B->cs == 1 && m <= g.MR && n % g.NR == 0 && !g.trans && !g.gathered
+    if (B->kind == FC_VIEW_DENSE && B->cs == 1 && m <= g.MCB && (m <= g.MR || g.nkb == 1) && n % g.NR == 0
+            && !g.trans
+            && !g.gathered
             && !g.prepacked && g.ks.ukri != NULL && (long)k * (long)sizeof(long) <= b_elems * (long)sizeof(T)) {
         long *offs = (long *)ws;
         for (int p = 0; p < k; p++) offs[p] = (long)p * B->rs;

@@ -330,3 +330,24 @@ def test_few_row_blocks_same_for_any_thread_count(isa, dtype, m, ta, rng):
     expected = 0.5 * ((a.T if ta else a).astype(np.float64) @ b) + c0 + bias[None, :]
     np.testing.assert_allclose(outs[0], np.maximum(expected, 0), **_tol(dtype, k))
     assert all(np.array_equal(o, outs[0]) for o in outs[1:])
+
+
+# A row-major B read once is read in place: products of one block of rows and
+# one block of depth (a Linear's input and weight gradients), B at the very end
+# of its memory, for 1 to 3 threads; and products of several row blocks, which
+# pack it.
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("m,n,k", [(64, 512, 128), (37, 96, 300), (9, 160, 64), (128, 64, 17), (300, 256, 100)])
+def test_one_block_products_read_b_in_place(isa, dtype, m, n, k, rng):
+    a = rng.standard_normal((m, k)).astype(dtype)
+    store = rng.standard_normal(k * n + 3).astype(dtype)
+    b = store[3:].reshape(k, n)                # ends where its allocation ends
+    bias = rng.standard_normal(n).astype(dtype)
+    outs = []
+    for nt in (1, 2, 3):
+        c = np.empty((m, n), dtype)
+        _gemm.gemm(a, b, c, bias=bias, bias_mode=2, act=1, n_threads=nt)
+        outs.append(c)
+    expected = np.maximum(a.astype(np.float64) @ b + bias[None, :], 0)
+    np.testing.assert_allclose(outs[0], expected, **_tol(dtype, k))
+    assert all(np.array_equal(o, outs[0]) for o in outs[1:])
