@@ -197,6 +197,14 @@ static void FN(gemm_thread)(const FN(gemm_ctx) *g, int tid, int nth)
     fc_tile tile;
     tile.alpha = (double)g->alpha;
     tile.trans = g->trans;
+    /* fewer row blocks than threads: the threads pack A's micro-panels together,
+     * each block once, into their joint workspace (else every thread would pack
+     * each block it makes tiles of); with several threads, tasks are taken from a
+     * counter a block, except where each thread packs A's blocks of its own (it
+     * then takes their tasks in its own share) */
+    const int n_ic = (m + MCB - 1) / MCB;
+    const int shared_a = nth > 1 && n_ic <= nth && !g->prepacked && !g->gathered;
+    const int dynamic = nth > 1 && (shared_a || g->prepacked || g->gathered);
     int blk = 0;
     for (int jc = 0; jc < n; jc += NC) {
         const int nc = n - jc < NC ? n - jc : NC;
@@ -206,12 +214,7 @@ static void FN(gemm_thread)(const FN(gemm_ctx) *g, int tid, int nth)
             const int kc = k - pc < KCB ? k - pc : KCB;
             tile.beta = (double)(kb == 0 ? g->beta : (T)1);
             tile.e = kb == g->nkb - 1 && g->has_epi ? epi : NULL;
-            const int n_ic = (m + MCB - 1) / MCB;
-            /* fewer row blocks than threads: the threads pack A's micro-panels
-             * together, each block once, into their joint workspace (else every
-             * thread would pack each block it makes tiles of) */
-            const int shared_a = nth > 1 && n_ic <= nth && !g->prepacked && !g->gathered;
-            int lo, hi;
+            int lo = 0, hi = 0;
             if (!g->shifted && !g->b_packed) {
                 FN(split)(npanels, tid, nth, &lo, &hi);
                 for (int jp = lo; jp < hi; jp++) {
@@ -238,15 +241,11 @@ static void FN(gemm_thread)(const FN(gemm_ctx) *g, int tid, int nth)
             while (n_ic * n_js < 4 * nth && n_js * 2 <= npanels) n_js *= 2;
             int packed_ic = -1;
             const int ntasks = n_ic * n_js;
-            /* with several threads, tasks taken from a counter a block (thread 0
-             * clears the next block's, unused since the last barrier); a thread
-             * packs A's blocks of its own only where A has more of them than there
-             * are threads, and takes their tasks in its own share then */
+            /* (thread 0 clears the next block's counter, unused since the last barrier) */
             int *next = g->next + (blk & 1);
-            if (nth > 1 && tid == 0) g->next[(blk + 1) & 1] = 0;
+            if (dynamic && tid == 0) g->next[(blk + 1) & 1] = 0;
             blk++;
-            const int dynamic = nth > 1 && (shared_a || g->prepacked || g->gathered);
-            FN(split)(ntasks, tid, nth, &lo, &hi);
+            if (!dynamic) FN(split)(ntasks, tid, nth, &lo, &hi);
             for (int task = dynamic ? fc_next_task(next) : lo; task < (dynamic ? ntasks : hi);
                  task = dynamic ? fc_next_task(next) : task + 1) {
                 const int ic = (task / n_js) * MCB;
@@ -353,9 +352,7 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
      * columns) */
     fc_view Bin;
     if (B->kind == FC_VIEW_DENSE && B->cs == 1 && m <= g.MCB && (m <= g.MR || g.nkb == 1) && n % g.NR == 0
-            && !g.trans
-            && !g.gathered
-            && !g.prepacked && g.ks.ukri != NULL && (long)k * (long)sizeof(long) <= b_elems * (long)sizeof(T)) {
+            && !g.trans && !g.gathered && !g.prepacked && g.ks.ukri != NULL && (long)k * (long)sizeof(long) <= b_elems * (long)sizeof(T)) {
         long *offs = (long *)ws;
         for (int p = 0; p < k; p++) offs[p] = (long)p * B->rs;
         memset(&Bin, 0, sizeof(Bin));
