@@ -29,7 +29,10 @@
  * dW[k][c] = G^T [sum over tiles of Z_k . V_c] G: WA^2 GEMMs S_e (C x K) =
  * V_e^T (C x tiles) . Z_e (tiles x K), summed over a fixed number of chunks
  * of equal blocks of tiles in a fixed order, or, where there are too few
- * blocks for the threads, over the blocks in order, the points shared out.
+ * blocks for the threads, over the blocks in order, the points shared out
+ * (a point a task). A few blocks whose transforms fit FC_WINO_ONE_BLOCK_BYTES
+ * together are made as one block of every tile instead: one product a point
+ * over all the tiles, and no partial sums.
  * F(7x7, 2x2) makes a row of points at a time instead (the rows shared out
  * where the points are): each S_e, made into the thread's buffer, is at once
  * transformed along the row and added into the row's r sums, so that only
@@ -40,6 +43,8 @@
 #define FC_WINO_TILES 64
 #define FC_WINO_MIN_TILES 8                    /* the smallest block of shared-out tiles */
 #define FC_WINO_KSPLIT_BYTES (256 << 10)       /* the most transformed input a thread makes alone */
+#define FC_WINO_ONE_BLOCK_MAX 8                /* weight gradient: the fewest blocks kept as they are */
+#define FC_WINO_ONE_BLOCK_BYTES (8L << 20)     /* ... and the most transformed data made as one */
 #define FC_WINO_L 16                           /* channels a transform vector */
 #define FC_WINO_AL(n) (((long)(n) + 15) & ~15L)
 /* elements from one point's packed transformed weights to the next: 64
@@ -755,9 +760,10 @@ static void WN(wino_wout)(const T *S, long ps, int C, int K, int k0, int k1, T *
 typedef struct {
     WN(wino_geom) f;                           /* the forward's geometry (input side) */
     int Hq, Wq, bt, nblocks, nchunks;         /* tiles a block (equal blocks), blocks, chunks */
+    int bmax;                                  /* room for tiles a block: bt, at least FC_WINO_TILES */
     int drow;                                  /* pixels a row of dy's copy (dimg: an image) */
     int rows;                                  /* S made a row of points at a time (see wino_wgrad) */
-    long dimg, dy_layout, partials, sums, per, z_off, gws_off, offs_off, st_off, zs, ps;
+    long dimg, dy_layout, partials, sums, per, z_off, gws_off, offs_off, st_off, vs, zs, ps;
 } WN(wino_wgeom);
 
 static WN(wino_wgeom) WN(wino_wplan)(int N, int C, int K, int P, int Q)
@@ -767,7 +773,13 @@ static WN(wino_wgeom) WN(wino_wplan)(int N, int C, int K, int P, int Q)
     g.Hq = WM * g.f.th;
     g.Wq = WM * g.f.tw;
     g.bt = (g.f.ntiles + g.f.nblocks - 1) / (g.f.nblocks > 0 ? g.f.nblocks : 1);
+    /* a few blocks whose transforms fit FC_WINO_ONE_BLOCK_BYTES together: one block
+     * of every tile instead (no partial sums, and the points shared out one by one) */
+    if (g.f.nblocks > 1 && g.f.nblocks < FC_WINO_ONE_BLOCK_MAX
+            && (long)g.f.ntiles * WP * (g.f.Cs + g.f.Ks) * (long)sizeof(T) <= FC_WINO_ONE_BLOCK_BYTES)
+        g.bt = g.f.ntiles;
     if (g.bt < 1) g.bt = 1;
+    g.bmax = g.bt > FC_WINO_TILES ? g.bt : FC_WINO_TILES;
     g.nblocks = (g.f.ntiles + g.bt - 1) / g.bt;
     g.nchunks = g.nblocks < 8 ? g.nblocks : 8;
     g.dimg = (long)g.Hq * g.Wq * g.f.Ks;
@@ -778,11 +790,12 @@ static WN(wino_wgeom) WN(wino_wplan)(int N, int C, int K, int P, int Q)
     g.ps = FC_WINO_AL((long)C * K) + 16;
     g.partials = FC_WINO_AL((long)g.nchunks * WP * g.ps);
     g.sums = FC_WINO_AL((long)N * g.f.Ks);     /* each image's bias gradient */
-    g.zs = FC_WINO_AL((long)FC_WINO_TILES * g.f.Ks) + 16;
-    g.z_off = FC_WINO_AL(WP * g.f.vs);
+    g.vs = FC_WINO_AL((long)g.bmax * g.f.Cs) + 16;
+    g.zs = FC_WINO_AL((long)g.bmax * g.f.Ks) + 16;
+    g.z_off = FC_WINO_AL(WP * g.vs);
     g.gws_off = g.z_off + FC_WINO_AL(WP * g.zs);
-    g.offs_off = g.gws_off + FC_WINO_AL(GEMM_WS(C, K, FC_WINO_TILES, 1));
-    g.st_off = g.offs_off + FC_WINO_AL((g.f.Cs + 16 + FC_WINO_TILES) * (long)(sizeof(long) / sizeof(T) + 1));
+    g.offs_off = g.gws_off + FC_WINO_AL(GEMM_WS(C, K, g.bmax, 1));
+    g.st_off = g.offs_off + FC_WINO_AL((g.f.Cs + 16 + g.bmax) * (long)(sizeof(long) / sizeof(T) + 1));
     g.rows = WA == 8;
     g.per = g.st_off + (g.rows ? FC_WINO_AL((long)C * K) : 0);
     return g;
@@ -797,7 +810,7 @@ static void WN(wino_wtiles)(const T *xt, const T *dyt, const WN(wino_wgeom) *g, 
     for (int t = ta; t < tb;) {
         const int n = t / tpi, ti = t % tpi;
         const int cnt = tpi - ti < tb - t ? tpi - ti : tb - t;
-        WN(wino_in)(xt + (long)n * f->img, f->Wp, f->Cs, f->tw, ti, cnt, V + (long)(t - t0) * f->Cs, f->vs);
+        WN(wino_in)(xt + (long)n * f->img, f->Wp, f->Cs, f->tw, ti, cnt, V + (long)(t - t0) * f->Cs, g->vs);
         WN(wino_dy)(dyt + (long)n * g->dimg, g->drow, f->Ks, f->tw, ti, cnt, Z + (long)(t - t0) * f->Ks,
                     g->zs);
         t += cnt;
@@ -833,7 +846,7 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, i
     T *part = ws + f->ws_layout + g.dy_layout;
     T *sums = part + g.partials;
     T *task_ws = sums + g.sums;
-    int rc = 0, next_chunk = 0;
+    int rc = 0, next_chunk = 0, next_pt[2] = {0, 0};
     /* gcol[s][e]: G[e][s] of the transform along a row of points (wino_gt16 of the
      * unit vectors), for the row-at-a-time sums */
     T gcol[WR][WA];
@@ -893,7 +906,7 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, i
         long *coff = (long *)(task_ws + (long)tid * g.per + g.offs_off);
         long *toff = coff + f->Cs + 16;
         for (int c = 0; c < f->Cs + 16; c++) coff[c] = c < C ? c : 0;
-        for (int t = 0; t < FC_WINO_TILES; t++) toff[t] = (long)t * f->Cs;
+        for (int t = 0; t < g.bmax; t++) toff[t] = (long)t * f->Cs;
         /* (not shared: each thread takes the next chunk when done with one) */
         for (int ch = shared ? 0 : fc_next_task(&next_chunk); ch < g.nchunks;
              ch = shared ? ch + 1 : fc_next_task(&next_chunk)) {
@@ -910,17 +923,23 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, i
 #if FC_OPENMP
 #pragma omp barrier
 #endif
+                    /* (thread 0 clears the next block's counter, unused since the last barrier) */
+                    if (tid == 0) next_pt[(bi + 1) & 1] = 0;
                 }
                 /* F(7x7, 2x2): a row of points at a time, each S_e transformed along the
-                 * row and added into the row's H as it is made (see wino_wout); else S_e */
-                const int e0 = g.rows ? 0 : shared ? tid : 0, es = g.rows ? 1 : shared ? nth : 1;
-                for (int er = g.rows && shared ? tid : 0; er < (g.rows ? WA : 1); er += shared ? nth : 1)
-                    for (int e = e0 + er * WA; e < (g.rows ? (er + 1) * WA : WP); e += es) {
+                 * row and added into the row's H as it is made (see wino_wout); else S_e.
+                 * Shared blocks: a point (a row of them) a task, taken as threads free up */
+                int *pt = next_pt + (bi & 1);
+                const int nu = !shared ? 1 : g.rows ? WA : WP;
+                for (int u = shared ? fc_next_task(pt) : 0; u < nu; u = shared ? fc_next_task(pt) : u + 1)
+                    for (int e = shared ? u * (g.rows ? WA : 1) : 0; e < (!shared ? WP : g.rows ? (u + 1) * WA : u + 1);
+                         e++) {
+                        const int er = e / WA;
                         fc_view A, B;
                         memset(&A, 0, sizeof(A));
                         memset(&B, 0, sizeof(B));
                         A.kind = FC_VIEW_GATHER;       /* V_e^T: (c, t) at V_e[t][c] */
-                        A.p = V + (long)e * f->vs;
+                        A.p = V + (long)e * g.vs;
                         A.offs = coff;
                         A.doffs = toff;
                         B.kind = FC_VIEW_DENSE;        /* Z_e: (t, k) */

@@ -657,6 +657,32 @@ def test_winograd_weight_gradient_with_whole_rows_copied_at_once(dtype, rng):
     assert all(np.array_equal(o, outs[0]) for o in outs[1:])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs, k, r, pad", [
+    ((3, 16, 28, 28), 24, 3, 1),     # 147 tiles: 3 blocks made as one
+    ((9, 5, 28, 28), 7, 3, 1),       # 441 tiles: 7 blocks made as one
+    ((10, 5, 28, 28), 7, 3, 1),      # 490 tiles: 8 blocks, kept (chunks summed in order)
+    ((4, 128, 24, 24), 128, 3, 1),   # 144 tiles: as one in float32; in float64 past the bytes for that
+    ((13, 33, 15, 22), 20, 2, 0),    # F(7x7, 2x2), 78 tiles: 2 blocks made as one, a row of points a task
+], ids=["f43_3", "f43_7", "f43_8", "f43_wide", "f72_2"])
+def test_winograd_weight_gradient_of_a_few_blocks_for_any_thread_count(xs, k, r, pad, dtype, rng):
+    """A weight gradient of a few blocks of tiles whose transforms fit together makes them
+    as one block, its points taken one by one by the threads: against the reference, and
+    bitwise the same for 1 to 4 threads."""
+    from fastcnn._kernels import _conv
+    N, C, H, W = xs
+    x = rng.standard_normal(xs).astype(dtype)
+    w = np.zeros((k, C, r, r), dtype)
+    P, Q = H + 2 * pad - r + 1, W + 2 * pad - r + 1
+    assert _conv.winograd_tile(r, N, P, Q) == (4 if r == 3 else 7)
+    dy = rng.standard_normal((N, k, P, Q)).astype(dtype)
+    expected = ref.conv2d_backward(dy, x, w, (1, 1), (pad, pad))[1]
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    outs = [_conv.conv2d_winograd_backward_weight(x, dy, np.empty_like(w), (pad, pad), t) for t in (1, 2, 3, 4)]
+    _close(outs[0], expected, tol, "1 thread")
+    assert all(np.array_equal(o, outs[0]) for o in outs[1:])
+
+
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 def test_copies_of_layers_start_with_empty_weight_caches(training, rng):
     """copy.deepcopy and pickle of layers whose caches hold transformed weights: the copy
