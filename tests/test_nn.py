@@ -418,6 +418,17 @@ def test_bad_inputs_name_layer_and_shape():
         nn.Flatten(2, 5)(np.zeros((2, 3, 4)))
     with pytest.raises(ValueError):
         nn.Upsample(size=5)(np.zeros((1, 1, 2, 2)))
+    # one factor or size per spatial dimension: one of (N, C, L) input, two of (N, C, H, W)
+    with pytest.raises(ValueError, match="scale_factor must be a number or 1 of them"):
+        nn.Upsample(scale_factor=(2, 2))(np.zeros((1, 1, 2)))
+    with pytest.raises(ValueError, match="scale_factor must be a number or 2 of them"):
+        nn.Upsample(scale_factor=(2,))(np.zeros((1, 1, 2, 2)))
+    with pytest.raises(ValueError, match="size must be an int or 1 of them"):
+        nn.Upsample(size=(4, 4))(np.zeros((1, 1, 2)))
+    with pytest.raises(ValueError, match="expected 3-D"):
+        nn.Upsample(scale_factor=2)(np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="one per spatial dimension"):
+        nn.Upsample(scale_factor=(2, 2, 2))
     with pytest.raises(ValueError):
         nn.MSELoss()(np.zeros(3), np.zeros(4))
     with pytest.raises(RuntimeError):

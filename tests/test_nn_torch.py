@@ -189,6 +189,11 @@ def _layer_cases():
         ("unflatten", lambda ns: ns.Unflatten(1, (2, 3)), (4, 6)),
         ("upsample", lambda ns: ns.Upsample(scale_factor=2), (2, 3, 4, 5)),
         ("upsample-size", lambda ns: ns.Upsample(size=(8, 15)), (2, 3, 4, 5)),
+        ("upsample-pair", lambda ns: ns.Upsample(scale_factor=(2, 3)), (2, 3, 4, 5)),
+        # (N, C, L) input: the last dimension only
+        ("upsample-1d", lambda ns: ns.Upsample(scale_factor=3), (2, 3, 5)),
+        ("upsample-1d-one", lambda ns: ns.Upsample(scale_factor=(2,)), (1, 4, 3)),
+        ("upsample-1d-size", lambda ns: ns.Upsample(size=10), (2, 3, 5)),
         ("dropout-eval", lambda ns: ns.Dropout(0.5).eval(), (3, 8)),
         ("identity", lambda ns: ns.Identity(), (3, 8)),
     ]

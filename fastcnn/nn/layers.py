@@ -688,7 +688,9 @@ class Unflatten(Module):
 
 
 class Upsample(Module):
-    """Nearest-neighbour upsampling of (N, C, H, W) input by an integer factor."""
+    """Nearest-neighbour upsampling by whole factors, as ``torch.nn.Upsample``: of the last
+    dimension of (N, C, L) input, of the last two of (N, C, H, W) input. ``scale_factor``
+    and ``size`` are a number (every spatial dimension) or one per spatial dimension."""
 
     def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None,
                  recompute_scale_factor=None):
@@ -702,46 +704,67 @@ class Upsample(Module):
         self.mode = mode
         self.align_corners = None
         self.recompute_scale_factor = recompute_scale_factor
-        self.size = None if size is None else size
+        self.size = size
+        self.scale_factor = None
+        self._scale = None   # the whole factors: an int, or a tuple of one per spatial dimension
         if size is not None:
-            pair(size, "size", 1)
-            self.scale_factor = None
-            self._scale = None
+            for v in _one_or_two(size, "size"):
+                check_int(v, "size", 1)
         else:
-            scales = scale_factor if isinstance(scale_factor, (tuple, list)) else (scale_factor, scale_factor)
-            if len(scales) != 2:
-                raise ValueError(f"Upsample: scale_factor must be a number or a pair, got {scale_factor!r}")
             ints = []
-            for s in scales:
-                s = check_float(s, "scale_factor", minimum=1.0)
-                if s != int(s):
+            for v in _one_or_two(scale_factor, "scale_factor"):
+                v = check_float(v, "scale_factor", minimum=1.0)
+                if v != int(v):
                     raise ValueError(f"Upsample: scale_factor must be a whole number, got {scale_factor!r}")
-                ints.append(int(s))
+                ints.append(int(v))
             if isinstance(scale_factor, (tuple, list)):
-                self.scale_factor = tuple(float(s) for s in scale_factor)
+                self.scale_factor = tuple(float(v) for v in scale_factor)
+                self._scale = tuple(ints)
             else:
                 self.scale_factor = float(scale_factor)
-            self._scale = ints[0] if ints[0] == ints[1] else tuple(ints)
-        self._used = None
+                self._scale = ints[0]
+        self._used = None    # (spatial dimensions, factors) of the last forward
+
+    def _factors(self, x):
+        """The whole factor of each spatial dimension of x."""
+        dims = x.ndim - 2
+        spatial = x.shape[2:]
+        if self._scale is None:
+            size = self.size
+            sizes = tuple(size) if isinstance(size, (tuple, list)) else (size,) * dims
+            if len(sizes) != dims:
+                raise ValueError(f"{self!r}: size must be an int or {dims} of them for input of shape "
+                                 f"{x.shape}, got {size!r}")
+            if 0 in spatial or any(o % i for o, i in zip(sizes, spatial)):
+                raise ValueError(f"{self!r}: size {size!r} is not a whole multiple of the input size {spatial}")
+            return tuple(o // i for o, i in zip(sizes, spatial))
+        if isinstance(self._scale, tuple):
+            if len(self._scale) != dims:
+                raise ValueError(f"{self!r}: scale_factor must be a number or {dims} of them for input of "
+                                 f"shape {x.shape}, got {self.scale_factor!r}")
+            return self._scale
+        return (self._scale,) * dims
 
     def forward(self, x):
-        scale = self._scale
-        if scale is None:
-            _check_array("Upsample", x)
-            if x.ndim != 4:
-                raise ValueError(f"{self!r}: expected 4-D input (N, C, H, W), got shape {x.shape}")
-            oh, ow = pair(self.size, "size", 1)
-            h, w = x.shape[2:]
-            if h == 0 or w == 0 or oh % h or ow % w:
-                raise ValueError(f"{self!r}: size {(oh, ow)} is not a whole multiple of the input size {(h, w)}")
-            scale = oh // h if oh // h == ow // w else (oh // h, ow // w)
-        self._used = scale
-        return F.upsample_nearest2d(x, scale)
+        _check_array("Upsample", x)
+        if x.ndim not in (3, 4):
+            raise ValueError(f"{self!r}: expected 3-D (N, C, L) or 4-D (N, C, H, W) input, got shape {x.shape}")
+        factors = self._factors(x)
+        self._used = (len(factors), factors)
+        if len(factors) == 1:
+            return F.upsample_nearest2d(x[:, :, None, :], (1, factors[0]))[:, :, 0, :]
+        return F.upsample_nearest2d(x, factors)
 
     def backward(self, grad_out, need_input_grad=True):
         if self._used is None:
             raise _no_forward(self)
-        return F.upsample_nearest2d_backward(grad_out, self._used) if need_input_grad else None
+        if not need_input_grad:
+            return None
+        dims, factors = self._used
+        if dims == 1:
+            g = as_float_array(grad_out, "grad_out", ndim=3, contiguous=False)
+            return F.upsample_nearest2d_backward(g[:, :, None, :], (1, factors[0]))[:, :, 0, :]
+        return F.upsample_nearest2d_backward(grad_out, factors)
 
     def extra_repr(self):
         if self.scale_factor is not None:
@@ -749,6 +772,15 @@ class Upsample(Module):
         else:
             info = "size=" + repr(self.size)
         return info + ", mode=" + repr(self.mode)
+
+
+def _one_or_two(v, name):
+    """v as a tuple: a number, or a tuple or list of one or two."""
+    if isinstance(v, (tuple, list)):
+        if len(v) not in (1, 2):
+            raise ValueError(f"Upsample: {name} must be a number or one per spatial dimension (1 or 2), got {v!r}")
+        return tuple(v)
+    return (v,)
 
 
 class Identity(Module):
