@@ -313,3 +313,36 @@ def test_random_conv_pool_stacks_match_pytorch(torch, seed, dtype):
     compare(torch, fm, tm, x, dtype, train=False)   # the kept kernel calls
     compare(torch, fm, tm, x[:1].copy(), dtype, train=False)
     compare(torch, fm, tm, x, dtype, train=True)
+
+
+def _shared_cases(ns):
+    """Sequentials that run one module at several positions (shared weights, a shared
+    activation, normalisation or block), as PyTorch allows: the gradients of every use add up."""
+    lin, conv, tanh = ns.Linear(6, 6), ns.Conv2d(3, 3, 3, padding=1), ns.Tanh()
+    bn, block = ns.BatchNorm2d(3), ns.Sequential(ns.Conv2d(3, 3, 3, padding=1), ns.ReLU())
+    return {
+        "linear": (ns.Sequential(lin, ns.Tanh(), lin), (3, 6)),
+        "linear-relu": (ns.Sequential(lin, ns.ReLU(), lin, ns.ReLU()), (3, 6)),
+        "conv": (ns.Sequential(conv, ns.Tanh(), conv), (2, 3, 5, 5)),
+        "tanh": (ns.Sequential(ns.Linear(5, 5), tanh, ns.Linear(5, 5), tanh), (3, 5)),
+        "batchnorm": (ns.Sequential(ns.Conv2d(3, 3, 3, padding=1), bn, ns.Tanh(), ns.Conv2d(3, 3, 1), bn),
+                      (4, 3, 6, 6)),
+        "block": (ns.Sequential(block, ns.Tanh(), block), (2, 3, 7, 7)),
+        "nested": (ns.Sequential(ns.Sequential(conv, ns.Tanh()), ns.Sequential(conv, ns.Sigmoid())),
+                   (2, 3, 4, 4)),
+    }
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=IDS.get)
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("name", list(_shared_cases(nn)))
+def test_modules_used_twice_match_pytorch(torch, name, train, dtype):
+    torch.manual_seed(0)
+    tm, shape = _shared_cases(torch.nn)[name]
+    tm = tm.to(torch.float64 if dtype == np.float64 else torch.float32)
+    fm = _shared_cases(nn)[name][0].to(dtype)
+    fm.load_state_dict({k: v.numpy() for k, v in tm.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    for _ in range(2):   # the second call reuses the plan and what the first kept
+        compare(torch, fm, tm, x, dtype, train)
+

@@ -123,6 +123,41 @@ _IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_
 _BACKWARD_KW = {}
 
 
+def _members(step):
+    """The objects a plan step keeps call state in: itself, its modules and theirs, and the
+    steps of the plans of those that are Sequentials."""
+    out, seen, todo = [], set(), [step]
+    while todo:
+        o = todo.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        out.append(o)
+        if isinstance(o, Module):
+            todo.extend(m for m in o._modules.values() if m is not None)
+            todo.extend(o.__dict__.get("_plan") or ())
+        else:
+            todo.extend(getattr(o, "modules", ()))
+    return out
+
+
+def _shared_steps(plan):
+    """The positions of a plan whose modules another position runs as well (a module used
+    twice), or None."""
+    mods = [[o for o in _members(step) if isinstance(o, Module)] for step in plan]
+    count = {}
+    for ms in mods:
+        for o in ms:
+            count[id(o)] = count.get(id(o), 0) + 1
+    shared = frozenset(i for i, ms in enumerate(mods) if any(count[id(o)] > 1 for o in ms))
+    return shared or None
+
+
+def _restore(state):
+    for o, d in state:
+        o.__dict__.update(d)
+
+
 def backward_without_input_grad(module, grad):
     """``module.backward(grad, need_input_grad=False)`` when the module accepts the keyword."""
     cls = type(module)
@@ -499,7 +534,9 @@ class Sequential(Module):
         d = self.__dict__
         d["_plan"] = None
         d["_plan_key"] = None
+        d["_plan_shared"] = None   # the positions of the plan whose modules another one runs too
         d["_last_plan"] = None
+        d["_saved"] = None         # {position: the state its forward left} of the last forward
         if len(args) == 1 and isinstance(args[0], dict):
             for name, m in args[0].items():
                 self.add_module(name, m)
@@ -594,15 +631,30 @@ class Sequential(Module):
             plan = build_plan(mods, self.training) if fuse else mods
             d = self.__dict__
             d["_plan"] = plan
+            d["_plan_shared"] = _shared_steps(plan)
             d["_plan_key"] = key
         return self._plan
 
     def forward(self, x):
         plan = self._plan if self._plan_key == (_VERSION[0], self.training, self.fused_inference,
                                                 self.fused_training) else self._get_plan()
-        for step in plan:
-            x = step(x)
-        self.__dict__["_last_plan"] = plan
+        shared = self._plan_shared
+        d = self.__dict__
+        if shared is None:
+            for step in plan:
+                x = step(x)
+            d["_saved"] = None
+        else:
+            # a module run at several positions keeps only its last call's state for its
+            # backward: the state each such position leaves is kept, and put back before
+            # that position's backward (the gradients of every use then add up)
+            saved = {}
+            for i, step in enumerate(plan):
+                x = step(x)
+                if i in shared:
+                    saved[i] = [(o, o.__dict__.copy()) for o in _members(step)]
+            d["_saved"] = saved
+        d["_last_plan"] = plan
         return x
 
     def backward(self, grad_out, need_input_grad=True):
@@ -612,8 +664,13 @@ class Sequential(Module):
         if not plan:
             return grad_out if need_input_grad else None
         g = grad_out
+        saved = self._saved
         for i in range(len(plan) - 1, 0, -1):
+            if saved is not None and i in saved:
+                _restore(saved[i])
             g = plan[i].backward(g)
+        if saved is not None and 0 in saved:
+            _restore(saved[0])
         if need_input_grad:
             return plan[0].backward(g)
         return backward_without_input_grad(plan[0], g)
