@@ -346,3 +346,23 @@ def test_modules_used_twice_match_pytorch(torch, name, train, dtype):
     for _ in range(2):   # the second call reuses the plan and what the first kept
         compare(torch, fm, tm, x, dtype, train)
 
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (0, 3), (2, 3, 0, 4)], ids=["2d", "1d", "no-pixels"])
+def test_batchnorm_of_an_empty_batch_matches_pytorch(torch, shape, train):
+    """An empty batch: an empty output and input gradient, zero parameter gradients, the
+    running statistics as they were (the batch count still advances in training)."""
+    make = (lambda ns: ns.BatchNorm2d(3)) if len(shape) == 4 else (lambda ns: ns.BatchNorm1d(3))
+    tm, fm = make(torch.nn).double().train(train), make(nn).double().train(train)
+    xt = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    yt = tm(xt)
+    yt.sum().backward()
+    y = fm(np.zeros(shape))
+    assert y.shape == tuple(yt.shape)
+    fm.zero_grad()
+    gx = fm.backward(np.ones(shape))
+    assert gx.shape == shape
+    for name, p in fm.named_parameters():
+        np.testing.assert_array_equal(p.grad, dict(tm.named_parameters())[name].grad.numpy())
+    for k, v in fm.state_dict().items():
+        np.testing.assert_array_equal(v, tm.state_dict()[k].numpy(), err_msg=k)

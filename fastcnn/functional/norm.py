@@ -40,7 +40,7 @@ def _kernels():
 
 def _view3(x):
     """(N, C) or (N, C, H, W) -> contiguous (N, C, L) view."""
-    return x.reshape(x.shape[0], x.shape[1], -1) if x.ndim == 4 else x.reshape(x.shape[0], x.shape[1], 1)
+    return x.reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3] if x.ndim == 4 else 1)
 
 
 def _channel_vector(v, name, C, writeable=False):
@@ -98,7 +98,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     M = x3.shape[0] * x3.shape[2]
     y = np.empty_like(x)
     if training:
-        if M <= 1:
+        if M == 0:
+            # an empty batch: an empty output, the running statistics as they are (as PyTorch)
+            return y, np.zeros(C, dtype=x.dtype), np.ones(C, dtype=x.dtype)
+        if M == 1:
             raise ValueError(f"batch_norm in training needs more than 1 value per channel, got x of shape {x.shape}")
         save_mean = np.empty(C, dtype=x.dtype)
         save_invstd = np.empty(C, dtype=x.dtype)
