@@ -8,7 +8,7 @@ from conftest import numeric_grad
 
 import fastcnn
 from fastcnn import init
-from fastcnn import nn
+from fastcnn import nn, optim
 from fastcnn._random import default_generator, get_rng_state, manual_seed, set_rng_state
 from fastcnn.nn.module import Parameter
 
@@ -139,6 +139,15 @@ def test_parameter():
     with pytest.raises(TypeError):
         Parameter(np.array(["a"]))
     assert "Parameter containing" in repr(p)
+    # a 0-d (scalar) parameter stays 0-d, as its gradient, and an optimiser steps it
+    s = Parameter(np.array(1.5, dtype=np.float32))
+    assert s.shape == () and s.grad.shape == ()
+    s.grad = np.array(0.5, dtype=np.float32)
+    optim.SGD([s], lr=0.1).step()
+    assert s.shape == () and s.data == np.float32(1.45)
+    # a non-contiguous array is copied, a contiguous one kept
+    a = np.ones((4, 6))
+    assert Parameter(a).data is a and Parameter(a[:, ::2]).data.flags.c_contiguous
 
 
 def test_registration_and_traversal():

@@ -17,7 +17,7 @@ class P:
         self.grad = None
 
 
-SHAPES = [(4, 3, 3, 3), (4,), (7, 5)]
+SHAPES = [(4, 3, 3, 3), (4,), (7, 5), ()]   # () a 0-d (scalar) parameter
 
 SGD_CASES = [
     dict(lr=0.1),

@@ -53,7 +53,8 @@ class Parameter:
                 data = data.astype(np.float32)
         if data.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"Parameter data must have dtype float32 or float64, got {data.dtype}")
-        self.data = np.ascontiguousarray(data)
+        # (np.ascontiguousarray would turn a 0-d array into shape (1,))
+        self.data = data if data.flags.c_contiguous else data.copy(order="C")
         self.grad = np.zeros_like(self.data)
         self.requires_grad = bool(requires_grad)
 
