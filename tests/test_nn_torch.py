@@ -164,6 +164,9 @@ def _layer_cases():
         ("conv-dil-groups", lambda ns: ns.Conv2d(4, 6, (3, 2), padding=(2, 1), dilation=2, groups=2,
                                                  bias=False), (2, 4, 8, 7)),
         ("conv-same", lambda ns: ns.Conv2d(3, 5, 3, padding="same"), (2, 3, 6, 6)),
+        # an odd total padding: one more row and column after than before
+        ("conv-same-even", lambda ns: ns.Conv2d(3, 5, (2, 4), padding="same"), (2, 3, 6, 7)),
+        ("conv-same-dilated", lambda ns: ns.Conv2d(3, 5, 2, padding="same", dilation=3), (2, 3, 5, 6)),
         ("convT", lambda ns: ns.ConvTranspose2d(4, 6, 4, 2, 1), (2, 4, 5, 5)),
         ("convT-op-groups", lambda ns: ns.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1,
                                                           groups=2, dilation=1), (2, 4, 4, 5)),
@@ -313,6 +316,27 @@ def test_random_conv_pool_stacks_match_pytorch(torch, seed, dtype):
     compare(torch, fm, tm, x, dtype, train=False)   # the kept kernel calls
     compare(torch, fm, tm, x[:1].copy(), dtype, train=False)
     compare(torch, fm, tm, x, dtype, train=True)
+
+
+def _same_even_stack(ns):
+    return ns.Sequential(ns.Conv2d(3, 8, 2, padding="same"), ns.ReLU(), ns.MaxPool2d(2),
+                         ns.Conv2d(8, 16, 4, padding="same"), ns.BatchNorm2d(16), ns.ReLU(), ns.MaxPool2d(2),
+                         ns.Conv2d(16, 4, (2, 3), padding="same", dilation=(3, 1)), ns.Tanh(), ns.Flatten(),
+                         ns.Linear(4 * 3 * 3, 5))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=IDS.get)
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_same_padding_of_even_kernels_in_fused_stacks_matches_pytorch(torch, train, dtype):
+    """padding='same' with an even kernel (one more row and column after than before) in the
+    kernels that pool as they store, in folded BatchNorm and in training."""
+    torch.manual_seed(0)
+    tm = _same_even_stack(torch.nn).to(torch.float64 if dtype == np.float64 else torch.float32)
+    fm = _same_even_stack(nn).to(dtype)
+    fm.load_state_dict({k: v.numpy() for k, v in tm.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((2, 3, 12, 13)).astype(dtype)
+    for _ in range(2):
+        compare(torch, fm, tm, x, dtype, train)
 
 
 def _shared_cases(ns):

@@ -66,14 +66,12 @@ def _padding_arg(padding, kernel_size, dilation, stride, who):
         if padding == "same":
             if stride != (1, 1):
                 raise ValueError(f"{who}: padding='same' is not supported for strided convolutions")
-            pads = []
-            for k, d in zip(kernel_size, dilation):
-                total = d * (k - 1)
-                if total % 2:
-                    raise ValueError(f"{who}: padding='same' needs an even total padding "
-                                     f"dilation*(kernel_size-1), got {total}")
-                pads.append(total // 2)
-            return padding, tuple(pads)
+            totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
+            if any(t % 2 for t in totals):
+                # an odd total: one more row or column after than before, as PyTorch (the kernels
+                # take the split from functional's 'same')
+                return padding, padding
+            return padding, tuple(t // 2 for t in totals)
         raise ValueError(f"{who}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
     p = pair(padding, "padding", 0)
     return p, p
