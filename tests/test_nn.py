@@ -388,7 +388,8 @@ def test_sequential_container():
     (lambda: nn.CrossEntropyLoss(reduction="avg"), ValueError),
     (lambda: nn.CrossEntropyLoss(label_smoothing=2.0), ValueError),
     (lambda: nn.CrossEntropyLoss(weight=np.ones((2, 2))), ValueError),
-    (lambda: nn.BCEWithLogitsLoss(pos_weight=np.ones(1)), ValueError),
+    (lambda: nn.BCEWithLogitsLoss(pos_weight=np.array(["a"])), TypeError),
+    (lambda: nn.CrossEntropyLoss(ignore_index=1.5), TypeError),
     (lambda: nn.MSELoss(reduction=None), ValueError),
 ])
 def test_bad_constructor_arguments(make, exc):

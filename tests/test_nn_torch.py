@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import fastcnn
+import fastcnn.functional as F
 from fastcnn import nn
 from fastcnn._random import manual_seed
 
@@ -390,3 +391,70 @@ def test_batchnorm_of_an_empty_batch_matches_pytorch(torch, shape, train):
         np.testing.assert_array_equal(p.grad, dict(tm.named_parameters())[name].grad.numpy())
     for k, v in fm.state_dict().items():
         np.testing.assert_array_equal(v, tm.state_dict()[k].numpy(), err_msg=k)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("ignore_index,smoothing,weighted", [(-100, 0.0, False), (-100, 0.1, True), (2, 0.0, True),
+                                                             (0, 0.3, False), (-1, 0.0, True)])
+def test_cross_entropy_ignore_index_matches_pytorch(torch, reduction, ignore_index, smoothing, weighted):
+    """Rows labelled ignore_index (PyTorch's default -100, a class, another negative) count
+    for nothing; every row ignored: the mean is nan and the gradient zero."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((9, 5))
+    labels = rng.integers(0, 5, 9)
+    labels[[1, 4, 5]] = ignore_index
+    w = rng.uniform(0.5, 2, 5) if weighted else None
+    kw = dict(reduction=reduction, label_smoothing=smoothing, ignore_index=ignore_index)
+    for target in (labels, np.full(9, ignore_index)):
+        crit = nn.CrossEntropyLoss(w, **kw)
+        tcrit = torch.nn.CrossEntropyLoss(None if w is None else torch.from_numpy(w), **kw)
+        xt = torch.from_numpy(x.copy()).requires_grad_(True)
+        lt = tcrit(xt, torch.from_numpy(target))
+        loss = crit(x, target)
+        go = rng.standard_normal(9) if reduction == "none" else None
+        lt.backward(None if go is None else torch.from_numpy(go))
+        g = crit.backward(go)
+        np.testing.assert_allclose(loss, lt.detach().numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+        assert not g[target == ignore_index].any()
+        if reduction != "none":
+            f = F.cross_entropy(x, target, w, reduction, smoothing, ignore_index)
+            np.testing.assert_allclose(f, loss, rtol=0, atol=0)
+    # a label out of range that is not ignore_index is still an error, named by its position
+    bad = labels.copy()
+    bad[7] = 5
+    with pytest.raises(ValueError, match="got 5 at position 7"):
+        F.cross_entropy(x, bad, ignore_index=ignore_index)
+    with pytest.raises(ValueError, match="got 5 at position 7"):
+        F.cross_entropy_backward(x, bad, ignore_index=ignore_index)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=IDS.get)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weights", ["pos", "weight", "both", "pos-scalar", "weight-rows"])
+def test_bce_with_logits_weights_match_pytorch(torch, weights, reduction, dtype):
+    """BCEWithLogitsLoss with pos_weight (one per class) and weight (an element's, broadcast)."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((6, 4)) * 4).astype(dtype)
+    t = rng.uniform(0, 1, (6, 4)).astype(dtype)
+    pw = rng.uniform(0.5, 3, 4).astype(dtype) if weights in ("pos", "both") else \
+        np.array([2.5], dtype) if weights == "pos-scalar" else None
+    w = rng.uniform(0, 2, (6, 4)).astype(dtype) if weights in ("weight", "both") else \
+        rng.uniform(0, 2, (6, 1)).astype(dtype) if weights == "weight-rows" else None
+    tt = lambda a: None if a is None else torch.from_numpy(a)  # noqa: E731
+    crit = nn.BCEWithLogitsLoss(w, reduction, pw)
+    tcrit = torch.nn.BCEWithLogitsLoss(tt(w), reduction=reduction, pos_weight=tt(pw))
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    lt = tcrit(xt, torch.from_numpy(t))
+    loss = crit(x, t)
+    go = rng.standard_normal(x.shape).astype(dtype) if reduction == "none" else None
+    lt.backward(tt(go))
+    g = crit.backward(go)
+    tol = TOLS[dtype]
+    np.testing.assert_allclose(loss, lt.detach().numpy(), **tol)
+    np.testing.assert_allclose(g, xt.grad.numpy(), **tol)
+    assert g.dtype == dtype
+    sd = {k: v.numpy() for k, v in tcrit.state_dict().items()}
+    assert sorted(crit.state_dict()) == sorted(sd)
+    with pytest.raises(ValueError, match="pos_weight of shape"):
+        nn.BCEWithLogitsLoss(pos_weight=np.ones(3))(x, t)

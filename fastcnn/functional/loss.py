@@ -87,31 +87,74 @@ def _bad_label(t, row, C):
     return ValueError(f"target labels must be in [0, {C - 1}], got {int(t[row])} at position {row}")
 
 
-def cross_entropy(logits, target, weight=None, reduction="mean", label_smoothing=0.0):
+def _kept_rows(t, ignore_index, C, bad):
+    """The rows whose label is not ignore_index, where some are (else None): looked for
+    where the kernel found a label out of range, or where ignore_index is a class."""
+    if ignore_index is None or not (bad >= 0 or 0 <= ignore_index < C):
+        return None
+    keep = t != ignore_index
+    return None if keep.all() else keep
+
+
+def _check_ignore_index(ignore_index):
+    if ignore_index is None:
+        return None
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    return int(ignore_index)
+
+
+def cross_entropy(logits, target, weight=None, reduction="mean", label_smoothing=0.0, ignore_index=-100):
     """Cross-entropy of ``logits`` (N, C) against integer labels ``target`` (N,), PyTorch's formula:
 
     loss_i = (1 - ls) * w[t_i] * (lse_i - x_it) + ls / C * sum_c w[c] * (lse_i - x_ic);
-    'mean' divides the sum by sum_i w[t_i] (N without weight).
+    'mean' divides the sum by sum_i w[t_i] (N without weight). Rows labelled
+    ``ignore_index`` count for nothing, in the sum and in the divisor.
     """
     mean = reduction == "mean" or _reduction(reduction)
     x, t, w, has_w, ls, nt = _ce_args(logits, target, weight, label_smoothing)
-    total, denom, bad = (_k or _kernels()).cross_entropy_forward(x, t, w, has_w, ls, nt)
-    if bad >= 0:
-        raise _bad_label(t, bad, x.shape[1])
+    C = x.shape[1]
+    ignore_index = _check_ignore_index(ignore_index)
+    keep = _kept_rows(t, ignore_index, C, -1)
+    if keep is None:
+        total, denom, bad = (_k or _kernels()).cross_entropy_forward(x, t, w, has_w, ls, nt)
+        keep = _kept_rows(t, ignore_index, C, bad)
+        if keep is None and bad >= 0:
+            raise _bad_label(t, bad, C)
+    if keep is not None:
+        rows = np.flatnonzero(keep)
+        total, denom, bad = (_k or _kernels()).cross_entropy_forward(x[rows], t[rows], w, has_w, ls, nt)
+        if bad >= 0:
+            raise _bad_label(t, rows[bad], C)
     if not mean:
         return total
     return total / denom if denom else float("nan")
 
 
 def cross_entropy_backward(logits, target, weight=None, reduction="mean", label_smoothing=0.0,
-                           grad_output=1.0):
-    """d cross_entropy / d logits, times ``grad_output``."""
+                           grad_output=1.0, ignore_index=-100):
+    """d cross_entropy / d logits, times ``grad_output`` (zero on rows labelled ``ignore_index``)."""
     mean = reduction == "mean" or _reduction(reduction)
     x, t, w, has_w, ls, nt = _ce_args(logits, target, weight, label_smoothing)
-    gx = np.empty_like(x)
-    bad = (_k or _kernels()).cross_entropy_backward(x, t, w, has_w, ls, mean, float(grad_output), gx, nt)
+    C = x.shape[1]
+    ignore_index = _check_ignore_index(ignore_index)
+    keep = _kept_rows(t, ignore_index, C, -1)
+    if keep is None:
+        gx = np.empty_like(x)
+        bad = (_k or _kernels()).cross_entropy_backward(x, t, w, has_w, ls, mean, float(grad_output), gx, nt)
+        keep = _kept_rows(t, ignore_index, C, bad)
+        if keep is None:
+            if bad >= 0:
+                raise _bad_label(t, bad, C)
+            return gx
+    rows = np.flatnonzero(keep)
+    g = np.empty((rows.size, C), dtype=x.dtype)
+    bad = (_k or _kernels()).cross_entropy_backward(x[rows], t[rows], w, has_w, ls, mean, float(grad_output),
+                                                    g, nt)
     if bad >= 0:
-        raise _bad_label(t, bad, x.shape[1])
+        raise _bad_label(t, rows[bad], C)
+    gx = np.zeros_like(x)
+    gx[rows] = g
     return gx
 
 
@@ -153,14 +196,68 @@ def _loss_grad(input, target, reduction, op, grad_output):
     return gx
 
 
-def binary_cross_entropy_with_logits(input, target, reduction="mean"):
-    """Binary cross-entropy on logits: max(x, 0) - x t + log(1 + exp(-|x|)), finite for any x."""
-    return _loss(input, target, reduction, _OP_BCE)
+def _bce_weights(x, weight, pos_weight):
+    """weight and pos_weight as arrays of x's dtype that broadcast to x's shape (or None)."""
+    out = []
+    for v, name in ((weight, "weight"), (pos_weight, "pos_weight")):
+        if v is not None:
+            v = as_float_array(v, name, contiguous=False)
+            try:
+                shape = np.broadcast_shapes(v.shape, x.shape)
+            except ValueError:
+                shape = None
+            if shape != x.shape:
+                raise ValueError(f"{name} of shape {v.shape} must broadcast to the input's shape {x.shape}")
+            v = v.astype(x.dtype, copy=False)
+        out.append(v)
+    return out
 
 
-def binary_cross_entropy_with_logits_backward(input, target, reduction="mean", grad_output=1.0):
-    """(sigmoid(x) - t), divided by the element count for 'mean', times ``grad_output``."""
-    return _loss_grad(input, target, reduction, _OP_BCE, grad_output)
+def _bce_terms(x, t, weight, pos_weight):
+    """softplus(-x) and softplus(x), the coefficient of the first (t, or pos_weight t), weight."""
+    w, pw = _bce_weights(x, weight, pos_weight)
+    # -log sigmoid(x) and -log(1 - sigmoid(x))
+    return np.logaddexp(0, -x), np.logaddexp(0, x), (t if pw is None else pw * t), w
+
+
+def _bce_elementwise(input, target, weight=None, pos_weight=None):
+    """The unreduced loss: weight [pos_weight t softplus(-x) + (1 - t) softplus(x)]."""
+    x, t, _ = _pair(input, target)
+    sp_neg, sp_pos, a, w = _bce_terms(x, t, weight, pos_weight)
+    loss = a * sp_neg + (1 - t) * sp_pos
+    return loss if w is None else loss * w
+
+
+def binary_cross_entropy_with_logits(input, target, reduction="mean", weight=None, pos_weight=None):
+    """Binary cross-entropy on logits: max(x, 0) - x t + log(1 + exp(-|x|)), finite for any x.
+
+    ``weight`` scales each element's loss and ``pos_weight`` the positive term
+    (PyTorch's), each broadcast to the input's shape."""
+    if weight is None and pos_weight is None:
+        return _loss(input, target, reduction, _OP_BCE)
+    mean = _reduction(reduction)
+    loss = _bce_elementwise(input, target, weight, pos_weight)
+    if mean and loss.size == 0:
+        return float("nan")
+    s = float(loss.sum(dtype=np.float64))
+    return s / loss.size if mean else s
+
+
+def binary_cross_entropy_with_logits_backward(input, target, reduction="mean", grad_output=1.0, weight=None,
+                                              pos_weight=None):
+    """(sigmoid(x) - t), divided by the element count for 'mean', times ``grad_output``; with
+    weights, weight [(1 - t + pos_weight t) sigmoid(x) - pos_weight t]."""
+    if weight is None and pos_weight is None:
+        return _loss_grad(input, target, reduction, _OP_BCE, grad_output)
+    mean = _reduction(reduction)
+    x, t, _ = _pair(input, target)
+    _, _, a, w = _bce_terms(x, t, weight, pos_weight)
+    s = 0.5 * (1 + np.tanh(0.5 * x))      # sigmoid(x)
+    g = (1 - t + a) * s - a
+    if w is not None:
+        g = g * w
+    scale = float(grad_output) / max(1, x.size) if mean else float(grad_output)
+    return (g * scale).astype(x.dtype, copy=False)
 
 
 def mse_loss(input, target, reduction="mean"):

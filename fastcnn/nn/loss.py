@@ -47,11 +47,13 @@ class _Loss(Module):
 class CrossEntropyLoss(_Loss):
     """Softmax cross-entropy of logits (N, C) against integer class labels (N,).
 
-    ``weight``: per-class weights (C,); ``label_smoothing`` in [0, 1].
+    ``weight``: per-class weights (C,); ``label_smoothing`` in [0, 1]; rows labelled
+    ``ignore_index`` count for nothing (in the loss, its divisor and the gradient).
     """
 
-    def __init__(self, weight=None, *, reduction="mean", label_smoothing=0.0):
+    def __init__(self, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         super().__init__(reduction)
+        self.ignore_index = F.loss._check_ignore_index(ignore_index)
         if weight is not None:
             if not isinstance(weight, np.ndarray):
                 weight = np.asarray(weight, dtype=np.float32)
@@ -73,16 +75,20 @@ class CrossEntropyLoss(_Loss):
         w = self._weight_for(input)
         self._ctx = (input, target, w)
         if self.reduction != "none":
-            return float(F.cross_entropy(input, target, w, self.reduction, self.label_smoothing))
+            return float(F.cross_entropy(input, target, w, self.reduction, self.label_smoothing,
+                                         self.ignore_index))
         # per-sample losses (checks of shapes and labels by the reduced call)
-        F.cross_entropy(input, target, w, "sum", self.label_smoothing)
+        F.cross_entropy(input, target, w, "sum", self.label_smoothing, self.ignore_index)
         nll = -F.log_softmax(input, 1)
         n, c = input.shape
         wt = np.ones(c, dtype=input.dtype) if w is None else w
         ls = self.label_smoothing
-        loss = (1 - ls) * wt[target] * nll[np.arange(n), target]
+        ignored = target == self.ignore_index
+        t = np.where(ignored, 0, target)
+        loss = (1 - ls) * wt[t] * nll[np.arange(n), t]
         if ls:
             loss = loss + ls / c * (nll * wt).sum(axis=1)
+        loss[ignored] = 0
         return loss.astype(input.dtype)
 
     @staticmethod
@@ -92,7 +98,7 @@ class CrossEntropyLoss(_Loss):
     def _grad(self, ctx, reduction, grad_output):
         input, target, w = ctx
         return F.cross_entropy_backward(input, target, w, reduction, self.label_smoothing,
-                                        grad_output=grad_output)
+                                        grad_output=grad_output, ignore_index=self.ignore_index)
 
 
 class _ElementwiseLoss(_Loss):
@@ -124,24 +130,42 @@ class _ElementwiseLoss(_Loss):
 
 
 class BCEWithLogitsLoss(_ElementwiseLoss):
-    """Sigmoid + binary cross-entropy, computed stably from logits."""
+    """Sigmoid + binary cross-entropy, computed stably from logits.
+
+    ``weight`` scales each element's loss and ``pos_weight`` the loss of the positive
+    targets (for example one per class, (C,), of (N, C) input); each broadcasts to the
+    input's shape."""
 
     def __init__(self, weight=None, reduction="mean", pos_weight=None):
         super().__init__(reduction)
-        if weight is not None or pos_weight is not None:
-            raise ValueError("BCEWithLogitsLoss: weight and pos_weight are not supported (must be None)")
+        self.register_buffer("weight", _float_buffer(weight, "weight"))
+        self.register_buffer("pos_weight", _float_buffer(pos_weight, "pos_weight"))
 
-    @staticmethod
-    def _fn(input, target, reduction):
-        return F.binary_cross_entropy_with_logits(input, target, reduction=reduction)
+    def _weights(self, x):
+        return tuple(None if v is None else v.astype(x.dtype, copy=False) for v in (self.weight, self.pos_weight))
 
-    @staticmethod
-    def _fn_backward(input, target, reduction, grad_output):
-        return F.binary_cross_entropy_with_logits_backward(input, target, reduction, grad_output)
+    def _fn(self, input, target, reduction):
+        return F.binary_cross_entropy_with_logits(input, target, reduction, *self._weights(input))
 
-    @staticmethod
-    def _elementwise(x, t):
-        return np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+    def _fn_backward(self, input, target, reduction, grad_output):
+        return F.binary_cross_entropy_with_logits_backward(input, target, reduction, grad_output,
+                                                           *self._weights(input))
+
+    def _elementwise(self, x, t):
+        if self.weight is None and self.pos_weight is None:
+            return np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+        return F.loss._bce_elementwise(x, t, *self._weights(x))
+
+
+def _float_buffer(v, name):
+    """A weight given to a loss as a float array (or None)."""
+    if v is None:
+        return None
+    if not isinstance(v, np.ndarray):
+        v = np.asarray(v, dtype=np.float32)
+    if v.dtype.kind not in "fiu":
+        raise TypeError(f"BCEWithLogitsLoss: {name} must be a float array, got dtype {v.dtype}")
+    return v.astype(v.dtype if v.dtype.kind == "f" else np.float32)
 
 
 class MSELoss(_ElementwiseLoss):
