@@ -370,7 +370,7 @@ def test_sequential_container():
     (lambda: nn.Linear(3, "4"), TypeError),
     (lambda: nn.MaxPool2d(2, padding=2), ValueError),
     (lambda: nn.MaxPool2d(0), ValueError),
-    (lambda: nn.AvgPool2d(2, divisor_override=3), ValueError),
+    (lambda: nn.AvgPool2d(2, divisor_override=0), ValueError),
     (lambda: nn.AdaptiveAvgPool2d(0), ValueError),
     (lambda: nn.BatchNorm2d(0), ValueError),
     (lambda: nn.BatchNorm2d(4, momentum=1.5), ValueError),

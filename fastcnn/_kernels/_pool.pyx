@@ -620,7 +620,7 @@ cdef inline void _avg_pool_plane(
         floating* y,            # OUT           (OH, OW)
         Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-        Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad) noexcept nogil:
+        Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad, Py_ssize_t divisor) noexcept nogil:
     cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1, hp, wp, div
     cdef double s
     for oh in range(OH):
@@ -630,7 +630,7 @@ cdef inline void _avg_pool_plane(
             if h0 >= h1 or w0 >= w1:
                 y[oh * OW + ow] = 0
                 continue
-            div = hp * wp if count_include_pad else (h1 - h0) * (w1 - w0)
+            div = divisor if divisor != 0 else hp * wp if count_include_pad else (h1 - h0) * (w1 - w0)
             s = 0
             for ih in range(h0, h1):
                 for iw in range(w0, w1):
@@ -643,7 +643,7 @@ cdef inline void _avg_pool_backward_plane(
         floating* gx,           # OUT           (H, W)
         Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-        Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad) noexcept nogil:
+        Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad, Py_ssize_t divisor) noexcept nogil:
     cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1, hp, wp, div
     cdef floating v
     memset(gx, 0, H * W * sizeof(floating))
@@ -653,7 +653,7 @@ cdef inline void _avg_pool_backward_plane(
             _avg_window(ow, sw, kw, pw, W, &w0, &w1, &wp)
             if h0 >= h1 or w0 >= w1:
                 continue
-            div = hp * wp if count_include_pad else (h1 - h0) * (w1 - w0)
+            div = divisor if divisor != 0 else hp * wp if count_include_pad else (h1 - h0) * (w1 - w0)
             v = g[oh * OW + ow] / <floating>div
             for ih in range(h0, h1):
                 for iw in range(w0, w1):
@@ -662,7 +662,8 @@ cdef inline void _avg_pool_backward_plane(
 
 def avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
                        Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                       Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad, int n_threads):
+                       Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad, Py_ssize_t divisor,
+                       int n_threads):
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t OH = y.shape[1], OW = y.shape[2], p
     if P == 0 or OH == 0 or OW == 0:
@@ -670,12 +671,13 @@ def avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
     with nogil:
         for p in prange(P, schedule='static', num_threads=n_threads):
             _avg_pool_plane(&x[p, 0, 0], &y[p, 0, 0], H, W, OH, OW,
-                            kh, kw, sh, sw, ph, pw, count_include_pad)
+                            kh, kw, sh, sw, ph, pw, count_include_pad, divisor)
 
 
 def avg_pool2d_backward(const floating[:, :, ::1] g, floating[:, :, ::1] gx,
                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                        Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad, int n_threads):
+                        Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad, Py_ssize_t divisor,
+                        int n_threads):
     cdef Py_ssize_t P = gx.shape[0], H = gx.shape[1], W = gx.shape[2]
     cdef Py_ssize_t OH = g.shape[1], OW = g.shape[2], p
     if P == 0 or H == 0 or W == 0:
@@ -683,7 +685,7 @@ def avg_pool2d_backward(const floating[:, :, ::1] g, floating[:, :, ::1] gx,
     with nogil:
         for p in prange(P, schedule='static', num_threads=n_threads):
             _avg_pool_backward_plane(&g[p, 0, 0], &gx[p, 0, 0], H, W, OH, OW,
-                                     kh, kw, sh, sw, ph, pw, count_include_pad)
+                                     kh, kw, sh, sw, ph, pw, count_include_pad, divisor)
 
 
 # ---------------------------------------------------------------------------

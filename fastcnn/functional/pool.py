@@ -187,13 +187,26 @@ def _avg_geometry(x_shape_like, kernel_size, stride, padding, ceil_mode, count_i
     return geo[:6], out
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-    """2-D average pooling (PyTorch's divisor rules for padding and ceil_mode)."""
+def _divisor(divisor_override):
+    """divisor_override as the kernels take it: 0 for none."""
+    if divisor_override is None:
+        return 0
+    d = check_int(divisor_override, "divisor_override")
+    if d == 0:
+        raise ValueError("divisor_override must not be 0")
+    return d
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """2-D average pooling (PyTorch's divisor rules for padding and ceil_mode; every window's
+    sum divided by ``divisor_override`` instead where it is given)."""
+    div = _divisor(divisor_override)
     x = _check_input(x)
     geo, (oh, ow) = _avg_geometry(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
                                   "avg_pool2d")
     y = np.empty(check_size(x.shape[:-2] + (oh, ow), "avg_pool2d output"), dtype=x.dtype)
-    _kernels().avg_pool2d_forward(_planes(x), _planes(y), *geo, bool(count_include_pad),
+    _kernels().avg_pool2d_forward(_planes(x), _planes(y), *geo, bool(count_include_pad), div,
                                   _threads_for(x, y))
     return y
 
@@ -206,8 +219,9 @@ class _Shape:
 
 
 def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
-                        ceil_mode=False, count_include_pad=True):
+                        ceil_mode=False, count_include_pad=True, divisor_override=None):
     """Gradient of ``avg_pool2d`` with respect to its input."""
+    div = _divisor(divisor_override)
     g = as_float_array(grad_out, "grad_out", ndim=(3, 4))
     shape = _check_input_shape(input_shape, g)
     geo, out = _avg_geometry(_Shape(shape), kernel_size, stride, padding, ceil_mode,
@@ -217,7 +231,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
                          f"got shape {g.shape}")
     gx = np.empty(shape, dtype=g.dtype)
     _kernels().avg_pool2d_backward(_planes(g), _planes(gx), *geo,
-                                   bool(count_include_pad), _threads_for(g, gx))
+                                   bool(count_include_pad), div, _threads_for(g, gx))
     return gx
 
 
@@ -225,13 +239,21 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
 # adaptive average pooling
 # ---------------------------------------------------------------------------
 
+def _adaptive_size(output_size, hw):
+    """output_size as a pair, None in a pair standing for the input's size there."""
+    if isinstance(output_size, (tuple, list)) and len(output_size) == 2 and None in output_size:
+        output_size = tuple(n if v is None else v for v, n in zip(output_size, hw))
+    return pair(output_size, "output_size", 1)
+
+
 def adaptive_avg_pool2d(x, output_size=1):
-    """Adaptive average pooling to ``output_size`` (int or pair); 1 is global average pooling.
+    """Adaptive average pooling to ``output_size`` (int or pair, None in a pair keeping the
+    input's size there); 1 is global average pooling.
 
     Window of output o along an axis of length n: [floor(o n / out), ceil((o+1) n / out)).
     """
     x = _check_input(x)
-    oh, ow = pair(output_size, "output_size", 1)
+    oh, ow = _adaptive_size(output_size, x.shape[-2:])
     y = np.empty(check_size(x.shape[:-2] + (oh, ow), "adaptive_avg_pool2d output"), dtype=x.dtype)
     _kernels().adaptive_avg_pool2d_forward(_planes(x), _planes(y), _threads_for(x, y))
     return y

@@ -385,18 +385,18 @@ class AvgPool2d(Module):
         if p[0] > k[0] // 2 or p[1] > k[1] // 2:
             raise ValueError(f"AvgPool2d: padding must be at most half of kernel_size, got padding={padding}, "
                              f"kernel_size={kernel_size}")
-        if divisor_override is not None:
-            raise ValueError("AvgPool2d: divisor_override is not supported (must be None)")
+        F.pool._divisor(divisor_override)
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
         self.padding = padding
         self.ceil_mode = _check_bool(ceil_mode, "ceil_mode")
         self.count_include_pad = _check_bool(count_include_pad, "count_include_pad")
-        self.divisor_override = None
+        self.divisor_override = divisor_override
         self._shape = None
 
     def forward(self, x):
-        y = F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad)
+        y = F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
+                         self.divisor_override)
         self._shape = x.shape
         return y
 
@@ -406,18 +406,19 @@ class AvgPool2d(Module):
         if not need_input_grad:
             return None
         return F.avg_pool2d_backward(grad_out, self._shape, self.kernel_size, self.stride, self.padding,
-                                     self.ceil_mode, self.count_include_pad)
+                                     self.ceil_mode, self.count_include_pad, self.divisor_override)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
 class AdaptiveAvgPool2d(Module):
-    """Adaptive average pooling to ``output_size`` (int or pair); 1 is global average pooling."""
+    """Adaptive average pooling to ``output_size`` (int or pair, None in a pair keeping the
+    input's size there); 1 is global average pooling."""
 
     def __init__(self, output_size):
         super().__init__()
-        pair(output_size, "output_size", 1)
+        F.pool._adaptive_size(output_size, (1, 1))
         self.output_size = output_size
         self._shape = None
 
