@@ -72,8 +72,17 @@ def test_inplace(rng):
     expected = np.where(x > 0, x, 0.3 * x)
     assert F.leaky_relu(x, 0.3, inplace=True) is x
     np.testing.assert_array_equal(x, expected)
+    # a non-contiguous array: worked on as a copy, written back
+    base = -np.ones((4, 5))
+    view = base[:, ::2]
+    assert F.relu(view, inplace=True) is view
+    np.testing.assert_array_equal(base, [[0, -1, 0, -1, 0]] * 4)
     with pytest.raises(ValueError, match="inplace"):
-        F.relu(np.ones((4, 5))[:, ::2], inplace=True)
+        F.relu(np.ones((4, 5)).astype(np.int32), inplace=True)
+    ro = np.ones((4, 5))
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="inplace"):
+        F.relu(ro, inplace=True)
     with pytest.raises(TypeError, match="inplace"):
         F.relu(x, inplace="yes")
 

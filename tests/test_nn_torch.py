@@ -462,3 +462,20 @@ def test_bce_with_logits_weights_match_pytorch(torch, weights, reduction, dtype)
     assert sorted(crit.state_dict()) == sorted(sd)
     with pytest.raises(ValueError, match="pos_weight of shape"):
         nn.BCEWithLogitsLoss(pos_weight=np.ones(3))(x, t)
+
+
+@pytest.mark.parametrize("make", [lambda ns: ns.ReLU(inplace=True), lambda ns: ns.LeakyReLU(0.2, inplace=True)],
+                         ids=["relu", "leaky_relu"])
+@pytest.mark.parametrize("layout", ["transposed", "strided"])
+def test_inplace_activation_of_a_non_contiguous_input_matches_pytorch(torch, make, layout):
+    """In place on a non-contiguous array: the array itself holds the output afterwards."""
+    base = np.random.default_rng(0).standard_normal((3, 4, 10))
+    x = base.transpose(0, 2, 1) if layout == "transposed" else base[:, ::2, ::3]
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    yt = make(torch.nn)(xt.clone())
+    yt.backward(torch.ones_like(yt))
+    m = make(nn)
+    y = m(x)
+    assert y is x
+    np.testing.assert_array_equal(x, yt.detach().numpy())
+    np.testing.assert_array_equal(m.backward(np.ones(x.shape)), xt.grad.numpy())

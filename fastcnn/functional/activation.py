@@ -33,16 +33,26 @@ def _threads_for(n):
 
 
 def _out_for(x, inplace, name="x"):
+    """(source, destination, the array to write back into or None): in place, a
+    non-contiguous x is worked on as a contiguous copy that is then written back."""
     if not isinstance(inplace, (bool, np.bool_)):
         raise TypeError(f"inplace must be a bool, got {inplace!r}")
     if inplace:
-        if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64) \
-                or not x.flags.c_contiguous or not x.flags.writeable:
-            raise ValueError(f"inplace=True needs {name} to be a writeable C-contiguous float32/float64 "
-                             f"numpy array")
-        return x, x
+        if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64) or not x.flags.writeable:
+            raise ValueError(f"inplace=True needs {name} to be a writeable float32/float64 numpy array")
+        if not x.flags.c_contiguous:
+            c = np.ascontiguousarray(x)
+            return c, c, x
+        return x, x, None
     x = as_float_array(x, name)
-    return x, np.empty_like(x)
+    return x, np.empty_like(x), None
+
+
+def _written_back(y, back):
+    if back is None:
+        return y
+    back[...] = y
+    return back
 
 
 def _pair_arrays(a, b, name_a, name_b):
@@ -63,9 +73,9 @@ def _flat(a):
 
 def relu(x, inplace=False):
     """max(x, 0) (NaN stays NaN). ``inplace`` overwrites and returns ``x``."""
-    x, y = _out_for(x, inplace)
+    x, y, back = _out_for(x, inplace)
     _kernels().relu_forward(_flat(x), _flat(y), _threads_for(x.size))
-    return y
+    return _written_back(y, back)
 
 
 def relu_backward(grad_out, y):
@@ -79,9 +89,9 @@ def relu_backward(grad_out, y):
 def leaky_relu(x, negative_slope=0.01, inplace=False):
     """x if x > 0 else negative_slope * x."""
     s = check_float(negative_slope, "negative_slope")
-    x, y = _out_for(x, inplace)
+    x, y, back = _out_for(x, inplace)
     _kernels().leaky_relu_forward(_flat(x), _flat(y), s, _threads_for(x.size))
-    return y
+    return _written_back(y, back)
 
 
 def leaky_relu_backward(grad_out, x, negative_slope=0.01):
