@@ -479,3 +479,39 @@ def test_inplace_activation_of_a_non_contiguous_input_matches_pytorch(torch, mak
     assert y is x
     np.testing.assert_array_equal(x, yt.detach().numpy())
     np.testing.assert_array_equal(m.backward(np.ones(x.shape)), xt.grad.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=IDS.get)
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("kw,shape", [
+    (dict(kernel_size=3, padding=1), (2, 3, 6, 7)),
+    (dict(kernel_size=(3, 5), padding=(2, 1), stride=2), (2, 3, 7, 5)),
+    (dict(kernel_size=4, padding="same", dilation=(1, 2)), (1, 3, 8, 9)),
+    (dict(kernel_size=3, padding=2, groups=3), (2, 3, 5, 5)),
+    (dict(kernel_size=3, padding=1), (3, 4, 4)),     # unbatched
+], ids=["pad1", "strided", "same-even", "groups", "unbatched"])
+def test_conv_padding_modes_match_pytorch(torch, kw, shape, mode, dtype):
+    """Conv2d's reflect, replicate and circular padding (with a BatchNorm and ReLU after it,
+    in training and in eval mode), against torch."""
+    make = lambda ns: ns.Sequential(ns.Conv2d(3, 6, padding_mode=mode, **kw), ns.BatchNorm2d(6), ns.ReLU())  # noqa
+    if len(shape) == 3:
+        make = lambda ns: ns.Conv2d(3, 6, padding_mode=mode, **kw)  # noqa: E731
+    torch.manual_seed(0)
+    tm = make(torch.nn).to(torch.float64 if dtype == np.float64 else torch.float32)
+    fm = make(nn).to(dtype)
+    fm.load_state_dict({k: v.numpy() for k, v in tm.state_dict().items()})
+    assert repr(fm) == repr(tm)
+    x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    for train in (True, False):
+        compare(torch, fm, tm, x, dtype, train)
+
+
+def test_conv_padding_mode_errors():
+    with pytest.raises(ValueError, match="less than the input's width 2"):
+        nn.Conv2d(1, 1, 5, padding=2, padding_mode="reflect")(np.zeros((1, 1, 4, 2)))
+    with pytest.raises(ValueError, match="at most the input's height 1"):
+        nn.Conv2d(1, 1, 5, padding=2, padding_mode="circular")(np.zeros((1, 1, 1, 5)))
+    with pytest.raises(ValueError, match="padding_mode must be one of"):
+        nn.Conv2d(1, 1, 3, padding_mode="mirror")
+    with pytest.raises(ValueError, match="padding_mode must be one of"):
+        nn.ConvTranspose2d(1, 1, 3, padding_mode="reflect")

@@ -89,7 +89,7 @@ def build_plan(mods, training=False):
             # a Linear block takes its input through the Flatten
             flatten, m = m, mods[i + 1]
             i += 1
-        if type(m) is Conv2d or type(m) is Linear:
+        if (type(m) is Conv2d and m.padding_mode == "zeros") or type(m) is Linear:
             j = i + 1
             bn = None
             bn_type = BatchNorm2d if type(m) is Conv2d else BatchNorm1d

@@ -58,6 +58,48 @@ def _no_forward(module):
     return RuntimeError(f"{type(module).__name__}.backward() called before forward()")
 
 
+# Conv2d's padding modes other than 'zeros', as numpy.pad names them
+_NP_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def _explicit_pads(pad, kernel_size, dilation):
+    """(top, bottom, left, right) of a convolution's padding (a pair, or 'same': one more
+    after than before where the total is odd)."""
+    if isinstance(pad, str):
+        totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
+        return (totals[0] // 2, totals[0] - totals[0] // 2, totals[1] // 2, totals[1] - totals[1] // 2)
+    return (pad[0], pad[0], pad[1], pad[1])
+
+
+def _mode_pad(x, pads, mode, who):
+    """x padded on its last two axes by pads (top, bottom, left, right) in a padding mode."""
+    t, b, l, r = pads
+    for n, lo, hi, axis in ((x.shape[-2], t, b, "height"), (x.shape[-1], l, r, "width")):
+        if mode == "reflect" and max(lo, hi) >= n:
+            raise ValueError(f"{who}: padding_mode='reflect' needs the padding ({lo}, {hi}) to be less than "
+                             f"the input's {axis} {n}")
+        if mode == "circular" and max(lo, hi) > n:
+            raise ValueError(f"{who}: padding_mode='circular' needs the padding ({lo}, {hi}) to be at most "
+                             f"the input's {axis} {n}")
+    width = [(0, 0)] * (x.ndim - 2) + [(t, b), (l, r)]
+    return np.pad(x, width, mode=_NP_PAD_MODES[mode])
+
+
+def _mode_pad_backward(gp, pads, mode, hw):
+    """The gradient of _mode_pad: each padded row and column's gradient added to the one it
+    copies."""
+    t, b, l, r = pads
+    g = gp
+    for axis, lo, hi, n in ((-1, l, r, hw[1]), (-2, t, b, hw[0])):
+        src = np.pad(np.arange(n), (lo, hi), mode=_NP_PAD_MODES[mode])
+        g = np.moveaxis(g, axis, 0)
+        out = g[lo:lo + n].copy()
+        for p in list(range(lo)) + list(range(lo + n, lo + n + hi)):
+            out[src[p]] += g[p]
+        g = np.moveaxis(out, 0, axis)
+    return np.ascontiguousarray(g)
+
+
 def _padding_arg(padding, kernel_size, dilation, stride, who):
     """(value kept for printing, (ph, pw) for the kernels); supports 'valid' and 'same'."""
     if isinstance(padding, str):
@@ -105,9 +147,14 @@ class _ConvNd(Module):
                     raise ValueError(f"{name}: output_padding must be smaller than either stride or dilation, "
                                      f"got output_padding={self.output_padding}, stride={self.stride}, "
                                      f"dilation={self.dilation}")
-        if padding_mode != "zeros":
-            raise ValueError(f"{name}: padding_mode must be 'zeros' (the only mode supported), got {padding_mode!r}")
+        modes = ("zeros",) if self._transposed else ("zeros",) + tuple(_NP_PAD_MODES)
+        if padding_mode not in modes:
+            raise ValueError(f"{name}: padding_mode must be one of {modes}, got {padding_mode!r}")
         self.padding_mode = padding_mode
+        # the padding of the other modes, (top, bottom, left, right), made before a convolution
+        # without padding
+        self._mode_pads = None if padding_mode == "zeros" else _explicit_pads(self._pad, self.kernel_size,
+                                                                              self.dilation)
         _check_bool(bias, "bias")
         dt = _param_dtype(dtype, device)
         if self._transposed:
@@ -177,6 +224,8 @@ class _ConvNd(Module):
             s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
         return s
 
 
@@ -190,10 +239,16 @@ class Conv2d(_ConvNd):
 
     def forward(self, x):
         x = self._prep(x)
+        pad = self._pad
+        if self._mode_pads is not None:
+            # reflect, replicate or circular: the padded input, convolved without padding
+            self._in_hw = x.shape[-2:]
+            x = _mode_pad(x, self._mode_pads, self.padding_mode, self._who())
+            pad = (0, 0)
         self._x = x
         b = self.bias
         return F.conv2d(x, self.weight.data, None if b is None else b.data,
-                        self.stride, self._pad, self.dilation, self.groups,
+                        self.stride, pad, self.dilation, self.groups,
                         weight_cache=self._weight_cache(), input_cache=self._input_cache())
 
     def backward(self, grad_out, need_input_grad=True):
@@ -202,13 +257,16 @@ class Conv2d(_ConvNd):
             raise _no_forward(self)
         w = self.weight.data
         g = _grad_as(grad_out, w.dtype)
-        gx, gw, gb = F.conv2d_backward(g, x, w, self.stride, self._pad, self.dilation, self.groups,
+        pad = self._pad if self._mode_pads is None else (0, 0)
+        gx, gw, gb = F.conv2d_backward(g, x, w, self.stride, pad, self.dilation, self.groups,
                                        need_grad_input=need_input_grad,
                                        weight_cache=self._weight_cache(data=True),
                                        input_cache=self.__dict__.get("_icache"))
         accumulate(self.weight, gw, owned=True)
         if self.bias is not None:
             accumulate(self.bias, gb if gb is not None else g.sum(axis=(0, 2, 3)), owned=True)
+        if gx is not None and self._mode_pads is not None:
+            gx = _mode_pad_backward(gx, self._mode_pads, self.padding_mode, self._in_hw)
         return gx
 
 
