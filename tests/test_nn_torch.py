@@ -515,3 +515,28 @@ def test_conv_padding_mode_errors():
         nn.Conv2d(1, 1, 3, padding_mode="mirror")
     with pytest.raises(ValueError, match="padding_mode must be one of"):
         nn.ConvTranspose2d(1, 1, 3, padding_mode="reflect")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (3, 4, 6), (2, 3, 1, 2, 2)], ids=["2d", "1d", "3d"])
+def test_cross_entropy_of_spatial_logits_matches_pytorch(torch, shape, reduction):
+    """Logits (N, C, d1, ...) against labels (N, d1, ...): every position a row (with class
+    weights, label smoothing and ignored positions)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    C = shape[1]
+    labels = rng.integers(0, C, shape[:1] + shape[2:])
+    labels.reshape(-1)[::5] = -100
+    w = rng.uniform(0.5, 2, C)
+    crit = nn.CrossEntropyLoss(w, reduction=reduction, label_smoothing=0.1)
+    tcrit = torch.nn.CrossEntropyLoss(torch.from_numpy(w), reduction=reduction, label_smoothing=0.1)
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    lt = tcrit(xt, torch.from_numpy(labels))
+    loss = crit(x, labels)
+    go = rng.standard_normal(labels.shape) if reduction == "none" else None
+    lt.backward(None if go is None else torch.from_numpy(go))
+    g = crit.backward(go)
+    np.testing.assert_allclose(loss, lt.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="target must have shape"):
+        F.cross_entropy(x, labels[..., :1])

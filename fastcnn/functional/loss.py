@@ -66,7 +66,8 @@ def _ce_args(logits, target, weight, label_smoothing):
     return x, t, w, has_w, float(label_smoothing), nt
 
 
-def _check_target(target):
+def _check_target(target, shape=None):
+    """target as contiguous int32/int64 labels: 1-D, or of ``shape`` where given."""
     if not isinstance(target, np.ndarray):
         if isinstance(target, (list, tuple)):
             target = np.asarray(target)
@@ -74,7 +75,10 @@ def _check_target(target):
             raise TypeError(f"target must be a numpy array of integer class labels, got {type(target).__name__}")
     if target.dtype.kind not in "iu":
         raise TypeError(f"target must hold integer class labels (int32 or int64), got dtype {target.dtype}")
-    if target.ndim != 1:
+    if shape is not None and target.shape != shape:
+        raise ValueError(f"target must have shape {shape} (a label per position of the logits but the "
+                         f"class dimension), got {target.shape}")
+    if shape is None and target.ndim != 1:
         raise ValueError(f"target must be 1-D (one label per row of logits), got shape {target.shape}")
     if target.dtype.char not in "il":
         if target.dtype.kind == "u" and target.size and int(target.max()) > np.iinfo(np.int64).max:
@@ -104,13 +108,29 @@ def _check_ignore_index(ignore_index):
     return int(ignore_index)
 
 
+def _ce_rows(logits, target):
+    """(N, C, d1, ...) logits and (N, d1, ...) labels as rows (N d1 ..., C) and their labels."""
+    x = as_float_array(logits, "logits", contiguous=False)
+    t = _check_target(target, x.shape[:1] + x.shape[2:])
+    return np.moveaxis(x, 1, -1).reshape(-1, x.shape[1]), t.reshape(-1)
+
+
+def _ce_unrows(g, shape):
+    """The gradient of _ce_rows' rows as the logits' (N, C, d1, ...) shape."""
+    return np.ascontiguousarray(np.moveaxis(g.reshape(shape[:1] + shape[2:] + shape[1:2]), -1, 1))
+
+
 def cross_entropy(logits, target, weight=None, reduction="mean", label_smoothing=0.0, ignore_index=-100):
     """Cross-entropy of ``logits`` (N, C) against integer labels ``target`` (N,), PyTorch's formula:
 
     loss_i = (1 - ls) * w[t_i] * (lse_i - x_it) + ls / C * sum_c w[c] * (lse_i - x_ic);
     'mean' divides the sum by sum_i w[t_i] (N without weight). Rows labelled
-    ``ignore_index`` count for nothing, in the sum and in the divisor.
+    ``ignore_index`` count for nothing, in the sum and in the divisor. Logits
+    (N, C, d1, ...) with labels (N, d1, ...) count every position as a row.
     """
+    if getattr(logits, "ndim", 2) > 2:
+        x, t = _ce_rows(logits, target)
+        return cross_entropy(x, t, weight, reduction, label_smoothing, ignore_index)
     mean = reduction == "mean" or _reduction(reduction)
     x, t, w, has_w, ls, nt = _ce_args(logits, target, weight, label_smoothing)
     C = x.shape[1]
@@ -134,6 +154,10 @@ def cross_entropy(logits, target, weight=None, reduction="mean", label_smoothing
 def cross_entropy_backward(logits, target, weight=None, reduction="mean", label_smoothing=0.0,
                            grad_output=1.0, ignore_index=-100):
     """d cross_entropy / d logits, times ``grad_output`` (zero on rows labelled ``ignore_index``)."""
+    if getattr(logits, "ndim", 2) > 2:
+        x, t = _ce_rows(logits, target)
+        return _ce_unrows(cross_entropy_backward(x, t, weight, reduction, label_smoothing, grad_output,
+                                                 ignore_index), logits.shape)
     mean = reduction == "mean" or _reduction(reduction)
     x, t, w, has_w, ls, nt = _ce_args(logits, target, weight, label_smoothing)
     C = x.shape[1]

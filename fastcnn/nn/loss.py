@@ -40,12 +40,13 @@ class _Loss(Module):
             go = np.asarray(grad_output, dtype=g.dtype)
             if go.shape != self._none_shape(g):
                 raise ValueError(f"grad_output must have the loss's shape {self._none_shape(g)}, got {go.shape}")
-            g *= go.reshape(go.shape + (1,) * (g.ndim - go.ndim))
+            g *= go if go.ndim == g.ndim else np.expand_dims(go, 1)   # (a class dimension at 1)
         return g
 
 
 class CrossEntropyLoss(_Loss):
-    """Softmax cross-entropy of logits (N, C) against integer class labels (N,).
+    """Softmax cross-entropy of logits (N, C) against integer class labels (N,), or of
+    (N, C, d1, ...) against (N, d1, ...).
 
     ``weight``: per-class weights (C,); ``label_smoothing`` in [0, 1]; rows labelled
     ``ignore_index`` count for nothing (in the loss, its divisor and the gradient).
@@ -79,6 +80,12 @@ class CrossEntropyLoss(_Loss):
                                          self.ignore_index))
         # per-sample losses (checks of shapes and labels by the reduced call)
         F.cross_entropy(input, target, w, "sum", self.label_smoothing, self.ignore_index)
+        if input.ndim > 2:
+            rows, labels = F.loss._ce_rows(input, target)
+            return self._per_row(rows, labels, w).reshape(target.shape)
+        return self._per_row(input, target, w)
+
+    def _per_row(self, input, target, w):
         nll = -F.log_softmax(input, 1)
         n, c = input.shape
         wt = np.ones(c, dtype=input.dtype) if w is None else w
@@ -93,7 +100,7 @@ class CrossEntropyLoss(_Loss):
 
     @staticmethod
     def _none_shape(g):
-        return g.shape[:1]
+        return g.shape[:1] + g.shape[2:]
 
     def _grad(self, ctx, reduction, grad_output):
         input, target, w = ctx
