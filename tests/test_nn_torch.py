@@ -540,3 +540,52 @@ def test_cross_entropy_of_spatial_logits_matches_pytorch(torch, shape, reduction
     np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="target must have shape"):
         F.cross_entropy(x, labels[..., :1])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=IDS.get)
+def test_functional_losses_unreduced_match_pytorch(torch, dtype):
+    """reduction='none' in fastcnn.functional: the unreduced losses, and gradients scaled by an
+    array of the loss's shape (or a number)."""
+    rng = np.random.default_rng(0)
+    tol = TOLS[dtype]
+    TF = torch.nn.functional
+    x = rng.standard_normal((4, 3, 5)).astype(dtype)
+    labels = rng.integers(0, 3, (4, 5))
+    labels[0, 0] = -100
+    w = rng.uniform(0.5, 2, 3).astype(dtype)
+    t = rng.uniform(0, 1, x.shape).astype(dtype)
+    pw = rng.uniform(0.5, 2, 5).astype(dtype)
+    cases = [
+        (lambda a: F.cross_entropy(a, labels, w, "none", 0.1),
+         lambda a, go: F.cross_entropy_backward(a, labels, w, "none", 0.1, go),
+         lambda a: TF.cross_entropy(a, torch.from_numpy(labels), torch.from_numpy(w), reduction="none",
+                                    label_smoothing=0.1)),
+        (lambda a: F.cross_entropy(a[:, :, 0], labels[:, 0], None, "none"),
+         lambda a, go: F.cross_entropy_backward(a[:, :, 0], labels[:, 0], None, "none", 0.0, go),
+         lambda a: TF.cross_entropy(a[:, :, 0], torch.from_numpy(labels[:, 0]), reduction="none")),
+        (lambda a: F.mse_loss(a, t, "none"), lambda a, go: F.mse_loss_backward(a, t, "none", go),
+         lambda a: TF.mse_loss(a, torch.from_numpy(t), reduction="none")),
+        (lambda a: F.l1_loss(a, t, "none"), lambda a, go: F.l1_loss_backward(a, t, "none", go),
+         lambda a: TF.l1_loss(a, torch.from_numpy(t), reduction="none")),
+        (lambda a: F.binary_cross_entropy_with_logits(a, t, "none"),
+         lambda a, go: F.binary_cross_entropy_with_logits_backward(a, t, "none", go),
+         lambda a: TF.binary_cross_entropy_with_logits(a, torch.from_numpy(t), reduction="none")),
+        (lambda a: F.binary_cross_entropy_with_logits(a, t, "none", pos_weight=pw),
+         lambda a, go: F.binary_cross_entropy_with_logits_backward(a, t, "none", go, pos_weight=pw),
+         lambda a: TF.binary_cross_entropy_with_logits(a, torch.from_numpy(t), reduction="none",
+                                                       pos_weight=torch.from_numpy(pw))),
+    ]
+    for ours, ours_grad, theirs in cases:
+        xt = torch.from_numpy(x.copy()).requires_grad_(True)
+        lt = theirs(xt)
+        loss = ours(x)
+        assert loss.shape == tuple(lt.shape) and loss.dtype == dtype
+        np.testing.assert_allclose(loss, lt.detach().numpy(), **tol)
+        go = rng.standard_normal(loss.shape).astype(dtype)
+        lt.backward(torch.from_numpy(go))
+        g = ours_grad(x, go)
+        if g.shape != x.shape:   # the gradient of a slice of x
+            g = np.pad(g[:, :, None], ((0, 0), (0, 0), (0, 4)))
+        np.testing.assert_allclose(g, xt.grad.numpy(), **tol)
+        with pytest.raises(ValueError, match="grad_output must have the loss's shape"):
+            ours_grad(x, np.ones(loss.shape + (2,), dtype))

@@ -1,7 +1,9 @@
 """Losses and their gradients: cross-entropy from logits, BCE with logits, MSE, L1.
 
-Each loss returns a Python float; each ``*_backward`` returns d loss / d input
-(times ``grad_output``, 1 by default). ``reduction`` is ``'mean'`` or ``'sum'``.
+Each loss returns a Python float, or with ``reduction='none'`` the unreduced
+losses (an array of the input's shape; a row's loss for cross-entropy); each
+``*_backward`` returns d loss / d input times ``grad_output`` (1 by default; for
+'none', an array of the loss's shape, or a number).
 """
 import numpy as np
 
@@ -33,7 +35,15 @@ def _reduction(reduction):
         return True
     if reduction == "sum":
         return False
-    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _none_scale(grad_output, shape, dtype):
+    """grad_output of an unreduced loss of ``shape``: an array of that shape, or a number."""
+    go = np.asarray(grad_output, dtype=dtype)
+    if go.ndim and go.shape != shape:
+        raise ValueError(f"grad_output must have the loss's shape {shape}, got {go.shape}")
+    return go
 
 
 # ---------------------------------------------------------------------------
@@ -120,6 +130,23 @@ def _ce_unrows(g, shape):
     return np.ascontiguousarray(np.moveaxis(g.reshape(shape[:1] + shape[2:] + shape[1:2]), -1, 1))
 
 
+def _ce_per_row(logits, target, weight, label_smoothing, ignore_index):
+    """The loss of each row (zero where ignored)."""
+    cross_entropy(logits, target, weight, "sum", label_smoothing, ignore_index)   # the checks
+    x, t, w, has_w, ls, _ = _ce_args(logits, target, weight, label_smoothing)
+    from .activation import log_softmax
+    nll = -log_softmax(x, 1)
+    n, c = x.shape
+    wt = w.astype(x.dtype) if has_w else np.ones(c, dtype=x.dtype)
+    ignored = t == _check_ignore_index(ignore_index)
+    t = np.where(ignored, 0, t)
+    loss = (1 - ls) * wt[t] * nll[np.arange(n), t]
+    if ls:
+        loss = loss + ls / c * (nll * wt).sum(axis=1)
+    loss[ignored] = 0
+    return loss.astype(x.dtype, copy=False)
+
+
 def cross_entropy(logits, target, weight=None, reduction="mean", label_smoothing=0.0, ignore_index=-100):
     """Cross-entropy of ``logits`` (N, C) against integer labels ``target`` (N,), PyTorch's formula:
 
@@ -130,7 +157,10 @@ def cross_entropy(logits, target, weight=None, reduction="mean", label_smoothing
     """
     if getattr(logits, "ndim", 2) > 2:
         x, t = _ce_rows(logits, target)
-        return cross_entropy(x, t, weight, reduction, label_smoothing, ignore_index)
+        loss = cross_entropy(x, t, weight, reduction, label_smoothing, ignore_index)
+        return loss.reshape(logits.shape[:1] + logits.shape[2:]) if reduction == "none" else loss
+    if reduction == "none":
+        return _ce_per_row(logits, target, weight, label_smoothing, ignore_index)
     mean = reduction == "mean" or _reduction(reduction)
     x, t, w, has_w, ls, nt = _ce_args(logits, target, weight, label_smoothing)
     C = x.shape[1]
@@ -156,8 +186,14 @@ def cross_entropy_backward(logits, target, weight=None, reduction="mean", label_
     """d cross_entropy / d logits, times ``grad_output`` (zero on rows labelled ``ignore_index``)."""
     if getattr(logits, "ndim", 2) > 2:
         x, t = _ce_rows(logits, target)
+        if reduction == "none":
+            grad_output = _none_scale(grad_output, logits.shape[:1] + logits.shape[2:], x.dtype).reshape(-1)
         return _ce_unrows(cross_entropy_backward(x, t, weight, reduction, label_smoothing, grad_output,
                                                  ignore_index), logits.shape)
+    if reduction == "none":
+        g = cross_entropy_backward(logits, target, weight, "sum", label_smoothing, 1.0, ignore_index)
+        g *= _none_scale(grad_output, g.shape[:1], g.dtype)[..., None]
+        return g
     mean = reduction == "mean" or _reduction(reduction)
     x, t, w, has_w, ls, nt = _ce_args(logits, target, weight, label_smoothing)
     C = x.shape[1]
@@ -202,7 +238,17 @@ def _pair(input, target):
     return x, t, (1 if x.size < _SERIAL_BELOW else n_threads())
 
 
+_ELEMENTWISE = {
+    _OP_BCE: lambda x, t: np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x))),
+    _OP_MSE: lambda x, t: (x - t) ** 2,
+    _OP_L1: lambda x, t: np.abs(x - t),
+}
+
+
 def _loss(input, target, reduction, op):
+    if reduction == "none":
+        x, t, _ = _pair(input, target)
+        return _ELEMENTWISE[op](x, t).astype(x.dtype, copy=False)
     mean = _reduction(reduction)
     x, t, nt = _pair(input, target)
     s = (_k or _kernels()).elementwise_loss_sum(x.reshape(-1), t.reshape(-1), op, nt)
@@ -212,6 +258,10 @@ def _loss(input, target, reduction, op):
 
 
 def _loss_grad(input, target, reduction, op, grad_output):
+    if reduction == "none":
+        gx = _loss_grad(input, target, "sum", op, 1.0)
+        gx *= _none_scale(grad_output, gx.shape, gx.dtype)
+        return gx
     mean = _reduction(reduction)
     x, t, nt = _pair(input, target)
     gx = np.empty_like(x)
@@ -259,8 +309,10 @@ def binary_cross_entropy_with_logits(input, target, reduction="mean", weight=Non
     (PyTorch's), each broadcast to the input's shape."""
     if weight is None and pos_weight is None:
         return _loss(input, target, reduction, _OP_BCE)
-    mean = _reduction(reduction)
     loss = _bce_elementwise(input, target, weight, pos_weight)
+    if reduction == "none":
+        return loss
+    mean = _reduction(reduction)
     if mean and loss.size == 0:
         return float("nan")
     s = float(loss.sum(dtype=np.float64))
@@ -273,14 +325,15 @@ def binary_cross_entropy_with_logits_backward(input, target, reduction="mean", g
     weights, weight [(1 - t + pos_weight t) sigmoid(x) - pos_weight t]."""
     if weight is None and pos_weight is None:
         return _loss_grad(input, target, reduction, _OP_BCE, grad_output)
-    mean = _reduction(reduction)
     x, t, _ = _pair(input, target)
     _, _, a, w = _bce_terms(x, t, weight, pos_weight)
     s = 0.5 * (1 + np.tanh(0.5 * x))      # sigmoid(x)
     g = (1 - t + a) * s - a
     if w is not None:
         g = g * w
-    scale = float(grad_output) / max(1, x.size) if mean else float(grad_output)
+    if reduction == "none":
+        return (g * _none_scale(grad_output, x.shape, x.dtype)).astype(x.dtype, copy=False)
+    scale = float(grad_output) / max(1, x.size) if _reduction(reduction) else float(grad_output)
     return (g * scale).astype(x.dtype, copy=False)
 
 

@@ -33,15 +33,11 @@ class _Loss(Module):
         """
         if self._ctx is None:
             raise RuntimeError(f"{type(self).__name__}.backward() called before the loss was computed")
-        if self.reduction != "none":
-            return self._grad(self._ctx, self.reduction, 1.0 if grad_output is None else grad_output)
-        g = self._grad(self._ctx, "sum", 1.0)
-        if grad_output is not None:
-            go = np.asarray(grad_output, dtype=g.dtype)
-            if go.shape != self._none_shape(g):
-                raise ValueError(f"grad_output must have the loss's shape {self._none_shape(g)}, got {go.shape}")
-            g *= go if go.ndim == g.ndim else np.expand_dims(go, 1)   # (a class dimension at 1)
-        return g
+        if self.reduction == "none" and grad_output is not None:
+            shape = self._loss_shape(self._ctx)
+            if np.shape(grad_output) != shape:
+                raise ValueError(f"grad_output must have the loss's shape {shape}, got {np.shape(grad_output)}")
+        return self._grad(self._ctx, self.reduction, 1.0 if grad_output is None else grad_output)
 
 
 class CrossEntropyLoss(_Loss):
@@ -75,32 +71,13 @@ class CrossEntropyLoss(_Loss):
         input, target = self._prep(input, target)
         w = self._weight_for(input)
         self._ctx = (input, target, w)
-        if self.reduction != "none":
-            return float(F.cross_entropy(input, target, w, self.reduction, self.label_smoothing,
-                                         self.ignore_index))
-        # per-sample losses (checks of shapes and labels by the reduced call)
-        F.cross_entropy(input, target, w, "sum", self.label_smoothing, self.ignore_index)
-        if input.ndim > 2:
-            rows, labels = F.loss._ce_rows(input, target)
-            return self._per_row(rows, labels, w).reshape(target.shape)
-        return self._per_row(input, target, w)
-
-    def _per_row(self, input, target, w):
-        nll = -F.log_softmax(input, 1)
-        n, c = input.shape
-        wt = np.ones(c, dtype=input.dtype) if w is None else w
-        ls = self.label_smoothing
-        ignored = target == self.ignore_index
-        t = np.where(ignored, 0, target)
-        loss = (1 - ls) * wt[t] * nll[np.arange(n), t]
-        if ls:
-            loss = loss + ls / c * (nll * wt).sum(axis=1)
-        loss[ignored] = 0
-        return loss.astype(input.dtype)
+        loss = F.cross_entropy(input, target, w, self.reduction, self.label_smoothing, self.ignore_index)
+        return loss if self.reduction == "none" else float(loss)
 
     @staticmethod
-    def _none_shape(g):
-        return g.shape[:1] + g.shape[2:]
+    def _loss_shape(ctx):
+        input = ctx[0]
+        return input.shape[:1] + input.shape[2:]
 
     def _grad(self, ctx, reduction, grad_output):
         input, target, w = ctx
@@ -122,14 +99,12 @@ class _ElementwiseLoss(_Loss):
     def forward(self, input, target):
         input, target = self._prep(input, target)
         self._ctx = (input, target)
-        if self.reduction != "none":
-            return float(self._fn(input, target, reduction=self.reduction))
-        self._fn(input, target, reduction="sum")  # argument checks
-        return self._elementwise(input, target).astype(input.dtype)
+        loss = self._fn(input, target, reduction=self.reduction)
+        return loss if self.reduction == "none" else float(loss)
 
     @staticmethod
-    def _none_shape(g):
-        return g.shape
+    def _loss_shape(ctx):
+        return ctx[0].shape
 
     def _grad(self, ctx, reduction, grad_output):
         input, target = ctx
@@ -158,11 +133,6 @@ class BCEWithLogitsLoss(_ElementwiseLoss):
         return F.binary_cross_entropy_with_logits_backward(input, target, reduction, grad_output,
                                                            *self._weights(input))
 
-    def _elementwise(self, x, t):
-        if self.weight is None and self.pos_weight is None:
-            return np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
-        return F.loss._bce_elementwise(x, t, *self._weights(x))
-
 
 def _float_buffer(v, name):
     """A weight given to a loss as a float array (or None)."""
@@ -187,10 +157,6 @@ class MSELoss(_ElementwiseLoss):
     def _fn_backward(input, target, reduction, grad_output):
         return F.mse_loss_backward(input, target, reduction, grad_output)
 
-    @staticmethod
-    def _elementwise(x, t):
-        return (x - t) ** 2
-
 
 class L1Loss(_ElementwiseLoss):
     def __init__(self, reduction="mean"):
@@ -203,7 +169,3 @@ class L1Loss(_ElementwiseLoss):
     @staticmethod
     def _fn_backward(input, target, reduction, grad_output):
         return F.l1_loss_backward(input, target, reduction, grad_output)
-
-    @staticmethod
-    def _elementwise(x, t):
-        return np.abs(x - t)
