@@ -133,8 +133,10 @@ def test_loss_bad_arguments(rng):
         F.cross_entropy(x, t.astype(np.float32))
     with pytest.raises(ValueError, match=r"target must have shape \(4,\)"):
         F.cross_entropy(x, t[:3])
+    with pytest.raises(ValueError, match=r"target must have shape \(\)"):
+        F.cross_entropy(x[0], t)       # one row (C,) takes one label
     with pytest.raises(ValueError, match="logits must be 2-D"):
-        F.cross_entropy(x[0], t)
+        F.cross_entropy(x[0, 0], t[0])
     with pytest.raises(ValueError, match=r"weight must have shape \(3,\)"):
         F.cross_entropy(x, t, weight=np.ones(4))
     with pytest.raises(ValueError, match="reduction"):

@@ -589,3 +589,22 @@ def test_functional_losses_unreduced_match_pytorch(torch, dtype):
         np.testing.assert_allclose(g, xt.grad.numpy(), **tol)
         with pytest.raises(ValueError, match="grad_output must have the loss's shape"):
             ours_grad(x, np.ones(loss.shape + (2,), dtype))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_of_one_unbatched_row_matches_pytorch(torch, reduction):
+    """Logits (C,) against a 0-d label, as PyTorch takes them."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(5)
+    w = rng.uniform(0.5, 2, 5)
+    for label in (np.array(3), np.array(-100)):
+        crit = nn.CrossEntropyLoss(w, reduction=reduction, label_smoothing=0.2)
+        tcrit = torch.nn.CrossEntropyLoss(torch.from_numpy(w), reduction=reduction, label_smoothing=0.2)
+        xt = torch.from_numpy(x.copy()).requires_grad_(True)
+        lt = tcrit(xt, torch.from_numpy(label))
+        loss = crit(x, label)
+        lt.backward(torch.tensor(1.5, dtype=torch.float64) if reduction == "none" else None)
+        g = crit.backward(np.array(1.5) if reduction == "none" else None)
+        np.testing.assert_allclose(loss, lt.detach().numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+        assert g.shape == (5,) and np.shape(loss) == ()

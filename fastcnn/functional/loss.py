@@ -153,8 +153,13 @@ def cross_entropy(logits, target, weight=None, reduction="mean", label_smoothing
     loss_i = (1 - ls) * w[t_i] * (lse_i - x_it) + ls / C * sum_c w[c] * (lse_i - x_ic);
     'mean' divides the sum by sum_i w[t_i] (N without weight). Rows labelled
     ``ignore_index`` count for nothing, in the sum and in the divisor. Logits
-    (N, C, d1, ...) with labels (N, d1, ...) count every position as a row.
+    (N, C, d1, ...) with labels (N, d1, ...) count every position as a row; logits
+    (C,) with a 0-d label are one row.
     """
+    if getattr(logits, "ndim", 2) == 1:
+        loss = cross_entropy(logits[None], _check_target(target, ()).reshape(1), weight, reduction,
+                             label_smoothing, ignore_index)
+        return loss.reshape(()) if reduction == "none" else loss
     if getattr(logits, "ndim", 2) > 2:
         x, t = _ce_rows(logits, target)
         loss = cross_entropy(x, t, weight, reduction, label_smoothing, ignore_index)
@@ -184,6 +189,11 @@ def cross_entropy(logits, target, weight=None, reduction="mean", label_smoothing
 def cross_entropy_backward(logits, target, weight=None, reduction="mean", label_smoothing=0.0,
                            grad_output=1.0, ignore_index=-100):
     """d cross_entropy / d logits, times ``grad_output`` (zero on rows labelled ``ignore_index``)."""
+    if getattr(logits, "ndim", 2) == 1:
+        if reduction == "none":
+            grad_output = _none_scale(grad_output, (), logits.dtype).reshape(1)
+        return cross_entropy_backward(logits[None], _check_target(target, ()).reshape(1), weight, reduction,
+                                      label_smoothing, grad_output, ignore_index)[0]
     if getattr(logits, "ndim", 2) > 2:
         x, t = _ce_rows(logits, target)
         if reduction == "none":

@@ -41,8 +41,8 @@ class _Loss(Module):
 
 
 class CrossEntropyLoss(_Loss):
-    """Softmax cross-entropy of logits (N, C) against integer class labels (N,), or of
-    (N, C, d1, ...) against (N, d1, ...).
+    """Softmax cross-entropy of logits (N, C) against integer class labels (N,), of
+    (N, C, d1, ...) against (N, d1, ...), or of (C,) against one label.
 
     ``weight``: per-class weights (C,); ``label_smoothing`` in [0, 1]; rows labelled
     ``ignore_index`` count for nothing (in the loss, its divisor and the gradient).
@@ -77,7 +77,7 @@ class CrossEntropyLoss(_Loss):
     @staticmethod
     def _loss_shape(ctx):
         input = ctx[0]
-        return input.shape[:1] + input.shape[2:]
+        return () if input.ndim == 1 else input.shape[:1] + input.shape[2:]
 
     def _grad(self, ctx, reduction, grad_output):
         input, target, w = ctx
