@@ -130,6 +130,8 @@ def test_loss_bad_arguments(rng):
     with pytest.raises(ValueError, match="target labels"):
         F.cross_entropy_backward(x, np.array([0, -1, 1, 1], dtype=np.int32))
     with pytest.raises(TypeError, match="target must hold integer class labels"):
+        F.cross_entropy(x, t.astype(np.complex64))
+    with pytest.raises(ValueError, match="class labels are integers"):   # float: probabilities
         F.cross_entropy(x, t.astype(np.float32))
     with pytest.raises(ValueError, match=r"target must have shape \(4,\)"):
         F.cross_entropy(x, t[:3])

@@ -608,3 +608,32 @@ def test_cross_entropy_of_one_unbatched_row_matches_pytorch(torch, reduction):
         np.testing.assert_allclose(loss, lt.detach().numpy(), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
         assert g.shape == (5,) and np.shape(loss) == ()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=IDS.get)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", [(4, 5), (2, 3, 4, 2), (5,)], ids=["rows", "spatial", "one-row"])
+def test_cross_entropy_with_class_probabilities_matches_pytorch(torch, shape, reduction, dtype):
+    """A float target of the logits' shape: class probabilities (with class weights and
+    label smoothing); 'mean' divides by the rows, not by their weights."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    ax = 0 if len(shape) == 1 else 1
+    p = rng.uniform(0, 1, shape)
+    p = (p / p.sum(axis=ax, keepdims=True)).astype(dtype)
+    w = rng.uniform(0.5, 2, shape[ax]).astype(dtype)
+    for weight, ls in ((None, 0.0), (w, 0.2)):
+        crit = nn.CrossEntropyLoss(weight, reduction=reduction, label_smoothing=ls)
+        tcrit = torch.nn.CrossEntropyLoss(None if weight is None else torch.from_numpy(weight),
+                                          reduction=reduction, label_smoothing=ls)
+        xt = torch.from_numpy(x.copy()).requires_grad_(True)
+        lt = tcrit(xt, torch.from_numpy(p))
+        loss = crit(x, p)
+        go = rng.standard_normal(lt.shape).astype(dtype) if reduction == "none" else None
+        lt.backward(None if go is None else torch.from_numpy(go))
+        g = crit.backward(go)
+        np.testing.assert_allclose(loss, lt.detach().numpy(), **TOLS[dtype])
+        np.testing.assert_allclose(g, xt.grad.numpy(), **TOLS[dtype])
+        assert g.dtype == dtype
+    with pytest.raises(ValueError, match="must have the logits' shape"):
+        F.cross_entropy(x, p[..., :1])

@@ -147,6 +147,53 @@ def _ce_per_row(logits, target, weight, label_smoothing, ignore_index):
     return loss.astype(x.dtype, copy=False)
 
 
+def _is_soft(target):
+    return isinstance(target, np.ndarray) and target.dtype.kind == "f"
+
+
+def _ce_soft(logits, target, weight, reduction, label_smoothing, grad_output=None):
+    """Cross-entropy against class probabilities ``target`` (the logits' shape), PyTorch's:
+    loss_i = -sum_c w[c] q_ic log softmax(x_i)_c with q = (1 - ls) p + ls / C; 'mean'
+    divides by the number of rows. With ``grad_output`` given: the gradient instead,
+    softmax(x_i) sum_c w[c] q_ic - w q_i, times grad_output (per row for 'none')."""
+    from .activation import log_softmax
+    x = as_float_array(logits, "logits", contiguous=False)
+    if x.ndim < 1:
+        raise ValueError(f"logits must be (C,), (N, C) or (N, C, d1, ...), got shape {x.shape}")
+    p = as_float_array(target, "target", contiguous=False)
+    if p.shape != x.shape:
+        raise ValueError(f"target of class probabilities (a float array) must have the logits' shape {x.shape}, "
+                         f"got {p.shape}; class labels are integers")
+    ls = check_float(label_smoothing, "label_smoothing", 0.0, 1.0)
+    ax = 0 if x.ndim == 1 else 1
+    C = x.shape[ax]
+    along = (C,) + (1,) * (x.ndim - ax - 1)       # a vector along the class axis
+    w = 1
+    if weight is not None:
+        w = as_float_array(weight, "weight", ndim=1)
+        if w.shape != (C,):
+            raise ValueError(f"weight must have shape ({C},) (one per class), got {w.shape}")
+        w = w.astype(x.dtype).reshape(along)
+    q = p.astype(x.dtype, copy=False)
+    if ls:
+        q = q * (1 - ls) + ls / C
+    logp = log_softmax(np.ascontiguousarray(x), ax)
+    rows = x.size // C
+    if grad_output is None:
+        loss = -(w * q * logp).sum(axis=ax)
+        if reduction == "none":
+            return loss.astype(x.dtype, copy=False)
+        s = float(loss.sum(dtype=np.float64))
+        return s / rows if _reduction(reduction) else s
+    wq = w * q
+    g = np.exp(logp) * wq.sum(axis=ax, keepdims=True) - wq
+    if reduction == "none":
+        scale = np.expand_dims(_none_scale(grad_output, x.shape[:ax] + x.shape[ax + 1:], x.dtype), ax)
+    else:
+        scale = float(grad_output) / max(1, rows) if _reduction(reduction) else float(grad_output)
+    return np.ascontiguousarray(g * scale, dtype=x.dtype)
+
+
 def cross_entropy(logits, target, weight=None, reduction="mean", label_smoothing=0.0, ignore_index=-100):
     """Cross-entropy of ``logits`` (N, C) against integer labels ``target`` (N,), PyTorch's formula:
 
@@ -154,8 +201,11 @@ def cross_entropy(logits, target, weight=None, reduction="mean", label_smoothing
     'mean' divides the sum by sum_i w[t_i] (N without weight). Rows labelled
     ``ignore_index`` count for nothing, in the sum and in the divisor. Logits
     (N, C, d1, ...) with labels (N, d1, ...) count every position as a row; logits
-    (C,) with a 0-d label are one row.
+    (C,) with a 0-d label are one row. A float ``target`` of the logits' shape holds
+    class probabilities instead (see _ce_soft).
     """
+    if _is_soft(target):
+        return _ce_soft(logits, target, weight, reduction, label_smoothing)
     if getattr(logits, "ndim", 2) == 1:
         loss = cross_entropy(logits[None], _check_target(target, ()).reshape(1), weight, reduction,
                              label_smoothing, ignore_index)
@@ -189,6 +239,8 @@ def cross_entropy(logits, target, weight=None, reduction="mean", label_smoothing
 def cross_entropy_backward(logits, target, weight=None, reduction="mean", label_smoothing=0.0,
                            grad_output=1.0, ignore_index=-100):
     """d cross_entropy / d logits, times ``grad_output`` (zero on rows labelled ``ignore_index``)."""
+    if _is_soft(target):
+        return _ce_soft(logits, target, weight, reduction, label_smoothing, grad_output)
     if getattr(logits, "ndim", 2) == 1:
         if reduction == "none":
             grad_output = _none_scale(grad_output, (), logits.dtype).reshape(1)

@@ -42,7 +42,8 @@ class _Loss(Module):
 
 class CrossEntropyLoss(_Loss):
     """Softmax cross-entropy of logits (N, C) against integer class labels (N,), of
-    (N, C, d1, ...) against (N, d1, ...), or of (C,) against one label.
+    (N, C, d1, ...) against (N, d1, ...), or of (C,) against one label; or against class
+    probabilities, a float target of the logits' shape.
 
     ``weight``: per-class weights (C,); ``label_smoothing`` in [0, 1]; rows labelled
     ``ignore_index`` count for nothing (in the loss, its divisor and the gradient).
