@@ -132,13 +132,15 @@ def _ce_unrows(g, shape):
 
 def _ce_per_row(logits, target, weight, label_smoothing, ignore_index):
     """The loss of each row (zero where ignored)."""
-    cross_entropy(logits, target, weight, "sum", label_smoothing, ignore_index)   # the checks
     x, t, w, has_w, ls, _ = _ce_args(logits, target, weight, label_smoothing)
+    n, c = x.shape
+    ignored = t == _check_ignore_index(ignore_index)
+    bad = np.flatnonzero(~ignored & ((t < 0) | (t >= c)))
+    if bad.size:
+        raise _bad_label(t, bad[0], c)
     from .activation import log_softmax
     nll = -log_softmax(x, 1)
-    n, c = x.shape
     wt = w.astype(x.dtype) if has_w else np.ones(c, dtype=x.dtype)
-    ignored = t == _check_ignore_index(ignore_index)
     t = np.where(ignored, 0, t)
     loss = (1 - ls) * wt[t] * nll[np.arange(n), t]
     if ls:
