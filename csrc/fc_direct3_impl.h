@@ -24,13 +24,15 @@
  *                      place in the window (code[j]), as the max pooling that
  *                      keeps codes makes them
  *   d3_store(p, v)     v into p, aligned to the vector
+ *   d3_loadu(p), d3_storeu(p, v)  a whole vector from and into p, unaligned
  *
- * Blocks of DR output rows by two vectors of columns are held in 2 DR
- * registers (the one-input-channel forward: D1R rows of D1K output channels);
- * each input row is loaded once a block and input channel (at three column
- * shifts, masked at the edges) and multiplied by broadcast taps. Every
- * output sums its taps in one fixed order (input channel, tap row, tap
- * column) whatever the task, so results do not depend on the thread count. */
+ * Each kernel keeps a block of outputs' sums in registers and loads each input
+ * vector once for all the taps that use it: the one-output-channel kernel D0R
+ * rows by one vector of columns, the one-input-channel forward two rows by two
+ * vectors of D1K output channels, the weight gradient its nine taps' sums over
+ * DR rows at a time. Every output sums its taps in one fixed order (input
+ * channel, tap row, tap column) whatever the task, so results do not depend on
+ * the thread count. */
 
 #define DR 4
 #define D3C (2 * D3W) /* columns of a block */
@@ -67,29 +69,6 @@ static inline void d3_masks(int c0, int pw, int W, d3m mx[2][3])
         }                                                                                       \
     }
 
-/* acc[r][v] += sum over taps (a, b) of wk[3a + b] x[h0 - ph + r + a][c0 + D3W v + b - pw] */
-static inline __attribute__((always_inline)) void
-d3_block(const float *xp, int H, int W, int h0, int c0, int ph, int pw, const d3m mx[2][3],
-         const float *wk, d3v acc[DR][2])
-{
-    d3v wt[9];
-    for (int t = 0; t < 9; t++) wt[t] = d3_set1(wk[t]);
-    D3_TAPS(DR, xp, H, W, h0, c0, ph, pw, mx, 0, 2, acc[r][v] = d3_fmadd(in, wt[3 * a + b], acc[r][v]))
-}
-
-static inline void
-d3_store_rows(d3v acc[][2], int nr, float *yp, int P, int Q, int h0, int c0, float bias, int act,
-              float slope)
-{
-    const d3v bv = d3_set1(bias), sv = d3_set1(slope);
-    for (int r = 0; r < nr && h0 + r < P; r++)
-        for (int v = 0; v < 2; v++) {
-            const d3m m = d3_lanes(c0 + D3W * v, Q);
-            if (!d3_any(m)) continue;
-            d3_storem(yp + (long)(h0 + r) * Q + c0 + D3W * v, m, d3_act(acc[r][v], bv, act, sv));
-        }
-}
-
 /* The 2 x 2 max pooling of the activated block (rows h0 .. h0 + nr, columns c0
  * .. c0 + D3C, h0, nr and c0 even) into the pooled plane yp of P2 x Q2. */
 static inline void
@@ -121,106 +100,247 @@ d3_store_pool_codes(d3v acc[][2], int nr, float *yp, unsigned char *cp, int P2, 
         d3_pool_codes(d3_act(acc[2 * i][0], bv, act, sv), d3_act(acc[2 * i][1], bv, act, sv),
                       d3_act(acc[2 * i + 1][0], bv, act, sv), d3_act(acc[2 * i + 1][1], bv, act, sv), out, code);
         const long o = (long)(h0 / 2 + i) * Q2 + j0;
-        for (int j = 0; j < nj; j++) {
-            yp[o + j] = out[j];
-            cp[o + j] = code[j];
-        }
+        if (nj == D3W) {
+            memcpy(yp + o, out, sizeof out);
+            memcpy(cp + o, code, sizeof code);
+        } else
+            for (int j = 0; j < nj; j++) {
+                yp[o + j] = out[j];
+                cp[o + j] = code[j];
+            }
     }
 }
 
-/* One output channel (C input channels, K = 1): blocks of rows and columns of
- * every image. */
-static void d3_one_output(const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
-                          int W, int ph, int pw, int act, float slope, int nthreads)
+/* One output channel (C input channels, K = 1): tasks of D0R output rows by
+ * one vector of columns of an image, its D0R sums in registers. Each tap
+ * broadcasts its weight and adds its product with each row's input vector,
+ * read through row pointers (a zero row where the input row is padding) and
+ * masked where the columns reach the padding (edge). */
+#define D0R 8
+
+/* keeps a loaded vector in a register (it is an operand of several products) */
+#define D3_IN_REG(v) __asm__ volatile("" : "+v"(v))
+
+static inline __attribute__((always_inline)) void
+d0_block(const int edge, const float *x, const float *w, const float *zrow, int C, int H, int W, long HW,
+         int h0, int col, const d3m m[3], d3v acc[D0R])
+{
+    d3v s[D0R];
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < D0R; r++) s[r] = d3_zero();
+    for (int i = 0; i < C; i++) {
+        const float *xp = x + (long)i * HW, *wk = w + 9L * i;
+        d3v wt[9];
+        for (int t = 0; t < 9; t++) wt[t] = d3_set1(wk[t]);
+        const float *rows[D0R + 2];
+        for (int t = 0; t < D0R + 2; t++) {
+            const int hi = h0 + t;
+            rows[t] = (hi >= 0 && hi < H ? xp + (long)hi * W : zrow) + col;
+        }
+        /* input row t at shift b: its products with taps (a, b) into output rows t - a */
+        _Pragma("GCC unroll 10")
+        for (int t = 0; t < D0R + 2; t++) {
+            _Pragma("GCC unroll 3")
+            for (int b = 0; b < 3; b++) {
+                d3v in = edge ? d3_loadm(m[b], rows[t] + b) : d3_loadu(rows[t] + b);
+                D3_IN_REG(in);
+                if (t < D0R) s[t] = d3_fmadd(in, wt[b], s[t]);
+                if (t >= 1 && t - 1 < D0R) s[t - 1] = d3_fmadd(in, wt[3 + b], s[t - 1]);
+                if (t >= 2) s[t - 2] = d3_fmadd(in, wt[6 + b], s[t - 2]);
+            }
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < D0R; r++) acc[r] = s[r];
+}
+
+static int d3_one_output(const float *x, const float *w, const float *bias, float *y, int N, int C, int H,
+                         int W, int ph, int pw, int act, float slope, int nthreads)
 {
     const int P = H + 2 * ph - 2, Q = W + 2 * pw - 2;
-    const int nrb = (P + DR - 1) / DR, ncb = (Q + D3C - 1) / D3C;
-    const long ntasks = (long)N * nrb * ncb;
+    const int nrb = (P + D0R - 1) / D0R, ncv = (Q + D3W - 1) / D3W;
+    const long ntasks = (long)N * nrb * ncv;
     const long HW = (long)H * W, PQ = (long)P * Q;
+    /* the zero row read for padding rows, as wide as any row's loads */
+    float *zrow = (float *)fc_aligned_alloc((size_t)(W + 2 * D3W + 4) * sizeof(float));
+    if (!zrow) return 2;
+    memset(zrow, 0, (size_t)(W + 2 * D3W + 4) * sizeof(float));
+    zrow += D3W;
 #if FC_OPENMP
 #pragma omp parallel for schedule(dynamic) num_threads(nthreads) if (nthreads > 1)
 #endif
     for (long task = 0; task < ntasks; task++) {
-        const int n = (int)(task / ((long)nrb * ncb));
-        const int rb = (int)(task / ncb % nrb), cb = (int)(task % ncb);
-        const int h0 = rb * DR, c0 = cb * D3C;
+        const int n = (int)(task / ((long)nrb * ncv));
+        const int rb = (int)(task / ncv % nrb), cv = (int)(task % ncv);
+        const int h0 = rb * D0R, c0 = cv * D3W, col = c0 - pw;
         unsigned fpmode = fc_fpmode_enter();
-        d3v acc[DR][2];
-        d3m mx[2][3];
-        d3_masks(c0, pw, W, mx);
-        for (int r = 0; r < DR; r++) acc[r][0] = acc[r][1] = d3_zero();
-        for (int i = 0; i < C; i++)
-            d3_block(x + ((long)n * C + i) * HW, H, W, h0, c0, ph, pw, mx, w + 9L * i, acc);
-        d3_store_rows(acc, DR, y + (long)n * PQ, P, Q, h0, c0, bias ? bias[0] : 0.0f, act, slope);
+        d3v acc[D0R];
+        d3m m[3];
+        for (int b = 0; b < 3; b++) m[b] = d3_lanes(col + b, W);
+        if (col >= 0 && col + D3W + 2 <= W)
+            d0_block(0, x + (long)n * C * HW, w, zrow, C, H, W, HW, h0 - ph, col, m, acc);
+        else
+            d0_block(1, x + (long)n * C * HW, w, zrow, C, H, W, HW, h0 - ph, col, m, acc);
+        const d3v bv = d3_set1(bias ? bias[0] : 0.0f), sv = d3_set1(slope);
+        const d3m mo = d3_lanes(c0, Q);
+        float *yp = y + (long)n * PQ + c0;
+        for (int r = 0; r < D0R && h0 + r < P; r++)
+            d3_storem(yp + (long)(h0 + r) * Q, mo, d3_act(acc[r], bv, act, sv));
         fc_fpmode_leave(fpmode);
+    }
+    fc_aligned_free(zrow - D3W);
+    return 0;
+}
+
+/* The one-input-channel forward: each thread keeps a zero-bordered copy of an
+ * image (so that its loads need no masks). A task makes D1G groups of D1K
+ * output channels from it (one group where the tasks would be too few to
+ * share), in blocks of D1K channels by two output rows by two vectors of
+ * columns (4 D1K sums in registers): each tap loads its four input vectors
+ * once and broadcasts its D1K weights. */
+#define D1K 2
+#define D1G 3
+
+/* keeps loaded vectors in registers (each is an operand of several products) */
+#define D3_IN_REGS(a, b, c, d) __asm__("" : "+v"(a), "+v"(b), "+v"(c), "+v"(d))
+
+/* acc[j][r][v] = sum over taps (a, b) of wk[9 j + 3 a + b] bp[(r + a) wp + D3W v + b] */
+static inline __attribute__((always_inline)) void
+d1_block(const float *bp, long wp, const float *wk, d3v acc[D1K][2][2])
+{
+    d3v s00 = d3_zero(), s01 = d3_zero(), s02 = d3_zero(), s03 = d3_zero();
+    d3v s10 = d3_zero(), s11 = d3_zero(), s12 = d3_zero(), s13 = d3_zero();
+    _Pragma("GCC unroll 9")
+    for (int t = 0; t < 9; t++) {
+        const float *p = bp + (t / 3) * wp + t % 3;
+        d3v x0 = d3_loadu(p), x1 = d3_loadu(p + D3W);
+        d3v x2 = d3_loadu(p + wp), x3 = d3_loadu(p + wp + D3W);
+        D3_IN_REGS(x0, x1, x2, x3);
+        const d3v w0 = d3_set1(wk[t]), w1 = d3_set1(wk[9 + t]);
+        s00 = d3_fmadd(x0, w0, s00); s01 = d3_fmadd(x1, w0, s01);
+        s02 = d3_fmadd(x2, w0, s02); s03 = d3_fmadd(x3, w0, s03);
+        s10 = d3_fmadd(x0, w1, s10); s11 = d3_fmadd(x1, w1, s11);
+        s12 = d3_fmadd(x2, w1, s12); s13 = d3_fmadd(x3, w1, s13);
+    }
+    acc[0][0][0] = s00; acc[0][0][1] = s01; acc[0][1][0] = s02; acc[0][1][1] = s03;
+    acc[1][0][0] = s10; acc[1][0][1] = s11; acc[1][1][0] = s12; acc[1][1][1] = s13;
+}
+
+/* Output channels k0 .. k0 + nk (nk <= D1K, taps wk) of image n from its
+ * padded plane buf: each block's sums activated and stored (mode 0), or 2 x 2
+ * max pooled (mode 1; with the windows' codes, mode 2). */
+static inline __attribute__((always_inline)) void
+d1_group(const int mode, const float *buf, int wp, const float *wk, int k0, int nk, const float *bias,
+         float *y, unsigned char *code, long n, int K, int P, int Q, int pe, int qe, long PQ, int act,
+         float slope)
+{
+    const d3v sv = d3_set1(slope);
+    for (int c0 = 0; c0 < qe; c0 += D3C) {
+        const d3m m0 = d3_lanes(c0, Q), m1 = d3_lanes(c0 + D3W, Q);
+        const int full = c0 + D3C <= Q;
+        for (int h0 = 0; h0 < pe; h0 += 2) {
+            d3v acc[D1K][2][2];
+            d1_block(buf + (long)h0 * wp + c0, wp, wk, acc);
+            const int two = h0 + 1 < P;
+            for (int j = 0; j < D1K; j++) {
+                if (j >= nk) break;
+                const int k = k0 + j;
+                const float b = bias ? bias[k] : 0.0f;
+                float *yp = y + (n * K + k) * PQ;
+                if (mode == 2)
+                    d3_store_pool_codes(acc[j], 2, yp, code + (n * K + k) * PQ, P / 2, Q / 2, h0, c0, b, act,
+                                        slope);
+                else if (mode == 1)
+                    d3_store_pool(acc[j], 2, yp, P / 2, Q / 2, h0, c0, b, act, slope);
+                else {
+                    const d3v bv = d3_set1(b);
+                    float *p = yp + (long)h0 * Q + c0;
+                    const d3v o00 = d3_act(acc[j][0][0], bv, act, sv), o01 = d3_act(acc[j][0][1], bv, act, sv);
+                    const d3v o10 = d3_act(acc[j][1][0], bv, act, sv), o11 = d3_act(acc[j][1][1], bv, act, sv);
+                    if (full) {
+                        d3_storeu(p, o00);
+                        d3_storeu(p + D3W, o01);
+                        if (two) {
+                            d3_storeu(p + Q, o10);
+                            d3_storeu(p + Q + D3W, o11);
+                        }
+                    } else {
+                        d3_storem(p, m0, o00);
+                        d3_storem(p + D3W, m1, o01);
+                        if (two) {
+                            d3_storem(p + Q, m0, o10);
+                            d3_storem(p + Q + D3W, m1, o11);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
-/* The one-input-channel kernel's blocks: D1K output channels by D1R output
- * rows by two vectors of columns (2 x 2 x 2 registers), each input vector
- * loaded once a block for every channel and tap row that uses it. */
-#define D1K 2
-#define D1R 2
-
-/* acc[j][r][v] += sum over taps (a, b) of wv[9 j + 3 a + b] x[h0 - ph + r +
- * a][c0 + D3W v + b - pw] (wv: the taps of D1K channels, broadcast; each
- * output's taps in d3_block's order) */
-static inline __attribute__((always_inline)) void
-d1_block(const float *xp, int H, int W, int h0, int c0, int ph, int pw, const d3m mx[2][3], const d3v *wv,
-         d3v acc[D1K][D1R][2])
-{
-    D3_TAPS(D1R, xp, H, W, h0, c0, ph, pw, mx, 0, 2,
-            for (int j = 0; j < D1K; j++) acc[j][r][v] = d3_fmadd(in, wv[9 * j + 3 * a + b], acc[j][r][v]))
-}
-
 /* One input channel (C = 1, K output channels), optionally pooled (with the
- * windows' codes, if code): tasks (image, D1K output channels), each over the
- * image's blocks of rows and columns (the image stays in L1 for its channels). */
-static void d3_one_input(const float *x, const float *w, const float *bias, float *y, int N, int K, int H,
-                         int W, int ph, int pw, int act, float slope, int nthreads, unsigned char *code)
+ * windows' codes, if code): tasks (image, D1G groups of D1K output channels).
+ * Returns nonzero where the planes' memory cannot be had. */
+static int d3_one_input(const float *x, const float *w, const float *bias, float *y, int N, int K, int H,
+                        int W, int ph, int pw, int act, float slope, int nthreads, unsigned char *code)
 {
     const int pool = act & FC_POOL_2X2;
     act &= ~FC_POOL_2X2;
     const int P = H + 2 * ph - 2, Q = W + 2 * pw - 2;
     const int pe = pool ? P / 2 * 2 : P, qe = pool ? Q / 2 * 2 : Q;
-    const int nkb = (K + D1K - 1) / D1K;
-    const long ntasks = (long)N * nkb;
+    /* D1G groups a task where that leaves the threads enough tasks to share, else one */
+    const int gk = (long)N * ((K + D1G * D1K - 1) / (D1G * D1K)) >= 8L * nthreads ? D1G * D1K : D1K;
+    const int ngb = (K + gk - 1) / gk;
+    const long ntasks = (long)N * ngb;
     const long HW = (long)H * W, PQ = pool ? (long)(P / 2) * (Q / 2) : (long)P * Q;
+    /* the padded image, and the rows and columns every block reads (its two rows and two
+     * vectors of columns, and two more of each), columns rounded to whole vectors */
+    const int rows = (pe + 1) / 2 * 2 + 2, cols = (qe + D3C - 1) / D3C * D3C + 2;
+    const int hp = rows > H + 2 * ph ? rows : H + 2 * ph;
+    const int wp = ((cols > W + 2 * pw ? cols : W + 2 * pw) + D3W - 1) / D3W * D3W;
+    const long plane = (long)hp * wp;
+    if (nthreads > ntasks) nthreads = ntasks > 0 ? (int)ntasks : 1;
+    float *bufs = (float *)fc_aligned_alloc((size_t)nthreads * plane * sizeof(float));
+    if (!bufs) return 2;
+    /* the borders stay zero: the tasks write the planes' insides only */
+    memset(bufs, 0, (size_t)nthreads * plane * sizeof(float));
 #if FC_OPENMP
-#pragma omp parallel for schedule(dynamic) num_threads(nthreads) if (nthreads > 1)
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
 #endif
-    for (long task = 0; task < ntasks; task++) {
-        const int n = (int)(task / nkb), k0 = (int)(task % nkb) * D1K;
-        const int nk = K - k0 < D1K ? K - k0 : D1K;
+    {
         unsigned fpmode = fc_fpmode_enter();
-        d3v wv[9 * D1K];
-        for (int j = 0; j < D1K; j++)
-            for (int t = 0; t < 9; t++) wv[9 * j + t] = d3_set1(j < nk ? w[9L * (k0 + j) + t] : 0.0f);
-        const float *xp = x + (long)n * HW;
-        for (int c0 = 0; c0 < qe; c0 += D3C) {
-            d3m mx[2][3];
-            d3_masks(c0, pw, W, mx);
-            for (int h0 = 0; h0 < pe; h0 += D1R) {
-                d3v acc[D1K][D1R][2];
-                for (int j = 0; j < D1K; j++)
-                    for (int r = 0; r < D1R; r++) acc[j][r][0] = acc[j][r][1] = d3_zero();
-                d1_block(xp, H, W, h0, c0, ph, pw, mx, wv, acc);
-                for (int j = 0; j < nk; j++) {
-                    const int k = k0 + j;
-                    const float b = bias ? bias[k] : 0.0f;
-                    float *yp = y + ((long)n * K + k) * PQ;
-                    if (pool && code)
-                        d3_store_pool_codes(acc[j], D1R, yp, code + ((long)n * K + k) * PQ, P / 2, Q / 2, h0, c0,
-                                            b, act, slope);
-                    else if (pool)
-                        d3_store_pool(acc[j], D1R, yp, P / 2, Q / 2, h0, c0, b, act, slope);
-                    else
-                        d3_store_rows(acc[j], D1R, yp, P, Q, h0, c0, b, act, slope);
-                }
+        int in_buf = -1;   /* the image in buf */
+#if FC_OPENMP
+        float *buf = bufs + (long)omp_get_thread_num() * plane;
+#pragma omp for schedule(dynamic)
+#else
+        float *buf = bufs;
+#endif
+        for (long task = 0; task < ntasks; task++) {
+            const int n = (int)(task / ngb), g0 = (int)(task % ngb) * gk;
+            const int g1 = K - g0 < gk ? K : g0 + gk;
+            if (n != in_buf) {
+                for (int i = 0; i < H; i++)
+                    memcpy(buf + (long)(i + ph) * wp + pw, x + (long)n * HW + (long)i * W,
+                           (size_t)W * sizeof(float));
+                in_buf = n;
+            }
+            for (int k0 = g0; k0 < g1; k0 += D1K) {
+                const int nk = g1 - k0 < D1K ? g1 - k0 : D1K;
+                float wk[9 * D1K];
+                for (int t = 0; t < 9 * D1K; t++) wk[t] = t < 9 * nk ? w[9L * k0 + t] : 0.0f;
+                if (pool && code)
+                    d1_group(2, buf, wp, wk, k0, nk, bias, y, code, n, K, P, Q, pe, qe, PQ, act, slope);
+                else if (pool)
+                    d1_group(1, buf, wp, wk, k0, nk, bias, y, code, n, K, P, Q, pe, qe, PQ, act, slope);
+                else
+                    d1_group(0, buf, wp, wk, k0, nk, bias, y, code, n, K, P, Q, pe, qe, PQ, act, slope);
             }
         }
         fc_fpmode_leave(fpmode);
     }
+    fc_aligned_free(bufs);
+    return 0;
 }
 
 int D3_FN(direct3)(const float *x, const float *w, const float *bias, float *y, int N, int C, int K,
@@ -228,10 +348,8 @@ int D3_FN(direct3)(const float *x, const float *w, const float *bias, float *y, 
 {
     if (nthreads < 1) nthreads = 1;
     if (K == 1 && !(act & FC_POOL_2X2))
-        d3_one_output(x, w, bias, y, N, C, H, W, ph, pw, act, (float)slope, nthreads);
-    else
-        d3_one_input(x, w, bias, y, N, K, H, W, ph, pw, act, (float)slope, nthreads, code);
-    return 0;
+        return d3_one_output(x, w, bias, y, N, C, H, W, ph, pw, act, (float)slope, nthreads);
+    return d3_one_input(x, w, bias, y, N, K, H, W, ph, pw, act, (float)slope, nthreads, code);
 }
 
 /* Weight and bias gradients of a one-input-channel 3x3 stride-1 layer:
@@ -309,6 +427,9 @@ int D3_FN(direct3_wgrad)(const float *x, const float *dy, float *dw, float *db, 
 }
 #undef D3_TAPS
 #undef D1K
-#undef D1R
+#undef D0R
+#undef D3_IN_REG
+#undef D1G
+#undef D3_IN_REGS
 #undef D3C
 #undef DR

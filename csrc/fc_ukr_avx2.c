@@ -318,6 +318,8 @@ static inline void d3_storem(float *p, __m256i m, __m256 v)
 }
 
 static inline void d3_store(float *p, __m256 v) { _mm256_store_ps(p, v); }
+static inline __m256 d3_loadu(const float *p) { return _mm256_loadu_ps(p); }
+static inline void d3_storeu(float *p, __m256 v) { _mm256_storeu_ps(p, v); }
 static inline __m256 d3_zero(void) { return _mm256_setzero_ps(); }
 static inline __m256 d3_set1(float f) { return _mm256_set1_ps(f); }
 static inline __m256 d3_add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }

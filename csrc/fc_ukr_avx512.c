@@ -457,6 +457,8 @@ static inline int d3_any(__mmask16 m) { return m != 0; }
 static inline __m512 d3_loadm(__mmask16 m, const float *p) { return _mm512_maskz_loadu_ps(m, p); }
 static inline void d3_storem(float *p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m, v); }
 static inline void d3_store(float *p, __m512 v) { _mm512_store_ps(p, v); }
+static inline __m512 d3_loadu(const float *p) { return _mm512_loadu_ps(p); }
+static inline void d3_storeu(float *p, __m512 v) { _mm512_storeu_ps(p, v); }
 static inline __m512 d3_zero(void) { return _mm512_setzero_ps(); }
 static inline __m512 d3_set1(float f) { return _mm512_set1_ps(f); }
 static inline __m512 d3_add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }

@@ -30,7 +30,7 @@ def _torch_steps(torch, x, w, b, padding, activation, slope):
 # (N, C, K, H, W, padding): one input channel (direct kernel) and Winograd layers;
 # odd outputs (the last row or column dropped), 2x2 outputs, widths past 32 columns
 CASES = [(1, 1, 32, 28, 28, 1), (3, 1, 5, 9, 13, 1), (2, 1, 17, 2, 2, 1), (1, 1, 3, 5, 70, 0),
-         (2, 1, 8, 7, 35, 2), (1, 32, 64, 14, 14, 1), (2, 16, 20, 11, 9, 1), (2, 17, 33, 10, 23, 0),
+         (2, 1, 8, 7, 35, 2), (2, 1, 7, 6, 11, 0), (1, 1, 1, 3, 3, 2), (1, 32, 64, 14, 14, 1), (2, 16, 20, 11, 9, 1), (2, 17, 33, 10, 23, 0),
          (3, 24, 16, 13, 13, 1)]
 
 
@@ -146,7 +146,8 @@ def test_model_with_pooled_blocks_equals_unfused(dtype):
         np.testing.assert_allclose(g1[k], g2[k], err_msg=k, **tol)
 
 
-@pytest.mark.parametrize("shape", [(1, 32, 28, 28, 1), (2, 5, 7, 35, 2), (3, 17, 3, 1, 1), (1, 1, 9, 40, 0)])
+@pytest.mark.parametrize("shape", [(1, 32, 28, 28, 1), (2, 5, 7, 35, 2), (3, 17, 3, 1, 1), (1, 1, 9, 40, 0),
+                                   (2, 7, 5, 19, 0), (1, 13, 2, 2, 2), (2, 6, 31, 40, 1), (7, 2, 4, 3, 1)])
 def test_one_input_channel_direct_kernel_unpooled(shape):
     """The direct kernel's one-input-channel forward without pooling equals conv2d."""
     N, K, H, W, pad = shape
@@ -167,6 +168,33 @@ def test_one_input_channel_direct_kernel_unpooled(shape):
             _conv.conv3x3_direct(x, w, b, y, (pad, pad), act, slope, nt)
             ys.append(y)
         np.testing.assert_allclose(ys[0], ref, rtol=1e-5, atol=1e-5)
+        for y in ys[1:]:
+            np.testing.assert_array_equal(y, ys[0])
+
+
+@pytest.mark.parametrize("shape", [(1, 32, 28, 28, 1), (2, 3, 5, 40, 0), (3, 7, 1, 1, 1), (1, 5, 2, 9, 2),
+                                   (2, 16, 17, 26, 2), (1, 1, 30, 8, 1), (2, 4, 9, 17, 0)])
+def test_one_output_channel_direct_kernel(shape):
+    """The direct kernel's one-output-channel forward (a one-channel layer's input gradient)
+    equals conv2d: rows past the padding, columns at both edges and inside, any thread count."""
+    N, C, H, W, pad = shape
+    if not _conv.direct3(C, 1, 3, 3, (1, 1), (1, 1), 1, (pad, pad), np.float32):
+        pytest.skip("no direct kernel on this instruction set")
+    rng = np.random.default_rng(C + H)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((1, C, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(1).astype(np.float32)
+    P, Q = H + 2 * pad - 2, W + 2 * pad - 2
+    expected = F.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 1, pad)
+    for act, slope in ((0, 0.0), (1, 0.0), (2, 0.3)):
+        ref = expected if act == 0 else (np.maximum(expected, 0) if act == 1
+                                         else np.where(expected < 0, slope * expected, expected))
+        ys = []
+        for nt in (1, 2, 3):
+            y = np.full((N, 1, P, Q), np.nan, dtype=np.float32)
+            _conv.conv3x3_direct(x, w, b, y, (pad, pad), act, slope, nt)
+            ys.append(y)
+        np.testing.assert_allclose(ys[0], ref, rtol=1e-5, atol=1e-4)
         for y in ys[1:]:
             np.testing.assert_array_equal(y, ys[0])
 

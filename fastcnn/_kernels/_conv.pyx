@@ -363,6 +363,8 @@ def conv3x3_direct(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple padd
     with nogil:
         rc = fc_direct3_s(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(w), bp,
                           <float *>cnp.PyArray_DATA(y), N, C, K, H, W, ph, pw, act, slope, n_threads, cp)
+    if rc == 2:
+        raise MemoryError("conv3x3_direct: no memory for the padded input planes")
     if rc:
         raise RuntimeError("fastcnn: no direct 3x3 kernel for this instruction set")
     return y
