@@ -11,7 +11,6 @@
  *   d3v, D3W           the vector type and its lanes (floats)
  *   d3m                the type of a lane mask
  *   d3_lanes(c, W)     the mask of lanes j with 0 <= c + j < W
- *   d3_any(m)          whether the mask has any lane
  *   d3_loadm(m, p)     p[j] on the lanes of m, 0 elsewhere (no read outside m)
  *   d3_storem(p, m, v) v[j] into p[j] on the lanes of m only
  *   d3_zero(), d3_set1(f), d3_add(a, b), d3_fmadd(a, b, c)
@@ -36,38 +35,6 @@
 
 #define DR 4
 #define D3C (2 * D3W) /* columns of a block */
-
-/* The lanes of the input loads of the block of columns from c0: (v, b) for the
- * D3W columns from c0 + D3W v + b - pw. */
-static inline void d3_masks(int c0, int pw, int W, d3m mx[2][3])
-{
-    for (int v = 0; v < 2; v++)
-        for (int b = 0; b < 3; b++) mx[v][b] = d3_lanes(c0 + D3W * v + b - pw, W);
-}
-
-/* For each input row t of the NR + 2 that a block of NR output rows from h0
- * reads, vector v in [v0, v1) and column shift b: in = the D3W inputs at row
- * h0 - ph + t, columns c0 + D3W v + b - pw on (mx: d3_masks of c0); then STMT
- * for each tap row a whose output row r = t - a is in the block. */
-#define D3_TAPS(NR, xp, H, W, h0, c0, ph, pw, mx, v0, v1, STMT)                                 \
-    _Pragma("GCC unroll 6")                                                                     \
-    for (int t = 0; t < (NR) + 2; t++) {                                                        \
-        const int hi = (h0) - (ph) + t;                                                         \
-        if (hi < 0 || hi >= (H)) continue;                                                      \
-        const float *row = (xp) + (long)hi * (W);                                               \
-        _Pragma("GCC unroll 2")                                                                 \
-        for (int v = (v0); v < (v1); v++) {                                                     \
-            _Pragma("GCC unroll 3")                                                             \
-            for (int b = 0; b < 3; b++) {                                                       \
-                const d3v in = d3_loadm((mx)[v][b], row + (c0) + D3W * v + b - (pw));           \
-                _Pragma("GCC unroll 3")                                                         \
-                for (int a = 0; a < 3; a++) {                                                   \
-                    const int r = t - a;                                                        \
-                    if (r >= 0 && r < (NR)) { STMT; }                                           \
-                }                                                                               \
-            }                                                                                   \
-        }                                                                                       \
-    }
 
 /* The 2 x 2 max pooling of the activated block (rows h0 .. h0 + nr, columns c0
  * .. c0 + D3C, h0, nr and c0 even) into the pooled plane yp of P2 x Q2. */
@@ -357,9 +324,11 @@ int D3_FN(direct3)(const float *x, const float *w, const float *bias, float *y, 
  * and db[k] = the sum of dy[n][k] (db may be NULL), P = H + 2 ph - 2, Q =
  * W + 2 pw - 2. One task per (image, output channel) sums its plane, block of
  * rows by block of columns, into ten vectors (nine taps and the bias) kept in
- * ws (N K 160 floats), and prefetches the next plane meanwhile; the tasks'
- * vectors are then added image after image and their lanes in order, so
- * results do not depend on the thread count. */
+ * ws (N K 160 floats), and prefetches the next plane meanwhile; each thread
+ * reads its image from a zero-bordered copy (as the one-input-channel forward).
+ * The tasks' vectors are then added image after image and their lanes in
+ * order, so results do not depend on the thread count. Returns nonzero where
+ * the copies' memory cannot be had. */
 int D3_FN(direct3_wgrad)(const float *x, const float *dy, float *dw, float *db, int N, int K, int H,
                          int W, int ph, int pw, int nthreads, float *ws)
 {
@@ -367,28 +336,48 @@ int D3_FN(direct3_wgrad)(const float *x, const float *dy, float *dw, float *db, 
     const long ntasks = (long)N * K;
     const long HW = (long)H * W, PQ = (long)P * Q;
     if (nthreads < 1) nthreads = 1;
+    if (nthreads > ntasks) nthreads = ntasks > 0 ? (int)ntasks : 1;
+    /* the padded image: the rows and columns every block reads (DR rows and two vectors
+     * of columns, and two more of each), columns rounded to whole vectors */
+    const int rows = (P + DR - 1) / DR * DR + 2, cols = (Q + D3C - 1) / D3C * D3C + 2;
+    const int hp = rows > H + 2 * ph ? rows : H + 2 * ph;
+    const int wp = ((cols > W + 2 * pw ? cols : W + 2 * pw) + D3W - 1) / D3W * D3W;
+    const long plane = (long)hp * wp;
+    float *bufs = (float *)fc_aligned_alloc((size_t)nthreads * plane * sizeof(float));
+    if (!bufs) return 2;
+    /* the borders stay zero: the tasks write the planes' insides only */
+    memset(bufs, 0, (size_t)nthreads * plane * sizeof(float));
 #if FC_OPENMP
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
 #endif
     {
         unsigned fpmode = fc_fpmode_enter();
+        int in_buf = -1;   /* the image in buf */
 #if FC_OPENMP
+        float *buf = bufs + (long)omp_get_thread_num() * plane;
 #pragma omp for schedule(dynamic, 8)
+#else
+        float *buf = bufs;
 #endif
         for (long task = 0; task < ntasks; task++) {
             const int n = (int)(task / K);
-            const float *xp = x + (long)n * HW, *gp = dy + task * PQ;
+            const float *gp = dy + task * PQ;
             if (task + 1 < ntasks)   /* the next plane, while this one is summed */
                 FC_PREFETCH_ROWS((const char *)(gp + PQ), 0, 1, PQ * (long)sizeof(float));
+            if (n != in_buf) {
+                for (int i = 0; i < H; i++)
+                    memcpy(buf + (long)(i + ph) * wp + pw, x + (long)n * HW + (long)i * W,
+                           (size_t)W * sizeof(float));
+                in_buf = n;
+            }
             d3v acc[10];
             for (int t = 0; t < 10; t++) acc[t] = d3_zero();
             for (int c0 = 0; c0 < Q; c0 += D3C) {
-                d3m mx[2][3];
-                d3_masks(c0, pw, W, mx);
                 const d3m mg[2] = {d3_lanes(c0, Q), d3_lanes(c0 + D3W, Q)};
                 const d3m none = d3_lanes(0, 0);
                 /* one vector of columns at a time: its DR rows of dy and the ten
-                 * sums stay in registers */
+                 * sums stay in registers; input row t at shift b adds its products
+                 * with the rows t - a of dy to tap (a, b) */
                 for (int h0 = 0; h0 < P; h0 += DR)
                     for (int vg = 0; vg < 2; vg++) {
                         d3v g[DR];
@@ -396,8 +385,20 @@ int D3_FN(direct3_wgrad)(const float *x, const float *dy, float *dw, float *db, 
                             g[r] = d3_loadm(h0 + r < P ? mg[vg] : none, gp + (long)(h0 + r) * Q + c0 + D3W * vg);
                             acc[9] = d3_add(acc[9], g[r]);
                         }
-                        D3_TAPS(DR, xp, H, W, h0, c0, ph, pw, mx, vg, vg + 1,
-                                acc[3 * a + b] = d3_fmadd(in, g[r], acc[3 * a + b]))
+                        const float *bp = buf + (long)h0 * wp + c0 + D3W * vg;
+                        _Pragma("GCC unroll 6")
+                        for (int t = 0; t < DR + 2; t++) {
+                            _Pragma("GCC unroll 3")
+                            for (int b = 0; b < 3; b++) {
+                                d3v in = d3_loadu(bp + (long)t * wp + b);
+                                D3_IN_REG(in);
+                                _Pragma("GCC unroll 3")
+                                for (int a = 0; a < 3; a++) {
+                                    const int r = t - a;
+                                    if (r >= 0 && r < DR) acc[3 * a + b] = d3_fmadd(in, g[r], acc[3 * a + b]);
+                                }
+                            }
+                        }
                     }
             }
             for (int t = 0; t < 10; t++) d3_store(ws + task * 160 + D3W * t, acc[t]);
@@ -423,9 +424,9 @@ int D3_FN(direct3_wgrad)(const float *x, const float *dy, float *dw, float *db, 
         }
         fc_fpmode_leave(fpmode);
     }
+    fc_aligned_free(bufs);
     return 0;
 }
-#undef D3_TAPS
 #undef D1K
 #undef D0R
 #undef D3_IN_REG

@@ -285,7 +285,6 @@ static inline __m256i d3_lanes(int c, int W)
                             _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), j));
 }
 
-static inline int d3_any(__m256i m) { return !_mm256_testz_si256(m, m); }
 static inline __m256 d3_loadm(__m256i m, const float *p) { return _mm256_maskload_ps(p, m); }
 
 static inline void d3_storem(float *p, __m256i m, __m256 v)

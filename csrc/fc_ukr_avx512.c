@@ -453,7 +453,6 @@ static inline __mmask16 d3_lanes(int c, int W)
     return (__mmask16)((((unsigned)1 << hi) - 1) & ~(((unsigned)1 << lo) - 1));
 }
 
-static inline int d3_any(__mmask16 m) { return m != 0; }
 static inline __m512 d3_loadm(__mmask16 m, const float *p) { return _mm512_maskz_loadu_ps(m, p); }
 static inline void d3_storem(float *p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m, v); }
 static inline void d3_store(float *p, __m512 v) { _mm512_store_ps(p, v); }

@@ -199,6 +199,34 @@ def test_one_output_channel_direct_kernel(shape):
             np.testing.assert_array_equal(y, ys[0])
 
 
+@pytest.mark.parametrize("shape", [(2, 32, 28, 28, 1), (3, 5, 7, 35, 2), (1, 3, 1, 1, 1), (2, 1, 9, 40, 0),
+                                   (5, 7, 2, 3, 2), (1, 4, 30, 17, 1)])
+def test_one_input_channel_direct_weight_gradient(shape):
+    """The direct kernel's weight and bias gradients of a one-input-channel layer equal the
+    float64 reference, the same for any thread count."""
+    N, K, H, W, pad = shape
+    if not _conv.direct3(1, K, 3, 3, (1, 1), (1, 1), 1, (pad, pad), np.float32, one_input=True):
+        pytest.skip("no direct kernel on this instruction set")
+    rng = np.random.default_rng(K + W)
+    x = rng.standard_normal((N, 1, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, 1, 3, 3)).astype(np.float32)
+    P, Q = H + 2 * pad - 2, W + 2 * pad - 2
+    dy = rng.standard_normal((N, K, P, Q)).astype(np.float32)
+    _, dw_ref, db_ref = F.conv2d_backward(dy.astype(np.float64), x.astype(np.float64), w.astype(np.float64),
+                                          1, pad)
+    got = []
+    for nt in (1, 2, 3):
+        dw, db = np.full_like(w, np.nan), np.full(K, np.nan, np.float32)
+        _conv.conv3x3_direct_backward_weight(x, dy, dw, db, (pad, pad), nt)
+        got.append((dw, db))
+    scale = np.sqrt(N * P * Q)
+    np.testing.assert_allclose(got[0][0], dw_ref, rtol=1e-5, atol=1e-5 * scale)
+    np.testing.assert_allclose(got[0][1], db_ref, rtol=1e-5, atol=1e-5 * scale)
+    for dw, db in got[1:]:
+        np.testing.assert_array_equal(dw, got[0][0])
+        np.testing.assert_array_equal(db, got[0][1])
+
+
 def _pool_codes_input(case, dtype, seed):
     """Inputs with ties (output channels of zero weights: every window equal) and a NaN."""
     N, C, K, H, W, pad = case

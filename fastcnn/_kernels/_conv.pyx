@@ -392,6 +392,8 @@ def conv3x3_direct_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw
         rc = fc_direct3_wgrad_s(<float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(dy),
                                 <float *>cnp.PyArray_DATA(dw), dbp, N, K, H, W, ph, pw, n_threads,
                                 <float *>cnp.PyArray_DATA(ws))
+    if rc == 2:
+        raise MemoryError("conv3x3_direct_backward_weight: no memory for the padded input planes")
     if rc:
         raise RuntimeError("fastcnn: no direct 3x3 kernel for this instruction set")
     return dw
