@@ -79,10 +79,11 @@ d3_store_pool_codes(d3v acc[][2], int nr, float *yp, unsigned char *cp, int P2, 
 }
 
 /* One output channel (C input channels, K = 1): tasks of D0R output rows by
- * one vector of columns of an image, its D0R sums in registers. Each tap
- * broadcasts its weight and adds its product with each row's input vector,
- * read through row pointers (a zero row where the input row is padding) and
- * masked where the columns reach the padding (edge). */
+ * one vector of columns of an image, its D0R sums in registers. Each input
+ * vector (row t, column shift b) is loaded once a channel and multiplied by
+ * the broadcast taps (a, b) of the output rows t - a; the rows are read
+ * through row pointers (a zero row where the input row is padding), masked
+ * where the columns reach the padding (edge). */
 #define D0R 8
 
 /* keeps a loaded vector in a register (it is an operand of several products) */
