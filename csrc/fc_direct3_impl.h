@@ -78,6 +78,48 @@ d3_store_pool_codes(d3v acc[][2], int nr, float *yp, unsigned char *cp, int P2, 
     }
 }
 
+/* Zero-bordered copies of one-channel images (H x W, ph rows and pw columns of
+ * padding), one plane a thread, for kernels whose blocks read rows x cols of
+ * the padded image (rounded to whole vectors): the borders stay zero, as the
+ * copies write the planes' insides only. */
+typedef struct {
+    float *bufs;
+    int wp;
+    long plane;
+} d3_pads;
+
+/* 0, or 2 where the planes' memory cannot be had */
+static int d3_pads_alloc(d3_pads *pd, int nthreads, int rows, int cols, int H, int W, int ph, int pw)
+{
+    const int hp = rows > H + 2 * ph ? rows : H + 2 * ph;
+    pd->wp = ((cols > W + 2 * pw ? cols : W + 2 * pw) + D3W - 1) / D3W * D3W;
+    pd->plane = (long)hp * pd->wp;
+    pd->bufs = (float *)fc_aligned_alloc((size_t)nthreads * pd->plane * sizeof(float));
+    if (!pd->bufs) return 2;
+    memset(pd->bufs, 0, (size_t)nthreads * pd->plane * sizeof(float));
+    return 0;
+}
+
+/* the calling thread's plane */
+static inline float *d3_pad_buf(const d3_pads *pd)
+{
+#if FC_OPENMP
+    return pd->bufs + (long)omp_get_thread_num() * pd->plane;
+#else
+    return pd->bufs;
+#endif
+}
+
+/* image n of x into buf, unless it is there already (*in_buf) */
+static inline void d3_pad_image(const d3_pads *pd, float *buf, const float *x, int n, int H, int W, int ph,
+                                int pw, int *in_buf)
+{
+    if (n == *in_buf) return;
+    for (int i = 0; i < H; i++)
+        memcpy(buf + (long)(i + ph) * pd->wp + pw, x + ((long)n * H + i) * W, (size_t)W * sizeof(float));
+    *in_buf = n;
+}
+
 /* One output channel (C input channels, K = 1): tasks of D0R output rows by
  * one vector of columns of an image, its D0R sums in registers. Each input
  * vector (row t, column shift b) is loaded once a channel and multiplied by
@@ -260,39 +302,27 @@ static int d3_one_input(const float *x, const float *w, const float *bias, float
     const int gk = (long)N * ((K + D1G * D1K - 1) / (D1G * D1K)) >= 8L * nthreads ? D1G * D1K : D1K;
     const int ngb = (K + gk - 1) / gk;
     const long ntasks = (long)N * ngb;
-    const long HW = (long)H * W, PQ = pool ? (long)(P / 2) * (Q / 2) : (long)P * Q;
-    /* the padded image, and the rows and columns every block reads (its two rows and two
-     * vectors of columns, and two more of each), columns rounded to whole vectors */
-    const int rows = (pe + 1) / 2 * 2 + 2, cols = (qe + D3C - 1) / D3C * D3C + 2;
-    const int hp = rows > H + 2 * ph ? rows : H + 2 * ph;
-    const int wp = ((cols > W + 2 * pw ? cols : W + 2 * pw) + D3W - 1) / D3W * D3W;
-    const long plane = (long)hp * wp;
+    const long PQ = pool ? (long)(P / 2) * (Q / 2) : (long)P * Q;
     if (nthreads > ntasks) nthreads = ntasks > 0 ? (int)ntasks : 1;
-    float *bufs = (float *)fc_aligned_alloc((size_t)nthreads * plane * sizeof(float));
-    if (!bufs) return 2;
-    /* the borders stay zero: the tasks write the planes' insides only */
-    memset(bufs, 0, (size_t)nthreads * plane * sizeof(float));
+    /* each block reads its two rows and two vectors of columns, and two more of each */
+    d3_pads pd;
+    if (d3_pads_alloc(&pd, nthreads, (pe + 1) / 2 * 2 + 2, (qe + D3C - 1) / D3C * D3C + 2, H, W, ph, pw))
+        return 2;
+    const int wp = pd.wp;
 #if FC_OPENMP
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
 #endif
     {
         unsigned fpmode = fc_fpmode_enter();
         int in_buf = -1;   /* the image in buf */
+        float *buf = d3_pad_buf(&pd);
 #if FC_OPENMP
-        float *buf = bufs + (long)omp_get_thread_num() * plane;
 #pragma omp for schedule(dynamic)
-#else
-        float *buf = bufs;
 #endif
         for (long task = 0; task < ntasks; task++) {
             const int n = (int)(task / ngb), g0 = (int)(task % ngb) * gk;
             const int g1 = K - g0 < gk ? K : g0 + gk;
-            if (n != in_buf) {
-                for (int i = 0; i < H; i++)
-                    memcpy(buf + (long)(i + ph) * wp + pw, x + (long)n * HW + (long)i * W,
-                           (size_t)W * sizeof(float));
-                in_buf = n;
-            }
+            d3_pad_image(&pd, buf, x, n, H, W, ph, pw, &in_buf);
             for (int k0 = g0; k0 < g1; k0 += D1K) {
                 const int nk = g1 - k0 < D1K ? g1 - k0 : D1K;
                 float wk[9 * D1K];
@@ -307,7 +337,7 @@ static int d3_one_input(const float *x, const float *w, const float *bias, float
         }
         fc_fpmode_leave(fpmode);
     }
-    fc_aligned_free(bufs);
+    fc_aligned_free(pd.bufs);
     return 0;
 }
 
@@ -335,42 +365,30 @@ int D3_FN(direct3_wgrad)(const float *x, const float *dy, float *dw, float *db, 
 {
     const int P = H + 2 * ph - 2, Q = W + 2 * pw - 2;
     const long ntasks = (long)N * K;
-    const long HW = (long)H * W, PQ = (long)P * Q;
+    const long PQ = (long)P * Q;
     if (nthreads < 1) nthreads = 1;
     if (nthreads > ntasks) nthreads = ntasks > 0 ? (int)ntasks : 1;
-    /* the padded image: the rows and columns every block reads (DR rows and two vectors
-     * of columns, and two more of each), columns rounded to whole vectors */
-    const int rows = (P + DR - 1) / DR * DR + 2, cols = (Q + D3C - 1) / D3C * D3C + 2;
-    const int hp = rows > H + 2 * ph ? rows : H + 2 * ph;
-    const int wp = ((cols > W + 2 * pw ? cols : W + 2 * pw) + D3W - 1) / D3W * D3W;
-    const long plane = (long)hp * wp;
-    float *bufs = (float *)fc_aligned_alloc((size_t)nthreads * plane * sizeof(float));
-    if (!bufs) return 2;
-    /* the borders stay zero: the tasks write the planes' insides only */
-    memset(bufs, 0, (size_t)nthreads * plane * sizeof(float));
+    /* each block reads DR rows and two vectors of columns, and two more of each */
+    d3_pads pd;
+    if (d3_pads_alloc(&pd, nthreads, (P + DR - 1) / DR * DR + 2, (Q + D3C - 1) / D3C * D3C + 2, H, W, ph, pw))
+        return 2;
+    const int wp = pd.wp;
 #if FC_OPENMP
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
 #endif
     {
         unsigned fpmode = fc_fpmode_enter();
         int in_buf = -1;   /* the image in buf */
+        float *buf = d3_pad_buf(&pd);
 #if FC_OPENMP
-        float *buf = bufs + (long)omp_get_thread_num() * plane;
 #pragma omp for schedule(dynamic, 8)
-#else
-        float *buf = bufs;
 #endif
         for (long task = 0; task < ntasks; task++) {
             const int n = (int)(task / K);
             const float *gp = dy + task * PQ;
             if (task + 1 < ntasks)   /* the next plane, while this one is summed */
                 FC_PREFETCH_ROWS((const char *)(gp + PQ), 0, 1, PQ * (long)sizeof(float));
-            if (n != in_buf) {
-                for (int i = 0; i < H; i++)
-                    memcpy(buf + (long)(i + ph) * wp + pw, x + (long)n * HW + (long)i * W,
-                           (size_t)W * sizeof(float));
-                in_buf = n;
-            }
+            d3_pad_image(&pd, buf, x, n, H, W, ph, pw, &in_buf);
             d3v acc[10];
             for (int t = 0; t < 10; t++) acc[t] = d3_zero();
             for (int c0 = 0; c0 < Q; c0 += D3C) {
@@ -425,7 +443,7 @@ int D3_FN(direct3_wgrad)(const float *x, const float *dy, float *dw, float *db, 
         }
         fc_fpmode_leave(fpmode);
     }
-    fc_aligned_free(bufs);
+    fc_aligned_free(pd.bufs);
     return 0;
 }
 #undef D1K
