@@ -134,8 +134,8 @@ typedef struct {
  *          transposes.
  *  GATHER: an A operand read in place, element (i, j) at p[offs[i] + doffs[j]]
  *          (the patch matrix of a zero-padded batch of images: one offset per
- *          output pixel and one per tap, or the transpose). offs must have m
- *          rounded up to MR entries. */
+ *          output pixel and one per tap, or the transpose), or at p[offs[i] + j]
+ *          where doffs is NULL. offs must have m rounded up to MR entries. */
 typedef struct {
     int kind;
     int trans;
@@ -191,8 +191,9 @@ typedef struct {
 
 /* Micro-kernels: acc (MR x NR) = A panel . B panel over depth k, finished
  * into C as t says (c: see fc_tile). A comes packed (row i of step p at
- * a[p * MR + i]) or gathered in place (at a[aoff[i] + doff[p]]); B packed (row
- * p at b + p * NR) or in place (at b + boff[p]). */
+ * a[p * MR + i]) or gathered in place (at a[aoff[i] + doff[p]], or a[aoff[i] + p]
+ * where doff is NULL); B packed (row p at b + p * NR) or in place (at
+ * b + boff[p]). */
 typedef void (*fc_ukr_s_t)(long k, const float *a, const float *b, float *c, long ldc,
                            const fc_tile *t);
 typedef void (*fc_ukr_d_t)(long k, const double *a, const double *b, double *c, long ldc,
@@ -433,6 +434,10 @@ int fc_gemm_nr_s(void);
 int fc_gemm_nr_d(void);
 int fc_gemm_kcb_s(int k);                /* the depth block of a packing of depth k */
 int fc_gemm_kcb_d(int k);
+/* The rows of the micro-kernels' tiles where A is gathered (a product with A
+ * gathered whose rows are a multiple of it finishes every tile from registers). */
+int fc_gemm_mr_s(void);
+int fc_gemm_mr_d(void);
 
 /* Pack all of A (m x k) once, for several products with the same A. */
 size_t fc_gemm_packed_a_size_s(int m, int k);

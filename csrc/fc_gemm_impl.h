@@ -156,6 +156,11 @@ int FN(fc_gemm_nr)(void)
     return FN(KNR)(fc_kernel());
 }
 
+int FN(fc_gemm_mr)(void)
+{
+    return FN(KMR)(fc_kernel());
+}
+
 int FN(fc_gemm_kcb)(int k)
 {
     return FN(depth_block)(k, FN(KKC)(fc_kernel()));
@@ -281,7 +286,8 @@ static void FN(gemm_thread)(const FN(gemm_ctx) *g, int tid, int nth)
                         T *ct = g->trans ? C + ((long)jc + j) * ldc : C + (long)(ic + ir) * ldc;
                         if (g->trans) FN(tile_runs)(&tile, (long)ic + ir, tile.mr, epi);
                         if (g->gathered)
-                            g->ks.ukrg(kc, (const T *)A->p, A->offs + ic + ir, A->doffs + pc, bp, ct, ldc,
+                            g->ks.ukrg(kc, (const T *)A->p + (A->doffs ? 0 : pc), A->offs + ic + ir,
+                                       A->doffs ? A->doffs + pc : NULL, bp, ct, ldc,
                                        &tile);
                         else if (g->shifted)
                             g->ks.ukri(kc, ablk + (long)(ir / MR) * kc * MR, bp, boff, ct, ldc, &tile);
@@ -333,6 +339,31 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
     g.A = A;
     g.B = B;
     g.epi = epi;
+
+    /* one thread, A gathered, B packed in one depth block, whole rows of tiles and
+     * no epilogue (a Winograd product): the tiles straight to the micro-kernel */
+    if (nthreads == 1 && g.gathered && g.b_packed && g.nkb == 1 && !g.has_epi && !g.trans && m % g.MR == 0) {
+        fc_tile tile;
+        tile.mr = g.MR;
+        tile.nseg = 1;
+        tile.lo[0] = 0;
+        tile.trans = 0;
+        tile.alpha = (double)alpha;
+        tile.beta = (double)beta;
+        tile.e = NULL;
+        unsigned fpmode = fc_fpmode_enter();
+        for (int j = 0; j < n; j += g.NR) {
+            tile.nr = tile.hi[0] = n - j < g.NR ? n - j : g.NR;
+            tile.lane0 = tile.col[0] = j;
+            const T *bp = (const T *)B->p + (long)j * k;
+            for (int i = 0; i < m; i += g.MR) {
+                tile.row0 = i;
+                g.ks.ukrg(k, (const T *)A->p, A->offs + i, A->doffs, bp, C + (long)i * ldc, ldc, &tile);
+            }
+        }
+        fc_fpmode_leave(fpmode);
+        return 0;
+    }
 
     T *own = NULL;
     if (ws == NULL) {

@@ -60,8 +60,10 @@ finish_d(double *dst, __m256d v, double alpha, double beta, int bmode, double bs
 #define ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
 
 /* BROW: B row p; LOADB: aligned (packed) or unaligned (in place) load;
- * AMODE: PACKED (row i of step p at a + i, then a advances by MR) or GATHER
- * (at a<i> + doff[p], row pointers set up by A_ROWS). */
+ * AMODE: PACKED (row i of step p at a + i, then a advances by MR), GATHER
+ * (at a<i> + doff[p], row pointers set up by A_ROWS, kept whole in registers so
+ * that each broadcast is one load from a row pointer and the depth offset) or
+ * GATHERU (at a<i> + p: consecutive depths, no doff). */
 #define KERNEL(T, VT, P, W, MR, NR, STORE_SLOW, BROW, LOADB, AMODE)                        \
     VT c00 = P(setzero)(), c01 = P(setzero)(), c10 = P(setzero)(), c11 = P(setzero)();         \
     VT c20 = P(setzero)(), c21 = P(setzero)(), c30 = P(setzero)(), c31 = P(setzero)();         \
@@ -98,6 +100,7 @@ finish_d(double *dst, __m256d v, double alpha, double beta, int bmode, double bs
     c##i##1 = PB(fmadd)(ai, b1, c##i##1);
 #define FMA_ROW_PACKED(i) FMA_ROW(i, a + (i))
 #define FMA_ROW_GATHER(i) FMA_ROW(i, a##i + d)
+#define FMA_ROW_GATHERU FMA_ROW_GATHER
 #define FIN_ROW(i)                                                                             \
     {                                                                                          \
         const TB bs = bmode == FC_BIAS_ROW ? bias[t->row0 + i] : (TB)0;                        \
@@ -109,10 +112,13 @@ finish_d(double *dst, __m256d v, double alpha, double beta, int bmode, double bs
 
 #define PRE_PACKED
 #define PRE_GATHER const long d = doff[p];
+#define PRE_GATHERU const long d = p;
 #define ADV_PACKED a += 6
 #define ADV_GATHER
+#define ADV_GATHERU
 #define A_ROWS(T) const T *a0 = a + aoff[0], *a1 = a + aoff[1], *a2 = a + aoff[2], \
-    *a3 = a + aoff[3], *a4 = a + aoff[4], *a5 = a + aoff[5];
+    *a3 = a + aoff[3], *a4 = a + aoff[4], *a5 = a + aoff[5]; \
+    __asm__("" : "+r"(a0), "+r"(a1), "+r"(a2), "+r"(a3), "+r"(a4), "+r"(a5));
 
 /* float: 6 x 16 */
 #define PB(op) PB_##op##_s
@@ -137,7 +143,11 @@ void fc_ukrg_avx2_s(long k, const float *a, const long *aoff, const long *doff, 
                     float *c, long ldc, const fc_tile *t)
 {
     A_ROWS(float)
-    KERNEL(float, __m256, V, 8, 6, 16, fc_tile_store_avx2_s, b + p * 16, V(load), GATHER)
+    if (doff) {
+        KERNEL(float, __m256, V, 8, 6, 16, fc_tile_store_avx2_s, b + p * 16, V(load), GATHER)
+    } else {
+        KERNEL(float, __m256, V, 8, 6, 16, fc_tile_store_avx2_s, b + p * 16, V(load), GATHERU)
+    }
 }
 
 #undef PB
@@ -168,7 +178,11 @@ void fc_ukrg_avx2_d(long k, const double *a, const long *aoff, const long *doff,
                     double *c, long ldc, const fc_tile *t)
 {
     A_ROWS(double)
-    KERNEL(double, __m256d, VD, 4, 6, 8, fc_tile_store_avx2_d, b + p * 8, VD(load), GATHER)
+    if (doff) {
+        KERNEL(double, __m256d, VD, 4, 6, 8, fc_tile_store_avx2_d, b + p * 8, VD(load), GATHER)
+    } else {
+        KERNEL(double, __m256d, VD, 4, 6, 8, fc_tile_store_avx2_d, b + p * 8, VD(load), GATHERU)
+    }
 }
 
 #undef PB

@@ -166,7 +166,8 @@ static void trans_store_d(double *c, long ldc, const __m512d *cols, const fc_til
 
 /* The body of every kernel. BROW: B row p; LOADB: aligned (packed) or
  * unaligned (in place) load; AMODE: PACKED (row i of step p at a[i], then a
- * advances by MR) or GATHER (at a<i>[doff[p]], row pointers set up by A_ROWS). */
+ * advances by MR), GATHER (at a<i>[doff[p]], row pointers set up by A_ROWS) or
+ * GATHERU (at a<i>[p]: consecutive depths, no doff). */
 #define KERNEL(T, VT, P, W, MR, NR, MT, BROW, LOADB, AMODE)                                 \
     VT c00 = P(setzero)(), c01 = P(setzero)(), c10 = P(setzero)(), c11 = P(setzero)();         \
     VT c20 = P(setzero)(), c21 = P(setzero)(), c30 = P(setzero)(), c31 = P(setzero)();         \
@@ -209,6 +210,7 @@ static void trans_store_d(double *c, long ldc, const __m512d *cols, const fc_til
     c##i##1 = PB(fmadd)(ai, b1, c##i##1);
 #define FMA_ROW_PACKED(i) FMA_ROW(i, a[i])
 #define FMA_ROW_GATHER(i) FMA_ROW(i, a##i[d])
+#define FMA_ROW_GATHERU FMA_ROW_GATHER
 #define FIN_ROW(i)                                                                             \
     {                                                                                          \
         const TB bs = bmode == FC_BIAS_ROW ? bias[t->row0 + i] : (TB)0;                        \
@@ -232,8 +234,10 @@ static void trans_store_d(double *c, long ldc, const __m512d *cols, const fc_til
 
 #define PRE_PACKED
 #define PRE_GATHER const long d = doff[p];
+#define PRE_GATHERU const long d = p;
 #define ADV_PACKED a += 8
 #define ADV_GATHER
+#define ADV_GATHERU
 
 /* column-major finishing: transpose, then store a column at a time */
 #define TRANS_float                                                                            \
@@ -274,7 +278,8 @@ static void trans_store_d(double *c, long ldc, const __m512d *cols, const fc_til
         FIN(c0 + (long)j * ldc, 0xFF, cols[j], alpha, beta, vmode,                             \
             bmode == FC_BIAS_COL ? bias[t->lane0 + j] : (T)0, bv, act, slope);
 #define A_ROWS(T) const T *a0 = a + aoff[0], *a1 = a + aoff[1], *a2 = a + aoff[2], \
-    *a3 = a + aoff[3], *a4 = a + aoff[4], *a5 = a + aoff[5], *a6 = a + aoff[6], *a7 = a + aoff[7];
+    *a3 = a + aoff[3], *a4 = a + aoff[4], *a5 = a + aoff[5], *a6 = a + aoff[6], *a7 = a + aoff[7]; \
+    __asm__("" : "+r"(a0), "+r"(a1), "+r"(a2), "+r"(a3), "+r"(a4), "+r"(a5), "+r"(a6), "+r"(a7));
 
 /* float: 8 x 32 */
 #define PB V
@@ -297,7 +302,11 @@ void fc_ukrg_avx512_s(long k, const float *a, const long *aoff, const long *doff
                       float *c, long ldc, const fc_tile *t)
 {
     A_ROWS(float)
-    KERNEL(float, __m512, V, 16, 8, 32, __mmask16, b + p * 32, V(load), GATHER)
+    if (doff) {
+        KERNEL(float, __m512, V, 16, 8, 32, __mmask16, b + p * 32, V(load), GATHER)
+    } else {
+        KERNEL(float, __m512, V, 16, 8, 32, __mmask16, b + p * 32, V(load), GATHERU)
+    }
 }
 
 #undef PB
@@ -326,7 +335,11 @@ void fc_ukrg_avx512_d(long k, const double *a, const long *aoff, const long *dof
                       double *c, long ldc, const fc_tile *t)
 {
     A_ROWS(double)
-    KERNEL(double, __m512d, VD, 8, 8, 16, __mmask8, b + p * 16, VD(load), GATHER)
+    if (doff) {
+        KERNEL(double, __m512d, VD, 8, 8, 16, __mmask8, b + p * 16, VD(load), GATHER)
+    } else {
+        KERNEL(double, __m512d, VD, 8, 8, 16, __mmask8, b + p * 16, VD(load), GATHERU)
+    }
 }
 
 #undef PB

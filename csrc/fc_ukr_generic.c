@@ -47,7 +47,7 @@ void fc_ukri_generic_s(long k, const float *a, const float *b, const long *boff,
 void fc_ukrg_generic_s(long k, const float *a, const long *aoff, const long *doff, const float *b,
                        float *c, long ldc, const fc_tile *t)
 {
-    UKR_BODY(float, FC_GENERIC_MR_S, FC_GENERIC_NR_S, b + p * FC_GENERIC_NR_S, a[aoff[i] + doff[p]], fc_tile_store_generic_s)
+    UKR_BODY(float, FC_GENERIC_MR_S, FC_GENERIC_NR_S, b + p * FC_GENERIC_NR_S, a[aoff[i] + (doff ? doff[p] : p)], fc_tile_store_generic_s)
 }
 
 void fc_ukr_generic_d(long k, const double *a, const double *b, double *c, long ldc, const fc_tile *t)
@@ -64,7 +64,7 @@ void fc_ukri_generic_d(long k, const double *a, const double *b, const long *bof
 void fc_ukrg_generic_d(long k, const double *a, const long *aoff, const long *doff, const double *b,
                        double *c, long ldc, const fc_tile *t)
 {
-    UKR_BODY(double, FC_GENERIC_MR_D, FC_GENERIC_NR_D, b + p * FC_GENERIC_NR_D, a[aoff[i] + doff[p]], fc_tile_store_generic_d)
+    UKR_BODY(double, FC_GENERIC_MR_D, FC_GENERIC_NR_D, b + p * FC_GENERIC_NR_D, a[aoff[i] + (doff ? doff[p] : p)], fc_tile_store_generic_d)
 }
 
 /* Eight dot products of a with the rows b[0..7], each over eight accumulators

@@ -337,17 +337,27 @@ static inline void WN(wino_pool)(const T *o, int kn, T *y, unsigned char *cy, lo
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 2; j++) {
             const T *w0 = o + (8 * i + 2 * j) * FC_WINO_L, *w1 = w0 + 4 * FC_WINO_L;
+            T *restrict m = pm + (2 * i + j) * FC_WINO_L;
+            /* lane by lane, the pixels in turn: the larger one, or a NaN, replaces the maximum */
             for (int l = 0; l < FC_WINO_L; l++) {
-                const T in[4] = {w0[l], w0[FC_WINO_L + l], w1[l], w1[FC_WINO_L + l]};
-                T m = in[0];
-                int k = 0;
-                for (int p = 1; p < 4; p++) {
-                    const int c = in[p] > m || in[p] != in[p];
-                    m = c ? in[p] : m;
-                    k = c ? p : k;
+                const T a = w0[l], b = w0[FC_WINO_L + l], c = w1[l], d = w1[FC_WINO_L + l];
+                T v = b > a || b != b ? b : a;
+                v = c > v || c != c ? c : v;
+                m[l] = d > v || d != d ? d : v;
+            }
+            if (cy) {
+                unsigned char *restrict k = pc + (2 * i + j) * FC_WINO_L;
+                for (int l = 0; l < FC_WINO_L; l++) {
+                    const T in[4] = {w0[l], w0[FC_WINO_L + l], w1[l], w1[FC_WINO_L + l]};
+                    T v = in[0];
+                    int kk = 0;
+                    for (int p = 1; p < 4; p++) {
+                        const int c = in[p] > v || in[p] != in[p];
+                        v = c ? in[p] : v;
+                        kk = c ? p : kk;
+                    }
+                    k[l] = (unsigned char)kk;
                 }
-                pm[(2 * i + j) * FC_WINO_L + l] = m;
-                pc[(2 * i + j) * FC_WINO_L + l] = (unsigned char)k;
             }
         }
     for (int l = 0; l < kn; l++)
@@ -496,14 +506,14 @@ static WN(wino_geom) WN(wino_plan)(int N, int C, int K, int P, int Q)
     g.ws_layout = fc_wino_nhwc_elems(WM, WR, N, C, P, Q);   /* = FC_WINO_AL(N img) */
     /* per task: V, M (one block of tiles per point, 16 elements apart from a
      * multiple of 4 KiB so that the stores of a tile do not share cache
-     * sets), row offsets, depth offsets, GEMM workspace */
+     * sets), row offsets, GEMM workspace */
     g.vs = FC_WINO_AL((long)FC_WINO_TILES * g.Cs) + 16;
-    g.ms = FC_WINO_AL((long)FC_WINO_TILES * g.Ks) + 16;
+    g.ms = FC_WINO_AL((long)(FC_WINO_TILES + 16) * g.Ks) + 16;   /* (rows past the tiles: see wino_point) */
     g.v_off = 0;
     g.m_off = FC_WINO_AL(WP * g.vs);
     g.offs_off = g.m_off + FC_WINO_AL(WP * g.ms);
-    g.gws_off = g.offs_off + FC_WINO_AL((FC_WINO_TILES + 16 + g.Cs) * (long)(sizeof(long) / sizeof(T) + 1));
-    g.per = g.gws_off + FC_WINO_AL(GEMM_WS(FC_WINO_TILES, K, g.Cs, 1));
+    g.gws_off = g.offs_off + FC_WINO_AL((FC_WINO_TILES + 16) * (long)(sizeof(long) / sizeof(T) + 1));
+    g.per = g.gws_off + FC_WINO_AL(GEMM_WS(FC_WINO_TILES + 16, K, g.Cs, 1));
     return g;
 }
 
@@ -547,9 +557,11 @@ static void WN(wino_out_range)(const T *M, const WN(wino_geom) *g, int K, int kb
 
 /* M_e (nt x K) = V_e . U_e^T for the point e of a block of nt tiles; the columns
  * k0 .. k0 + K of it, k0 a multiple of the packed panels' width, where the
- * weights' depth is one block of the product. */
+ * weights' depth is one block of the product. The product runs over nt rounded
+ * up to the micro-kernel's rows, so that every tile is finished from registers;
+ * the rows past nt read rows of V past the block's and are never read back. */
 static int WN(wino_point)(const T *V, const T *Upack, long ustride, const WN(wino_geom) *g, int k0, int K,
-                          int nt, int e, const long *aoff, const long *doff, T *M, T *gws)
+                          int nt, int e, const long *aoff, T *M, T *gws)
 {
     fc_view A, B;
     memset(&A, 0, sizeof(A));
@@ -557,10 +569,12 @@ static int WN(wino_point)(const T *V, const T *Upack, long ustride, const WN(win
     A.kind = FC_VIEW_GATHER;
     A.p = (T *)V + (long)e * g->vs;
     A.offs = aoff;
-    A.doffs = doff;
+    A.doffs = NULL;   /* (depth c at V_e[t][c]) */
     B.kind = FC_VIEW_PACKED;
     B.p = (T *)Upack + e * ustride + (long)k0 * g->Cs;
-    return GEMM(nt, K, g->Cs, (T)1, &A, &B, (T)0, M + (long)e * g->ms + k0, g->Ks, NULL, 1, gws);
+    const int mr = GEMM_MR();
+    return GEMM((nt + mr - 1) / mr * mr, K, g->Cs, (T)1, &A, &B, (T)0, M + (long)e * g->ms + k0, g->Ks, NULL, 1,
+                gws);
 }
 
 /* upack: NULL, or the caller's buffer of the transformed, packed weights
@@ -607,10 +621,8 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
         else
             NHWC_ROWS(x, nrows * tid / nth, nrows * (tid + 1) / nth, C, H, W, g.Cs, g.Hp, g.Wp, ph, pw, xt);
         long *aoff = (long *)(task_ws + (long)tid * g.per + g.offs_off);
-        long *doff = aoff + FC_WINO_TILES + 16;
         T *gws = task_ws + (long)tid * g.per + g.gws_off;
         for (int i = 0; i < FC_WINO_TILES + 16; i++) aoff[i] = (long)(i < FC_WINO_TILES ? i : 0) * g.Cs;
-        for (int c = 0; c < g.Cs; c++) doff[c] = c;
 #if FC_OPENMP
 #pragma omp barrier
 #endif
@@ -623,9 +635,9 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
         const int nbal = (g.nblocks + nth - 1) / nth * nth, bal = (g.ntiles + nbal - 1) / nbal;
         const int even = g.nblocks >= 8 * nth || 10 * share * nth <= 11L * g.ntiles;
         /* fewer than 16 tiles a thread, in one block of small transforms, and weights
-         * of one depth block: each thread transforms every tile and makes the
-         * products and outputs of its own output channels (no tile's products
-         * then pass between threads, and no product has a few rows) */
+         * of one depth block: the threads transform a share of the tiles each, then
+         * each makes the products and outputs of its own output channels over all
+         * the tiles (no product then has a few rows) */
         const int nr = GEMM_NR(), al = nr > FC_WINO_L ? nr : FC_WINO_L, kpanels = (K + al - 1) / al;
         const int by_channels = nth > 1 && g.ntiles < 16 * nth && g.ntiles <= FC_WINO_TILES && kpanels >= nth
                                 && GEMM_KCB(g.Cs) >= g.Cs
@@ -633,11 +645,15 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
         if (by_channels) {
             const int kb = (int)((long)kpanels * tid / nth) * al, ke0 = (int)((long)kpanels * (tid + 1) / nth) * al;
             const int ke = ke0 < K ? ke0 : K;
-            T *V = task_ws + (long)tid * g.per + g.v_off;
+            T *V = task_ws + g.v_off;
             T *M = task_ws + (long)tid * g.per + g.m_off;
-            WN(wino_in_range)(xt, &g, 0, 0, g.ntiles, V);
+            WN(wino_in_range)(xt, &g, 0, (int)((long)g.ntiles * tid / nth), (int)((long)g.ntiles * (tid + 1) / nth),
+                              V);
+#if FC_OPENMP
+#pragma omp barrier
+#endif
             for (int e = 0; e < WP; e++)
-                rc |= WN(wino_point)(V, Upack, ustride, &g, kb, ke - kb, g.ntiles, e, aoff, doff, M, gws);
+                rc |= WN(wino_point)(V, Upack, ustride, &g, kb, ke - kb, g.ntiles, e, aoff, M, gws);
             WN(wino_out_range)(M, &g, K, kb, ke0 < g.Ks ? ke0 : g.Ks, P, Q, 0, 0, g.ntiles, y, code, bias, act,
                                (T)slope, yout);
         } else if (even || bal >= FC_WINO_MIN_TILES) {
@@ -652,7 +668,7 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
                 const int nt = g.ntiles - t0 < bt ? g.ntiles - t0 : bt;
                 WN(wino_in_range)(xt, &g, t0, t0, t0 + nt, V);
                 for (int e = 0; e < WP; e++)
-                    rc |= WN(wino_point)(V, Upack, ustride, &g, 0, K, nt, e, aoff, doff, M, gws);
+                    rc |= WN(wino_point)(V, Upack, ustride, &g, 0, K, nt, e, aoff, M, gws);
                 WN(wino_out_range)(M, &g, K, 0, g.Ks, P, Q, t0, t0, t0 + nt, y, code, bias, act, (T)slope, yout);
             }
         } else {
@@ -668,7 +684,7 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
 #pragma omp barrier
 #endif
                 for (int e = tid; e < WP; e += nth)
-                    rc |= WN(wino_point)(V, Upack, ustride, &g, 0, K, nt, e, aoff, doff, M, gws);
+                    rc |= WN(wino_point)(V, Upack, ustride, &g, 0, K, nt, e, aoff, M, gws);
 #if FC_OPENMP
 #pragma omp barrier
 #endif

@@ -11,6 +11,7 @@
 #define GEMM fc_gemm_s
 #define GEMM_WS fc_gemm_ws_s
 #define GEMM_NR fc_gemm_nr_s
+#define GEMM_MR fc_gemm_mr_s
 #define GEMM_KCB fc_gemm_kcb_s
 #define GEMM_PACKED_B_SIZE fc_gemm_packed_b_size_s
 #define TRANSPOSE FC_WI_NAME(transpose, FC_ISA, s)
@@ -34,6 +35,7 @@
 #undef GEMM
 #undef GEMM_WS
 #undef GEMM_NR
+#undef GEMM_MR
 #undef GEMM_KCB
 #undef GEMM_PACKED_B_SIZE
 #undef TRANSPOSE
@@ -43,6 +45,7 @@
 #define GEMM fc_gemm_d
 #define GEMM_WS fc_gemm_ws_d
 #define GEMM_NR fc_gemm_nr_d
+#define GEMM_MR fc_gemm_mr_d
 #define GEMM_KCB fc_gemm_kcb_d
 #define GEMM_PACKED_B_SIZE fc_gemm_packed_b_size_d
 #define TRANSPOSE FC_WI_NAME(transpose, FC_ISA, d)
@@ -66,6 +69,7 @@
 #undef GEMM
 #undef GEMM_WS
 #undef GEMM_NR
+#undef GEMM_MR
 #undef GEMM_KCB
 #undef GEMM_PACKED_B_SIZE
 #undef TRANSPOSE

@@ -432,11 +432,36 @@ def test_phase_winograd_every_isa(isa, dtype, n, rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("isa", fastcnn.supported_isas())
+def test_winograd_products_deeper_than_a_depth_block(isa, dtype, rng):
+    """Input channels past the GEMM's depth block (256 to 384 for every instruction set):
+    each point's product sums its depth blocks in turn, reading the transformed tiles in
+    place. Against the reference, and the same bits for 1 to 3 threads; tiles of one
+    block, of several, and a last block of a few tiles."""
+    from fastcnn._kernels import _conv
+    tol = 1e-3 if dtype == np.float32 else 1e-9
+    try:
+        fastcnn.set_isa(isa)
+        for n, c, h, k in ((1, 400, 6, 20), (3, 391, 12, 17), (2, 520, 17, 8)):
+            x = rng.standard_normal((n, c, h, h)).astype(dtype)
+            w = rng.standard_normal((k, c, 3, 3)).astype(dtype)
+            b = rng.standard_normal(k).astype(dtype)
+            expect = ref.conv2d(x, w, b, (1, 1), (1, 1))
+            outs = [_conv.conv2d_winograd(x, w, b, np.empty(expect.shape, dtype), (1, 1), 0, 0.0, t)
+                    for t in (1, 2, 3)]
+            for y in outs[1:]:
+                assert np.array_equal(y, outs[0]), (n, c, h, k)
+            _close(outs[0], expect, tol, f"{(n, c, h, k)}")
+    finally:
+        fastcnn.set_isa("auto")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("isa", fastcnn.supported_isas())
 def test_winograd_of_few_tiles_shares_out_output_channels(isa, dtype, rng):
-    """Under 16 tiles a thread (one image, say): each thread transforms every tile and
-    makes the products and outputs of its own output channels. The same bits for 1 to 4
-    threads, plain, pooled and written into image phases (a transposed convolution's
-    forward), and against the reference."""
+    """Under 16 tiles a thread (one image, say): the threads transform a share of the
+    tiles each, then each makes the products and outputs of its own output channels
+    over all the tiles. The same bits for 1 to 4 threads, plain, pooled and written into
+    image phases (a transposed convolution's forward), and against the reference."""
     from fastcnn._kernels import _conv
     tol = 1e-4 if dtype == np.float32 else 1e-10
     cases = ((1, 20, 14, 13, 50, 1, False), (1, 32, 14, 14, 64, 1, True), (2, 16, 9, 10, 33, 1, False),

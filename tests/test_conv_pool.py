@@ -112,6 +112,31 @@ def test_pooled_kernel_keeps_nan():
     np.testing.assert_allclose(y[~np.isnan(y)], expected[~np.isnan(expected)])
 
 
+@pytest.mark.parametrize("isa", fastcnn.supported_isas())
+def test_pooled_winograd_keeps_nan_as_pooling_its_output_does(isa):
+    """The Winograd kernel that pools as it stores, with a NaN input (which spreads over
+    the tiles that read it): NaN where the same kernel's unpooled output then the
+    pooling give NaN, every other value the same bits, for 1 and 2 threads."""
+    rng = np.random.default_rng(7)
+    w = (rng.standard_normal((64, 32, 3, 3)) / 17).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    try:
+        fastcnn.set_isa(isa)
+        for n, (i, j) in enumerate(((4, 6), (4, 7), (5, 6), (5, 7), (13, 2))):
+            x = rng.standard_normal((1, 32, 14, 14)).astype(np.float32)
+            x[0, n, i, j] = np.nan
+            for t in (1, 2):
+                full = _conv.conv2d_winograd(x, w, b, np.empty((1, 64, 14, 14), np.float32), (1, 1), 1, 0.0, t)
+                y = _conv.conv2d_winograd(x, w, b, np.empty((1, 64, 7, 7), np.float32), (1, 1), 1, 0.0, t,
+                                          None, False, (14, 14))
+                expected = F.max_pool2d(full, 2)
+                assert np.isnan(y).any() and not np.isnan(y).all()
+                np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+                np.testing.assert_array_equal(y[~np.isnan(y)], expected[~np.isnan(expected)])
+    finally:
+        fastcnn.set_isa("auto")
+
+
 def _pooled_model(dtype):
     fastcnn.manual_seed(3)
     m = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
