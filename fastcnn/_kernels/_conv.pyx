@@ -443,15 +443,16 @@ def winograd_nhwc_size(int r, int N, int C, int P, int Q, int m=4):
     return <Py_ssize_t>fc_wino_nhwc_size(10 * m + r, N, C, P, Q)
 
 
-cdef void _check_kept(str who, str name, object buf, object dtype, size_t need, str source) except *:
-    """A kept buffer of a kernel: C-contiguous, 64-byte aligned, of dtype, >= need elements."""
+cdef void _check_kept(str who, str name, object buf, object dtype, size_t need, str source, int m) except *:
+    """A kept buffer of a kernel: C-contiguous, 64-byte aligned, of dtype, >= need elements
+    (made by ``source`` with F(m x m, r x r))."""
     if (type(buf) is not np.ndarray or (<cnp.ndarray>buf).dtype != dtype or not (<cnp.ndarray>buf).flags.c_contiguous
             or <size_t>cnp.PyArray_DATA(<cnp.ndarray>buf) % 64):
         raise ValueError(f"{who}: {name} must be a C-contiguous, 64-byte aligned array of "
-                         f"x's dtype {dtype} (from {source})")
+                         f"x's dtype {dtype} (from {source} with m={m})")
     if <size_t>(<cnp.ndarray>buf).size < need:
         raise ValueError(f"{who}: {name} holds {(<cnp.ndarray>buf).size} elements, {need} needed "
-                         f"(from {source})")
+                         f"(from {source} with m={m})")
 
 
 def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple padding, int act=0,
@@ -492,12 +493,12 @@ def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple pad
     cdef size_t n = fc_wino_ws_s(f, N, C, K, P, Q, n_threads, &u) if x.dtype == np.float32 else \
         fc_wino_ws_d(f, N, C, K, P, Q, n_threads, &u)
     if upack is not None:
-        _check_kept("conv2d_winograd", "upack", upack, x.dtype, u, f"winograd_packed with m={f // 10}")
+        _check_kept("conv2d_winograd", "upack", upack, x.dtype, u, "winograd_packed", f // 10)
     if x_nhwc is not None and xp != NULL:
         _check_kept("conv2d_winograd", "x_nhwc", x_nhwc, x.dtype, fc_wino_nhwc_size(f, N, C, P, Q),
-                    f"winograd_nhwc_size with m={f // 10}")
+                    "winograd_nhwc_size", f // 10)
         xs.nhwc = cnp.PyArray_DATA(x_nhwc)
-    cdef cnp.ndarray ws = scratch("winograd", (<Py_ssize_t>n,), x.dtype)
+    cdef cnp.ndarray ws = scratch_bytes("winograd", <Py_ssize_t>n * x.itemsize)
     cdef void *bp = NULL if bias is None else cnp.PyArray_DATA(bias)
     cdef void *up = NULL if upack is None else cnp.PyArray_DATA(upack)
     cdef unsigned char *cp = NULL
@@ -507,12 +508,12 @@ def conv2d_winograd(cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y, tuple pad
         with nogil:
             rc = fc_wino_s(f, <float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(w), <float *>bp,
                              <float *>cnp.PyArray_DATA(y), N, C, H, W, K, P, Q, ph, pw, act, slope,
-                             n_threads, <float *>cnp.PyArray_DATA(ws), <float *>up, upack_ready, xp, yp, cp)
+                             n_threads, <float *>scratch_at(ws), <float *>up, upack_ready, xp, yp, cp)
     else:
         with nogil:
             rc = fc_wino_d(f, <double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(w), <double *>bp,
                              <double *>cnp.PyArray_DATA(y), N, C, H, W, K, P, Q, ph, pw, act, slope,
-                             n_threads, <double *>cnp.PyArray_DATA(ws), <double *>up, upack_ready, xp, yp, cp)
+                             n_threads, <double *>scratch_at(ws), <double *>up, upack_ready, xp, yp, cp)
     if rc:
         raise MemoryError("fastcnn: out of memory in conv2d")
     return y
@@ -555,7 +556,7 @@ def conv2d_winograd_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray d
         fc_wino_wgrad_ws_d(f, N, C, K, P, Q, n_threads)
     if x_nhwc is not None and xp != NULL:
         _check_kept("conv2d_winograd_backward_weight", "x_nhwc", x_nhwc, x.dtype,
-                    fc_wino_nhwc_size(f, N, C, P, Q), f"winograd_nhwc_size with m={f // 10}")
+                    fc_wino_nhwc_size(f, N, C, P, Q), "winograd_nhwc_size", f // 10)
         xs.nhwc, xs.nhwc_ready = cnp.PyArray_DATA(x_nhwc), 1
     if dy_nhwc is not None:
         if dy_pad is None or not winograd_dy_shared(r, N, P, Q, dy_pad[0], dy_pad[1]):
@@ -563,7 +564,7 @@ def conv2d_winograd_backward_weight(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray d
         dp = _phases((1, 1) + dy_pad, P, Q, &ds)
         _check_kept("conv2d_winograd_backward_weight", "dy_nhwc", dy_nhwc, x.dtype,
                     fc_wino_nhwc_size(f, N, K, P + 2 * ds.ph - r + 1, Q + 2 * ds.pw - r + 1),
-                    f"winograd_nhwc_size of the input gradient's output with m={f // 10}")
+                    "winograd_nhwc_size of the input gradient's output", f // 10)
         ds.nhwc, ds.nhwc_ready = cnp.PyArray_DATA(dy_nhwc), 1
     cdef void *dbp = NULL
     if db is not None:
@@ -656,15 +657,12 @@ SCRATCH_KEEP = 256 * 1024 * 1024
 _scratch = threading.local()
 
 
-cdef cnp.ndarray scratch(str use, tuple shape, dtype):
-    """An uninitialised array for the duration of one kernel call."""
+cdef cnp.ndarray scratch_bytes(str use, Py_ssize_t nbytes):
+    """The scratch buffer of ``use`` (uint8) for nbytes from a 64-byte boundary (see
+    scratch_at): kept for the next call of the thread unless it is very large."""
     cdef dict bufs = getattr(_scratch, "bufs", None)
     if bufs is None:
         bufs = _scratch.bufs = {}
-    dt = np.dtype(dtype)
-    cdef Py_ssize_t nbytes = dt.itemsize
-    for d in shape:
-        nbytes *= d
     entry = bufs.get(use)
     cdef cnp.ndarray buf
     if entry is None or (<cnp.ndarray>entry[0]).shape[0] < nbytes + 64:
@@ -675,7 +673,23 @@ cdef cnp.ndarray scratch(str use, tuple shape, dtype):
             del bufs[use]
     else:
         buf = entry[0]
-    cdef Py_ssize_t off = (64 - <Py_ssize_t>(<size_t>cnp.PyArray_DATA(buf) % 64)) % 64
+    return buf
+
+
+cdef inline void *scratch_at(cnp.ndarray buf) noexcept nogil:
+    """The first 64-byte boundary in a scratch_bytes buffer (which the caller holds)."""
+    cdef size_t p = <size_t>cnp.PyArray_DATA(buf)
+    return <void *>(p + (64 - p % 64) % 64)
+
+
+cdef cnp.ndarray scratch(str use, tuple shape, dtype):
+    """An uninitialised array for the duration of one kernel call."""
+    dt = np.dtype(dtype)
+    cdef Py_ssize_t nbytes = dt.itemsize
+    for d in shape:
+        nbytes *= d
+    cdef cnp.ndarray buf = scratch_bytes(use, nbytes)
+    cdef Py_ssize_t off = <char *>scratch_at(buf) - <char *>cnp.PyArray_DATA(buf)
     return buf[off:off + nbytes].view(dt).reshape(shape)
 
 

@@ -635,8 +635,21 @@ def _pooled_call(x, weight, bias, stride, padding, dilation, groups, activation,
     wino, out_shape, pad, act, nt, full = plan
     slope, dt = float(negative_slope), x.dtype
     if wino:
-        return lambda x: _winograd_forward(x, weight, bias, np.empty(out_shape, dtype=dt), pad, act, slope, nt,
-                                           weight_cache, full)
+        if weight_cache is None:
+            return lambda x: _conv.conv2d_winograd(x, weight, bias, np.empty(out_shape, dtype=dt), pad, act, slope,
+                                                   nt, None, False, full)
+        m, shape = _conv.winograd_tile(3, x.shape[0], full[0], full[1], True), weight.shape
+        hit = weight_cache._hit
+
+        def call(x):
+            # the kept transform while it is that of the weight's values; else made and kept
+            st = hit(weight, m, shape)
+            if st is None:
+                return _winograd_forward(x, weight, bias, np.empty(out_shape, dtype=dt), pad, act, slope, nt,
+                                         weight_cache, full)
+            return _conv.conv2d_winograd(x, st[4], bias, np.empty(out_shape, dtype=dt), pad, act, slope, nt, st[3],
+                                         True, full)
+        return call
     return lambda x: _conv.conv3x3_direct(x, weight, bias, np.empty(out_shape, dtype=dt), pad, act, slope, nt,
                                           True)
 
