@@ -140,7 +140,7 @@ unsigned fc_fpmode_enter(void)
 {
 #if FC_X86
     unsigned saved = _mm_getcsr();
-    _mm_setcsr(saved | 0x8040u);   /* FTZ | DAZ */
+    if ((saved & 0x8040u) != 0x8040u) _mm_setcsr(saved | 0x8040u);   /* FTZ | DAZ (a write costs) */
     return saved;
 #else
     return 0;
@@ -150,7 +150,7 @@ unsigned fc_fpmode_enter(void)
 void fc_fpmode_leave(unsigned saved)
 {
 #if FC_X86
-    _mm_setcsr(saved);
+    if ((saved & 0x8040u) != 0x8040u) _mm_setcsr(saved);
 #else
     (void)saved;
 #endif
