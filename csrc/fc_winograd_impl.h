@@ -338,26 +338,29 @@ static inline void WN(wino_pool)(const T *o, int kn, T *y, unsigned char *cy, lo
         for (int j = 0; j < 2; j++) {
             const T *w0 = o + (8 * i + 2 * j) * FC_WINO_L, *w1 = w0 + 4 * FC_WINO_L;
             T *restrict m = pm + (2 * i + j) * FC_WINO_L;
-            /* lane by lane, the pixels in turn: the larger one, or a NaN, replaces the maximum */
-            for (int l = 0; l < FC_WINO_L; l++) {
-                const T a = w0[l], b = w0[FC_WINO_L + l], c = w1[l], d = w1[FC_WINO_L + l];
-                T v = b > a || b != b ? b : a;
-                v = c > v || c != c ? c : v;
-                m[l] = d > v || d != d ? d : v;
-            }
-            if (cy) {
-                unsigned char *restrict k = pc + (2 * i + j) * FC_WINO_L;
+            if (!cy) {
+                /* lane by lane on vectors: the pixels in turn, the larger one or a NaN
+                 * replacing the maximum */
                 for (int l = 0; l < FC_WINO_L; l++) {
-                    const T in[4] = {w0[l], w0[FC_WINO_L + l], w1[l], w1[FC_WINO_L + l]};
-                    T v = in[0];
-                    int kk = 0;
-                    for (int p = 1; p < 4; p++) {
-                        const int c = in[p] > v || in[p] != in[p];
-                        v = c ? in[p] : v;
-                        kk = c ? p : kk;
-                    }
-                    k[l] = (unsigned char)kk;
+                    const T a = w0[l], b = w0[FC_WINO_L + l], c = w1[l], d = w1[FC_WINO_L + l];
+                    T v = b > a || b != b ? b : a;
+                    v = c > v || c != c ? c : v;
+                    m[l] = d > v || d != d ? d : v;
                 }
+                continue;
+            }
+            unsigned char *restrict k = pc + (2 * i + j) * FC_WINO_L;
+            for (int l = 0; l < FC_WINO_L; l++) {
+                const T in[4] = {w0[l], w0[FC_WINO_L + l], w1[l], w1[FC_WINO_L + l]};
+                T v = in[0];
+                int kk = 0;
+                for (int p = 1; p < 4; p++) {
+                    const int c = in[p] > v || in[p] != in[p];
+                    v = c ? in[p] : v;
+                    kk = c ? p : kk;
+                }
+                m[l] = v;
+                k[l] = (unsigned char)kk;
             }
         }
     for (int l = 0; l < kn; l++)
