@@ -229,15 +229,17 @@ def _phase_copy_key(x, weight_shape, stride, pad, m):
 
 
 def _kept_winograd(x, weight, kernel, shape, bias, y, pad, act, slope, nt, cache, pooled_from=None,
-                   x_phases=None, y_phases=None, x_nhwc=None, codes=None):
+                   x_phases=None, y_phases=None, x_nhwc=None, codes=None, m=None):
     """conv2d_winograd of x with the kernel ``kernel()`` of ``shape`` (``weight``, or a
     rearrangement of it), its transform kept in ``cache`` (or None) for ``weight``;
-    conv2d_winograd's pooled_from, x_phases, y_phases, x_nhwc and codes as given."""
+    conv2d_winograd's pooled_from, x_phases, y_phases, x_nhwc and codes as given; ``m``
+    its tile (winograd_tile), where the caller has it."""
     if cache is None:
         return _conv.conv2d_winograd(x, kernel(), bias, y, pad, act, slope, nt, None, False, pooled_from,
                                      x_phases, y_phases, x_nhwc, codes)
-    P, Q = pooled_from if pooled_from is not None else y_phases[4:] if y_phases is not None else y.shape[2:]
-    m = _conv.winograd_tile(shape[2], x.shape[0], P, Q, pooled_from is not None)
+    if m is None:
+        P, Q = pooled_from if pooled_from is not None else y_phases[4:] if y_phases is not None else y.shape[2:]
+        m = _conv.winograd_tile(shape[2], x.shape[0], P, Q, pooled_from is not None)
     st = cache._hit(weight, m, shape)
     if st is not None:
         return _conv.conv2d_winograd(x, st[4], bias, y, pad, act, slope, nt, st[3], True, pooled_from,
@@ -635,21 +637,9 @@ def _pooled_call(x, weight, bias, stride, padding, dilation, groups, activation,
     wino, out_shape, pad, act, nt, full = plan
     slope, dt = float(negative_slope), x.dtype
     if wino:
-        if weight_cache is None:
-            return lambda x: _conv.conv2d_winograd(x, weight, bias, np.empty(out_shape, dtype=dt), pad, act, slope,
-                                                   nt, None, False, full)
-        m, shape = _conv.winograd_tile(3, x.shape[0], full[0], full[1], True), weight.shape
-        hit = weight_cache._hit
-
-        def call(x):
-            # the kept transform while it is that of the weight's values; else made and kept
-            st = hit(weight, m, shape)
-            if st is None:
-                return _winograd_forward(x, weight, bias, np.empty(out_shape, dtype=dt), pad, act, slope, nt,
-                                         weight_cache, full)
-            return _conv.conv2d_winograd(x, st[4], bias, np.empty(out_shape, dtype=dt), pad, act, slope, nt, st[3],
-                                         True, full)
-        return call
+        m, kernel, shape = _conv.winograd_tile(3, x.shape[0], full[0], full[1], True), (lambda: weight), weight.shape
+        return lambda x: _kept_winograd(x, weight, kernel, shape, bias, np.empty(out_shape, dtype=dt), pad, act, slope,
+                                        nt, weight_cache, full, m=m)
     return lambda x: _conv.conv3x3_direct(x, weight, bias, np.empty(out_shape, dtype=dt), pad, act, slope, nt,
                                           True)
 
