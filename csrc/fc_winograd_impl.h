@@ -339,8 +339,8 @@ static inline void WN(wino_pool)(const T *o, int kn, T *y, unsigned char *cy, lo
             const T *w0 = o + (8 * i + 2 * j) * FC_WINO_L, *w1 = w0 + 4 * FC_WINO_L;
             T *restrict m = pm + (2 * i + j) * FC_WINO_L;
             if (!cy) {
-                /* lane by lane on vectors: the pixels in turn, the larger one or a NaN
-                 * replacing the maximum */
+                /* no codes asked for (inference): the maximum alone, without the
+                 * codes' lanes; the pixels in turn, the larger one or a NaN replacing it */
                 for (int l = 0; l < FC_WINO_L; l++) {
                     const T a = w0[l], b = w0[FC_WINO_L + l], c = w1[l], d = w1[FC_WINO_L + l];
                     T v = b > a || b != b ? b : a;
