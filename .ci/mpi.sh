@@ -27,7 +27,8 @@ if ! "$PY" -c "import mpi4py" >/dev/null 2>&1; then
 fi
 
 "$PY" -c "import mpi4py, sys; print('mpi4py', mpi4py.__version__, 'on Python', sys.version.split()[0])"
-mpirun --version | head -n 1
+# sed reads to the end: with pipefail, 'head' could stop mpirun with SIGPIPE
+mpirun --version | sed -n 1p
 
 MPIRUN=(mpirun -n 2 --oversubscribe)
 if [ "$(id -u)" = "0" ]; then MPIRUN+=(--allow-run-as-root); fi

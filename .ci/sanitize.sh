@@ -51,7 +51,10 @@ if [ ! -e "$LIBASAN" ]; then
     exit 1
 fi
 for so in fastcnn/_kernels/*.so; do
-    if ! ldd "$so" | grep -q libasan; then
+    # ldd's whole output first: with pipefail, 'ldd | grep -q' fails whenever
+    # grep exits on its match before ldd has written its last line.
+    deps=$(ldd "$so")
+    if ! grep -q libasan <<< "$deps"; then
         echo "sanitize: $so is not linked with AddressSanitizer" >&2
         exit 1
     fi
