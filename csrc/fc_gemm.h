@@ -415,6 +415,17 @@ int fc_gemm_s(int m, int n, int k, float alpha, const fc_view *A, const fc_view 
 int fc_gemm_d(int m, int n, int k, double alpha, const fc_view *A, const fc_view *B,
               double beta, double *C, long ldc, const fc_epilogue *epi, int nthreads, double *ws);
 
+/* C (m x n, row stride ldc) = A . B + beta C in the calling thread, without a
+ * product's setup (for many small products): A gathered in place at
+ * a[aoff[i] + p] (aoff: m entries), B packed by fc_gemm_pack_b_*() in one depth
+ * block (fc_gemm_kcb_*(k) >= k), m a multiple of fc_gemm_mr_*(); the caller's
+ * floating-point mode (see fc_fpmode_enter). Results are those of fc_gemm_*()
+ * for the same product. */
+void fc_gemm_gathered_s(int m, int n, int k, float beta, const float *a, const long *aoff, const float *b,
+                        float *C, long ldc);
+void fc_gemm_gathered_d(int m, int n, int k, double beta, const double *a, const long *aoff, const double *b,
+                        double *C, long ldc);
+
 /* fc_gemv.c: y (n x m, row stride ldy) = x (n x k) . w^T, w m x k row-major,
  * then a per-column bias and the activation of epi; for small n. */
 int fc_gemv_s(int n, int m, int k, const float *x, long ldx, const float *w, long ldw,

@@ -305,6 +305,37 @@ static void FN(gemm_thread)(const FN(gemm_ctx) *g, int tid, int nth)
     }
 }
 
+/* C = alpha A . B + beta C by the micro-kernels of ks, tile by tile: A gathered
+ * (a[aoff[i] + doff[p]], or a[aoff[i] + p] without doff), B packed in one depth
+ * block, m a multiple of ks.MR, no epilogue. */
+static void FN(gathered_tiles)(FN(kset) ks, int m, int n, int k, T alpha, T beta, const T *a, const long *aoff,
+                               const long *doff, const T *b, T *C, long ldc)
+{
+    fc_tile tile;
+    tile.mr = ks.MR;
+    tile.nseg = 1;
+    tile.lo[0] = 0;
+    tile.trans = 0;
+    tile.alpha = (double)alpha;
+    tile.beta = (double)beta;
+    tile.e = NULL;
+    for (int j = 0; j < n; j += ks.NR) {
+        tile.nr = tile.hi[0] = n - j < ks.NR ? n - j : ks.NR;
+        tile.lane0 = tile.col[0] = j;
+        const T *bp = b + (long)j * k;
+        for (int i = 0; i < m; i += ks.MR) {
+            tile.row0 = i;
+            ks.ukrg(k, a, aoff + i, doff, bp, C + (long)i * ldc, ldc, &tile);
+        }
+    }
+}
+
+void FN(fc_gemm_gathered)(int m, int n, int k, T beta, const T *a, const long *aoff, const T *b, T *C, long ldc)
+{
+    if (m <= 0 || n <= 0) return;
+    FN(gathered_tiles)(FN(kernels_for)(fc_kernel(), m, 0), m, n, k, (T)1, beta, a, aoff, NULL, b, C, ldc);
+}
+
 int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B,
                 T beta, T *C, long ldc, const fc_epilogue *epi, int nthreads, T *ws)
 {
@@ -341,26 +372,11 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
     g.epi = epi;
 
     /* one thread, A gathered, B packed in one depth block, whole rows of tiles and
-     * no epilogue (a Winograd product): the tiles straight to the micro-kernel */
+     * no epilogue: the tiles straight to the micro-kernel */
     if (nthreads == 1 && g.gathered && g.b_packed && g.nkb == 1 && !g.has_epi && !g.trans && m % g.MR == 0) {
-        fc_tile tile;
-        tile.mr = g.MR;
-        tile.nseg = 1;
-        tile.lo[0] = 0;
-        tile.trans = 0;
-        tile.alpha = (double)alpha;
-        tile.beta = (double)beta;
-        tile.e = NULL;
         unsigned fpmode = fc_fpmode_enter();
-        for (int j = 0; j < n; j += g.NR) {
-            tile.nr = tile.hi[0] = n - j < g.NR ? n - j : g.NR;
-            tile.lane0 = tile.col[0] = j;
-            const T *bp = (const T *)B->p + (long)j * k;
-            for (int i = 0; i < m; i += g.MR) {
-                tile.row0 = i;
-                g.ks.ukrg(k, (const T *)A->p, A->offs + i, A->doffs, bp, C + (long)i * ldc, ldc, &tile);
-            }
-        }
+        FN(gathered_tiles)(g.ks, m, n, k, alpha, beta, (const T *)A->p, A->offs, A->doffs, (const T *)B->p, C,
+                           ldc);
         fc_fpmode_leave(fpmode);
         return 0;
     }

@@ -490,6 +490,7 @@ static void WN(wino_out)(const T *M, long ms, int Ks, int K, int kb, int ke, int
 /* Geometry shared by the workspace size and the call. */
 typedef struct {
     int th, tw, Cs, Ks, Hp, Wp, ntiles, nblocks;
+    int mr, one_kb;   /* the GEMM's rows a tile; whether the weights' depth is one block of it */
     long img, upack, ws_layout, per, v_off, m_off, offs_off, gws_off, vs, ms;
 } WN(wino_geom);
 
@@ -504,6 +505,8 @@ static WN(wino_geom) WN(wino_plan)(int N, int C, int K, int P, int Q)
     g.Wp = WM * g.tw + WA - WM;
     g.ntiles = N * g.th * g.tw;
     g.nblocks = (g.ntiles + FC_WINO_TILES - 1) / FC_WINO_TILES;
+    g.mr = GEMM_MR();
+    g.one_kb = GEMM_KCB(g.Cs) >= g.Cs;
     g.img = (long)g.Hp * g.Wp * g.Cs;
     g.upack = WP * FC_WINO_UPS(K, g.Cs);
     g.ws_layout = fc_wino_nhwc_elems(WM, WR, N, C, P, Q);   /* = FC_WINO_AL(N img) */
@@ -566,6 +569,12 @@ static void WN(wino_out_range)(const T *M, const WN(wino_geom) *g, int K, int kb
 static int WN(wino_point)(const T *V, const T *Upack, long ustride, const WN(wino_geom) *g, int k0, int K,
                           int nt, int e, const long *aoff, T *M, T *gws)
 {
+    const int m = (nt + g->mr - 1) / g->mr * g->mr;
+    if (g->one_kb) {   /* (the product's setup skipped: there are WP of them a block) */
+        GEMM_GATHERED(m, K, g->Cs, (T)0, V + (long)e * g->vs, aoff, Upack + e * ustride + (long)k0 * g->Cs,
+                      M + (long)e * g->ms + k0, g->Ks);
+        return 0;
+    }
     fc_view A, B;
     memset(&A, 0, sizeof(A));
     memset(&B, 0, sizeof(B));
@@ -575,9 +584,7 @@ static int WN(wino_point)(const T *V, const T *Upack, long ustride, const WN(win
     A.doffs = NULL;   /* (depth c at V_e[t][c]) */
     B.kind = FC_VIEW_PACKED;
     B.p = (T *)Upack + e * ustride + (long)k0 * g->Cs;
-    const int mr = GEMM_MR();
-    return GEMM((nt + mr - 1) / mr * mr, K, g->Cs, (T)1, &A, &B, (T)0, M + (long)e * g->ms + k0, g->Ks, NULL, 1,
-                gws);
+    return GEMM(m, K, g->Cs, (T)1, &A, &B, (T)0, M + (long)e * g->ms + k0, g->Ks, NULL, 1, gws);
 }
 
 /* upack: NULL, or the caller's buffer of the transformed, packed weights
@@ -643,7 +650,7 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
          * the tiles (no product then has a few rows) */
         const int nr = GEMM_NR(), al = nr > FC_WINO_L ? nr : FC_WINO_L, kpanels = (K + al - 1) / al;
         const int by_channels = nth > 1 && g.ntiles < 16 * nth && g.ntiles <= FC_WINO_TILES && kpanels >= nth
-                                && GEMM_KCB(g.Cs) >= g.Cs
+                                && g.one_kb
                                 && (long)g.ntiles * g.Cs * WP * (long)sizeof(T) <= FC_WINO_KSPLIT_BYTES;
         if (by_channels) {
             const int kb = (int)((long)kpanels * tid / nth) * al, ke0 = (int)((long)kpanels * (tid + 1) / nth) * al;

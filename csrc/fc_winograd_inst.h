@@ -9,6 +9,7 @@
 #define FN(name) FC_WI_NAME(name, FC_ISA, s)
 #define T float
 #define GEMM fc_gemm_s
+#define GEMM_GATHERED fc_gemm_gathered_s
 #define GEMM_WS fc_gemm_ws_s
 #define GEMM_NR fc_gemm_nr_s
 #define GEMM_MR fc_gemm_mr_s
@@ -33,6 +34,7 @@
 #undef T
 #undef FN
 #undef GEMM
+#undef GEMM_GATHERED
 #undef GEMM_WS
 #undef GEMM_NR
 #undef GEMM_MR
@@ -43,6 +45,7 @@
 #define FN(name) FC_WI_NAME(name, FC_ISA, d)
 #define T double
 #define GEMM fc_gemm_d
+#define GEMM_GATHERED fc_gemm_gathered_d
 #define GEMM_WS fc_gemm_ws_d
 #define GEMM_NR fc_gemm_nr_d
 #define GEMM_MR fc_gemm_mr_d
@@ -67,6 +70,7 @@
 #undef T
 #undef FN
 #undef GEMM
+#undef GEMM_GATHERED
 #undef GEMM_WS
 #undef GEMM_NR
 #undef GEMM_MR
