@@ -325,9 +325,9 @@ static void WN(wino_in)(const T *xi, int Wp, int Cs, int tw, int t0, int nt, T *
 
 /* 2 x 2 windows of the activated 4 x 4 block o[b][a] of FC_WINO_L lanes: the
  * maximum of each, its four pixels taken row by row, a NaN kept as max
- * pooling keeps it; stored for each lane l into yk = y + l * plane (rows
- * of q pixels): rows x cols pooled pixels; with cy, the argmax's place in the
- * window at the same offsets from cy (as the direct kernel's codes). */
+ * pooling keeps it, and the argmax's place in the window; stored for each
+ * lane l into yk = y + l * plane and cy + l * plane (rows of q pixels): rows
+ * x cols pooled pixels (as the direct kernel stores them with codes). */
 #if WM == 4
 static inline void WN(wino_pool)(const T *o, int kn, T *y, unsigned char *cy, long plane, int q, int rows,
                                  int cols)
@@ -338,17 +338,6 @@ static inline void WN(wino_pool)(const T *o, int kn, T *y, unsigned char *cy, lo
         for (int j = 0; j < 2; j++) {
             const T *w0 = o + (8 * i + 2 * j) * FC_WINO_L, *w1 = w0 + 4 * FC_WINO_L;
             T *restrict m = pm + (2 * i + j) * FC_WINO_L;
-            if (!cy) {
-                /* no codes asked for (inference): the maximum alone, without the
-                 * codes' lanes; the pixels in turn, the larger one or a NaN replacing it */
-                for (int l = 0; l < FC_WINO_L; l++) {
-                    const T a = w0[l], b = w0[FC_WINO_L + l], c = w1[l], d = w1[FC_WINO_L + l];
-                    T v = b > a || b != b ? b : a;
-                    v = c > v || c != c ? c : v;
-                    m[l] = d > v || d != d ? d : v;
-                }
-                continue;
-            }
             unsigned char *restrict k = pc + (2 * i + j) * FC_WINO_L;
             for (int l = 0; l < FC_WINO_L; l++) {
                 const T in[4] = {w0[l], w0[FC_WINO_L + l], w1[l], w1[FC_WINO_L + l]};
@@ -367,8 +356,44 @@ static inline void WN(wino_pool)(const T *o, int kn, T *y, unsigned char *cy, lo
         for (int i = 0; i < rows; i++)
             for (int j = 0; j < cols; j++) {
                 y[l * plane + (long)i * q + j] = pm[(2 * i + j) * FC_WINO_L + l];
-                if (cy) cy[l * plane + (long)i * q + j] = pc[(2 * i + j) * FC_WINO_L + l];
+                cy[l * plane + (long)i * q + j] = pc[(2 * i + j) * FC_WINO_L + l];
             }
+}
+
+/* As wino_pool without the codes, on the block o before its bias (bk, or
+ * none) and activation, which are then applied to the maxima alone: where
+ * both are non-decreasing (a leaky slope not negative) and keep a NaN, each
+ * window's value is the maximum of its activated pixels. */
+static inline void WN(wino_pool_act)(const T *o, int kn, const T *bk, int act, T slope, T *y, long plane, int q,
+                                     int rows, int cols)
+{
+    T pm[4 * FC_WINO_L] __attribute__((aligned(64)));
+    for (int w = 0; w < 4; w++) {
+        const T *w0 = o + (8 * (w >> 1) + 2 * (w & 1)) * FC_WINO_L, *w1 = w0 + 4 * FC_WINO_L;
+        T *restrict m = pm + w * FC_WINO_L;
+        /* the pixels in turn, the larger one or a NaN replacing the maximum */
+        for (int l = 0; l < FC_WINO_L; l++) {
+            const T a = w0[l], b = w0[FC_WINO_L + l], c = w1[l], d = w1[FC_WINO_L + l];
+            T v = b > a || b != b ? b : a;
+            v = c > v || c != c ? c : v;
+            v = d > v || d != d ? d : v;
+            if (bk) v += bk[l];
+            m[l] = act == FC_ACT_RELU ? (v > 0 || v != v ? v : (T)0)
+                 : act == FC_ACT_LEAKY ? (v > 0 ? v : v * slope) : v;
+        }
+    }
+    if (rows == 2 && cols == 2)
+        for (int l = 0; l < kn; l++) {
+            T *yl = y + l * plane;
+            yl[0] = pm[l];
+            yl[1] = pm[FC_WINO_L + l];
+            yl[q] = pm[2 * FC_WINO_L + l];
+            yl[q + 1] = pm[3 * FC_WINO_L + l];
+        }
+    else
+        for (int l = 0; l < kn; l++)
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < cols; j++) y[l * plane + (long)i * q + j] = pm[(2 * i + j) * FC_WINO_L + l];
 }
 
 #endif
@@ -399,10 +424,24 @@ static void WN(wino_out)(const T *M, long ms, int Ks, int K, int kb, int ke, int
             /* A^T down the columns: o[b][a] */
             for (int a = 0; a < WM; a++)
                 WN(wino_at16)(s + a * FC_WINO_L, WM * FC_WINO_L, o + a * FC_WINO_L, WM * FC_WINO_L);
+            T bk[FC_WINO_L];
+            if (bias && K - k0 >= FC_WINO_L)
+                for (int l = 0; l < FC_WINO_L; l++) bk[l] = bias[k0 + l];
+            else
+                for (int l = 0; l < FC_WINO_L; l++) bk[l] = bias && k0 + l < K ? bias[k0 + l] : (T)0;
+            const int kn = K - k0 < FC_WINO_L ? K - k0 : FC_WINO_L;
+#if WM == 4
+            if (pool && !cy && (act != FC_ACT_LEAKY || slope >= 0)) {
+                /* (inference) the maxima, then their bias and activation */
+                const int pr = P2 - 2 * I < 2 ? P2 - 2 * I : 2, pc = Q2 - 2 * J < 2 ? Q2 - 2 * J : 2;
+                const long off = (long)k0 * P2 * Q2 + (long)(2 * I) * Q2 + 2 * J;
+                if (pr > 0 && pc > 0)
+                    WN(wino_pool_act)(o, kn, bk, act, slope, y + off, (long)P2 * Q2, Q2, pr, pc);
+                continue;
+            }
+#endif
             /* bias and activation on all m^2 pixels x 16 channels, then a transpose:
              * ot[l][pixel], each channel's m rows of m contiguous */
-            T bk[FC_WINO_L];
-            for (int l = 0; l < FC_WINO_L; l++) bk[l] = bias && k0 + l < K ? bias[k0 + l] : (T)0;
             if (act == FC_ACT_RELU) {
                 for (int q = 0; q < WM * WM; q++)
                     for (int l = 0; l < FC_WINO_L; l++) {
@@ -419,13 +458,14 @@ static void WN(wino_out)(const T *M, long ms, int Ks, int K, int kb, int ke, int
                 for (int q = 0; q < WM * WM; q++)
                     for (int l = 0; l < FC_WINO_L; l++) o[q * FC_WINO_L + l] += bk[l];
             }
-            const int kn = K - k0 < FC_WINO_L ? K - k0 : FC_WINO_L;
 #if WM == 4
             if (pool) {
                 const int pr = P2 - 2 * I < 2 ? P2 - 2 * I : 2, pc = Q2 - 2 * J < 2 ? Q2 - 2 * J : 2;
                 const long off = (long)k0 * P2 * Q2 + (long)(2 * I) * Q2 + 2 * J;
-                if (pr > 0 && pc > 0)
-                    WN(wino_pool)(o, kn, y + off, cy ? cy + off : NULL, (long)P2 * Q2, Q2, pr, pc);
+                if (pr > 0 && pc > 0 && cy)
+                    WN(wino_pool)(o, kn, y + off, cy + off, (long)P2 * Q2, Q2, pr, pc);
+                else if (pr > 0 && pc > 0)   /* (o activated) */
+                    WN(wino_pool_act)(o, kn, NULL, FC_ACT_NONE, slope, y + off, (long)P2 * Q2, Q2, pr, pc);
                 continue;
             }
 #endif

@@ -137,6 +137,43 @@ def test_pooled_winograd_keeps_nan_as_pooling_its_output_does(isa):
         fastcnn.set_isa("auto")
 
 
+@pytest.mark.parametrize("isa", fastcnn.supported_isas())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_pooled_winograd_is_the_pooling_of_its_output_bit_for_bit(isa, dtype):
+    """Without codes (inference) the pooled Winograd kernel takes each window's maximum
+    before the bias and the activation: the same bits as the same kernel's activated
+    output then max pooling, for every fused activation (a negative leaky slope too),
+    with and without bias, over zeros of both signs, NaNs, odd outputs and channel
+    counts that are not multiples of 16, for 1 and 2 threads."""
+    rng = np.random.default_rng(11)
+    K, C = 20, 5
+    w = (rng.standard_normal((K, C, 3, 3)) / 7).astype(dtype)
+    w[3] = 0.0   # an output channel of exact zeros before its bias
+    w[4] = -0.0
+    bias = rng.standard_normal(K).astype(dtype)
+    bias[3], bias[4] = -0.0, 0.0
+    x = rng.standard_normal((2, C, 13, 15)).astype(dtype)
+    x[0, 2, 5, 7] = np.nan
+    x[1, :, :4, :4] = 0.0   # windows of equal values
+    pad, (P, Q) = (1, 1), (13, 15)
+    try:
+        fastcnn.set_isa(isa)
+        for act, slope in ((0, 0.0), (1, 0.0), (2, 0.2), (2, 0.0), (2, -0.3)):
+            for b in (bias, None):
+                for t in (1, 2):
+                    full = _conv.conv2d_winograd(x, w, b, np.empty((2, K, P, Q), dtype), pad, act, slope, t)
+                    y = _conv.conv2d_winograd(x, w, b, np.empty((2, K, P // 2, Q // 2), dtype), pad, act,
+                                              slope, t, None, False, (P, Q))
+                    expected = F.max_pool2d(full, 2)
+                    assert np.isnan(y).any()
+                    # NaNs in the same places, every other value the same bits
+                    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+                    assert (y.view(f"u{y.itemsize}")[~np.isnan(y)]
+                            == expected.view(f"u{y.itemsize}")[~np.isnan(expected)]).all(), (act, slope, t)
+    finally:
+        fastcnn.set_isa("auto")
+
+
 def _pooled_model(dtype):
     fastcnn.manual_seed(3)
     m = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
