@@ -277,11 +277,11 @@ def _whole(in_hw, weight, groups, pad, dilation):
             and weight.shape[2] == in_hw[0] and weight.shape[3] == in_hw[1])
 
 
-def _winograd_forward(x, weight, bias, y, pad, act, slope, nt, cache, pooled_from=None):
+def _winograd_forward(x, weight, bias, y, pad, act, slope, nt, cache, pooled_from=None, m=None):
     """The Winograd forward, reading the transformed weights from ``cache`` (or None)
-    and filling it."""
+    and filling it; ``m`` its tile, where the caller has it."""
     return _kept_winograd(x, weight, lambda: weight, weight.shape, bias, y, pad, act, slope, nt, cache,
-                          pooled_from=pooled_from)
+                          pooled_from=pooled_from, m=m)
 
 
 def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, cache=None, inputs=None):
@@ -637,9 +637,9 @@ def _pooled_call(x, weight, bias, stride, padding, dilation, groups, activation,
     wino, out_shape, pad, act, nt, full = plan
     slope, dt = float(negative_slope), x.dtype
     if wino:
-        m, kernel, shape = _conv.winograd_tile(3, x.shape[0], full[0], full[1], True), (lambda: weight), weight.shape
-        return lambda x: _kept_winograd(x, weight, kernel, shape, bias, np.empty(out_shape, dtype=dt), pad, act, slope,
-                                        nt, weight_cache, full, m=m)
+        m = _conv.winograd_tile(3, x.shape[0], full[0], full[1], True)
+        return lambda x: _winograd_forward(x, weight, bias, np.empty(out_shape, dtype=dt), pad, act, slope, nt,
+                                           weight_cache, full, m)
     return lambda x: _conv.conv3x3_direct(x, weight, bias, np.empty(out_shape, dtype=dt), pad, act, slope, nt,
                                           True)
 
