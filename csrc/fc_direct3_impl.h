@@ -38,7 +38,7 @@
 
 /* The 2 x 2 max pooling of the activated block (rows h0 .. h0 + nr, columns c0
  * .. c0 + D3C, h0, nr and c0 even) into the pooled plane yp of P2 x Q2. */
-static inline void
+static inline __attribute__((always_inline)) void
 d3_store_pool(d3v acc[][2], int nr, float *yp, int P2, int Q2, int h0, int c0, float bias, int act, float slope)
 {
     const d3v bv = d3_set1(bias), sv = d3_set1(slope);
@@ -55,7 +55,7 @@ d3_store_pool(d3v acc[][2], int nr, float *yp, int P2, int Q2, int h0, int c0, f
  * (0 (0,0), 1 (0,1), 2 (1,0), 3 (1,1)) into cp (P2 x Q2 codes): the window's
  * pixels taken row by row, each larger one or NaN replacing the maximum, as the
  * max pooling that keeps codes takes them (so a NaN's code is the last NaN's). */
-static inline void
+static inline __attribute__((always_inline)) void
 d3_store_pool_codes(d3v acc[][2], int nr, float *yp, unsigned char *cp, int P2, int Q2, int h0, int c0,
                     float bias, int act, float slope)
 {
@@ -218,13 +218,14 @@ static int d3_one_output(const float *x, const float *w, const float *bias, floa
 static inline __attribute__((always_inline)) void
 d1_block(const float *bp, long wp, const float *wk, d3v acc[D1K][2][2])
 {
+    const float *rows[4] = {bp, bp + wp, bp + 2 * wp, bp + 3 * wp};
     d3v s00 = d3_zero(), s01 = d3_zero(), s02 = d3_zero(), s03 = d3_zero();
     d3v s10 = d3_zero(), s11 = d3_zero(), s12 = d3_zero(), s13 = d3_zero();
     _Pragma("GCC unroll 9")
     for (int t = 0; t < 9; t++) {
-        const float *p = bp + (t / 3) * wp + t % 3;
+        const float *p = rows[t / 3] + t % 3, *q = rows[t / 3 + 1] + t % 3;
         d3v x0 = d3_loadu(p), x1 = d3_loadu(p + D3W);
-        d3v x2 = d3_loadu(p + wp), x3 = d3_loadu(p + wp + D3W);
+        d3v x2 = d3_loadu(q), x3 = d3_loadu(q + D3W);
         D3_IN_REGS(x0, x1, x2, x3);
         const d3v w0 = d3_set1(wk[t]), w1 = d3_set1(wk[9 + t]);
         s00 = d3_fmadd(x0, w0, s00); s01 = d3_fmadd(x1, w0, s01);
@@ -238,35 +239,44 @@ d1_block(const float *bp, long wp, const float *wk, d3v acc[D1K][2][2])
 
 /* Output channels k0 .. k0 + nk (nk <= D1K, taps wk) of image n from its
  * padded plane buf: each block's sums activated and stored (mode 0), or 2 x 2
- * max pooled (mode 1; with the windows' codes, mode 2). */
+ * max pooled (mode 1; with the windows' codes, mode 2). mode and act are
+ * constants where it is inlined. */
 static inline __attribute__((always_inline)) void
 d1_group(const int mode, const float *buf, int wp, const float *wk, int k0, int nk, const float *bias,
-         float *y, unsigned char *code, long n, int K, int P, int Q, int pe, int qe, long PQ, int act,
+         float *y, unsigned char *code, long n, int K, int P, int Q, int pe, int qe, long PQ, const int act,
          float slope)
 {
     const d3v sv = d3_set1(slope);
-    for (int c0 = 0; c0 < qe; c0 += D3C) {
+    float b[D1K];
+    d3v bv[D1K];
+    long off[D1K];   /* channel k0 + j's plane in y and code */
+    for (int j = 0; j < D1K; j++) {
+        b[j] = bias && j < nk ? bias[k0 + j] : 0.0f;
+        bv[j] = d3_set1(b[j]);
+        off[j] = (n * K + k0 + (j < nk ? j : 0)) * PQ;
+    }
+    for (int cb = 0; cb < qe; cb += D3C) {
+        /* a last block past the outputs' end moved back to end there: the columns
+         * it shares with the block before are made again, to the same values */
+        const int c0 = cb + D3C > qe && qe >= D3C ? qe - D3C : cb;
         const d3m m0 = d3_lanes(c0, Q), m1 = d3_lanes(c0 + D3W, Q);
         const int full = c0 + D3C <= Q;
         for (int h0 = 0; h0 < pe; h0 += 2) {
             d3v acc[D1K][2][2];
             d1_block(buf + (long)h0 * wp + c0, wp, wk, acc);
             const int two = h0 + 1 < P;
+            _Pragma("GCC unroll 2")
             for (int j = 0; j < D1K; j++) {
                 if (j >= nk) break;
-                const int k = k0 + j;
-                const float b = bias ? bias[k] : 0.0f;
-                float *yp = y + (n * K + k) * PQ;
+                float *yp = y + off[j];
                 if (mode == 2)
-                    d3_store_pool_codes(acc[j], 2, yp, code + (n * K + k) * PQ, P / 2, Q / 2, h0, c0, b, act,
-                                        slope);
+                    d3_store_pool_codes(acc[j], 2, yp, code + off[j], P / 2, Q / 2, h0, c0, b[j], act, slope);
                 else if (mode == 1)
-                    d3_store_pool(acc[j], 2, yp, P / 2, Q / 2, h0, c0, b, act, slope);
+                    d3_store_pool(acc[j], 2, yp, P / 2, Q / 2, h0, c0, b[j], act, slope);
                 else {
-                    const d3v bv = d3_set1(b);
                     float *p = yp + (long)h0 * Q + c0;
-                    const d3v o00 = d3_act(acc[j][0][0], bv, act, sv), o01 = d3_act(acc[j][0][1], bv, act, sv);
-                    const d3v o10 = d3_act(acc[j][1][0], bv, act, sv), o11 = d3_act(acc[j][1][1], bv, act, sv);
+                    const d3v o00 = d3_act(acc[j][0][0], bv[j], act, sv), o01 = d3_act(acc[j][0][1], bv[j], act, sv);
+                    const d3v o10 = d3_act(acc[j][1][0], bv[j], act, sv), o11 = d3_act(acc[j][1][1], bv[j], act, sv);
                     if (full) {
                         d3_storeu(p, o00);
                         d3_storeu(p + D3W, o01);
@@ -287,6 +297,17 @@ d1_group(const int mode, const float *buf, int wp, const float *wk, int k0, int 
         }
     }
 }
+
+/* d1_group of the mode MODE, for the activation act as a constant */
+#define D1_GROUP(MODE)                                                                               \
+    do {                                                                                             \
+        if (act == FC_ACT_RELU)                                                                      \
+            d1_group(MODE, buf, wp, wk, k0, nk, bias, y, code, n, K, P, Q, pe, qe, PQ, FC_ACT_RELU, slope); \
+        else if (act == FC_ACT_LEAKY)                                                                \
+            d1_group(MODE, buf, wp, wk, k0, nk, bias, y, code, n, K, P, Q, pe, qe, PQ, FC_ACT_LEAKY, slope); \
+        else                                                                                         \
+            d1_group(MODE, buf, wp, wk, k0, nk, bias, y, code, n, K, P, Q, pe, qe, PQ, FC_ACT_NONE, slope); \
+    } while (0)
 
 /* One input channel (C = 1, K output channels), optionally pooled (with the
  * windows' codes, if code): tasks (image, D1G groups of D1K output channels).
@@ -328,11 +349,11 @@ static int d3_one_input(const float *x, const float *w, const float *bias, float
                 float wk[9 * D1K];
                 for (int t = 0; t < 9 * D1K; t++) wk[t] = t < 9 * nk ? w[9L * k0 + t] : 0.0f;
                 if (pool && code)
-                    d1_group(2, buf, wp, wk, k0, nk, bias, y, code, n, K, P, Q, pe, qe, PQ, act, slope);
+                    D1_GROUP(2);
                 else if (pool)
-                    d1_group(1, buf, wp, wk, k0, nk, bias, y, code, n, K, P, Q, pe, qe, PQ, act, slope);
+                    D1_GROUP(1);
                 else
-                    d1_group(0, buf, wp, wk, k0, nk, bias, y, code, n, K, P, Q, pe, qe, PQ, act, slope);
+                    D1_GROUP(0);
             }
         }
         fc_fpmode_leave(fpmode);
