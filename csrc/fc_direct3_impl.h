@@ -421,10 +421,16 @@ int D3_FN(direct3_wgrad)(const float *x, const float *dy, float *dw, float *db, 
                 for (int h0 = 0; h0 < P; h0 += DR)
                     for (int vg = 0; vg < 2; vg++) {
                         d3v g[DR];
-                        for (int r = 0; r < DR; r++) {
-                            g[r] = d3_loadm(h0 + r < P ? mg[vg] : none, gp + (long)(h0 + r) * Q + c0 + D3W * vg);
-                            acc[9] = d3_add(acc[9], g[r]);
+                        const float *gr = gp + (long)h0 * Q + c0 + D3W * vg;
+                        if (h0 + DR <= P && c0 + D3W * (vg + 1) <= Q) {   /* DR whole rows of a whole vector */
+                            _Pragma("GCC unroll 4")
+                            for (int r = 0; r < DR; r++) g[r] = d3_loadu(gr + (long)r * Q);
+                        } else {
+                            _Pragma("GCC unroll 4")
+                            for (int r = 0; r < DR; r++) g[r] = d3_loadm(h0 + r < P ? mg[vg] : none, gr + (long)r * Q);
                         }
+                        _Pragma("GCC unroll 4")
+                        for (int r = 0; r < DR; r++) acc[9] = d3_add(acc[9], g[r]);
                         const float *bp = buf + (long)h0 * wp + c0 + D3W * vg;
                         _Pragma("GCC unroll 6")
                         for (int t = 0; t < DR + 2; t++) {
