@@ -138,15 +138,18 @@ d0_block(const int edge, const float *x, const float *w, const float *zrow, int 
     d3v s[D0R];
     _Pragma("GCC unroll 8")
     for (int r = 0; r < D0R; r++) s[r] = d3_zero();
+    /* the rows of channel 0, and what takes them to the next channel's (the zero row stays) */
+    const float *rows[D0R + 2];
+    long step[D0R + 2];
+    for (int t = 0; t < D0R + 2; t++) {
+        const int hi = h0 + t, in = hi >= 0 && hi < H;
+        rows[t] = (in ? x + (long)hi * W : zrow) + col;
+        step[t] = in ? HW : 0;
+    }
     for (int i = 0; i < C; i++) {
-        const float *xp = x + (long)i * HW, *wk = w + 9L * i;
+        const float *wk = w + 9L * i;
         d3v wt[9];
         for (int t = 0; t < 9; t++) wt[t] = d3_set1(wk[t]);
-        const float *rows[D0R + 2];
-        for (int t = 0; t < D0R + 2; t++) {
-            const int hi = h0 + t;
-            rows[t] = (hi >= 0 && hi < H ? xp + (long)hi * W : zrow) + col;
-        }
         /* input row t at shift b: its products with taps (a, b) into output rows t - a */
         _Pragma("GCC unroll 10")
         for (int t = 0; t < D0R + 2; t++) {
@@ -159,6 +162,8 @@ d0_block(const int edge, const float *x, const float *w, const float *zrow, int 
                 if (t >= 2) s[t - 2] = d3_fmadd(in, wt[6 + b], s[t - 2]);
             }
         }
+        _Pragma("GCC unroll 10")
+        for (int t = 0; t < D0R + 2; t++) rows[t] += step[t];
     }
     _Pragma("GCC unroll 8")
     for (int r = 0; r < D0R; r++) acc[r] = s[r];
