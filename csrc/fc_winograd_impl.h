@@ -416,6 +416,13 @@ static void WN(wino_out)(const T *M, long ms, int Ks, int K, int kb, int ke, int
     for (int t = 0; t < nt; t++) {
         const int I = (t0 + t) / tw, J = (t0 + t) % tw;
         const int rows = P - WM * I < WM ? P - WM * I : WM, cols = Q - WM * J < WM ? Q - WM * J : WM;
+#if WM == 4
+        /* pooled: the tile's rows and columns of windows that floor mode keeps (a tile
+         * of none is skipped), from poff in each plane */
+        const int pr = P2 - 2 * I < 2 ? P2 - 2 * I : 2, pc = Q2 - 2 * J < 2 ? Q2 - 2 * J : 2;
+        const long poff = (long)(2 * I) * Q2 + 2 * J;
+        if (pool && (pr <= 0 || pc <= 0)) continue;
+#endif
         for (int k0 = kb; k0 < ke; k0 += FC_WINO_L) {
             const T *src = M + (long)t * Ks + k0;
             /* A^T along the rows: s[e_row][a] */
@@ -433,10 +440,7 @@ static void WN(wino_out)(const T *M, long ms, int Ks, int K, int kb, int ke, int
 #if WM == 4
             if (pool && !cy && (act != FC_ACT_LEAKY || slope >= 0)) {
                 /* (inference) the maxima, then their bias and activation */
-                const int pr = P2 - 2 * I < 2 ? P2 - 2 * I : 2, pc = Q2 - 2 * J < 2 ? Q2 - 2 * J : 2;
-                const long off = (long)k0 * P2 * Q2 + (long)(2 * I) * Q2 + 2 * J;
-                if (pr > 0 && pc > 0)
-                    WN(wino_pool_act)(o, kn, bk, act, slope, y + off, (long)P2 * Q2, Q2, pr, pc);
+                WN(wino_pool_act)(o, kn, bk, act, slope, y + (long)k0 * P2 * Q2 + poff, (long)P2 * Q2, Q2, pr, pc);
                 continue;
             }
 #endif
@@ -460,11 +464,10 @@ static void WN(wino_out)(const T *M, long ms, int Ks, int K, int kb, int ke, int
             }
 #if WM == 4
             if (pool) {
-                const int pr = P2 - 2 * I < 2 ? P2 - 2 * I : 2, pc = Q2 - 2 * J < 2 ? Q2 - 2 * J : 2;
-                const long off = (long)k0 * P2 * Q2 + (long)(2 * I) * Q2 + 2 * J;
-                if (pr > 0 && pc > 0 && cy)
+                const long off = (long)k0 * P2 * Q2 + poff;
+                if (cy)
                     WN(wino_pool)(o, kn, y + off, cy + off, (long)P2 * Q2, Q2, pr, pc);
-                else if (pr > 0 && pc > 0)   /* (o activated) */
+                else   /* (o activated) */
                     WN(wino_pool_act)(o, kn, NULL, FC_ACT_NONE, slope, y + off, (long)P2 * Q2, Q2, pr, pc);
                 continue;
             }
