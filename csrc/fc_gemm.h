@@ -306,6 +306,9 @@ typedef struct {
     int (*wino_wgrad_d[3])(const double *x, const double *dy, double *dw, double *db, int N, int C, int H,
                            int W, int K, int P, int Q, int ph, int pw, int nthreads, double *ws,
                            const fc_phases *xin, const fc_phases *dyin);
+    /* whether ukrg, with A's depths consecutive (no doff), finishes a tile of at
+     * most four rows from registers, making only those rows */
+    int ukrg_rows4;
 } fc_kernel_info;
 
 /* fc_cpu.c: feature detection and dispatch */
@@ -417,8 +420,9 @@ int fc_gemm_d(int m, int n, int k, double alpha, const fc_view *A, const fc_view
 
 /* C (m x n, row stride ldc) = A . B + beta C in the calling thread, without a
  * product's setup (for many small products): A gathered in place at
- * a[aoff[i] + p] (aoff: m entries), B packed by fc_gemm_pack_b_*() in one depth
- * block (fc_gemm_kcb_*(k) >= k), m a multiple of fc_gemm_mr_*(); the caller's
+ * a[aoff[i] + p], B packed by fc_gemm_pack_b_*() in one depth block
+ * (fc_gemm_kcb_*(k) >= k); aoff and C with rows up to m rounded up to a multiple
+ * of fc_gemm_mr_*() (rows past m may be made and written); the caller's
  * floating-point mode (see fc_fpmode_enter). Results are those of fc_gemm_*()
  * for the same product. */
 void fc_gemm_gathered_s(int m, int n, int k, float beta, const float *a, const long *aoff, const float *b,

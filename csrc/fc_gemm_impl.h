@@ -307,9 +307,10 @@ static void FN(gemm_thread)(const FN(gemm_ctx) *g, int tid, int nth)
 
 /* C = alpha A . B + beta C by the micro-kernels of ks, tile by tile: A gathered
  * (a[aoff[i] + doff[p]], or a[aoff[i] + p] without doff), B packed in one depth
- * block, m a multiple of ks.MR, no epilogue. */
-static void FN(gathered_tiles)(FN(kset) ks, int m, int n, int k, T alpha, T beta, const T *a, const long *aoff,
-                               const long *doff, const T *b, T *C, long ldc)
+ * block, no epilogue. The last rows' tile is made whole, ks.MR rows (rows of
+ * C and aoff past m included), unless rows4 and it has at most four. */
+static void FN(gathered_tiles)(FN(kset) ks, int rows4, int m, int n, int k, T alpha, T beta, const T *a,
+                               const long *aoff, const long *doff, const T *b, T *C, long ldc)
 {
     fc_tile tile;
     tile.mr = ks.MR;
@@ -325,6 +326,7 @@ static void FN(gathered_tiles)(FN(kset) ks, int m, int n, int k, T alpha, T beta
         const T *bp = b + (long)j * k;
         for (int i = 0; i < m; i += ks.MR) {
             tile.row0 = i;
+            tile.mr = rows4 && m - i <= 4 ? m - i : ks.MR;
             ks.ukrg(k, a, aoff + i, doff, bp, C + (long)i * ldc, ldc, &tile);
         }
     }
@@ -333,7 +335,8 @@ static void FN(gathered_tiles)(FN(kset) ks, int m, int n, int k, T alpha, T beta
 void FN(fc_gemm_gathered)(int m, int n, int k, T beta, const T *a, const long *aoff, const T *b, T *C, long ldc)
 {
     if (m <= 0 || n <= 0) return;
-    FN(gathered_tiles)(FN(kernels_for)(fc_kernel(), m, 0), m, n, k, (T)1, beta, a, aoff, NULL, b, C, ldc);
+    const fc_kernel_info *ki = fc_kernel();
+    FN(gathered_tiles)(FN(kernels_for)(ki, m, 0), ki->ukrg_rows4, m, n, k, (T)1, beta, a, aoff, NULL, b, C, ldc);
 }
 
 int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B,
@@ -375,7 +378,7 @@ int FN(fc_gemm)(int m, int n, int k, T alpha, const fc_view *A, const fc_view *B
      * no epilogue: the tiles straight to the micro-kernel */
     if (nthreads == 1 && g.gathered && g.b_packed && g.nkb == 1 && !g.has_epi && !g.trans && m % g.MR == 0) {
         unsigned fpmode = fc_fpmode_enter();
-        FN(gathered_tiles)(g.ks, m, n, k, alpha, beta, (const T *)A->p, A->offs, A->doffs, (const T *)B->p, C,
+        FN(gathered_tiles)(g.ks, 0, m, n, k, alpha, beta, (const T *)A->p, A->offs, A->doffs, (const T *)B->p, C,
                            ldc);
         fc_fpmode_leave(fpmode);
         return 0;

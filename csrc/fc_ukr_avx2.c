@@ -58,23 +58,23 @@ finish_d(double *dst, __m256d v, double alpha, double beta, int bmode, double bs
 }
 
 #define ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define ROWS4(X) X(0) X(1) X(2) X(3)
 
 /* BROW: B row p; LOADB: aligned (packed) or unaligned (in place) load;
  * AMODE: PACKED (row i of step p at a + i, then a advances by MR), GATHER
  * (at a<i> + doff[p], row pointers set up by A_ROWS, kept whole in registers so
  * that each broadcast is one load from a row pointer and the depth offset) or
- * GATHERU (at a<i> + p: consecutive depths, no doff). */
-#define KERNEL(T, VT, P, W, MR, NR, STORE_SLOW, BROW, LOADB, AMODE)                        \
-    VT c00 = P(setzero)(), c01 = P(setzero)(), c10 = P(setzero)(), c11 = P(setzero)();         \
-    VT c20 = P(setzero)(), c21 = P(setzero)(), c30 = P(setzero)(), c31 = P(setzero)();         \
-    VT c40 = P(setzero)(), c41 = P(setzero)(), c50 = P(setzero)(), c51 = P(setzero)();         \
+ * GATHERU (at a<i> + p: consecutive depths, no doff). ROWS: the rows made, MR
+ * of them (ROWS6, or ROWS4 for a gathered tile of at most four rows). */
+#define KERNEL(T, VT, P, W, MR, NR, STORE_SLOW, BROW, LOADB, AMODE, ROWS)                  \
+    ROWS(ZERO_ROW)                                                                             \
     _Pragma("GCC unroll 4")                                                                    \
     for (long p = 0; p < k; p++) {                                                             \
         PRE_##AMODE                                                                            \
         const T *bp = (BROW);                                                                  \
         const VT b0 = LOADB(bp), b1 = LOADB(bp + W);                                           \
         VT ai;                                                                                 \
-        ROWS6(FMA_ROW_##AMODE)                                                                 \
+        ROWS(FMA_ROW_##AMODE)                                                                  \
         ADV_##AMODE;                                                                           \
     }                                                                                          \
     if (!t->trans && t->mr == MR && t->nr == NR && t->nseg == 1 && t->lo[0] == 0                \
@@ -87,13 +87,14 @@ finish_d(double *dst, __m256d v, double alpha, double beta, int bmode, double bs
         const T alpha = (T)t->alpha, beta = (T)t->beta;                                        \
         T *c0 = c + t->col[0];                                                                 \
         const T *bv = bmode == FC_BIAS_COL ? bias + t->col[0] : NULL;                          \
-        FC_SPECIALISE(T, ROWS6(FIN_ROW))                                                       \
+        FC_SPECIALISE(T, ROWS(FIN_ROW))                                                        \
     } else {                                                                                   \
         VT tile[MR * 2] __attribute__((aligned(32)));                                          \
-        ROWS6(SPILL_ROW)                                                                       \
+        ROWS(SPILL_ROW)                                                                        \
         STORE_SLOW(c, ldc, (const T *)tile, NR, t);                                            \
     }
 
+#define ZERO_ROW(i) VB c##i##0 = PB(setzero)(), c##i##1 = PB(setzero)();
 #define FMA_ROW(i, aptr)                                                                       \
     ai = PB(broadcast)(aptr);                                                                  \
     c##i##0 = PB(fmadd)(ai, b0, c##i##0);                                                      \
@@ -124,19 +125,21 @@ finish_d(double *dst, __m256d v, double alpha, double beta, int bmode, double bs
 #define PB(op) PB_##op##_s
 #define PB_broadcast_s _mm256_broadcast_ss
 #define PB_fmadd_s _mm256_fmadd_ps
+#define PB_setzero_s _mm256_setzero_ps
+#define VB __m256
 #define TB float
 #define WB 8
 #define FINB finish_s
 
 void fc_ukr_avx2_s(long k, const float *a, const float *b, float *c, long ldc, const fc_tile *t)
 {
-    KERNEL(float, __m256, V, 8, 6, 16, fc_tile_store_avx2_s, b + p * 16, V(load), PACKED)
+    KERNEL(float, __m256, V, 8, 6, 16, fc_tile_store_avx2_s, b + p * 16, V(load), PACKED, ROWS6)
 }
 
 void fc_ukri_avx2_s(long k, const float *a, const float *b, const long *boff, float *c, long ldc,
                     const fc_tile *t)
 {
-    KERNEL(float, __m256, V, 8, 6, 16, fc_tile_store_avx2_s, b + boff[p], V(loadu), PACKED)
+    KERNEL(float, __m256, V, 8, 6, 16, fc_tile_store_avx2_s, b + boff[p], V(loadu), PACKED, ROWS6)
 }
 
 void fc_ukrg_avx2_s(long k, const float *a, const long *aoff, const long *doff, const float *b,
@@ -144,13 +147,16 @@ void fc_ukrg_avx2_s(long k, const float *a, const long *aoff, const long *doff, 
 {
     A_ROWS(float)
     if (doff) {
-        KERNEL(float, __m256, V, 8, 6, 16, fc_tile_store_avx2_s, b + p * 16, V(load), GATHER)
+        KERNEL(float, __m256, V, 8, 6, 16, fc_tile_store_avx2_s, b + p * 16, V(load), GATHER, ROWS6)
+    } else if (t->mr <= 4) {
+        KERNEL(float, __m256, V, 8, 4, 16, fc_tile_store_avx2_s, b + p * 16, V(load), GATHERU, ROWS4)
     } else {
-        KERNEL(float, __m256, V, 8, 6, 16, fc_tile_store_avx2_s, b + p * 16, V(load), GATHERU)
+        KERNEL(float, __m256, V, 8, 6, 16, fc_tile_store_avx2_s, b + p * 16, V(load), GATHERU, ROWS6)
     }
 }
 
 #undef PB
+#undef VB
 #undef TB
 #undef WB
 #undef FINB
@@ -159,19 +165,21 @@ void fc_ukrg_avx2_s(long k, const float *a, const long *aoff, const long *doff, 
 #define PB(op) PB_##op##_d
 #define PB_broadcast_d _mm256_broadcast_sd
 #define PB_fmadd_d _mm256_fmadd_pd
+#define PB_setzero_d _mm256_setzero_pd
+#define VB __m256d
 #define TB double
 #define WB 4
 #define FINB finish_d
 
 void fc_ukr_avx2_d(long k, const double *a, const double *b, double *c, long ldc, const fc_tile *t)
 {
-    KERNEL(double, __m256d, VD, 4, 6, 8, fc_tile_store_avx2_d, b + p * 8, VD(load), PACKED)
+    KERNEL(double, __m256d, VD, 4, 6, 8, fc_tile_store_avx2_d, b + p * 8, VD(load), PACKED, ROWS6)
 }
 
 void fc_ukri_avx2_d(long k, const double *a, const double *b, const long *boff, double *c,
                     long ldc, const fc_tile *t)
 {
-    KERNEL(double, __m256d, VD, 4, 6, 8, fc_tile_store_avx2_d, b + boff[p], VD(loadu), PACKED)
+    KERNEL(double, __m256d, VD, 4, 6, 8, fc_tile_store_avx2_d, b + boff[p], VD(loadu), PACKED, ROWS6)
 }
 
 void fc_ukrg_avx2_d(long k, const double *a, const long *aoff, const long *doff, const double *b,
@@ -179,13 +187,16 @@ void fc_ukrg_avx2_d(long k, const double *a, const long *aoff, const long *doff,
 {
     A_ROWS(double)
     if (doff) {
-        KERNEL(double, __m256d, VD, 4, 6, 8, fc_tile_store_avx2_d, b + p * 8, VD(load), GATHER)
+        KERNEL(double, __m256d, VD, 4, 6, 8, fc_tile_store_avx2_d, b + p * 8, VD(load), GATHER, ROWS6)
+    } else if (t->mr <= 4) {
+        KERNEL(double, __m256d, VD, 4, 4, 8, fc_tile_store_avx2_d, b + p * 8, VD(load), GATHERU, ROWS4)
     } else {
-        KERNEL(double, __m256d, VD, 4, 6, 8, fc_tile_store_avx2_d, b + p * 8, VD(load), GATHERU)
+        KERNEL(double, __m256d, VD, 4, 6, 8, fc_tile_store_avx2_d, b + p * 8, VD(load), GATHERU, ROWS6)
     }
 }
 
 #undef PB
+#undef VB
 #undef TB
 #undef WB
 #undef FINB

@@ -606,18 +606,19 @@ static void WN(wino_out_range)(const T *M, const WN(wino_geom) *g, int K, int kb
 
 /* M_e (nt x K) = V_e . U_e^T for the point e of a block of nt tiles; the columns
  * k0 .. k0 + K of it, k0 a multiple of the packed panels' width, where the
- * weights' depth is one block of the product. The product runs over nt rounded
- * up to the micro-kernel's rows, so that every tile is finished from registers;
- * the rows past nt read rows of V past the block's and are never read back. */
+ * weights' depth is one block of the product. The product may run over nt
+ * rounded up to the micro-kernel's rows, so that every tile is finished from
+ * registers; the rows past nt read rows of V past the block's and are never
+ * read back. */
 static int WN(wino_point)(const T *V, const T *Upack, long ustride, const WN(wino_geom) *g, int k0, int K,
                           int nt, int e, const long *aoff, T *M, T *gws)
 {
-    const int m = (nt + g->mr - 1) / g->mr * g->mr;
     if (g->one_kb) {   /* (the product's setup skipped: there are WP of them a block) */
-        GEMM_GATHERED(m, K, g->Cs, (T)0, V + (long)e * g->vs, aoff, Upack + e * ustride + (long)k0 * g->Cs,
+        GEMM_GATHERED(nt, K, g->Cs, (T)0, V + (long)e * g->vs, aoff, Upack + e * ustride + (long)k0 * g->Cs,
                       M + (long)e * g->ms + k0, g->Ks);
         return 0;
     }
+    const int m = (nt + g->mr - 1) / g->mr * g->mr;
     fc_view A, B;
     memset(&A, 0, sizeof(A));
     memset(&B, 0, sizeof(B));
