@@ -611,12 +611,45 @@ def test_weight_caches_of_phase_winograd_and_input_gradients(dtype, rng):
                 g3 = F.conv2d_backward(dy3, x3, w3, 1, 0, weight_cache=data3)[0]
                 assert np.array_equal(g3, F.conv2d_backward(dy3, x3, w3, 1, 0)[0])
                 _close(g3, ref.conv2d_backward(dy3, x3, w3, (1, 1), (0, 0))[0], tol, f"3x3 grad_x, step {step}")
-                assert data3.lookup(w3, 4, (16, 24, 3, 3))[1] is True
-                assert fwd.lookup(w, 7, conv_mod._phase_shape_of(w, (2, 2)))[1] is True
-                assert data.lookup(w, 4, conv_mod._phase_shape_of(w, (2, 2), True))[1] is True
+                assert data3.lookup(w3, 4, (16, 24, 3, 3), "flip")[1] is True
+                assert fwd.lookup(w, 7, conv_mod._phase_shape_of(w, (2, 2)), "phases")[1] is True
+                assert data.lookup(w, 4, conv_mod._phase_shape_of(w, (2, 2), True), "phases_flip")[1] is True
             w[step, 1, 2, 3] += 0.5   # an optimiser's in-place update
             w3[0, step, 1, 1] -= 0.5
-            assert fwd.lookup(w, 7, conv_mod._phase_shape_of(w, (2, 2)))[1] is False
+            assert fwd.lookup(w, 7, conv_mod._phase_shape_of(w, (2, 2)), "phases")[1] is False
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_weight_cache_shared_by_forward_and_gradients(rng, dtype):
+    """One WeightCache passed to the forward, the input gradient and the transposed
+    convolutions of the same weight, with as many input as output channels (so that
+    the weight and its flipped, transposed kernel have one shape): each call uses the
+    transform of its own kernel, and gives what it gives without a cache."""
+    x = rng.standard_normal((2, 32, 16, 16)).astype(dtype)
+    g = rng.standard_normal((2, 32, 16, 16)).astype(dtype)
+    w = rng.standard_normal((32, 32, 3, 3)).astype(dtype)
+    x2 = rng.standard_normal((50, 16, 14, 14)).astype(dtype)
+    g2 = rng.standard_normal((50, 16, 7, 7)).astype(dtype)
+    w2 = rng.standard_normal((16, 16, 4, 4)).astype(dtype)
+    for kept in (True, False):
+        cache, cache2 = F.WeightCache(kept), F.WeightCache(kept)
+        for _ in range(2):
+            calls = [
+                (lambda c: F.conv2d(x, w, None, 1, 1, weight_cache=c)),
+                (lambda c: F.conv2d_backward(g, x, w, 1, 1, weight_cache=c)[0]),
+                (lambda c: F.conv_transpose2d(g, w, None, 1, 1, weight_cache=c)),
+                (lambda c: F.conv_transpose2d_backward(g, x, w, 1, 1, weight_cache=c)[0]),
+            ]
+            calls2 = [
+                (lambda c: F.conv2d(x2, w2, None, 2, 1, weight_cache=c)),
+                (lambda c: F.conv2d_backward(g2, x2, w2, 2, 1, weight_cache=c)[0]),
+                (lambda c: F.conv_transpose2d(g2, w2, None, 2, 1, weight_cache=c)),
+            ]
+            for c, fns in ((cache, calls), (cache2, calls2)):
+                for fn in fns:
+                    assert np.array_equal(fn(c), fn(None))
+    _close(F.conv2d_backward(g, x, w, 1, 1, weight_cache=cache)[0],
+           ref.conv2d_backward(g, x, w, (1, 1), (1, 1))[0], 1e-4 if dtype == np.float32 else 1e-10, "grad_x")
 
 
 def test_transient_weight_cache_has_a_size_limit(rng):
@@ -655,7 +688,7 @@ def test_conv_layers_share_transforms_between_training_passes(rng):
             wt, bt = convt.weight.data, convt.bias.data
             assert np.array_equal(z, F.conv_transpose2d(y, wt, bt, 2, 1))
             assert np.array_equal(gz, F.conv_transpose2d_backward(np.ones_like(z), y, wt, 2, 1)[0])
-        assert conv._weight_cache().lookup(w, 7, (20, 64, 2, 2))[1] is True
+        assert conv._weight_cache().lookup(w, 7, (20, 64, 2, 2), "phases")[1] is True
         assert not conv._weight_cache().kept and conv.eval()._weight_cache().kept
         conv.train()
         opt.step()
@@ -1068,6 +1101,15 @@ W = np.ones((6, 4, 3, 3))
     (lambda: F.conv2d(X.astype(int), W), TypeError, "x must have dtype"),
     (lambda: F.conv2d(X.astype(complex), W), TypeError, "x must have dtype"),
     (lambda: F.conv2d(X, W, activation="tanh"), ValueError, "activation"),
+    (lambda: F.conv2d(X, W, activation="leaky_relu", negative_slope="0.1"), TypeError, "negative_slope"),
+    (lambda: F.conv2d(X, W, negative_slope=None), TypeError, "negative_slope"),
+    (lambda: F.conv2d(X, np.ones((0, 4, 3, 3))), ValueError, "at least one output channel"),
+    (lambda: F.conv2d_backward(np.ones((2, 0, 6, 6)), X, np.ones((0, 4, 3, 3))), ValueError,
+     "at least one output channel"),
+    (lambda: F.conv_transpose2d(np.ones((2, 0, 5, 5)), np.ones((0, 3, 3, 3))), ValueError,
+     "x must have at least one channel"),
+    (lambda: F.conv_transpose2d_backward(np.ones((2, 3, 7, 7)), np.ones((2, 0, 5, 5)), np.ones((0, 3, 3, 3))),
+     ValueError, "x must have at least one channel"),
     (lambda: F.conv2d_backward(np.ones((2, 6, 5, 5)), X, W), ValueError, r"grad_out must have shape \(2, 6, 6, 6\)"),
     (lambda: F.conv_transpose2d(X, np.ones((3, 2, 3, 3))), ValueError, "input has 4 channels"),
     (lambda: F.conv_transpose2d(X, np.ones((4, 2, 3, 3)), stride=2, output_padding=2), ValueError, "output_padding"),

@@ -207,6 +207,7 @@ def test_denormals_flushed_do_not_change_normal_results(rng):
     (lambda: F.linear(np.ones((2, 3)), np.ones((4, 5))), ValueError, "weight"),
     (lambda: F.linear(np.ones((2, 3)), np.ones((4, 3)), np.ones(5)), ValueError, "bias"),
     (lambda: F.linear(np.ones((2, 3)), np.ones((4, 3)), activation="gelu"), ValueError, "activation"),
+    (lambda: F.linear(np.ones((2, 3)), np.ones((4, 3)), negative_slope=None), TypeError, "negative_slope"),
 ])
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):

@@ -14,8 +14,8 @@ import numpy as np
 from .._kernels import _conv, _gemm
 from .._kernels._pointwise import same_bytes
 from .._threads import get_num_threads
-from ._checks import (Memo, as_float_array, check_index_range, check_int, check_size, kernel_ready, memo_key,
-                      n_threads, pair)
+from ._checks import (Memo, as_float_array, check_float, check_index_range, check_int, check_size, kernel_ready,
+                      memo_key, n_threads, pair)
 from .linalg import _activation, _linear_into
 
 __all__ = ["conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "WeightCache",
@@ -143,7 +143,7 @@ class WeightCache:
     _TRANSIENT_BYTES = 16 << 20
 
     def __init__(self, kept=True):
-        self._state = None   # (weight, key, copy of its values, packed)
+        self._state = None   # (weight, key, copy of its values, packed, stand-in kernel)
         self.kept = bool(kept)
 
     def __reduce__(self):
@@ -151,24 +151,27 @@ class WeightCache:
         # array and to aligned memory that a copy of it would not keep
         return (WeightCache, (self.kept,))
 
-    def _hit(self, weight, m, shape):
+    def _hit(self, weight, m, shape, role="weight"):
         """The state holding the transform of ``weight`` (see lookup), or None."""
         st = self._state
         if (st is not None and st[0] is weight
-                and st[1] == (weight.shape, weight.dtype, _conv.isa_id(), m, shape)
+                and st[1] == (weight.shape, weight.dtype, _conv.isa_id(), m, shape, role)
                 and same_bytes(weight, st[2])):
             return st
         return None
 
-    def lookup(self, weight, m=4, shape=None):
+    def lookup(self, weight, m=4, shape=None, role="weight"):
         """(packed, ready): the buffer for the transform F(m x m, r x r) of ``weight``,
-        or of the kernel of ``shape`` (K, C, r, r) made from it, and whether it holds
-        it; (None, False) where a cache that is not ``kept`` would exceed its size."""
+        or of the kernel of ``shape`` (K, C, r, r) made from it as ``role`` names
+        ("weight": the weight itself; "flip": flipped and transposed, the input
+        gradient's; "phases", "phases_flip": over the phases of a stride), and
+        whether it holds it; (None, False) where a cache that is not ``kept`` would
+        exceed its size."""
         if type(weight) is not np.ndarray or weight.ndim != 4 or weight.dtype not in (np.float32, np.float64):
             raise TypeError("WeightCache.lookup: weight must be a 4-D float32 or float64 numpy array, "
                             f"got {type(weight).__name__}")
         shape = weight.shape if shape is None else tuple(shape)
-        st = self._hit(weight, m, shape)
+        st = self._hit(weight, m, shape, role)
         if st is not None:
             return st[3], True
         K, C, r = shape[0], shape[1], shape[2]
@@ -177,10 +180,10 @@ class WeightCache:
             return None, False
         return _conv.winograd_packed(r, C, K, weight.dtype, m), False
 
-    def commit(self, weight, snapshot, packed, m=4, shape=None):
+    def commit(self, weight, snapshot, packed, m=4, shape=None, role="weight"):
         """Publish ``packed``, filled from ``weight`` whose values were ``snapshot``."""
         shape = weight.shape if shape is None else tuple(shape)
-        self._state = (weight, (weight.shape, weight.dtype, _conv.isa_id(), m, shape), snapshot, packed,
+        self._state = (weight, (weight.shape, weight.dtype, _conv.isa_id(), m, shape, role), snapshot, packed,
                        _stand_in(shape, weight.dtype))
 
 
@@ -229,9 +232,10 @@ def _phase_copy_key(x, weight_shape, stride, pad, m):
 
 
 def _kept_winograd(x, weight, kernel, shape, bias, y, pad, act, slope, nt, cache, pooled_from=None,
-                   x_phases=None, y_phases=None, x_nhwc=None, codes=None, m=None):
-    """conv2d_winograd of x with the kernel ``kernel()`` of ``shape`` (``weight``, or a
-    rearrangement of it), its transform kept in ``cache`` (or None) for ``weight``;
+                   x_phases=None, y_phases=None, x_nhwc=None, codes=None, m=None, role="weight"):
+    """conv2d_winograd of x with the kernel ``kernel()`` of ``shape`` (``weight``, or the
+    rearrangement of it that ``role`` names: see WeightCache.lookup), its transform
+    kept in ``cache`` (or None) for ``weight``;
     conv2d_winograd's pooled_from, x_phases, y_phases, x_nhwc and codes as given; ``m``
     its tile (winograd_tile), where the caller has it."""
     if cache is None:
@@ -240,18 +244,18 @@ def _kept_winograd(x, weight, kernel, shape, bias, y, pad, act, slope, nt, cache
     if m is None:
         P, Q = pooled_from if pooled_from is not None else y_phases[4:] if y_phases is not None else y.shape[2:]
         m = _conv.winograd_tile(shape[2], x.shape[0], P, Q, pooled_from is not None)
-    st = cache._hit(weight, m, shape)
+    st = cache._hit(weight, m, shape, role)
     if st is not None:
         return _conv.conv2d_winograd(x, st[4], bias, y, pad, act, slope, nt, st[3], True, pooled_from,
                                      x_phases, y_phases, x_nhwc, codes)
-    packed, ready = cache.lookup(weight, m, shape)
+    packed, ready = cache.lookup(weight, m, shape, role)
     if packed is None or ready:
         return _conv.conv2d_winograd(x, kernel(), bias, y, pad, act, slope, nt, packed, ready, pooled_from,
                                      x_phases, y_phases, x_nhwc, codes)
     snapshot = weight.copy()
     _conv.conv2d_winograd(x, kernel(), bias, y, pad, act, slope, nt, packed, False, pooled_from, x_phases,
                           y_phases, x_nhwc, codes)
-    cache.commit(weight, snapshot, packed, m, shape)
+    cache.commit(weight, snapshot, packed, m, shape, role)
     return y
 
 
@@ -304,7 +308,7 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
     if _phase_winograd(x.shape[0], weight, groups, stride, dilation, y.shape[2:]):
         return _winograd_keeping(x, weight, lambda: _phase_weight(weight, stride, phase_major=True),
                                  _phase_shape_of(weight, stride), bias, y, stride, pad, act, slope, nt, cache,
-                                 inputs)
+                                 inputs, role="phases")
     if _phased(weight, stride, dilation, groups, direct=True):
         xph = _phase_image(x, stride, pad, _phase_shape(y.shape[2:], weight, stride), nt)
         _conv.conv2d_forward(xph, _phase_weight(weight, stride), bias, y, groups, (1, 1), (0, 0),
@@ -315,7 +319,7 @@ def _forward(x, weight, bias, y, groups, stride, pad, dilation, act, slope, nt, 
 
 
 def _winograd_keeping(x, weight, kernel, shape, bias, y, stride, pad, act, slope, nt, cache, inputs,
-                      pooled_from=None, codes=None):
+                      pooled_from=None, codes=None, role="weight"):
     """The Winograd forward of x over its phases of ``stride`` (1, 1: x itself), padded by
     ``pad``, with the kernel ``kernel()`` of ``shape`` (see _kept_winograd); its
     channels-last copy of the phases kept in ``inputs`` (an InputCache, or None);
@@ -328,7 +332,7 @@ def _winograd_keeping(x, weight, kernel, shape, bias, y, stride, pad, act, slope
         key = _phase_copy_key(x, weight.shape, stride, pad, m)
         nhwc = inputs._buffer(x, key, _conv.winograd_nhwc_size(r, x.shape[0], c, P, Q, m))
     _kept_winograd(x, weight, kernel, shape, bias, y, (0, 0), act, slope, nt, cache, pooled_from=pooled_from,
-                   x_phases=stride + pad, x_nhwc=nhwc, codes=codes)
+                   x_phases=stride + pad, x_nhwc=nhwc, codes=codes, role=role)
     if inputs is not None:
         inputs._filled(x, key)
     return y
@@ -392,7 +396,8 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bia
             shared = grad_copy is not None
             _kept_winograd(grad_out, weight, lambda: _flip_transpose(weight), (Cg, K, R, S), bias, out,
                            (0, 0) if shared else fpad, 0, 0.0, nt, cache,
-                           x_phases=(1, 1) + fpad if shared else None, x_nhwc=grad_copy.buf if shared else None)
+                           x_phases=(1, 1) + fpad if shared else None, x_nhwc=grad_copy.buf if shared else None,
+                           role="flip")
             if shared:
                 grad_copy.filled = True
             return out
@@ -412,7 +417,7 @@ def _backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bia
                                   _phase_shape_of(weight, stride, True),
                                   None if bias is None else np.repeat(bias, sh * sw), out,
                                   (R // sh - 1, S // sw - 1), 0, 0.0, nt, cache,
-                                  y_phases=stride + pad + hs_ws)
+                                  y_phases=stride + pad + hs_ws, role="phases_flip")
     if _conv.pixel_major_data(grad_out, weight, out, groups, stride, pad, dilation):
         return _conv.conv2d_backward_data(grad_out, weight, out, groups, stride, pad, dilation, nt, bias)
     if phased:
@@ -547,6 +552,9 @@ def _check_conv_args(x, weight, bias, stride, padding, dilation, groups, what):
                          f"({K}, {C // groups}, {R}, {S}) for groups={groups}; got {weight.shape}")
     if R < 1 or S < 1:
         raise ValueError(f"{what}: weight kernel size must be at least 1x1, got {weight.shape}")
+    if K < 1:
+        raise ValueError(f"{what}: weight must have at least one output channel (weight.shape[0] >= 1), "
+                         f"got {weight.shape}")
     ph, pw, th, tw = _padding(padding, (R, S), dilation, stride)
     P, Q = conv2d_output_size((H, W), (R, S), stride, (th, tw), dilation)
     if P < 1 or Q < 1:
@@ -583,7 +591,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     x = np.ascontiguousarray(x)
     act = _activation(activation)
     y = np.empty((x.shape[0], weight.shape[0], P, Q), dtype=x.dtype)
-    _forward(x, weight, bias, y, groups, stride, pad, dilation, act, float(negative_slope),
+    _forward(x, weight, bias, y, groups, stride, pad, dilation, act, check_float(negative_slope, "negative_slope"),
              n_threads(_flops(y.size, weight)), weight_cache, None if unbatched else input_cache)
     return y[0] if unbatched else y
 
@@ -635,7 +643,7 @@ def _pooled_call(x, weight, bias, stride, padding, dilation, groups, activation,
     if not plan:
         return None
     wino, out_shape, pad, act, nt, full = plan
-    slope, dt = float(negative_slope), x.dtype
+    slope, dt = check_float(negative_slope, "negative_slope"), x.dtype
     if wino:
         m = _conv.winograd_tile(3, x.shape[0], full[0], full[1], True)
         return lambda x: _winograd_forward(x, weight, bias, np.empty(out_shape, dtype=dt), pad, act, slope, nt,
@@ -658,7 +666,7 @@ def _conv2d_max_pool2_codes(x, weight, bias, stride, padding, dilation, groups, 
     if not plan or not x.flags.c_contiguous:
         return None
     wino, out_shape, pad, act, nt, full = plan
-    slope, dt = float(negative_slope), x.dtype
+    slope, dt = check_float(negative_slope, "negative_slope"), x.dtype
     y = np.empty(out_shape, dtype=dt)
     codes = np.empty(out_shape, dtype=np.uint8)
     if wino:
@@ -678,7 +686,7 @@ def _conv_call(x, weight, bias, stride, padding, dilation, groups, activation, n
         return None
     weight, bias, groups, stride, pad, dilation, (P, Q) = _conv_args(
         x, weight, bias, stride, padding, dilation, groups)
-    act, slope, dt = _activation(activation), float(negative_slope), x.dtype
+    act, slope, dt = _activation(activation), check_float(negative_slope, "negative_slope"), x.dtype
     shape = (x.shape[0], weight.shape[0], P, Q)
     nt = n_threads(_flops(shape[0] * shape[1] * P * Q, weight))
     return lambda x: _forward(x, weight, bias, np.empty(shape, dtype=dt), groups, stride, pad, dilation, act,
@@ -762,6 +770,8 @@ def _convt_args(x, weight, bias, stride, padding, output_padding, groups, dilati
             raise ValueError(f"{what}: output_padding {output_padding} must be smaller than either "
                              f"stride {stride} or dilation {dilation}")
     N, Cin, H, W = x.shape
+    if Cin < 1:
+        raise ValueError(f"{what}: x must have at least one channel (N, C_in >= 1, H, W), got shape {x.shape}")
     if weight.shape[0] != Cin:
         raise ValueError(f"{what}: input has {Cin} channels, so weight must have shape "
                          f"({Cin}, C_out/groups, R, S); got {weight.shape}")

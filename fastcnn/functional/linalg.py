@@ -2,7 +2,7 @@
 import numpy as np
 
 from .._kernels import _gemm, _conv
-from ._checks import Memo, as_float_array, check_index_range, check_size, kernel_ready, n_threads
+from ._checks import Memo, as_float_array, check_float, check_index_range, check_size, kernel_ready, n_threads
 
 __all__ = ["matmul", "linear", "linear_backward"]
 
@@ -49,6 +49,7 @@ _LINEAR_MEMO = Memo()
 
 def linear(x, weight, bias=None, activation=None, negative_slope=0.01):
     """``x @ weight.T + bias`` (then ReLU/LeakyReLU if asked); x (N, in), weight (out, in)."""
+    negative_slope = check_float(negative_slope, "negative_slope")
     if (type(x) is np.ndarray and type(weight) is np.ndarray and x.flags.c_contiguous
             and weight.flags.c_contiguous and (bias is None or (type(bias) is np.ndarray
                                                                  and bias.flags.c_contiguous))):
@@ -97,7 +98,7 @@ def _linear_call(x, weight, bias, activation, negative_slope):
     if not kernel_ready(x.dtype, weight, bias):
         return None
     _, weight, bias, act = _linear_args(x, weight, bias, activation)
-    shape, dt, slope = (x.shape[0], weight.shape[0]), x.dtype, float(negative_slope)
+    shape, dt, slope = (x.shape[0], weight.shape[0]), x.dtype, check_float(negative_slope, "negative_slope")
     nt = n_threads(2 * shape[0] * shape[1] * x.shape[1], grain=200_000)
     if shape[0] <= SMALL_BATCH:
         return lambda x: _gemm.linear_rows(x, weight, bias, np.empty(shape, dtype=dt), act, slope, nt)
