@@ -169,3 +169,46 @@ def test_cross_entropy_nan_and_inf_rows_match_torch(torch, dtype):
         li = F.cross_entropy(x[i:i + 1], t[i:i + 1], reduction="sum")
         np.testing.assert_allclose(li, lt[i].item(), rtol=1e-6, equal_nan=True)
     np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-6, atol=1e-7, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_elementwise_losses_of_0d_inputs_keep_their_shape(torch, dtype):
+    """reduction='none' on 0-d input and target gives 0-d losses and gradients, as PyTorch."""
+    x, t = np.array(0.75, dtype), np.array(0.25, dtype)
+    for name in ("mse_loss", "l1_loss", "binary_cross_entropy_with_logits"):
+        v = getattr(F, name)(x, t, "none")
+        g = getattr(F, name + "_backward")(x, t, "none")
+        assert v.shape == () and g.shape == () and v.dtype == dtype and g.dtype == dtype
+        xt = torch.tensor(x, requires_grad=True)
+        lt = getattr(torch.nn.functional, name)(xt, torch.tensor(t), reduction="none")
+        lt.backward()
+        assert lt.shape == () and float(v) == pytest.approx(lt.item(), rel=1e-6)
+        assert float(g) == pytest.approx(xt.grad.item(), rel=1e-6)
+    g = F.binary_cross_entropy_with_logits_backward(x, t, "none", weight=np.array(2.0, dtype))
+    assert g.shape == ()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_weighted_bce_gradient_keeps_its_relative_precision(torch, dtype):
+    """With weight and pos_weight, the gradient of large negative logits (sigmoid(x),
+    far below one ulp of 1) and large positive ones with target 1 (pos_weight times
+    sigmoid(x) - 1) keeps its relative precision, as without weights and in PyTorch."""
+    x = np.array([-19.387262, -30.0, -40.0, -80.0, 3.0, 25.0, 40.0, 0.0], dtype)
+    t = np.array([0, 0, 0, 0, 0.3, 1, 1, 1], dtype)
+    w = np.linspace(0.5, 2.0, x.size).astype(dtype)
+    pw = np.linspace(1.0, 3.0, x.size).astype(dtype)
+    xs = np.array([-19.387262, -30.0, -40.0, -80.0], dtype)
+    z = np.zeros(4, dtype)
+    assert np.allclose(F.binary_cross_entropy_with_logits_backward(xs, z, "sum", weight=np.ones(4, dtype)),
+                       F.binary_cross_entropy_with_logits_backward(xs, z, "sum"), rtol=1e-5, atol=0)
+    g = F.binary_cross_entropy_with_logits_backward(x, t, "sum", weight=w, pos_weight=pw)
+    # w [(1 - t) sigmoid(x) - pw t sigmoid(-x)], each sigmoid as 1 / (1 + exp(-+x)) in float64
+    x64, t64, w64, pw64 = (v.astype(np.float64) for v in (x, t, w, pw))
+    with np.errstate(over="ignore"):
+        expected = w64 * ((1 - t64) / (1 + np.exp(-x64)) - pw64 * t64 / (1 + np.exp(x64)))
+    np.testing.assert_allclose(g, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=0)
+    # PyTorch's gradient where it keeps its precision (not at x >> 0 with target 1)
+    xt = torch.tensor(x64, requires_grad=True)
+    torch.nn.functional.binary_cross_entropy_with_logits(
+        xt, torch.tensor(t64), torch.tensor(w64), reduction="sum", pos_weight=torch.tensor(pw64)).backward()
+    np.testing.assert_allclose(g[:5], xt.grad.numpy()[:5], rtol=1e-5 if dtype == np.float32 else 1e-12, atol=0)

@@ -298,7 +298,7 @@ def _pair(input, target):
         raise TypeError(f"target must be numeric, got dtype {t.dtype}")
     if t.shape != x.shape:
         raise ValueError(f"target must have the shape of input {x.shape}, got {t.shape}")
-    t = np.ascontiguousarray(t, dtype=x.dtype)
+    t = np.asarray(t, dtype=x.dtype, order="C")   # (a 0-d target stays 0-d)
     return x, t, (1 if x.size < _SERIAL_BELOW else n_threads())
 
 
@@ -391,8 +391,13 @@ def binary_cross_entropy_with_logits_backward(input, target, reduction="mean", g
         return _loss_grad(input, target, reduction, _OP_BCE, grad_output)
     x, t, _ = _pair(input, target)
     _, _, a, w = _bce_terms(x, t, weight, pos_weight)
-    s = 0.5 * (1 + np.tanh(0.5 * x))      # sigmoid(x)
-    g = (1 - t + a) * s - a
+    # (1 - t + a) sigmoid(x) - a as (1 - t) sigmoid(x) - a sigmoid(-x), each sigmoid
+    # from exp(-|x|) (no cancellation: both keep their relative precision)
+    e = np.exp(-np.abs(x))
+    pos = x >= 0
+    s = np.where(pos, 1, e) / (1 + e)       # sigmoid(x)
+    sc = np.where(pos, e, 1) / (1 + e)      # sigmoid(-x)
+    g = (1 - t) * s - a * sc
     if w is not None:
         g = g * w
     if reduction == "none":
