@@ -679,3 +679,27 @@ def test_design_example_training_steps_reduce_the_loss(rng):
         for p in model.parameters():
             p.data -= 0.1 * p.grad
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("make,x_shape,bad", [
+    (lambda: nn.BatchNorm2d(3), (2, 3, 4, 5), [(2, 5, 4, 3), (120,)]),
+    (lambda: nn.BatchNorm1d(3), (2, 3, 4), [(2, 3, 4, 1), (2, 4, 3)]),
+    (lambda: nn.Sequential(nn.BatchNorm2d(3), nn.ReLU()), (2, 3, 4, 5), [(2, 5, 4, 3)]),
+    (lambda: nn.Upsample(scale_factor=2), (1, 1, 2, 2), [(1, 1, 4, 6), (1, 1, 2, 2)]),
+    (lambda: nn.AdaptiveAvgPool2d(2), (1, 1, 4, 4), [(1, 1, 3, 3), (1, 1, 4, 4)]),
+    (lambda: nn.Linear(4, 3), (2, 5, 4), [(5, 2, 3), (10, 3)]),
+    (lambda: nn.Linear(4, 3), (2, 4), [(3, 2), (6,)]),
+    (lambda: nn.Flatten(), (2, 3, 2), [(3, 4), (2, 3, 2)]),
+    (lambda: nn.Unflatten(1, (2, 3)), (2, 6), [(2, 3, 2), (2, 6)]),
+])
+def test_backward_rejects_grad_out_of_another_shape(make, x_shape, bad, rng):
+    """A layer's backward takes a gradient of its output's shape, and names that shape
+    when given another (however many elements it has)."""
+    m = make()
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    y = m(x)
+    for shape in bad:
+        with pytest.raises(ValueError, match=r"grad_out must have the shape of the layer's output"):
+            m.backward(np.ones(shape, np.float32))
+    gx = m.backward(np.ones(y.shape, np.float32))
+    assert gx.shape == x.shape

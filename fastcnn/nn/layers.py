@@ -46,12 +46,25 @@ def _cast_input(who, x, dtype):
     return x.astype(dtype)
 
 
-def _grad_as(g, dtype):
+def _grad_as(g, dtype, shape=None):
+    """grad_out as an array of ``dtype``; checked against ``shape``, the layer's output's,
+    where given."""
+    if shape is not None:
+        _grad_shape(g, shape)
     if type(g) is np.ndarray and g.dtype == dtype:
         return g
     if not isinstance(g, np.ndarray):
         raise TypeError(f"grad_out must be a numpy array, got {type(g).__name__}")
     return g.astype(dtype)
+
+
+def _grad_shape(g, shape):
+    """grad_out, which must be an array of ``shape``, the shape of the layer's output."""
+    if not isinstance(g, np.ndarray):
+        raise TypeError(f"grad_out must be a numpy array, got {type(g).__name__}")
+    if g.shape != tuple(shape):
+        raise ValueError(f"grad_out must have the shape of the layer's output {tuple(shape)}, got {g.shape}")
+    return g
 
 
 def _no_forward(module):
@@ -352,8 +365,9 @@ class Linear(Module):
         if x is None:
             raise _no_forward(self)
         w = self.weight.data
-        g = _grad_as(grad_out, w.dtype)
         lead = self._lead
+        g = _grad_as(grad_out, w.dtype, (x.shape[0],) + (self.out_features,) if lead is None
+                     else lead + (self.out_features,))
         if lead is not None:
             g = g.reshape(-1, self.out_features)
         gx, gw, gb = F.linear_backward(g, x, w, need_grad_input=need_input_grad)
@@ -478,11 +492,11 @@ class AdaptiveAvgPool2d(Module):
         super().__init__()
         F.pool._adaptive_size(output_size, (1, 1))
         self.output_size = output_size
-        self._shape = None
+        self._shape = self._out = None
 
     def forward(self, x):
         y = F.adaptive_avg_pool2d(x, self.output_size)
-        self._shape = x.shape
+        self._shape, self._out = x.shape, y.shape
         return y
 
     def backward(self, grad_out, need_input_grad=True):
@@ -490,7 +504,7 @@ class AdaptiveAvgPool2d(Module):
             raise _no_forward(self)
         if not need_input_grad:
             return None
-        return F.adaptive_avg_pool2d_backward(grad_out, self._shape)
+        return F.adaptive_avg_pool2d_backward(_grad_shape(grad_out, self._out), self._shape)
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
@@ -600,7 +614,7 @@ class _BatchNorm(Module):
         if self._ctx is None:
             raise _no_forward(self)
         x, mean, invstd, use_batch, shape = self._ctx
-        g = _grad_as(grad_out, x.dtype)
+        g = _grad_as(grad_out, x.dtype, shape)
         if g.shape != x.shape:
             g = g.reshape(x.shape)
         if output is not None and output.shape != x.shape:
@@ -680,7 +694,7 @@ class Flatten(Module):
         super().__init__()
         self.start_dim = check_int(start_dim, "start_dim")
         self.end_dim = check_int(end_dim, "end_dim")
-        self._shape = None
+        self._shape = self._out = None
 
     def forward(self, x):
         _check_array("Flatten", x)
@@ -691,14 +705,14 @@ class Flatten(Module):
         if not 0 <= s <= e < nd:
             raise ValueError(f"{self!r}: dimensions out of range for input of shape {shape}")
         self._shape = shape
-        if len(shape) == 0:
-            return x.reshape(1)
-        return x.reshape(shape[:s] + (math.prod(shape[s:e + 1]),) + shape[e + 1:])
+        y = x.reshape(1) if len(shape) == 0 else x.reshape(shape[:s] + (math.prod(shape[s:e + 1]),) + shape[e + 1:])
+        self._out = y.shape
+        return y
 
     def backward(self, grad_out, need_input_grad=True):
         if self._shape is None:
             raise _no_forward(self)
-        return grad_out.reshape(self._shape) if need_input_grad else None
+        return _grad_shape(grad_out, self._out).reshape(self._shape) if need_input_grad else None
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
@@ -714,7 +728,7 @@ class Unflatten(Module):
         if sum(s == -1 for s in sizes) > 1 or any(s < -1 for s in sizes):
             raise ValueError(f"unflattened_size must hold sizes >= 0 and at most one -1, got {sizes}")
         self.unflattened_size = sizes
-        self._shape = None
+        self._shape = self._out = None
 
     def forward(self, x):
         _check_array("Unflatten", x)
@@ -733,12 +747,14 @@ class Unflatten(Module):
             raise ValueError(f"{self!r}: expected size {known} (= prod{sizes}) in dimension {d}, "
                              f"got shape {shape}")
         self._shape = shape
-        return x.reshape(shape[:d] + sizes + shape[d + 1:])
+        y = x.reshape(shape[:d] + sizes + shape[d + 1:])
+        self._out = y.shape
+        return y
 
     def backward(self, grad_out, need_input_grad=True):
         if self._shape is None:
             raise _no_forward(self)
-        return grad_out.reshape(self._shape) if need_input_grad else None
+        return _grad_shape(grad_out, self._out).reshape(self._shape) if need_input_grad else None
 
     def extra_repr(self):
         return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
@@ -780,7 +796,7 @@ class Upsample(Module):
             else:
                 self.scale_factor = float(scale_factor)
                 self._scale = ints[0]
-        self._used = None    # (spatial dimensions, factors) of the last forward
+        self._used = None    # (spatial dimensions, factors, output shape) of the last forward
 
     def _factors(self, x):
         """The whole factor of each spatial dimension of x."""
@@ -807,17 +823,20 @@ class Upsample(Module):
         if x.ndim not in (3, 4):
             raise ValueError(f"{self!r}: expected 3-D (N, C, L) or 4-D (N, C, H, W) input, got shape {x.shape}")
         factors = self._factors(x)
-        self._used = (len(factors), factors)
         if len(factors) == 1:
-            return F.upsample_nearest2d(x[:, :, None, :], (1, factors[0]))[:, :, 0, :]
-        return F.upsample_nearest2d(x, factors)
+            y = F.upsample_nearest2d(x[:, :, None, :], (1, factors[0]))[:, :, 0, :]
+        else:
+            y = F.upsample_nearest2d(x, factors)
+        self._used = (len(factors), factors, y.shape)
+        return y
 
     def backward(self, grad_out, need_input_grad=True):
         if self._used is None:
             raise _no_forward(self)
         if not need_input_grad:
             return None
-        dims, factors = self._used
+        dims, factors, out = self._used
+        _grad_shape(grad_out, out)
         if dims == 1:
             g = as_float_array(grad_out, "grad_out", ndim=3, contiguous=False)
             return F.upsample_nearest2d_backward(g[:, :, None, :], (1, factors[0]))[:, :, 0, :]

@@ -179,7 +179,7 @@ def backward_without_input_grad(module, grad):
 
 
 # Attributes that forward() writes on every call; never parameters, buffers or modules.
-_CACHE_NAMES = frozenset({"_x", "_y", "_ctx", "_mask", "_shape", "_lead", "_used"})
+_CACHE_NAMES = frozenset({"_x", "_y", "_ctx", "_mask", "_shape", "_out", "_lead", "_used"})
 
 
 class Module:
