@@ -253,3 +253,25 @@ def test_batch_norm_with_activation_bad_arguments(rng):
         F.batch_norm_backward(x, x, None, m, s, activation="relu")
     with pytest.raises(ValueError, match="output must have the shape of x"):
         F.batch_norm_backward(x, x, None, m, s, output=y[:2], activation="relu")
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("mu", [1e3, 1e4, -3e4])
+def test_float32_batch_norm_of_data_far_from_zero_keeps_its_precision(rng, training, mu):
+    """Data with a mean far larger than its spread: the output, of order one, is within
+    a few units of float32 rounding of the float64 result (the normalisation subtracts
+    the mean before it scales, and the shift carries the mean's own rounding)."""
+    x = (rng.standard_normal((16, 3, 8, 8)) + mu).astype(np.float32)
+    w = np.array([1.5, -0.5, 2.0], np.float32)
+    b = np.array([0.25, -1.0, 3.0], np.float32)
+    rm = (np.full(3, mu) + np.array([0.01, -0.3, 0.7])).astype(np.float32)
+    rv = np.array([1.0, 0.8, 1.2], np.float32)
+    y = F.batch_norm(x, rm.copy(), rv.copy(), w, b, training=training)[0]
+    x64 = x.astype(np.float64)
+    if training:
+        mean, var = x64.mean(axis=(0, 2, 3)), x64.var(axis=(0, 2, 3))
+    else:
+        mean, var = rm.astype(np.float64), rv.astype(np.float64)
+    expected = ((x64 - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5) * w[:, None, None]
+                + b[:, None, None])
+    assert np.abs(y - expected).max() < 4e-6

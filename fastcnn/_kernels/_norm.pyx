@@ -59,25 +59,25 @@ cdef extern from *:
     })                                                                                        \
     static inline __attribute__((always_inline))                                               \
     void fc_bn_affine_##SFX(const T *restrict x, T *restrict y, Py_ssize_t n,                  \
-                            T s, T t, int act, T slope, int stream) {                          \
+                            T m, T s, T t, int act, T slope, int stream) {                     \
         Py_ssize_t i = 0;                                                                     \
         FC_IF_STREAM(                                                                         \
         if (stream) {                                                                         \
             for (; i < n && ((uintptr_t)(y + i) & 15); i++) {                                 \
-                const T v = x[i] * s + t;                                                     \
+                const T v = (x[i] - m) * s + t;                                               \
                 y[i] = FC_BN_ACT(v, act, slope);                                              \
             }                                                                                 \
-            VT vs = SET1(s), vt = SET1(t), vsl = SET1(slope);                                 \
+            VT vm = SET1(m), vs = SET1(s), vt = SET1(t), vsl = SET1(slope);                   \
             for (; i + W <= n; i += W)                                                        \
-                FC_STREAM_##SFX(y + i, fc_bn_vact_##SFX(ADD(MUL(LOADU(x + i), vs), vt), act, vsl)); \
+                FC_STREAM_##SFX(y + i, fc_bn_vact_##SFX(ADD(MUL(SUB(LOADU(x + i), vm), vs), vt), act, vsl)); \
         })                                                                                    \
         /* (the activation chosen outside each loop, so that each vectorises) */              \
         if (act == 1)                                                                         \
-            for (; i < n; i++) { const T v = x[i] * s + t; y[i] = FC_BN_ACT(v, 1, slope); }   \
+            for (; i < n; i++) { const T v = (x[i] - m) * s + t; y[i] = FC_BN_ACT(v, 1, slope); } \
         else if (act == 2)                                                                    \
-            for (; i < n; i++) { const T v = x[i] * s + t; y[i] = FC_BN_ACT(v, 2, slope); }   \
+            for (; i < n; i++) { const T v = (x[i] - m) * s + t; y[i] = FC_BN_ACT(v, 2, slope); } \
         else                                                                                  \
-            for (; i < n; i++) y[i] = x[i] * s + t;                                           \
+            for (; i < n; i++) y[i] = (x[i] - m) * s + t;                                     \
     }                                                                                         \
     static inline __attribute__((always_inline))                                               \
     void fc_bn_grad_##SFX(const T *restrict g, const T *restrict x,                            \
@@ -209,7 +209,7 @@ cdef extern from *:
     FC_DEFINE_BN(double, f64)
     /* The passes over runs r0 .. r1 (run r: the L values at x + r L, of channel
        r % C): a run's sum s[r] and its sum of squared deviations q[r] from its
-       own mean; y = act(x scale[c] + shift[c]); the gradient's sums sg[r] = sum(g),
+       own mean; y = act((x - center[c]) scale[c] + shift[c]) (center NULL: 0); the gradient's sums sg[r] = sum(g),
        sgd[r] = sum(g (x - mean[c])); gx = (g - a[c] - (x - m[c]) b[c]) k[c]; with y
        given, the sums' g is first taken through the activation act that made y,
        and stored into gy (the gradient the other passes then read). */
@@ -225,10 +225,11 @@ cdef extern from *:
     }                                                                                         \
     FC_NORM_CLONES void fc_bn_affine_runs_##SFX(const T *restrict x, T *restrict y,            \
                                                 Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,    \
-                                                Py_ssize_t L, const T *scale, const T *shift,  \
-                                                int act, T slope, int stream) {                \
+                                                Py_ssize_t L, const T *center, const T *scale, \
+                                                const T *shift, int act, T slope, int stream) { \
         for (Py_ssize_t r = r0; r < r1; r++)                                                  \
-            fc_bn_affine_##SFX(x + r * L, y + r * L, L, scale[r % C], shift[r % C], act, slope, stream); \
+            fc_bn_affine_##SFX(x + r * L, y + r * L, L, center ? center[r % C] : (T)0, scale[r % C], \
+                               shift[r % C], act, slope, stream);                             \
         if (stream) fc_bn_sfence();                                                           \
     }                                                                                         \
     FC_NORM_CLONES void fc_bn_run_gsums_##SFX(const T *restrict g, const T *restrict x,        \
@@ -262,11 +263,11 @@ cdef extern from *:
     void fc_bn_run_stats_f64(const double* x, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t L,
                              double* s, double* q) noexcept nogil
     void fc_bn_affine_runs_f32(const float* x, float* y, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,
-                               Py_ssize_t L, const float* scale, const float* shift, int act, float slope,
-                               int stream) noexcept nogil
+                               Py_ssize_t L, const float* center, const float* scale, const float* shift,
+                               int act, float slope, int stream) noexcept nogil
     void fc_bn_affine_runs_f64(const double* x, double* y, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C,
-                               Py_ssize_t L, const double* scale, const double* shift, int act, double slope,
-                               int stream) noexcept nogil
+                               Py_ssize_t L, const double* center, const double* scale, const double* shift,
+                               int act, double slope, int stream) noexcept nogil
     void fc_bn_run_gsums_f32(const float* g, const float* x, const float* y, int act, float slope, float* gy,
                              Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C, Py_ssize_t L, const double* mean,
                              double* sg, double* sgd) noexcept nogil
@@ -304,15 +305,18 @@ cdef void _stats(const floating* x, Py_ssize_t R, Py_ssize_t L, double* s, doubl
 
 
 cdef void _affine_runs(const floating* x, floating* y, Py_ssize_t R, Py_ssize_t C, Py_ssize_t L,
-                       const floating* scale, const floating* shift, bint stream,
+                       const floating* center, const floating* scale, const floating* shift, bint stream,
                        int n_threads, int act=0, floating slope=0) noexcept nogil:
-    """y = act(x scale[c] + shift[c]) over every run (act 0: none, 1: ReLU, 2: LeakyReLU)."""
+    """y = act((x - center[c]) scale[c] + shift[c]) over every run (center NULL: 0; act 0:
+    none, 1: ReLU, 2: LeakyReLU)."""
     cdef Py_ssize_t B = _runs_per_task(L), nb = (R + B - 1) // B, t
     for t in prange(nb, schedule='static', num_threads=n_threads):
         if floating is float:
-            fc_bn_affine_runs_f32(x, y, t * B, min(R, (t + 1) * B), C, L, scale, shift, act, slope, stream)
+            fc_bn_affine_runs_f32(x, y, t * B, min(R, (t + 1) * B), C, L, center, scale, shift, act, slope,
+                                  stream)
         else:
-            fc_bn_affine_runs_f64(x, y, t * B, min(R, (t + 1) * B), C, L, scale, shift, act, slope, stream)
+            fc_bn_affine_runs_f64(x, y, t * B, min(R, (t + 1) * B), C, L, center, scale, shift, act, slope,
+                                  stream)
 
 
 def batch_norm_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
@@ -333,6 +337,7 @@ def batch_norm_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
     cdef double[:, ::1] acc = np.zeros((2, C))
     dt = np.float32 if floating is float else np.float64
     cdef floating[::1] scale = np.empty(C, dtype=dt), shift = np.empty(C, dtype=dt)
+    cdef floating[::1] center = np.empty(C, dtype=dt)
     cdef double M = <double>N * L, d, mean, v, invstd, sc
     with nogil:
         _stats(&x[0, 0, 0], R, L, &part[0, 0], &part[1, 0], n_threads)
@@ -351,27 +356,32 @@ def batch_norm_train_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
             v = acc[1, c] / M
             invstd = 1.0 / sqrt(v + eps)
             sc = weight[c] * invstd
+            # y = (x - m) sc + (bias - (mean - m) sc), m the mean rounded to x's type: x
+            # near the mean loses nothing to the subtraction (where x sc + (bias - mean sc)
+            # would cancel), and the shift takes in the mean's rounding
+            center[c] = <floating>mean
             scale[c] = <floating>sc
-            shift[c] = <floating>(bias[c] - mean * sc)
+            shift[c] = <floating>(bias[c] - (mean - <double>center[c]) * sc)
             save_mean[c] = <floating>mean
             save_invstd[c] = <floating>invstd
             var[c] = v
-        _affine_runs(&x[0, 0, 0], &y[0, 0, 0], R, C, L, &scale[0], &shift[0], stream, n_threads, act,
-                     <floating>slope)
+        _affine_runs(&x[0, 0, 0], &y[0, 0, 0], R, C, L, &center[0], &scale[0], &shift[0], stream, n_threads,
+                     act, <floating>slope)
 
 
-def channel_affine(const floating[:, :, ::1] x, floating[:, :, ::1] y,
+def channel_affine(const floating[:, :, ::1] x, floating[:, :, ::1] y, const double[::1] center,
                    const double[::1] scale, const double[::1] shift, int n_threads, int act=0,
                    double slope=0.0):
-    """y[n, c, :] = act(x[n, c, :] * scale[c] + shift[c]) (evaluation mode; act as for
-    batch_norm_train_forward)."""
+    """y[n, c, :] = act((x[n, c, :] - center[c]) * scale[c] + shift[c]) (evaluation mode;
+    act as for batch_norm_train_forward)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
     if N == 0 or C == 0 or L == 0:
         return
     dt = np.float32 if floating is float else np.float64
+    cdef floating[::1] m = np.asarray(center).astype(dt)
     cdef floating[::1] sc = np.asarray(scale).astype(dt), sh = np.asarray(shift).astype(dt)
     with nogil:
-        _affine_runs(&x[0, 0, 0], &y[0, 0, 0], N * C, C, L, &sc[0], &sh[0], False, n_threads, act,
+        _affine_runs(&x[0, 0, 0], &y[0, 0, 0], N * C, C, L, &m[0], &sc[0], &sh[0], False, n_threads, act,
                      <floating>slope)
 
 
@@ -432,7 +442,7 @@ def batch_norm_backward(const floating[:, :, ::1] g, const floating[:, :, ::1] x
         if not training:
             for c in range(C):
                 coef[0, c] = 0
-            _affine_runs(gp, &gx[0, 0, 0], R, C, L, &coef[3, 0], &coef[0, 0], stream, n_threads)
+            _affine_runs(gp, &gx[0, 0, 0], R, C, L, NULL, &coef[3, 0], &coef[0, 0], stream, n_threads)
         else:
             for t in prange(nb, schedule='static', num_threads=n_threads):
                 if floating is float:

@@ -120,9 +120,11 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         return y, running_mean.astype(x.dtype), (1.0 / np.sqrt(running_var + eps)).astype(x.dtype)
     rm = running_mean.astype(np.float64)
     invstd = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)
+    # y = (x - m) scale + (b - (running_mean - m) scale), m the running mean rounded to x's
+    # type: no cancellation where x is near the mean
+    m = rm.astype(x.dtype).astype(np.float64)
     scale = w * invstd
-    shift = b - rm * scale
-    _kernels().channel_affine(x3, _view3(y), scale, shift, _threads_for(x), act, slope)
+    _kernels().channel_affine(x3, _view3(y), m, scale, b - (rm - m) * scale, _threads_for(x), act, slope)
     return y, rm.astype(x.dtype), invstd.astype(x.dtype)
 
 
