@@ -151,11 +151,14 @@ class WeightCache:
         # array and to aligned memory that a copy of it would not keep
         return (WeightCache, (self.kept,))
 
+    @staticmethod
+    def _key(weight, m, shape, role):
+        return (weight.shape, weight.dtype, _conv.isa_id(), m, shape, role)
+
     def _hit(self, weight, m, shape, role="weight"):
         """The state holding the transform of ``weight`` (see lookup), or None."""
         st = self._state
-        if (st is not None and st[0] is weight
-                and st[1] == (weight.shape, weight.dtype, _conv.isa_id(), m, shape, role)
+        if (st is not None and st[0] is weight and st[1] == self._key(weight, m, shape, role)
                 and same_bytes(weight, st[2])):
             return st
         return None
@@ -183,8 +186,7 @@ class WeightCache:
     def commit(self, weight, snapshot, packed, m=4, shape=None, role="weight"):
         """Publish ``packed``, filled from ``weight`` whose values were ``snapshot``."""
         shape = weight.shape if shape is None else tuple(shape)
-        self._state = (weight, (weight.shape, weight.dtype, _conv.isa_id(), m, shape, role), snapshot, packed,
-                       _stand_in(shape, weight.dtype))
+        self._state = (weight, self._key(weight, m, shape, role), snapshot, packed, _stand_in(shape, weight.dtype))
 
 
 class InputCache:

@@ -51,11 +51,9 @@ def _grad_as(g, dtype, shape=None):
     where given."""
     if shape is not None:
         _grad_shape(g, shape)
-    if type(g) is np.ndarray and g.dtype == dtype:
-        return g
-    if not isinstance(g, np.ndarray):
+    elif not isinstance(g, np.ndarray):
         raise TypeError(f"grad_out must be a numpy array, got {type(g).__name__}")
-    return g.astype(dtype)
+    return g if g.dtype == dtype else g.astype(dtype)
 
 
 def _grad_shape(g, shape):
@@ -366,8 +364,7 @@ class Linear(Module):
             raise _no_forward(self)
         w = self.weight.data
         lead = self._lead
-        g = _grad_as(grad_out, w.dtype, (x.shape[0],) + (self.out_features,) if lead is None
-                     else lead + (self.out_features,))
+        g = _grad_as(grad_out, w.dtype, (x.shape[:1] if lead is None else lead) + (self.out_features,))
         if lead is not None:
             g = g.reshape(-1, self.out_features)
         gx, gw, gb = F.linear_backward(g, x, w, need_grad_input=need_input_grad)
