@@ -7,6 +7,7 @@
 #ifndef FC_GEMM_H
 #define FC_GEMM_H
 
+#include <stdint.h>
 #include <stddef.h>
 
 #ifndef FC_X86

@@ -45,6 +45,7 @@
 #define FC_WINO_KSPLIT_BYTES (256 << 10)       /* the most transformed input a thread makes alone */
 #define FC_WINO_ONE_BLOCK_MAX 8                /* weight gradient: the fewest blocks kept as they are */
 #define FC_WINO_ONE_BLOCK_BYTES (8L << 20)     /* ... and the most transformed data made as one */
+#define FC_WINO_STREAM_BYTES (2L << 20)        /* transformed weights stored past the caches above this */
 #define FC_WINO_L 16                           /* channels a transform vector */
 #define FC_WINO_AL(n) (((long)(n) + 15) & ~15L)
 /* elements from one point's packed transformed weights to the next: 64
@@ -244,6 +245,33 @@ WN(wino_gt16)(const T *restrict in, long is, T *restrict out, long os)
     }
 }
 
+/* u[e][0 .. FC_WINO_L) into dst + e ustride for every point e; with stream (dst
+ * aligned to 64 bytes), by stores that bypass the caches where the instruction
+ * set has them: transformed weights much larger than a core's cache go out in
+ * WP interleaved streams, which ordinary stores first read back from memory. */
+static inline void WN(wino_store_points)(T *dst, long ustride, const T *u, int stream)
+{
+#if defined(__AVX__)
+    if (stream) {
+        for (int e = 0; e < WP; e++) {
+            T *d = dst + e * ustride;
+            const T *v = u + e * FC_WINO_L;
+            if (sizeof(T) == 4)
+                for (int l = 0; l < FC_WINO_L; l += 8)
+                    _mm256_stream_ps((float *)d + l, _mm256_load_ps((const float *)v + l));
+            else
+                for (int l = 0; l < FC_WINO_L; l += 4)
+                    _mm256_stream_pd((double *)d + l, _mm256_load_pd((const double *)v + l));
+        }
+        return;
+    }
+#else
+    (void)stream;
+#endif
+    for (int e = 0; e < WP; e++)
+        for (int l = 0; l < FC_WINO_L; l++) dst[e * ustride + l] = u[e * FC_WINO_L + l];
+}
+
 /* U_e^T (Cs x K, zero rows for c >= C) for every point e, stored straight as
  * the GEMM packs B (panels of nr columns k, depth blocks of kcb rows c; see
  * fc_gemm_pack_b), points ustride apart: u[e][c][k] = (G g G^T)[e] with
@@ -251,7 +279,7 @@ WN(wino_gt16)(const T *restrict in, long is, T *restrict out, long os)
  * FC_WINO_L and of nr), FC_WINO_L channels k at a time; the one that ends at
  * K also zeroes the last panel's columns past K. */
 static void WN(wino_weights)(const T *w, int K, int C, int Cs, int k0, int k1, T *Up, long ustride, int nr,
-                             int kcb)
+                             int kcb, int stream)
 {
     const long npad = (long)(K + nr - 1) / nr * nr;
     /* the kernels of FC_WINO_L output channels (lanes) for FC_WINO_L input
@@ -286,8 +314,7 @@ static void WN(wino_weights)(const T *w, int K, int C, int Cs, int k0, int k1, T
                 const int k = kb + l0, run = nr - k % nr < ln - l0 ? nr - k % nr : ln - l0;
                 T *dst = Up + (long)pc * npad + (long)(k / nr) * kc * nr + (long)(c - pc) * nr + k % nr;
                 if (run == FC_WINO_L) {
-                    for (int e = 0; e < WP; e++)
-                        for (int l = 0; l < FC_WINO_L; l++) dst[e * ustride + l] = u[e * FC_WINO_L + l0 + l];
+                    WN(wino_store_points)(dst, ustride, u, stream);
                 } else {
                     for (int e = 0; e < WP; e++)
                         for (int l = 0; l < run; l++) dst[e * ustride + l] = u[e * FC_WINO_L + l0 + l];
@@ -296,6 +323,9 @@ static void WN(wino_weights)(const T *w, int K, int C, int Cs, int k0, int k1, T
             }
         }
     }
+#if defined(__AVX__)
+    if (stream) _mm_sfence();
+#endif
 }
 
 
@@ -644,6 +674,7 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
     T *task_ws = ws + g.upack + g.ws_layout;
     const long ustride = FC_WINO_UPS(K, g.Cs);
     const int transform = !(upack && upack_ready);
+    const int stream = (long)g.upack * (long)sizeof(T) > FC_WINO_STREAM_BYTES && ((uintptr_t)Upack & 63) == 0;
     int rc = 0;
 #if FC_OPENMP
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1) reduction(| : rc)
@@ -663,7 +694,7 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
             const int k0 = (int)((long)nal * tid / nth) * al, k1 = (int)((long)nal * (tid + 1) / nth) * al;
             const int kend = k1 < K ? k1 : K;
             if (k0 < kend)
-                WN(wino_weights)(w, K, C, g.Cs, k0, kend, Upack, ustride, nr, GEMM_KCB(g.Cs));
+                WN(wino_weights)(w, K, C, g.Cs, k0, kend, Upack, ustride, nr, GEMM_KCB(g.Cs), stream);
         }
         const long nrows = (long)N * g.Hp;
         if (xin && xin->sh * xin->sw > 1)   /* (no padding of the phases) */

@@ -403,6 +403,34 @@ def test_f72_transform_matches_direct_in_float64(rng):
                                    atol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("isa", fastcnn.supported_isas())
+def test_large_winograd_weights_match_split_layer(isa, dtype, rng):
+    """Transformed weights of several MiB (stored past the caches) hold the same
+    values as those of smaller layers: the 136 output channels computed at once
+    equal, bit for bit, the first 64 and the last 72 computed apart, whether the
+    transformed weights go to scratch or to a kept buffer, for 1 and 2 threads."""
+    from fastcnn._kernels import _conv
+    N, C, H, W, K = 2, 136, 9, 9, 136
+    assert _conv.winograd_packed_nbytes(3, C, K, dtype) > 2 << 20
+    assert _conv.winograd_packed_nbytes(3, C, 72, dtype) < 2 << 20 or dtype == np.float64
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C, 3, 3)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    y_ref = ref.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), (1, 1), (1, 1))
+    try:
+        fastcnn.set_isa(isa)
+        for t in (1, 2):
+            parts = [_conv.conv2d_winograd(x, w[k0:k1], b[k0:k1], np.empty((N, k1 - k0, H, W), dtype), (1, 1),
+                                           0, 0.0, t) for k0, k1 in ((0, 64), (64, K))]
+            for upack in (None, _conv.winograd_packed(3, C, K, dtype)):
+                y = _conv.conv2d_winograd(x, w, b, np.empty((N, K, H, W), dtype), (1, 1), 0, 0.0, t, upack)
+                assert np.array_equal(y, np.concatenate(parts, axis=1))
+                _close(y, y_ref, 1e-4 if dtype == np.float32 else 1e-10, "forward")
+    finally:
+        fastcnn.set_isa("auto")
+
+
 @pytest.mark.parametrize("n", [32, 50], ids=["f42", "f72"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("isa", fastcnn.supported_isas())
