@@ -46,6 +46,11 @@
 #define FC_WINO_ONE_BLOCK_MAX 8                /* weight gradient: the fewest blocks kept as they are */
 #define FC_WINO_ONE_BLOCK_BYTES (8L << 20)     /* ... and the most transformed data made as one */
 #define FC_WINO_STREAM_BYTES (2L << 20)        /* transformed weights stored past the caches above this */
+#if defined(__AVX__)                           /* ... by the instruction set's streaming stores */
+#define FC_WINO_CAN_STREAM 1
+#else
+#define FC_WINO_CAN_STREAM 0
+#endif
 #define FC_WINO_L 16                           /* channels a transform vector */
 #define FC_WINO_AL(n) (((long)(n) + 15) & ~15L)
 /* elements from one point's packed transformed weights to the next: 64
@@ -245,32 +250,25 @@ WN(wino_gt16)(const T *restrict in, long is, T *restrict out, long os)
     }
 }
 
-/* u[e][0 .. FC_WINO_L) into dst + e ustride for every point e; with stream (dst
- * aligned to 64 bytes), by stores that bypass the caches where the instruction
- * set has them: transformed weights much larger than a core's cache go out in
- * WP interleaved streams, which ordinary stores first read back from memory. */
-static inline void WN(wino_store_points)(T *dst, long ustride, const T *u, int stream)
+#if FC_WINO_CAN_STREAM
+/* u[e][0 .. FC_WINO_L) into dst + e ustride (dst aligned to 64 bytes) for every
+ * point e, by stores that bypass the caches: transformed weights much larger
+ * than a core's cache go out in WP interleaved streams, which ordinary stores
+ * first read back from memory. */
+static inline void WN(wino_stream_points)(T *dst, long ustride, const T *u)
 {
-#if defined(__AVX__)
-    if (stream) {
-        for (int e = 0; e < WP; e++) {
-            T *d = dst + e * ustride;
-            const T *v = u + e * FC_WINO_L;
-            if (sizeof(T) == 4)
-                for (int l = 0; l < FC_WINO_L; l += 8)
-                    _mm256_stream_ps((float *)d + l, _mm256_load_ps((const float *)v + l));
-            else
-                for (int l = 0; l < FC_WINO_L; l += 4)
-                    _mm256_stream_pd((double *)d + l, _mm256_load_pd((const double *)v + l));
-        }
-        return;
+    for (int e = 0; e < WP; e++) {
+        T *d = dst + e * ustride;
+        const T *v = u + e * FC_WINO_L;
+        if (sizeof(T) == 4)
+            for (int l = 0; l < FC_WINO_L; l += 8)
+                _mm256_stream_ps((float *)d + l, _mm256_load_ps((const float *)v + l));
+        else
+            for (int l = 0; l < FC_WINO_L; l += 4)
+                _mm256_stream_pd((double *)d + l, _mm256_load_pd((const double *)v + l));
     }
-#else
-    (void)stream;
-#endif
-    for (int e = 0; e < WP; e++)
-        for (int l = 0; l < FC_WINO_L; l++) dst[e * ustride + l] = u[e * FC_WINO_L + l];
 }
+#endif
 
 /* U_e^T (Cs x K, zero rows for c >= C) for every point e, stored straight as
  * the GEMM packs B (panels of nr columns k, depth blocks of kcb rows c; see
@@ -313,8 +311,14 @@ static void WN(wino_weights)(const T *w, int K, int C, int Cs, int k0, int k1, T
             for (int l0 = 0; l0 < ln;) {
                 const int k = kb + l0, run = nr - k % nr < ln - l0 ? nr - k % nr : ln - l0;
                 T *dst = Up + (long)pc * npad + (long)(k / nr) * kc * nr + (long)(c - pc) * nr + k % nr;
+#if FC_WINO_CAN_STREAM
+                if (stream && run == FC_WINO_L) {
+                    WN(wino_stream_points)(dst, ustride, u);
+                } else
+#endif
                 if (run == FC_WINO_L) {
-                    WN(wino_store_points)(dst, ustride, u, stream);
+                    for (int e = 0; e < WP; e++)
+                        for (int l = 0; l < FC_WINO_L; l++) dst[e * ustride + l] = u[e * FC_WINO_L + l0 + l];
                 } else {
                     for (int e = 0; e < WP; e++)
                         for (int l = 0; l < run; l++) dst[e * ustride + l] = u[e * FC_WINO_L + l0 + l];
@@ -323,8 +327,10 @@ static void WN(wino_weights)(const T *w, int K, int C, int Cs, int k0, int k1, T
             }
         }
     }
-#if defined(__AVX__)
+#if FC_WINO_CAN_STREAM
     if (stream) _mm_sfence();
+#else
+    (void)stream;
 #endif
 }
 
@@ -674,7 +680,7 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
     T *task_ws = ws + g.upack + g.ws_layout;
     const long ustride = FC_WINO_UPS(K, g.Cs);
     const int transform = !(upack && upack_ready);
-    const int stream = (long)g.upack * (long)sizeof(T) > FC_WINO_STREAM_BYTES && ((uintptr_t)Upack & 63) == 0;
+    const int stream = FC_WINO_CAN_STREAM && (long)g.upack * (long)sizeof(T) > FC_WINO_STREAM_BYTES && ((uintptr_t)Upack & 63) == 0;
     int rc = 0;
 #if FC_OPENMP
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1) reduction(| : rc)
