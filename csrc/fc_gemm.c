@@ -35,3 +35,39 @@ KINFO(double, d)
 #include "fc_gemm_impl.h"
 #undef T
 #undef FN
+
+/* The machine's compute as threads see it: each of nthreads threads runs the
+ * float32 micro-kernel reps times over panels of depth k that stay in its
+ * first-level cache, touching no shared memory; the threads meet only at the
+ * end. Timing it at 1 and n threads tells how much of n cores the machine
+ * gives at that moment. 0, or -1 where a thread's panels could not be had. */
+int fc_ukr_probe_s(long reps, int k, int nthreads)
+{
+    const fc_kernel_info *ki = fc_kernel();
+    const int mr = ki->mr_s, nr = ki->nr_s;
+    int rc = 0;
+    if (nthreads < 1) nthreads = 1;
+    if (k < 1) k = 1;
+#if FC_OPENMP
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1) reduction(| : rc)
+#endif
+    {
+        float *a = (float *)fc_aligned_alloc(((size_t)(mr + nr) * k + (size_t)mr * nr) * sizeof(float));
+        if (a == NULL) {
+            rc = -1;
+        } else {
+            float *b = a + (size_t)mr * k, *c = b + (size_t)nr * k;
+            for (long i = 0; i < (long)(mr + nr) * k; i++) a[i] = (float)(i % 7) * (1.0f / 1024);
+            fc_tile t;
+            memset(&t, 0, sizeof(t));
+            t.mr = mr;
+            t.nr = nr;
+            t.nseg = 1;
+            t.hi[0] = nr;
+            t.alpha = 1.0;
+            for (long r = 0; r < reps; r++) ki->ukr_s(k, a, b, c, nr, &t);
+            fc_aligned_free(a);
+        }
+    }
+    return rc;
+}

@@ -329,6 +329,10 @@ void fc_fpmode_leave(unsigned saved);
 void fc_transpose_s(const float *src, long lds, float *dst, long ldd, int rows, int cols);
 void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows, int cols);
 
+/* fc_gemm.c: each of nthreads threads runs the float32 micro-kernel reps times
+ * on panels of depth k in its own cache (the machine's compute scaling). */
+int fc_ukr_probe_s(long reps, int k, int nthreads);
+
 /* Direct 3x3 stride-1 convolution with one output channel or one input
  * channel: y (N, K, P, Q) from x (N, C, H, W) and w (K, C, 3, 3), C == 1 or
  * K == 1, padding (ph, pw) on both sides, plus bias (NULL: none) and

@@ -69,10 +69,38 @@ def test_table_without_torch_says_na():
 
 
 def test_scaling_table_format():
-    res = [{"workload": "conv-cifar-fwdbwd", "median": {"1": 0.2, "2": 0.1}}]
+    res = [{"workload": "conv-cifar-fwdbwd", "median": {"1": 0.2, "2": 0.1}, "machine": {"1": 0.01, "2": 0.008}},
+           {"workload": "lenet-train", "median": {"1": 0.3, "2": 0.2}}]
     lines = _table_lines(runner.format_scaling(res, [1, 2]))
-    assert _cells(lines[0]) == ["workload", "1 thread", "2 threads", "speed-up 1→2"]
-    assert _cells(lines[2])[-1] == "2.00×"
+    assert _cells(lines[0]) == ["workload", "1 thread", "2 threads", "speed-up 1→2", "machine 1→2"]
+    assert _cells(lines[2])[-2:] == ["2.00×", "1.25×"]
+    assert _cells(lines[3])[-2:] == ["1.50×", "n/a"]
+
+
+def test_scaling_run_reports_the_machine_probe(tmp_path):
+    out_json = tmp_path / "scaling.json"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastcnn.bench", "--scaling", "--quick", "--repeat", "2", "--threads", "2",
+         "--only", "conv-batch1-fwdbwd", "--json", str(out_json)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = _table_lines(proc.stdout)
+    assert _cells(lines[0]) == ["workload", "1 thread", "2 threads", "speed-up 1→2", "machine 1→2"]
+    row = _cells(lines[2])
+    assert row[0] == "conv-batch1-fwdbwd" and row[-1].endswith("×") and row[-2].endswith("×")
+    assert "machine probe" in proc.stdout
+    r = json.loads(out_json.read_text())["results"][0]
+    assert len(r["times"]["2"]) == 2 and len(r["machine_times"]["2"]) == 2
+    assert r["machine"]["1"] > 0 and r["machine"]["2"] > 0
+
+
+def test_machine_probe_runs_on_any_thread_count():
+    from fastcnn._kernels import _gemm
+    for n in (1, 2, 3):
+        _gemm.ukr_probe(10, 256, n)
+    _gemm.ukr_probe(0, 1, 1)
 
 
 def test_select_and_thread_counts():

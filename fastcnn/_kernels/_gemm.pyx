@@ -34,6 +34,16 @@ def compiler():
     return fc_compiler().decode()
 
 
+def ukr_probe(long reps, int k=256, int n_threads=1):
+    """Run the float32 micro-kernel ``reps`` times on each of ``n_threads``
+    threads, on panels of depth ``k`` that stay in each core's cache."""
+    cdef int rc
+    with nogil:
+        rc = fc_ukr_probe_s(reps, k, n_threads)
+    if rc != 0:
+        raise MemoryError("fastcnn: could not allocate the probe's panels")
+
+
 cdef inline fc_view dense_view(cnp.ndarray a, bint trans):
     """A dense view of a 2-D array (any strides), transposed when asked."""
     cdef fc_view v

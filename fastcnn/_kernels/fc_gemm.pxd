@@ -52,6 +52,7 @@ cdef extern from "fc_gemm.h" nogil:
     void fc_fpmode_leave(unsigned saved)
     void fc_transpose_s(const float *src, long lds, float *dst, long ldd, int rows, int cols)
     void fc_transpose_d(const double *src, long lds, double *dst, long ldd, int rows, int cols)
+    int fc_ukr_probe_s(long reps, int k, int nthreads)
     int fc_direct3_s(const float *x, const float *w, const float *bias, float *y, int N, int C, int K,
                      int H, int W, int ph, int pw, int act, double slope, int nthreads, unsigned char *code)
     int fc_direct3_available()

@@ -14,7 +14,9 @@ Modes:
   engines alternately, ``repeat`` rounds.
 * ``rss``: builds and runs one engine only and reports the process peak.
 * ``scaling``: fastcnn only, alternating the thread counts of ``threads_list``
-  inside one process.
+  inside one process; after each sample, the same thread count runs a fixed
+  compute-only probe, whose speed-up tells how many cores the machine gave
+  at that moment.
 """
 import gc
 import json
@@ -192,7 +194,9 @@ def _run_scaling(spec, out):
     for n in counts:
         fastcnn.set_num_threads(n)
         inner[n] = _inner_count(fn, spec["target"], _warm_up(fn, spec["warmup"]))
+    probe = _machine_probe(spec["target"] / 4)
     times = {n: [] for n in counts}
+    machine = {n: [] for n in counts}
     gc.collect()
     gc.disable()
     try:
@@ -200,11 +204,27 @@ def _run_scaling(spec, out):
             for n in counts:
                 fastcnn.set_num_threads(n)
                 times[n].append(_sample(fn, inner[n]))
+                machine[n].append(_sample(lambda: probe(n), 1) / n)
     finally:
         gc.enable()
     out["times"] = {str(n): t for n, t in times.items()}
     out["median"] = {str(n): _median(t) for n, t in times.items()}
+    out["machine"] = {str(n): _median(t) for n, t in machine.items()}
+    out["machine_times"] = {str(n): t for n, t in machine.items()}
     out["flops"] = w.flops
+
+
+def _machine_probe(target):
+    """A call ``probe(n)`` that runs the same fixed compute (float32 micro-kernel
+    calls on panels held in each core's own cache) on each of n threads, about
+    ``target`` seconds on one thread: its time stays the same, and its time
+    divided by n falls as 1/n, while the machine gives n full cores."""
+    from fastcnn._kernels import _gemm
+    reps = 1000
+    t = _once(lambda: _gemm.ukr_probe(reps, 256, 1))
+    t = min(t, _once(lambda: _gemm.ukr_probe(reps, 256, 1)))
+    reps = max(1, int(reps * target / max(t, 1e-7)))
+    return lambda n: _gemm.ukr_probe(reps, 256, n)
 
 
 def main(argv=None):

@@ -287,7 +287,11 @@ def format_header(info, peak=None, settings=None, results=None, scaling=False):
     if env:
         lines.append("- environment: " + ", ".join(env))
     if settings:
-        what = ("thread counts alternating (1, 2, ..., 1, 2, ...) in one process per workload" if scaling
+        what = ("thread counts alternating (1, 2, ..., 1, 2, ...) in one process per workload; after each "
+                "sample, the machine probe at the same thread count: the float32 micro-kernel on panels "
+                "held in each core's own cache, the same work on every thread, no memory traffic; "
+                "'machine 1→n' is its speed-up (median over the same rounds), how many cores' compute the "
+                "machine gave while the workload was measured" if scaling
                 else "engines alternating (fastcnn, numpy, torch, fastcnn, ...) in one process per workload, "
                      "with a 0.25 s pause after each numpy sample (OpenBLAS's worker threads spin for "
                      "about 0.1 s after a call)")
@@ -305,7 +309,7 @@ def format_table(peak, results):
 
 def format_scaling(results, counts):
     header = ["workload"] + [f"{n} thread{'s' if n > 1 else ''}" for n in counts] + \
-             [f"speed-up 1→{n}" for n in counts[1:]]
+             [f"speed-up 1→{n}" for n in counts[1:]] + [f"machine 1→{n}" for n in counts[1:]]
     rows = []
     for r in results:
         name = r.get("workload", "?")
@@ -315,8 +319,11 @@ def format_scaling(results, counts):
             continue
         med = r["median"]
         base = med[str(counts[0])]
+        mach = r.get("machine") or {}
         rows.append([name] + [fmt_time(med[str(n)]) for n in counts]
-                    + [f"{base / med[str(n)]:.2f}×" for n in counts[1:]])
+                    + [f"{base / med[str(n)]:.2f}×" for n in counts[1:]]
+                    + [f"{mach[str(counts[0])] / mach[str(n)]:.2f}×" if mach.get(str(n)) else "n/a"
+                       for n in counts[1:]])
     return _md_table(header, rows)
 
 
