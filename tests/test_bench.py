@@ -69,12 +69,19 @@ def test_table_without_torch_says_na():
 
 
 def test_scaling_table_format():
-    res = [{"workload": "conv-cifar-fwdbwd", "median": {"1": 0.2, "2": 0.1}, "machine": {"1": 0.01, "2": 0.008}},
+    res = [{"workload": "conv-cifar-fwdbwd", "median": {"1": 0.2, "2": 0.1}, "machine": {"1": 1.0, "2": 1.25},
+            "times": {"1": [0.2] * 5, "2": [0.1] * 5}, "full_speed_rounds": 3,
+            "full_speed_speedup": {"1": 1.0, "2": 1.96}},
+           {"workload": "convT-fwdbwd", "median": {"1": 0.2, "2": 0.2}, "machine": {"1": 1.0, "2": 1.0},
+            "times": {"1": [0.2] * 5, "2": [0.2] * 5}, "full_speed_rounds": 0,
+            "full_speed_speedup": {"1": None, "2": None}},
            {"workload": "lenet-train", "median": {"1": 0.3, "2": 0.2}}]
     lines = _table_lines(runner.format_scaling(res, [1, 2]))
-    assert _cells(lines[0]) == ["workload", "1 thread", "2 threads", "speed-up 1→2", "machine 1→2"]
-    assert _cells(lines[2])[-2:] == ["2.00×", "1.25×"]
-    assert _cells(lines[3])[-2:] == ["1.50×", "n/a"]
+    assert _cells(lines[0]) == ["workload", "1 thread", "2 threads", "speed-up 1→2", "machine 1→2",
+                                "speed-up 1→2, full-speed rounds"]
+    assert _cells(lines[2])[-3:] == ["2.00×", "1.25×", "1.96× (3 of 5)"]
+    assert _cells(lines[3])[-3:] == ["1.00×", "1.00×", "n/a (0 of 5)"]
+    assert _cells(lines[4])[-3:] == ["1.50×", "n/a", "n/a"]
 
 
 def test_scaling_run_reports_the_machine_probe(tmp_path):
@@ -87,13 +94,17 @@ def test_scaling_run_reports_the_machine_probe(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = _table_lines(proc.stdout)
-    assert _cells(lines[0]) == ["workload", "1 thread", "2 threads", "speed-up 1→2", "machine 1→2"]
+    assert _cells(lines[0])[-2:] == ["machine 1→2", "speed-up 1→2, full-speed rounds"]
     row = _cells(lines[2])
-    assert row[0] == "conv-batch1-fwdbwd" and row[-1].endswith("×") and row[-2].endswith("×")
+    assert row[0] == "conv-batch1-fwdbwd" and row[-3].endswith("×") and row[-2].endswith("×")
+    assert row[-1].endswith("of 2)")
     assert "machine probe" in proc.stdout
     r = json.loads(out_json.read_text())["results"][0]
     assert len(r["times"]["2"]) == 2 and len(r["machine_times"]["2"]) == 2
-    assert r["machine"]["1"] > 0 and r["machine"]["2"] > 0
+    assert r["machine"]["1"] == 1.0 and r["machine"]["2"] > 0
+    assert r["full_speed_rounds"] in (0, 1, 2)
+    # the fastest probe's round is at full speed unless the other thread count's probe was slow in it
+    assert (r["full_speed_rounds"] == 0) == (r["full_speed_speedup"]["2"] is None)
 
 
 def test_machine_probe_runs_on_any_thread_count():

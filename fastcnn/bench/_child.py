@@ -40,6 +40,7 @@ def _once(fn):
 
 
 SLOW_CALL_S = 1.0   # calls longer than this get one warm-up call and at most 5 timed samples
+FULL_SPEED = 0.9    # a scaling round is at full speed where every probe ran at least this fraction of the fastest
 
 # Pause after an engine's sample before the next engine's: numpy's OpenBLAS
 # worker threads keep spinning for about 0.1 s after each call, and on a
@@ -196,29 +197,40 @@ def _run_scaling(spec, out):
         inner[n] = _inner_count(fn, spec["target"], _warm_up(fn, spec["warmup"]))
     probe = _machine_probe(spec["target"] / 4)
     times = {n: [] for n in counts}
-    machine = {n: [] for n in counts}
+    machine = {n: [] for n in counts}   # per round: the slower of the probes before and after the sample
     gc.collect()
     gc.disable()
     try:
         for _ in range(spec["repeat"]):
             for n in counts:
                 fastcnn.set_num_threads(n)
+                before = _sample(lambda: probe(n), 1)
                 times[n].append(_sample(fn, inner[n]))
-                machine[n].append(_sample(lambda: probe(n), 1) / n)
+                machine[n].append(max(before, _sample(lambda: probe(n), 1)))
     finally:
         gc.enable()
     out["times"] = {str(n): t for n, t in times.items()}
     out["median"] = {str(n): _median(t) for n, t in times.items()}
-    out["machine"] = {str(n): _median(t) for n, t in machine.items()}
     out["machine_times"] = {str(n): t for n, t in machine.items()}
+    base = counts[0]
+    out["machine"] = {str(n): n / base * _median(machine[base]) / _median(machine[n]) for n in counts}
+    # rounds in which every probe ran each of its threads at full speed (at
+    # least FULL_SPEED of the fastest probe's speed): the workload's speed-up
+    # there is its own, not the machine's
+    fastest = min(min(t) for t in machine.values())
+    full = [all(machine[n][i] <= fastest / FULL_SPEED for n in counts) for i in range(spec["repeat"])]
+    out["full_speed_rounds"] = sum(full)
+    out["full_speed_speedup"] = {
+        str(n): (_median([times[base][i] / times[n][i] for i in range(spec["repeat"]) if full[i]])
+                 if any(full) else None) for n in counts}
     out["flops"] = w.flops
 
 
 def _machine_probe(target):
     """A call ``probe(n)`` that runs the same fixed compute (float32 micro-kernel
     calls on panels held in each core's own cache) on each of n threads, about
-    ``target`` seconds on one thread: its time stays the same, and its time
-    divided by n falls as 1/n, while the machine gives n full cores."""
+    ``target`` seconds on one thread: its time stays that while the machine
+    gives n full cores."""
     from fastcnn._kernels import _gemm
     reps = 1000
     t = _once(lambda: _gemm.ukr_probe(reps, 256, 1))

@@ -15,7 +15,7 @@ import sys
 import time
 
 from . import workloads as W
-from ._child import MARK
+from ._child import FULL_SPEED, MARK
 
 __all__ = ["main", "run", "format_table", "format_scaling", "machine_info", "COLUMNS"]
 
@@ -288,10 +288,13 @@ def format_header(info, peak=None, settings=None, results=None, scaling=False):
         lines.append("- environment: " + ", ".join(env))
     if settings:
         what = ("thread counts alternating (1, 2, ..., 1, 2, ...) in one process per workload; after each "
-                "sample, the machine probe at the same thread count: the float32 micro-kernel on panels "
-                "held in each core's own cache, the same work on every thread, no memory traffic; "
-                "'machine 1→n' is its speed-up (median over the same rounds), how many cores' compute the "
-                "machine gave while the workload was measured" if scaling
+                "sample, the machine probe at the same thread count before and after it: the float32 "
+                "micro-kernel on panels held in each core's own cache, the same work on every thread, no "
+                "memory traffic; 'machine 1→n' is n times its time on 1 thread over its time on n (medians "
+                "of the slower probe of each sample), how many cores' compute the machine gave while the "
+                "workload was measured; 'full-speed rounds' are the rounds (one sample at each thread "
+                f"count) in which every probe ran at least {FULL_SPEED:.0%} of the fastest probe's speed, "
+                "and the speed-up there is the median of those rounds' own" if scaling
                 else "engines alternating (fastcnn, numpy, torch, fastcnn, ...) in one process per workload, "
                      "with a 0.25 s pause after each numpy sample (OpenBLAS's worker threads spin for "
                      "about 0.1 s after a call)")
@@ -309,7 +312,8 @@ def format_table(peak, results):
 
 def format_scaling(results, counts):
     header = ["workload"] + [f"{n} thread{'s' if n > 1 else ''}" for n in counts] + \
-             [f"speed-up 1→{n}" for n in counts[1:]] + [f"machine 1→{n}" for n in counts[1:]]
+             [f"speed-up 1→{n}" for n in counts[1:]] + [f"machine 1→{n}" for n in counts[1:]] + \
+             [f"speed-up 1→{n}, full-speed rounds" for n in counts[1:]]
     rows = []
     for r in results:
         name = r.get("workload", "?")
@@ -320,10 +324,13 @@ def format_scaling(results, counts):
         med = r["median"]
         base = med[str(counts[0])]
         mach = r.get("machine") or {}
+        full = r.get("full_speed_speedup") or {}
+        rounds = f"{r.get('full_speed_rounds', 0)} of {len(r['times'][str(counts[0])])}" if "times" in r else ""
         rows.append([name] + [fmt_time(med[str(n)]) for n in counts]
                     + [f"{base / med[str(n)]:.2f}×" for n in counts[1:]]
-                    + [f"{mach[str(counts[0])] / mach[str(n)]:.2f}×" if mach.get(str(n)) else "n/a"
-                       for n in counts[1:]])
+                    + [f"{mach[str(n)]:.2f}×" if mach.get(str(n)) else "n/a" for n in counts[1:]]
+                    + [f"{full[str(n)]:.2f}× ({rounds})" if full.get(str(n)) else
+                       f"n/a ({rounds})" if rounds else "n/a" for n in counts[1:]])
     return _md_table(header, rows)
 
 
