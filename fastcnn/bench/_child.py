@@ -14,9 +14,9 @@ Modes:
   engines alternately, ``repeat`` rounds.
 * ``rss``: builds and runs one engine only and reports the process peak.
 * ``scaling``: fastcnn only, alternating the thread counts of ``threads_list``
-  inside one process; after each sample, the same thread count runs a fixed
-  compute-only probe, whose speed-up tells how many cores the machine gave
-  at that moment.
+  inside one process; before and after each sample, the same thread count
+  runs a fixed compute-only probe, whose speed-up tells how many cores the
+  machine gave at that moment.
 """
 import gc
 import json

@@ -287,8 +287,8 @@ def format_header(info, peak=None, settings=None, results=None, scaling=False):
     if env:
         lines.append("- environment: " + ", ".join(env))
     if settings:
-        what = ("thread counts alternating (1, 2, ..., 1, 2, ...) in one process per workload; after each "
-                "sample, the machine probe at the same thread count before and after it: the float32 "
+        what = ("thread counts alternating (1, 2, ..., 1, 2, ...) in one process per workload; before and "
+                "after each sample, the machine probe at the same thread count: the float32 "
                 "micro-kernel on panels held in each core's own cache, the same work on every thread, no "
                 "memory traffic; 'machine 1→n' is n times its time on 1 thread over its time on n (medians "
                 "of the slower probe of each sample), how many cores' compute the machine gave while the "
