@@ -52,12 +52,14 @@ int fc_ukr_probe_s(long reps, int k, int nthreads)
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1) reduction(| : rc)
 #endif
     {
-        float *a = (float *)fc_aligned_alloc(((size_t)(mr + nr) * k + (size_t)mr * nr) * sizeof(float));
+        /* each panel 64-byte aligned, as packing leaves them */
+        const size_t la = ((size_t)mr * k + 15) & ~(size_t)15, lb = ((size_t)nr * k + 15) & ~(size_t)15;
+        float *a = (float *)fc_aligned_alloc((la + lb + (size_t)mr * nr) * sizeof(float));
         if (a == NULL) {
             rc = -1;
         } else {
-            float *b = a + (size_t)mr * k, *c = b + (size_t)nr * k;
-            for (long i = 0; i < (long)(mr + nr) * k; i++) a[i] = (float)(i % 7) * (1.0f / 1024);
+            float *b = a + la, *c = b + lb;
+            for (size_t i = 0; i < la + lb; i++) a[i] = (float)(i % 7) * (1.0f / 1024);
             fc_tile t;
             memset(&t, 0, sizeof(t));
             t.mr = mr;
