@@ -218,11 +218,10 @@ def _run_scaling(spec, out):
     # least FULL_SPEED of the fastest probe's speed): the workload's speed-up
     # there is its own, not the machine's
     fastest = min(min(t) for t in machine.values())
-    full = [all(machine[n][i] <= fastest / FULL_SPEED for n in counts) for i in range(spec["repeat"])]
-    out["full_speed_rounds"] = sum(full)
+    full = [i for i in range(spec["repeat"]) if all(machine[n][i] <= fastest / FULL_SPEED for n in counts)]
+    out["full_speed_rounds"] = len(full)
     out["full_speed_speedup"] = {
-        str(n): (_median([times[base][i] / times[n][i] for i in range(spec["repeat"]) if full[i]])
-                 if any(full) else None) for n in counts}
+        str(n): _median([times[base][i] / times[n][i] for i in full]) if full else None for n in counts}
     out["flops"] = w.flops
 
 
@@ -234,14 +233,13 @@ def _machine_probe(target):
     threads, as a workload's back-to-back calls find them awake."""
     from fastcnn._kernels import _gemm
     reps = 1000
-    t = _once(lambda: _gemm.ukr_probe(reps, 256, 1))
-    t = min(t, _once(lambda: _gemm.ukr_probe(reps, 256, 1)))
+    t = _warm_up(lambda: _gemm.ukr_probe(reps), 2)
     reps = max(1, int(reps * target / max(t, 1e-7)))
     wake = max(1, reps // 50)
 
     def probe(n):
-        _gemm.ukr_probe(wake, 256, n)
-        return _sample(lambda: _gemm.ukr_probe(reps, 256, n), 1)
+        _gemm.ukr_probe(wake, n_threads=n)
+        return _sample(lambda: _gemm.ukr_probe(reps, n_threads=n), 1)
     return probe
 
 
