@@ -264,6 +264,36 @@ def test_max_pool2d_nan_inf_ties_match_torch(torch, rng, width, dtype):
                                   ref.ref_max_pool2d_backward(g, idx, x.shape))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape,kw", [
+    ((2, 3, 1, 4), dict(kernel_size=(2, 1), stride=1, padding=(1, 0), dilation=(2, 2), ceil_mode=True)),
+    ((1, 2, 5, 1), dict(kernel_size=(1, 2), stride=(2, 1), padding=(0, 1), dilation=(1, 2))),
+], ids=["rows", "columns"])
+def test_max_pool2d_windows_of_padding_only(torch, rng, shape, kw, dtype):
+    """A dilated window can hold padding only: -inf and PyTorch's index for it (past the
+    plane, or another window's input), and, from the layer, no gradient to any input.
+    (PyTorch 2.13's backward writes to those indices, past the plane too, so it is not
+    run here.)"""
+    from fastcnn import nn
+    x = rng.standard_normal(shape).astype(dtype)
+    y, idx = F.max_pool2d(x, return_indices=True, **kw)
+    yt, it = torch.nn.functional.max_pool2d(torch.from_numpy(x), return_indices=True, **kw)
+    np.testing.assert_array_equal(y, yt.numpy())
+    np.testing.assert_array_equal(idx, it.numpy())
+    assert np.all(y == -np.inf)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    for train in (True, False):
+        layer = nn.MaxPool2d(**kw).train(train)
+        np.testing.assert_array_equal(layer(x), y)
+        np.testing.assert_array_equal(layer.backward(g), np.zeros(shape, dtype))
+    layer = nn.MaxPool2d(return_indices=True, **kw)
+    y2, idx2 = layer(x)
+    np.testing.assert_array_equal(idx2, idx)
+    np.testing.assert_array_equal(layer.backward(g), np.zeros(shape, dtype))
+    with pytest.raises(ValueError, match="grad_out"):
+        layer.backward(g[:, :1])
+
+
 # The MaxPool2d layer in training mode keeps each 2x2 window's argmax as a
 # one-byte code (float32 through the vector kernels, rows of < 8 outputs via a
 # padded copy; float64 scalar).

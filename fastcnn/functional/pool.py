@@ -152,6 +152,24 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     return gx
 
 
+def _padding_only_windows(x, kernel_size, stride, padding, dilation, ceil_mode):
+    """(rows, columns) of the outputs of max_pool2d(x, ...) whose window holds padding
+    only (-inf, and an index that is not one of its inputs: the pooling's gradient
+    reaches no input from them), or None where there are none. Only a dilated,
+    padded window can skip every input."""
+    (kh, kw, sh, sw, ph, pw, dh, dw), (oh, ow) = _pool_geometry(x, kernel_size, stride, padding, dilation,
+                                                                  ceil_mode, "max_pool2d")
+
+    def outside(n, k, s, p, d, o):
+        if p == 0 or d == 1:
+            return []
+        return [q for q in range(o) if all(not 0 <= q * s - p + i * d < n for i in range(k))]
+
+    rows = outside(x.shape[-2], kh, sh, ph, dh, oh)
+    cols = outside(x.shape[-1], kw, sw, pw, dw, ow)
+    return (rows, cols) if rows or cols else None
+
+
 def _max_pool2d_2x2(x, n_threads=None):
     """2x2 / stride 2 max pooling (floor mode) of a checked x, with the argmax of
     each window kept as a uint8 code (its place in the window) for

@@ -13,7 +13,7 @@ from .. import functional as F
 from .. import init
 from .._random import default_generator, resolve
 from ..functional._checks import as_float_array, check_float, check_int, pair
-from ..functional.pool import _max_pool2d_2x2, _max_pool2d_2x2_backward
+from ..functional.pool import _max_pool2d_2x2, _max_pool2d_2x2_backward, _padding_only_windows
 from ..functional.conv import InputCache, WeightCache
 from .module import Module, Parameter, _check_dtype, accumulate
 
@@ -436,6 +436,13 @@ class MaxPool2d(Module):
             idx = self._pool(x, True)[1]
         elif idx.dtype == np.uint8:
             return _max_pool2d_2x2_backward(_grad_as(grad_out, x.dtype), idx, x.shape)
+        empty = _padding_only_windows(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                                      self.ceil_mode)
+        if empty is not None:
+            # such a window's output depends on no input (its index, as PyTorch's, points elsewhere)
+            grad_out = _grad_as(grad_out, x.dtype, idx.shape).copy()
+            grad_out[..., empty[0], :] = 0
+            grad_out[..., :, empty[1]] = 0
         return F.max_pool2d_backward(grad_out, idx, x.shape)
 
     def extra_repr(self):
