@@ -46,8 +46,9 @@ def twins(torch, build, dtype):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
+                if m.affine:
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.uniform_(-0.5, 0.5)
     fm = build(nn)
     if dtype == np.float64:
         fm.double()
@@ -321,6 +322,153 @@ def test_random_conv_pool_stacks_match_pytorch(torch, seed, dtype):
     compare(torch, fm, tm, x, dtype, train=False)   # the kept kernel calls
     compare(torch, fm, tm, x[:1].copy(), dtype, train=False)
     compare(torch, fm, tm, x, dtype, train=True)
+
+
+def _pool_size(n, k, s, p, d, ceil):
+    o = (n + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil else 0)) // s + 1
+    return o - 1 if ceil and (o - 1) * s >= n + p else o
+
+
+def _random_layer(rng, n, c, h, w):
+    """(make(ns), channels, height, width) of one random layer or block for an input of
+    (n, c, h, w), or None where the draw does not fit it."""
+    kind = str(rng.choice(["conv", "conv", "convt", "block", "block", "maxpool", "avgpool", "adaptive",
+                           "bn", "act", "upsample"]))
+    ints = lambda lo, hi: (int(rng.integers(lo, hi)), int(rng.integers(lo, hi)))   # noqa: E731
+    if kind in ("conv", "convt"):
+        g = int(rng.choice([1, 1, 2, 3]))
+        g = g if c % g == 0 else 1
+        k = g * int(rng.integers(1, 4))
+        (R, S), st, dil = ints(1, 6), ints(1, 4), ints(1, 3)
+        bias = bool(rng.random() < 0.7)
+        if kind == "convt":
+            pad = (int(rng.integers(0, R)), int(rng.integers(0, S)))
+            op = (int(rng.integers(0, max(st[0], dil[0]))), int(rng.integers(0, max(st[1], dil[1]))))
+            oh = (h - 1) * st[0] - 2 * pad[0] + dil[0] * (R - 1) + op[0] + 1
+            ow = (w - 1) * st[1] - 2 * pad[1] + dil[1] * (S - 1) + op[1] + 1
+            if not (1 <= oh <= 40 and 1 <= ow <= 40):
+                return None
+            return lambda ns: ns.ConvTranspose2d(c, k, (R, S), st, pad, op, g, bias, dil), k, oh, ow
+        mode = str(rng.choice(["zeros", "zeros", "reflect", "replicate", "circular"]))
+        if st == (1, 1) and rng.random() < 0.25:
+            pad = str(rng.choice(["same", "valid"]))
+            mode = "zeros"
+            ph, pw = (0, 0) if pad == "valid" else (dil[0] * (R - 1), dil[1] * (S - 1))
+        else:
+            pad = (int(rng.integers(0, R + 1)), int(rng.integers(0, S + 1)))
+            if mode != "zeros":
+                pad = (min(pad[0], h - 1), min(pad[1], w - 1))
+            ph, pw = 2 * pad[0], 2 * pad[1]
+        oh = (h + ph - dil[0] * (R - 1) - 1) // st[0] + 1
+        ow = (w + pw - dil[1] * (S - 1) - 1) // st[1] + 1
+        if oh < 1 or ow < 1:
+            return None
+        return lambda ns: ns.Conv2d(c, k, (R, S), st, pad, dil, g, bias, mode), k, oh, ow
+    if kind == "block":
+        # conv [+ BN] + activation [+ 2x2 max pool]: the fused blocks of Sequential
+        k = int(rng.choice([1, 3, 8, 16, 17, 32]))
+        R = int(rng.choice([1, 2, 3, 3, 3, 4]))
+        st, pad = (1, 1) if R == 3 and rng.random() < 0.5 else (int(rng.choice([1, 1, 2])), int(rng.integers(0, R)))
+        oh, ow = (h + 2 * pad - R) // st + 1, (w + 2 * pad - R) // st + 1
+        if oh < 1 or ow < 1:
+            return None
+        bn = rng.random() < 0.5 and n * oh * ow > 1
+        act = str(rng.choice(["relu", "leaky", "negative", "none"]))
+        pool = act != "none" and rng.random() < 0.6 and oh >= 2 and ow >= 2
+        bias = bool(rng.random() < 0.7)
+
+        def block(ns):
+            mods = [ns.Conv2d(c, k, R, st, pad, bias=bias)] + ([ns.BatchNorm2d(k)] if bn else [])
+            if act != "none":
+                mods.append(ns.ReLU() if act == "relu" else ns.LeakyReLU(0.1 if act == "leaky" else -0.3))
+            return ns.Sequential(*mods, *([ns.MaxPool2d(2)] if pool else []))
+        return block, k, (oh // 2 if pool else oh), (ow // 2 if pool else ow)
+    if kind in ("maxpool", "avgpool"):
+        (R, S), st = ints(1, 5), ints(1, 4)
+        pad = (int(rng.integers(0, R // 2 + 1)), int(rng.integers(0, S // 2 + 1)))
+        dil = ints(1, 3) if kind == "maxpool" else (1, 1)
+        ceil = bool(rng.random() < 0.4)
+        oh, ow = _pool_size(h, R, st[0], pad[0], dil[0], ceil), _pool_size(w, S, st[1], pad[1], dil[1], ceil)
+        if oh < 1 or ow < 1:
+            return None
+        if kind == "avgpool":
+            cip, div = bool(rng.random() < 0.5), (None if rng.random() < 0.7 else int(rng.integers(1, 7)))
+            return lambda ns: ns.AvgPool2d((R, S), st, pad, ceil, cip, div), c, oh, ow
+        # (no window of padding only: PyTorch's backward writes past its input there)
+        for n_in, k_, s_, p_, d_, o in ((h, R, st[0], pad[0], dil[0], oh), (w, S, st[1], pad[1], dil[1], ow)):
+            if any(all(not 0 <= q * s_ - p_ + d_ * i < n_in for i in range(k_)) for q in range(o)):
+                return None
+        return lambda ns: ns.MaxPool2d((R, S), st, pad, dil, ceil_mode=ceil), c, oh, ow
+    if kind == "adaptive":
+        oh, ow = int(rng.integers(1, h + 3)), int(rng.integers(1, w + 3))
+        return lambda ns: ns.AdaptiveAvgPool2d((oh, ow)), c, oh, ow
+    if kind == "bn":
+        if n * h * w < 2:
+            return None
+        momentum, affine = float(rng.choice([0.1, 0.5])), bool(rng.random() < 0.8)
+        return lambda ns: ns.BatchNorm2d(c, momentum=momentum, affine=affine), c, h, w
+    if kind == "act":
+        name = str(rng.choice(["ReLU", "LeakyReLU", "Tanh", "Sigmoid"]))
+        slope = float(rng.choice([0.2, -0.3, 1.5]))
+        return (lambda ns: ns.LeakyReLU(slope)) if name == "LeakyReLU" else (lambda ns: getattr(ns, name)()), c, h, w
+    f = int(rng.integers(1, 4))
+    if h * f > 40 or w * f > 40:
+        return None
+    return lambda ns: ns.Upsample(scale_factor=f), c, h * f, w * f
+
+
+def _random_layer_stack(seed):
+    """A random Sequential of one to four layers and blocks of every kind (convolutions
+    with any padding mode, groups, dilation and stride, transposed ones with output
+    padding, pools in ceil mode, fused conv blocks, BatchNorm, upsampling), sometimes
+    ending in Flatten + Linear (+ BatchNorm1d + ReLU + Linear): (build, input shape)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 5))
+    if rng.random() < 0.5:
+        c, h, w = int(rng.integers(1, 7)), int(rng.integers(1, 13)), int(rng.integers(1, 13))
+    else:
+        c = int(rng.integers(16, 40))
+        h = w = int(rng.integers(4, 20))
+    shape, layers = (n, c, h, w), []
+    for _ in range(int(rng.integers(1, 5))):
+        for _ in range(20):
+            drawn = _random_layer(rng, n, c, h, w)
+            if drawn is not None:
+                break
+        if drawn is None:
+            break
+        make, c, h, w = drawn
+        layers.append(make)
+    head = int(rng.choice([0, 0, 1, 2])) if layers else 1
+    features = c * h * w
+
+    def build(ns):
+        mods = [make(ns) for make in layers]
+        if head == 1:
+            mods += [ns.Flatten(), ns.Linear(features, 3)]
+        elif head == 2:
+            mods += [ns.Flatten(), ns.Linear(features, 7)] + ([ns.BatchNorm1d(7)] if n > 1 else [])
+            mods += [ns.ReLU(), ns.Linear(7, 2)]
+        return ns.Sequential(*mods)
+    return build, shape
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_layer_stacks_match_pytorch(torch, seed):
+    """Random stacks of every layer kind in float64, against PyTorch: outputs, input and
+    parameter gradients and running statistics in training and in eval mode (fused
+    blocks and their kept kernel calls, a batch of another size), two threads for odd
+    seeds."""
+    build, shape = _random_layer_stack(seed)
+    fastcnn.set_num_threads(1 + seed % 2)
+    fm, tm = twins(torch, build, np.float64)
+    x = np.random.default_rng(seed + 1000).standard_normal(shape)
+    for train in (True, False, False):
+        compare(torch, fm, tm, x, np.float64, train=train)
+    if shape[0] > 1:
+        compare(torch, fm, tm, x[:1].copy(), np.float64, train=False)
+        compare(torch, fm, tm, x, np.float64, train=False)
+        compare(torch, fm, tm, x, np.float64, train=True)
 
 
 def _same_even_stack(ns):
