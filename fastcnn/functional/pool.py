@@ -5,6 +5,8 @@ have the same number of dimensions. Semantics are PyTorch's (output sizes,
 ceil_mode, padding rules, argmax indices as flat positions within each
 H x W plane, ``count_include_pad``).
 """
+import functools
+
 import numpy as np
 
 from .._kernels import _pool
@@ -159,15 +161,20 @@ def _padding_only_windows(x, kernel_size, stride, padding, dilation, ceil_mode):
     padded window can skip every input."""
     (kh, kw, sh, sw, ph, pw, dh, dw), (oh, ow) = _pool_geometry(x, kernel_size, stride, padding, dilation,
                                                                   ceil_mode, "max_pool2d")
+    if (ph == 0 or dh == 1) and (pw == 0 or dw == 1):
+        return None
+    rows = _outside_windows(x.shape[-2], kh, sh, ph, dh, oh)
+    cols = _outside_windows(x.shape[-1], kw, sw, pw, dw, ow)
+    return (list(rows), list(cols)) if rows or cols else None
 
-    def outside(n, k, s, p, d, o):
-        if p == 0 or d == 1:
-            return []
-        return [q for q in range(o) if all(not 0 <= q * s - p + i * d < n for i in range(k))]
 
-    rows = outside(x.shape[-2], kh, sh, ph, dh, oh)
-    cols = outside(x.shape[-1], kw, sw, pw, dw, ow)
-    return (rows, cols) if rows or cols else None
+@functools.lru_cache(maxsize=256)
+def _outside_windows(n, k, s, p, d, o):
+    """The outputs 0 .. o-1 along one axis of n inputs whose window (k taps, stride s,
+    padding p, dilation d) reaches none of them."""
+    if p == 0 or d == 1:
+        return ()
+    return tuple(q for q in range(o) if all(not 0 <= q * s - p + i * d < n for i in range(k)))
 
 
 def _max_pool2d_2x2(x, n_threads=None):
