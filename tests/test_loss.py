@@ -212,3 +212,26 @@ def test_weighted_bce_gradient_keeps_its_relative_precision(torch, dtype):
     torch.nn.functional.binary_cross_entropy_with_logits(
         xt, torch.tensor(t64), torch.tensor(w64), reduction="sum", pos_weight=torch.tensor(pw64)).backward()
     np.testing.assert_allclose(g[:5], xt.grad.numpy()[:5], rtol=1e-5 if dtype == np.float32 else 1e-12, atol=0)
+
+
+@pytest.mark.parametrize("ignore_index", [0, 2, -100, -1])
+def test_cross_entropy_class_probabilities_with_ignore_index_as_torch(torch, rng, ignore_index):
+    """With a float target of class probabilities, an ignore_index naming a class (>= 0)
+    is refused, as PyTorch refuses it; a negative one is without effect there too."""
+    x = rng.standard_normal((4, 3))
+    p = rng.random((4, 3))
+    p /= p.sum(1, keepdims=True)
+    xt = torch.tensor(x, requires_grad=True)
+    crit = fastcnn.nn.CrossEntropyLoss(ignore_index=ignore_index)
+    if ignore_index >= 0:
+        with pytest.raises(RuntimeError, match="ignore_index is not supported"):
+            torch.nn.functional.cross_entropy(xt, torch.tensor(p), ignore_index=ignore_index)
+        with pytest.raises(ValueError, match=f"ignore_index is not supported.*got ignore_index={ignore_index}"):
+            crit(x, p)
+        with pytest.raises(ValueError, match="ignore_index is not supported"):
+            F.cross_entropy_backward(x, p, ignore_index=ignore_index)
+        return
+    lt = torch.nn.functional.cross_entropy(xt, torch.tensor(p), ignore_index=ignore_index)
+    lt.backward()
+    np.testing.assert_allclose(crit(x, p), lt.item(), rtol=1e-12)
+    np.testing.assert_allclose(crit.backward(), xt.grad.numpy(), rtol=1e-12, atol=1e-15)

@@ -118,6 +118,15 @@ def _check_ignore_index(ignore_index):
     return int(ignore_index)
 
 
+def _check_soft_ignore_index(ignore_index):
+    """Class-probability targets have no labels to ignore: as in PyTorch, an
+    ``ignore_index`` that names a class (>= 0) is refused with them."""
+    ignore_index = _check_ignore_index(ignore_index)
+    if ignore_index is not None and ignore_index >= 0:
+        raise ValueError("ignore_index is not supported with a float target of class probabilities; "
+                         f"got ignore_index={ignore_index} (leave it at -100, or pass integer labels)")
+
+
 def _ce_rows(logits, target):
     """(N, C, d1, ...) logits and (N, d1, ...) labels as rows (N d1 ..., C) and their labels."""
     x = as_float_array(logits, "logits", contiguous=False)
@@ -207,6 +216,7 @@ def cross_entropy(logits, target, weight=None, reduction="mean", label_smoothing
     class probabilities instead (see _ce_soft).
     """
     if _is_soft(target):
+        _check_soft_ignore_index(ignore_index)
         return _ce_soft(logits, target, weight, reduction, label_smoothing)
     if getattr(logits, "ndim", 2) == 1:
         loss = cross_entropy(logits[None], _check_target(target, ()).reshape(1), weight, reduction,
@@ -242,6 +252,7 @@ def cross_entropy_backward(logits, target, weight=None, reduction="mean", label_
                            grad_output=1.0, ignore_index=-100):
     """d cross_entropy / d logits, times ``grad_output`` (zero on rows labelled ``ignore_index``)."""
     if _is_soft(target):
+        _check_soft_ignore_index(ignore_index)
         return _ce_soft(logits, target, weight, reduction, label_smoothing, grad_output)
     if getattr(logits, "ndim", 2) == 1:
         if reduction == "none":
