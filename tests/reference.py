@@ -171,6 +171,39 @@ def ref_upsample_nearest2d(x, s):
     return x.repeat(s[0], axis=-2).repeat(s[1], axis=-1)
 
 
+def ref_nearest_source(i, n_in, n_out, scale, exact, double):
+    """The input position that output position i reads (interpolate, nearest modes), one
+    scalar at a time: s in the data's precision, the position rounded to float32, floored."""
+    if double:
+        s = 1.0 / scale if scale is not None else n_in / n_out
+        pos = (i + 0.5) * s if exact else i * s
+    else:
+        s = np.float32(1.0 / scale) if scale is not None else np.float32(n_in) / np.float32(n_out)
+        pos = (i + 0.5) * float(s) if exact else np.float32(i) * s
+    return min(int(np.floor(np.float32(pos))), n_in - 1)
+
+
+def ref_interpolate_nearest(x, out, scales, exact, shortcuts):
+    """x (N, C, *spatial) resampled to ``out`` with loops; ``scales`` one per axis (None: size
+    over output size); ``shortcuts``: an axis of the input's size or twice it reads i or i // 2."""
+    spatial = x.shape[2:]
+    double = x.dtype == np.float64
+
+    def src(a, i):
+        n, o = spatial[a], out[a]
+        if shortcuts and o == n:
+            return i
+        if shortcuts and o == 2 * n:
+            return i // 2
+        return ref_nearest_source(i, n, o, scales[a], exact, double)
+
+    y = np.empty(x.shape[:2] + tuple(out), dtype=x.dtype)
+    lead = (slice(None), slice(None))
+    for pos in np.ndindex(*out):
+        y[lead + pos] = x[lead + tuple(src(a, i) for a, i in enumerate(pos))]
+    return y
+
+
 def ref_softmax(x, dim):
     e = np.exp(x - x.max(axis=dim, keepdims=True))
     return e / e.sum(axis=dim, keepdims=True)

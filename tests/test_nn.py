@@ -379,8 +379,12 @@ def test_sequential_container():
     (lambda: nn.BatchNorm1d(4, affine="yes"), TypeError),
     (lambda: nn.Dropout(1.5), ValueError),
     (lambda: nn.Dropout(-0.1), ValueError),
-    (lambda: nn.Upsample(scale_factor=1.5), ValueError),
+    (lambda: nn.Upsample(scale_factor=-1.5), ValueError),
+    (lambda: nn.Upsample(scale_factor=float("inf")), ValueError),
+    (lambda: nn.Upsample(size=0), ValueError),
+    (lambda: nn.Upsample(size=2.5), TypeError),
     (lambda: nn.Upsample(scale_factor=2, mode="bilinear"), ValueError),
+    (lambda: nn.Upsample(scale_factor=2, align_corners=True), ValueError),
     (lambda: nn.Upsample(), ValueError),
     (lambda: nn.Unflatten(1, (2, -1, -1)), ValueError),
     (lambda: nn.Unflatten(1, 4), TypeError),
@@ -426,8 +430,9 @@ def test_bad_inputs_name_layer_and_shape():
         nn.Unflatten(1, (2, 3))(np.zeros((2, 7)))
     with pytest.raises(ValueError):
         nn.Flatten(2, 5)(np.zeros((2, 3, 4)))
-    with pytest.raises(ValueError):
-        nn.Upsample(size=5)(np.zeros((1, 1, 2, 2)))
+    with pytest.raises(ValueError, match=r"Upsample\(scale_factor=0.1, mode='nearest'\): scale_factor 0.1 makes an "
+                                         r"empty output \(0, 0\) of input spatial size \(2, 2\)"):
+        nn.Upsample(scale_factor=0.1)(np.zeros((1, 1, 2, 2)))
     # one factor or size per spatial dimension: one of (N, C, L) input, two of (N, C, H, W)
     with pytest.raises(ValueError, match="scale_factor must be a number or 1 of them"):
         nn.Upsample(scale_factor=(2, 2))(np.zeros((1, 1, 2)))

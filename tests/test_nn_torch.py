@@ -203,6 +203,12 @@ def _layer_cases():
         ("upsample-1d", lambda ns: ns.Upsample(scale_factor=3), (2, 3, 5)),
         ("upsample-1d-one", lambda ns: ns.Upsample(scale_factor=(2,)), (1, 4, 3)),
         ("upsample-1d-size", lambda ns: ns.Upsample(size=10), (2, 3, 5)),
+        # any size or factor, and mode 'nearest-exact'
+        ("upsample-fraction", lambda ns: ns.Upsample(scale_factor=1.5), (2, 3, 4, 5)),
+        ("upsample-down", lambda ns: ns.Upsample(size=(3, 2)), (2, 3, 5, 7)),
+        ("upsample-exact", lambda ns: ns.Upsample(scale_factor=(0.7, 2.5), mode="nearest-exact"), (2, 3, 5, 6)),
+        ("upsample-recompute", lambda ns: ns.Upsample(scale_factor=1.7, recompute_scale_factor=True), (1, 2, 6, 6)),
+        ("upsample-1d-fraction", lambda ns: ns.Upsample(scale_factor=1.5), (2, 3, 5)),
         ("dropout-eval", lambda ns: ns.Dropout(0.5).eval(), (3, 8)),
         ("identity", lambda ns: ns.Identity(), (3, 8)),
     ]

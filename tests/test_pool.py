@@ -184,6 +184,144 @@ def test_upsample_finite_differences(rng):
     np.testing.assert_allclose(gx, num, rtol=1e-7, atol=1e-8)
 
 
+# (input shape, interpolate arguments): fractions, factors below one, sizes, both modes,
+# recompute_scale_factor, (N, C, L) input, and factors whose positions fall on whole
+# numbers in exact arithmetic (81 / 2.7, 39 / 1.3), where the rounding decides
+INTERPOLATE_CASES = [
+    ((2, 3, 5, 7), dict(scale_factor=1.5)),
+    ((2, 3, 5, 7), dict(scale_factor=(0.5, 2.5))),
+    ((1, 2, 9, 4), dict(size=(4, 11))),
+    ((1, 2, 9, 4), dict(size=7, mode="nearest-exact")),
+    ((2, 1, 6, 6), dict(scale_factor=(1.3, 0.7), mode="nearest-exact")),
+    ((2, 1, 6, 6), dict(scale_factor=1.7, recompute_scale_factor=True)),
+    ((1, 1, 30, 60), dict(scale_factor=(1.3, 2.7))),
+    ((1, 1, 30, 60), dict(scale_factor=(1.3, 2.7), mode="nearest-exact")),
+    ((2, 3, 4, 5), dict(scale_factor=(1.1, 2.2))),          # (sizes of the input and of twice it)
+    ((1, 2, 3, 3), dict(scale_factor=0.4)),                 # one position an axis
+    ((2, 3, 5, 7), dict(scale_factor=3)),                   # whole factors
+    ((2, 3, 5, 7), dict(scale_factor=2, mode="nearest-exact")),
+    ((2, 3, 11), dict(scale_factor=1.5)),
+    ((2, 3, 11), dict(size=4, mode="nearest-exact")),
+    ((1, 2, 60), dict(scale_factor=2.7)),
+    ((1, 2, 8), dict(scale_factor=1.1)),                    # (N, C, L): no shortcut at the input's size
+    ((0, 3, 5, 7), dict(scale_factor=1.5)),
+]
+
+
+def _interpolate_ref(x, kw):
+    dims = x.ndim - 2
+    spatial = x.shape[2:]
+    size, sf = kw.get("size"), kw.get("scale_factor")
+    if size is not None:
+        out = tuple(size) if isinstance(size, tuple) else (size,) * dims
+        scales = (None,) * dims
+    else:
+        sf = tuple(sf) if isinstance(sf, tuple) else (sf,) * dims
+        out = tuple(int(np.floor(n * float(v))) for n, v in zip(spatial, sf))
+        scales = (None,) * dims if kw.get("recompute_scale_factor") else sf
+    exact = kw.get("mode", "nearest") == "nearest-exact"
+    return ref.ref_interpolate_nearest(x, out, scales, exact, shortcuts=dims == 2 and not exact)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape,kw", INTERPOLATE_CASES, ids=[f"{s}-{k}" for s, k in INTERPOLATE_CASES])
+def test_interpolate_nearest_matches_torch_and_reference(torch, rng, shape, kw, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    y = F.interpolate(x, **kw)
+    xt = torch.from_numpy(x).requires_grad_()
+    yt = torch.nn.functional.interpolate(xt, **kw)
+    assert y.dtype == dtype and y.shape == tuple(yt.shape)
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(y, _interpolate_ref(x, kw))
+    g = rng.standard_normal(y.shape).astype(dtype)
+    gx = F.interpolate_backward(g, x.shape, **kw)
+    assert gx.dtype == dtype and gx.shape == x.shape
+    # the gradient is the adjoint of the forward: <interpolate(x), g> = <x, gx>
+    y64, g64 = y.astype(np.float64), g.astype(np.float64)
+    assert np.isclose((y64 * g64).sum(), (x.astype(np.float64) * gx).sum(), rtol=1e-5, atol=1e-5)
+    yt.backward(torch.from_numpy(g))
+    tg = xt.grad.numpy()
+    # PyTorch's backward reads positions in float32 arithmetic even for float64 data, and in
+    # (N, C, L) input takes the shortcut its forward does not take: where that makes its
+    # gradient differ from the adjoint of its forward, fastcnn keeps the adjoint
+    tol = dict(rtol=1e-9, atol=1e-9) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
+    if np.isclose((y64 * g64).sum(), (x.astype(np.float64) * tg).sum(), **tol):
+        np.testing.assert_allclose(gx, tg, **TOLS[dtype])
+    else:
+        assert dtype == np.float64 or x.ndim == 3 and y.shape[-1] in (x.shape[-1], 2 * x.shape[-1])
+
+
+def test_interpolate_float64_positions_and_pytorch_gradient(torch):
+    """Float64 data reads positions computed in float64 (then rounded to float32), as
+    PyTorch's forward: 81 / 2.7 reads position 30 there, 29 in float32 arithmetic."""
+    x = np.arange(60.0).reshape(1, 1, 60)
+    y = F.interpolate(x, scale_factor=2.7)
+    assert y[0, 0, 81] == 30.0 and F.interpolate(x.astype(np.float32), scale_factor=2.7)[0, 0, 81] == 29.0
+    t = torch.nn.functional.interpolate(torch.from_numpy(x), scale_factor=2.7)
+    np.testing.assert_array_equal(y, t.numpy())
+    g = np.zeros_like(y)
+    g[0, 0, 81] = 1.0
+    gx = F.interpolate_backward(g, x.shape, scale_factor=2.7)
+    assert gx[0, 0, 30] == 1.0 and gx.sum() == 1.0
+
+
+def test_interpolate_finite_differences(rng):
+    for shape, kw in [((1, 2, 4, 5), dict(scale_factor=(1.5, 0.6))), ((1, 2, 7), dict(size=10, mode="nearest-exact"))]:
+        x = rng.standard_normal(shape)
+        y = F.interpolate(x, **kw)
+        g = rng.standard_normal(y.shape)
+        gx = F.interpolate_backward(g, x.shape, **kw)
+        num = numeric_grad(lambda: float((F.interpolate(x, **kw) * g).sum()), x)
+        np.testing.assert_allclose(gx, num, rtol=1e-7, atol=1e-8)
+
+
+def test_interpolate_thread_count_invariance(rng):
+    x = rng.standard_normal((4, 16, 37, 35)).astype(np.float32)
+    g = rng.standard_normal((4, 16, 55, 24)).astype(np.float32)
+    outs = []
+    for n in (1, 2, 3):
+        with fastcnn.threads(n):
+            outs.append((F.interpolate(x, size=(55, 24)), F.interpolate_backward(g, x.shape, size=(55, 24))))
+    for y, gx in outs[1:]:
+        assert y.tobytes() == outs[0][0].tobytes() and gx.tobytes() == outs[0][1].tobytes()
+
+
+def test_interpolate_bad_arguments():
+    x = np.zeros((1, 1, 4, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="exactly one of size and scale_factor"):
+        F.interpolate(x)
+    with pytest.raises(ValueError, match="exactly one of size and scale_factor"):
+        F.interpolate(x, size=3, scale_factor=2)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        F.interpolate(x, scale_factor=2, mode="bilinear")
+    with pytest.raises(ValueError, match="align_corners"):
+        F.interpolate(x, scale_factor=2, align_corners=False)
+    with pytest.raises(ValueError, match="scale_factor must be positive"):
+        F.interpolate(x, scale_factor=-2)
+    with pytest.raises(ValueError, match="scale_factor must be positive"):
+        F.interpolate(x, scale_factor=float("inf"))
+    with pytest.raises(ValueError, match="scale_factor must not be NaN"):
+        F.interpolate(x, scale_factor=float("nan"))
+    with pytest.raises(ValueError, match=r"makes an empty output \(0, 0\)"):
+        F.interpolate(x, scale_factor=0.2)
+    with pytest.raises(ValueError, match="size must be >= 1"):
+        F.interpolate(x, size=(3, 0))
+    with pytest.raises(TypeError, match="size"):
+        F.interpolate(x, size=2.5)
+    with pytest.raises(ValueError, match="size must be an int or 2 of them"):
+        F.interpolate(x, size=(3, 3, 3))
+    with pytest.raises(ValueError, match="scale_factor must be a number or 1 of them"):
+        F.interpolate(x[0], scale_factor=(2, 2))
+    with pytest.raises(ValueError, match="non-empty spatial"):
+        F.interpolate(np.zeros((1, 1, 0, 4)), scale_factor=2)
+    with pytest.raises(ValueError, match=r"x must be 3 or 4-D, got shape \(1, 1, 2, 2, 2\)"):
+        F.interpolate(np.zeros((1, 1, 2, 2, 2)), scale_factor=2)
+    with pytest.raises(ValueError, match=r"grad_out must have shape \(1, 1, 6, 6\)"):
+        F.interpolate_backward(np.zeros((1, 1, 6, 5)), (1, 1, 4, 4), scale_factor=1.5)
+    with pytest.raises(ValueError, match="input_shape"):
+        F.interpolate_backward(np.zeros((1, 1, 6, 6)), (1, 2, 4, 4), scale_factor=1.5)
+
+
 def test_pooling_thread_count_invariance(rng):
     x = rng.standard_normal((2, 16, 37, 35)).astype(np.float32)  # big enough to run threaded
     outs = []

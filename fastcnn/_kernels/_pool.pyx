@@ -819,3 +819,67 @@ def upsample_nearest2d_backward(const floating[:, :, ::1] g, floating[:, :, ::1]
     with nogil:
         for p in prange(P, schedule='static', num_threads=n_threads):
             _upsample_backward_plane(&g[p, 0, 0], &gx[p, 0, 0], H, W, sh, sw)
+
+
+# ---------------------------------------------------------------------------
+# nearest resampling to any size: output pixel (i, j) reads input (rows[i], cols[j])
+# ---------------------------------------------------------------------------
+
+cdef inline void _nearest_plane(
+        const floating* x,      # IN READ-ONLY  (H, W)
+        floating* y,            # OUT           (OH, OW)
+        Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+        const Py_ssize_t* rows, const Py_ssize_t* cols) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef const floating* src
+    cdef floating* out
+    for i in range(OH):
+        out = y + i * OW
+        if i > 0 and rows[i] == rows[i - 1]:
+            memcpy(out, out - OW, OW * sizeof(floating))
+            continue
+        src = x + rows[i] * W
+        for j in range(OW):
+            out[j] = src[cols[j]]
+
+
+cdef inline void _nearest_backward_plane(
+        const floating* g,      # IN READ-ONLY  (OH, OW)
+        floating* gx,           # OUT           (H, W)
+        Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+        const Py_ssize_t* rows, const Py_ssize_t* cols) noexcept nogil:
+    # each input pixel sums the gradients of its output pixels in row-major order
+    cdef Py_ssize_t i, j
+    cdef const floating* src
+    cdef floating* acc
+    memset(gx, 0, H * W * sizeof(floating))
+    for i in range(OH):
+        src = g + i * OW
+        acc = gx + rows[i] * W
+        for j in range(OW):
+            acc[cols[j]] += src[j]
+
+
+def nearest_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, const Py_ssize_t[::1] rows,
+                    const Py_ssize_t[::1] cols, int n_threads):
+    """y[p, i, j] = x[p, rows[i], cols[j]]; rows and cols index x's rows and columns."""
+    cdef Py_ssize_t P = y.shape[0], OH = y.shape[1], OW = y.shape[2], W = x.shape[2], p
+    if P == 0 or OH == 0 or OW == 0:
+        return
+    with nogil:
+        for p in prange(P, schedule='static', num_threads=n_threads):
+            _nearest_plane(&x[p, 0, 0], &y[p, 0, 0], W, OH, OW, &rows[0], &cols[0])
+
+
+def nearest_backward(const floating[:, :, ::1] g, floating[:, :, ::1] gx, const Py_ssize_t[::1] rows,
+                     const Py_ssize_t[::1] cols, int n_threads):
+    """gx[p, rows[i], cols[j]] += g[p, i, j] over the output pixels (gx overwritten)."""
+    cdef Py_ssize_t P = gx.shape[0], H = gx.shape[1], W = gx.shape[2], OH = g.shape[1], OW = g.shape[2], p
+    if P == 0 or H == 0 or W == 0:
+        return
+    if OH == 0 or OW == 0:
+        memset(&gx[0, 0, 0], 0, P * H * W * sizeof(floating))
+        return
+    with nogil:
+        for p in prange(P, schedule='static', num_threads=n_threads):
+            _nearest_backward_plane(&g[p, 0, 0], &gx[p, 0, 0], H, W, OH, OW, &rows[0], &cols[0])

@@ -6,17 +6,19 @@ ceil_mode, padding rules, argmax indices as flat positions within each
 H x W plane, ``count_include_pad``).
 """
 import functools
+import math
 
 import numpy as np
 
 from .._kernels import _pool
-from ._checks import Memo, as_float_array, check_int, check_size, memo_key, n_threads, pair
+from ._checks import Memo, as_float_array, check_float, check_int, check_size, memo_key, n_threads, pair
 
 __all__ = [
     "max_pool2d", "max_pool2d_backward",
     "avg_pool2d", "avg_pool2d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "upsample_nearest2d", "upsample_nearest2d_backward",
+    "interpolate", "interpolate_backward",
     "pool_output_size",
 ]
 
@@ -332,4 +334,165 @@ def upsample_nearest2d_backward(grad_out, scale_factor):
     gx = np.empty(g.shape[:-2] + (g.shape[-2] // sh, g.shape[-1] // sw), dtype=g.dtype)
     _kernels().upsample_nearest2d_backward(_planes(g), _planes(gx), sh, sw,
                                            _threads_for(g, gx))
+    return gx
+
+
+# ---------------------------------------------------------------------------
+# nearest resampling to any size (torch.nn.functional.interpolate)
+# ---------------------------------------------------------------------------
+
+INTERPOLATE_MODES = ("nearest", "nearest-exact")
+
+
+def _nearest_index(n_in, n_out, scale, exact, two_d, double):
+    """The input position that each of n_out output positions reads along one axis, as
+    PyTorch computes it: s = 1 / scale (a scale_factor used as given), else n_in / n_out,
+    in the input's precision (float64 where ``double``, else float32); the position i * s
+    ('nearest') or (i + 0.5) * s ('nearest-exact') rounded to float32, then floored. In
+    'nearest' mode over two spatial dimensions, an axis of the input's size or of twice
+    it reads position i or i // 2 whatever the factor."""
+    if two_d and not exact and n_out == n_in:
+        return np.arange(n_out, dtype=np.intp)
+    if two_d and not exact and n_out == 2 * n_in:
+        return np.arange(n_out, dtype=np.intp) >> 1
+    d = np.arange(n_out)
+    if double:
+        s = 1.0 / scale if scale is not None else n_in / n_out
+    else:
+        s = np.float32(1.0 / scale) if scale is not None else np.float32(n_in) / np.float32(n_out)
+    if exact:
+        pos = (d + 0.5) * float(s)
+    else:
+        pos = d * s if double else d.astype(np.float32) * s
+    src = np.floor(pos.astype(np.float32))
+    return np.minimum(src.astype(np.intp), n_in - 1)
+
+
+def _per_axis(v, dims, name, kind, what):
+    """v, a number or a tuple or list of ``dims`` of them, as a tuple of ``dims``."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != dims:
+            raise ValueError(f"{what}: {name} must be {kind} or {dims} of them (one per spatial dimension) "
+                             f"for input of {dims} spatial dimension{'s' if dims > 1 else ''}, got {v!r}")
+        return tuple(v)
+    return (v,) * dims
+
+
+@functools.lru_cache(maxsize=256)
+def _interpolate_plan(spatial, out, scales, mode, double):
+    """(index of each axis (a tuple of read-only arrays), whole factors or None) of the
+    interpolation of ``spatial`` to ``out`` with ``scales`` (None, or one per axis,
+    None where the factor is not used as given), of float64 data where ``double``."""
+    exact = mode == "nearest-exact"
+    scales = scales or (None,) * len(spatial)
+    index = tuple(_nearest_index(n, o, v, exact, len(spatial) == 2, double)
+                  for n, o, v in zip(spatial, out, scales))
+    for a in index:
+        a.setflags(write=False)
+    # whole factors where every axis reads as upsample_nearest2d does (its kernel copies rows)
+    whole = tuple(o // n for n, o in zip(spatial, out))
+    if any(f < 1 or o != n * f or not np.array_equal(a, np.arange(o) // f)
+           for n, o, f, a in zip(spatial, out, whole, index)):
+        whole = None
+    return index, whole
+
+
+def _interpolate_args(x_ndim, spatial, dtype, size, scale_factor, mode, align_corners, recompute_scale_factor,
+                      what="interpolate"):
+    """(output spatial size, index of each axis, whole factors or None) of an interpolation,
+    its arguments checked (``what`` names the caller in messages)."""
+    if x_ndim not in (3, 4):
+        raise ValueError(f"{what}: expected 3-D (N, C, L) or 4-D (N, C, H, W) input, got {x_ndim}-D")
+    if not isinstance(mode, str) or mode not in INTERPOLATE_MODES:
+        raise ValueError(f"{what}: mode must be one of {INTERPOLATE_MODES}, got {mode!r}")
+    if align_corners is not None:
+        raise ValueError(f"{what}: align_corners is only valid for linear modes (must be None)")
+    if (size is None) == (scale_factor is None):
+        raise ValueError(f"{what}: give exactly one of size and scale_factor")
+    if 0 in spatial:
+        raise ValueError(f"{what}: input must have non-empty spatial dimensions, got {spatial}")
+    dims = len(spatial)
+    scales = None
+    if size is not None:
+        out = tuple(check_int(v, "size", 1) for v in _per_axis(size, dims, "size", "an int", what))
+    else:
+        scales = tuple(check_float(v, "scale_factor")
+                       for v in _per_axis(scale_factor, dims, "scale_factor", "a number", what))
+        if not all(0 < v < math.inf for v in scales):
+            raise ValueError(f"{what}: scale_factor must be positive and finite, got {scale_factor!r}")
+        out = tuple(int(math.floor(float(n) * v)) for n, v in zip(spatial, scales))
+        if min(out) < 1:
+            raise ValueError(f"{what}: scale_factor {scale_factor!r} makes an empty output {out} of input "
+                             f"spatial size {spatial}")
+        if recompute_scale_factor:
+            scales = None
+    check_size(out, f"{what} output")
+    return (out,) + _interpolate_plan(tuple(spatial), out, scales, mode, dtype == np.float64)
+
+
+def _as_2d(a, dims):
+    """(P, H, W) planes of a: (N, C, L) counts as (N*C, 1, L)."""
+    return a.reshape(-1, 1, a.shape[-1]) if dims == 1 else _planes(a)
+
+
+def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None, recompute_scale_factor=None):
+    """Nearest-neighbour resampling, as ``torch.nn.functional.interpolate`` in the modes
+    'nearest' and 'nearest-exact': of the last dimension of (N, C, L) input, of the last
+    two of (N, C, H, W) input, to ``size`` or by ``scale_factor`` (a number, or one per
+    spatial dimension; any positive size or factor, fractions and factors below one too).
+
+    Along an axis of n inputs the output has ``size`` positions, or floor(n * scale_factor);
+    output position i reads input min(floor(i * s), n - 1) ('nearest') or
+    min(floor((i + 0.5) * s), n - 1) ('nearest-exact'), with s = 1 / scale_factor, or
+    n / output size where ``size`` is given or ``recompute_scale_factor`` is true
+    (rounded as PyTorch rounds it).
+    """
+    x = as_float_array(x, "x", ndim=(3, 4))
+    return _interpolate(x, size, scale_factor, mode, align_corners, recompute_scale_factor, "interpolate")
+
+
+def _interpolate(x, size, scale_factor, mode, align_corners, recompute_scale_factor, what):
+    dims = x.ndim - 2
+    out, index, whole = _interpolate_args(x.ndim, x.shape[2:], x.dtype, size, scale_factor, mode, align_corners,
+                                          recompute_scale_factor, what)
+    if whole is not None:
+        if dims == 1:
+            return upsample_nearest2d(x[:, :, None, :], (1, whole[0]))[:, :, 0, :]
+        return upsample_nearest2d(x, whole)
+    y = np.empty(check_size(x.shape[:2] + out, f"{what} output"), dtype=x.dtype)
+    rows, cols = ((np.zeros(1, np.intp),) + index) if dims == 1 else index
+    _kernels().nearest_forward(_as_2d(x, dims), _as_2d(y, dims), rows, cols, _threads_for(x, y))
+    return y
+
+
+def interpolate_backward(grad_out, input_shape, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                         recompute_scale_factor=None):
+    """Gradient of ``interpolate`` of an input of ``input_shape``: each input position sums
+    the gradients of the output positions that read it (in row-major order)."""
+    g = as_float_array(grad_out, "grad_out", ndim=(3, 4))
+    try:
+        shape = tuple(check_int(v, "input_shape", 0) for v in input_shape)
+    except TypeError:
+        raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}") from None
+    if len(shape) != g.ndim or shape[:2] != g.shape[:2]:
+        raise ValueError(f"input_shape {shape} does not match grad_out of shape {g.shape} "
+                         f"(same number of dimensions and leading sizes expected)")
+    return _interpolate_backward(g, shape, size, scale_factor, mode, align_corners, recompute_scale_factor,
+                                 "interpolate_backward")
+
+
+def _interpolate_backward(g, shape, size, scale_factor, mode, align_corners, recompute_scale_factor, what):
+    dims = g.ndim - 2
+    out, index, whole = _interpolate_args(g.ndim, shape[2:], g.dtype, size, scale_factor, mode, align_corners,
+                                          recompute_scale_factor, what)
+    if g.shape[2:] != out:
+        raise ValueError(f"{what}: grad_out must have shape {shape[:2] + out} (the output for input {shape}), "
+                         f"got {g.shape}")
+    if whole is not None:
+        if dims == 1:
+            return upsample_nearest2d_backward(g[:, :, None, :], (1, whole[0]))[:, :, 0, :]
+        return upsample_nearest2d_backward(g, whole)
+    gx = np.empty(shape, dtype=g.dtype)
+    rows, cols = ((np.zeros(1, np.intp),) + index) if dims == 1 else index
+    _kernels().nearest_backward(_as_2d(g, dims), _as_2d(gx, dims), rows, cols, _threads_for(g, gx))
     return gx

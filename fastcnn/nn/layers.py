@@ -13,7 +13,8 @@ from .. import functional as F
 from .. import init
 from .._random import default_generator, resolve
 from ..functional._checks import as_float_array, check_float, check_int, pair
-from ..functional.pool import _max_pool2d_2x2, _max_pool2d_2x2_backward, _padding_only_windows
+from ..functional.pool import (INTERPOLATE_MODES, _interpolate, _interpolate_backward, _max_pool2d_2x2,
+                               _max_pool2d_2x2_backward, _padding_only_windows)
 from ..functional.conv import InputCache, WeightCache
 from .module import Module, Parameter, _check_dtype, accumulate
 
@@ -765,15 +766,17 @@ class Unflatten(Module):
 
 
 class Upsample(Module):
-    """Nearest-neighbour upsampling by whole factors, as ``torch.nn.Upsample``: of the last
-    dimension of (N, C, L) input, of the last two of (N, C, H, W) input. ``scale_factor``
-    and ``size`` are a number (every spatial dimension) or one per spatial dimension."""
+    """Nearest-neighbour resampling, as ``torch.nn.Upsample`` in the modes 'nearest' and
+    'nearest-exact' (see ``F.interpolate``): of the last dimension of (N, C, L) input, of
+    the last two of (N, C, H, W) input, to ``size`` or by ``scale_factor`` (a number, or
+    one per spatial dimension; fractions and factors below one too)."""
 
     def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None,
                  recompute_scale_factor=None):
         super().__init__()
-        if mode != "nearest":
-            raise ValueError(f"Upsample: mode must be 'nearest' (the only mode supported), got {mode!r}")
+        if not isinstance(mode, str) or mode not in INTERPOLATE_MODES:
+            raise ValueError(f"Upsample: mode must be one of {INTERPOLATE_MODES} (the modes supported), "
+                             f"got {mode!r}")
         if align_corners is not None:
             raise ValueError("Upsample: align_corners is only valid for linear modes (must be None)")
         if (size is None) == (scale_factor is None):
@@ -781,57 +784,29 @@ class Upsample(Module):
         self.mode = mode
         self.align_corners = None
         self.recompute_scale_factor = recompute_scale_factor
-        self.size = size
+        self.size = None
         self.scale_factor = None
-        self._scale = None   # the whole factors: an int, or a tuple of one per spatial dimension
         if size is not None:
-            for v in _one_or_two(size, "size"):
-                check_int(v, "size", 1)
+            sizes = tuple(check_int(v, "size", 1) for v in _one_or_two(size, "size"))
+            self.size = sizes if isinstance(size, (tuple, list)) else sizes[0]
         else:
-            ints = []
+            scales = []
             for v in _one_or_two(scale_factor, "scale_factor"):
-                v = check_float(v, "scale_factor", minimum=1.0)
-                if v != int(v):
-                    raise ValueError(f"Upsample: scale_factor must be a whole number, got {scale_factor!r}")
-                ints.append(int(v))
-            if isinstance(scale_factor, (tuple, list)):
-                self.scale_factor = tuple(float(v) for v in scale_factor)
-                self._scale = tuple(ints)
-            else:
-                self.scale_factor = float(scale_factor)
-                self._scale = ints[0]
-        self._used = None    # (spatial dimensions, factors, output shape) of the last forward
-
-    def _factors(self, x):
-        """The whole factor of each spatial dimension of x."""
-        dims = x.ndim - 2
-        spatial = x.shape[2:]
-        if self._scale is None:
-            size = self.size
-            sizes = tuple(size) if isinstance(size, (tuple, list)) else (size,) * dims
-            if len(sizes) != dims:
-                raise ValueError(f"{self!r}: size must be an int or {dims} of them for input of shape "
-                                 f"{x.shape}, got {size!r}")
-            if 0 in spatial or any(o % i for o, i in zip(sizes, spatial)):
-                raise ValueError(f"{self!r}: size {size!r} is not a whole multiple of the input size {spatial}")
-            return tuple(o // i for o, i in zip(sizes, spatial))
-        if isinstance(self._scale, tuple):
-            if len(self._scale) != dims:
-                raise ValueError(f"{self!r}: scale_factor must be a number or {dims} of them for input of "
-                                 f"shape {x.shape}, got {self.scale_factor!r}")
-            return self._scale
-        return (self._scale,) * dims
+                v = check_float(v, "scale_factor")
+                if not 0 < v < math.inf:
+                    raise ValueError(f"Upsample: scale_factor must be positive and finite, got {scale_factor!r}")
+                scales.append(v)
+            self.scale_factor = tuple(scales) if isinstance(scale_factor, (tuple, list)) else scales[0]
+        self._used = None    # (input shape, output shape) of the last forward
 
     def forward(self, x):
         _check_array("Upsample", x)
         if x.ndim not in (3, 4):
             raise ValueError(f"{self!r}: expected 3-D (N, C, L) or 4-D (N, C, H, W) input, got shape {x.shape}")
-        factors = self._factors(x)
-        if len(factors) == 1:
-            y = F.upsample_nearest2d(x[:, :, None, :], (1, factors[0]))[:, :, 0, :]
-        else:
-            y = F.upsample_nearest2d(x, factors)
-        self._used = (len(factors), factors, y.shape)
+        x = as_float_array(x, "x", ndim=(3, 4))
+        y = _interpolate(x, self.size, self.scale_factor, self.mode, None, self.recompute_scale_factor,
+                         repr(self))
+        self._used = (x.shape, y.shape)
         return y
 
     def backward(self, grad_out, need_input_grad=True):
@@ -839,12 +814,11 @@ class Upsample(Module):
             raise _no_forward(self)
         if not need_input_grad:
             return None
-        dims, factors, out = self._used
+        shape, out = self._used
         _grad_shape(grad_out, out)
-        if dims == 1:
-            g = as_float_array(grad_out, "grad_out", ndim=3, contiguous=False)
-            return F.upsample_nearest2d_backward(g[:, :, None, :], (1, factors[0]))[:, :, 0, :]
-        return F.upsample_nearest2d_backward(grad_out, factors)
+        g = as_float_array(grad_out, "grad_out", ndim=(3, 4))
+        return _interpolate_backward(g, shape, self.size, self.scale_factor, self.mode, None,
+                                     self.recompute_scale_factor, repr(self))
 
     def extra_repr(self):
         if self.scale_factor is not None:
