@@ -344,7 +344,7 @@ def _module_cases():
         ("Conv2d-wrong-input-channels", lambda: nn.Conv2d(2, 4, 3)(x4), R),
         ("ConvTranspose2d-output-padding", lambda: nn.ConvTranspose2d(3, 4, 3, stride=1, output_padding=2), R),
         ("ConvTranspose2d-wrong-input", lambda: nn.ConvTranspose2d(4, 2, 3)(x4), R),
-        ("Linear-features-0", lambda: nn.Linear(0, 3), R),
+        ("Linear-features-negative", lambda: nn.Linear(-1, 3), R),
         ("Linear-wrong-input", lambda: nn.Linear(5, 3)(A(4, 4)), R),
         ("MaxPool2d-kernel-0", lambda: nn.MaxPool2d(0), R),
         ("MaxPool2d-padding-over-half", lambda: nn.MaxPool2d(2, padding=3)(x4), R),

@@ -791,3 +791,38 @@ def test_cross_entropy_with_class_probabilities_matches_pytorch(torch, shape, re
         assert g.dtype == dtype
     with pytest.raises(ValueError, match="must have the logits' shape"):
         F.cross_entropy(x, p[..., :1])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=IDS.get)
+@pytest.mark.parametrize("features,shape", [((0, 5), (3, 0)), ((5, 0), (3, 5)), ((0, 0), (2, 0)), ((0, 4), (2, 3, 0)),
+                                            ((0, 5), (0,))])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+def test_linear_of_zero_features_matches_pytorch(torch, features, shape, bias, train, dtype):
+    """Linear with no input features (the output is the bias) or no output features (an
+    empty output), as PyTorch: outputs, gradients, and a step of Adam."""
+    i, o = features
+    if bias:
+        assert not nn.Linear(i, o).bias.data.any()   # PyTorch's default init: U(-0, 0) without fan-in
+    fm, tm = twins(torch, lambda ns: ns.Sequential(ns.Linear(i, o, bias=bias), ns.ReLU(), ns.Linear(o, 2)), dtype)
+    fm.train(train)
+    tm.train(train)
+    x = np.random.default_rng(0).random(shape).astype(dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = tm(xt)
+    y = fm(x)
+    assert y.shape == tuple(yt.shape) and y.dtype == dtype
+    np.testing.assert_allclose(y, yt.detach().numpy(), **TOLS[dtype])
+    g = np.cos(np.arange(y.size)).reshape(y.shape).astype(dtype)
+    yt.backward(torch.tensor(g))
+    gx = fm.backward(g)
+    assert gx.shape == x.shape
+    np.testing.assert_allclose(gx, xt.grad.numpy(), **TOLS[dtype])
+    for (name, p), tp in zip(fm.named_parameters(), tm.parameters()):
+        np.testing.assert_allclose(p.grad, tp.grad.numpy(), **TOLS[dtype], err_msg=name)
+    opt, topt = fastcnn.optim.Adam(fm.parameters(), lr=0.1), torch.optim.Adam(tm.parameters(), lr=0.1)
+    opt.step()
+    topt.step()
+    for (name, p), tp in zip(fm.named_parameters(), tm.parameters()):
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), **TOLS[dtype], err_msg=name)

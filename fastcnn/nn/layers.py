@@ -320,8 +320,10 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
-        self.in_features = check_int(in_features, "in_features", 1)
-        self.out_features = check_int(out_features, "out_features", 1)
+        # (zero features, as in PyTorch: no input features give the bias, no output features
+        # an empty output)
+        self.in_features = check_int(in_features, "in_features", 0)
+        self.out_features = check_int(out_features, "out_features", 0)
         _check_bool(bias, "bias")
         dt = _param_dtype(dtype, device)
         self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=dt))
@@ -354,7 +356,7 @@ class Linear(Module):
             self._lead = None
             return F.linear(x, self.weight.data, b)
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
+        x2 = x.reshape(math.prod(lead), self.in_features)
         self._x = x2
         self._lead = lead
         return F.linear(x2, self.weight.data, b).reshape(lead + (self.out_features,))
@@ -367,7 +369,7 @@ class Linear(Module):
         lead = self._lead
         g = _grad_as(grad_out, w.dtype, (x.shape[:1] if lead is None else lead) + (self.out_features,))
         if lead is not None:
-            g = g.reshape(-1, self.out_features)
+            g = g.reshape(math.prod(lead), self.out_features)
         gx, gw, gb = F.linear_backward(g, x, w, need_grad_input=need_input_grad)
         accumulate(self.weight, gw, owned=True)
         if self.bias is not None:
