@@ -80,6 +80,9 @@ def confusion_matrix(y_true, y_pred, labels=None, normalize=None):
         raise ValueError("labels must be a non-empty 1-D list of class labels")
     if len(np.unique(labels)) != len(labels):
         raise ValueError("labels must not contain duplicates")
+    if not np.isin(labels, y_true).any():   # (as scikit-learn: a matrix of no true class is refused)
+        raise ValueError(f"At least one label specified must be in y_true: labels {labels.tolist()}, none of "
+                         f"which is a true label")
     n = len(labels)
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]

@@ -104,5 +104,10 @@ def test_bad_input():
         metrics.accuracy([0.5, 1.0], [0, 1])
     with pytest.raises(ValueError, match="normalize"):
         metrics.confusion_matrix([0, 1], [0, 1], normalize="rows")
+    for labels in ([2], [2, 5]):   # no true class among the labels: refused, as scikit-learn
+        with pytest.raises(ValueError, match="At least one label specified must be in y_true"):
+            skm.confusion_matrix([0, 1], [2, 1], labels=labels)
+        with pytest.raises(ValueError, match="At least one label specified must be in y_true"):
+            metrics.confusion_matrix([0, 1], [2, 1], labels=labels)
     with pytest.raises(ValueError, match="target_names"):
         metrics.classification_report([0, 1], [0, 1], target_names=["a"])
