@@ -826,3 +826,46 @@ def test_linear_of_zero_features_matches_pytorch(torch, features, shape, bias, t
     topt.step()
     for (name, p), tp in zip(fm.named_parameters(), tm.parameters()):
         np.testing.assert_allclose(p.data, tp.detach().numpy(), **TOLS[dtype], err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=IDS.get)
+@pytest.mark.parametrize("kw,shape,output_size", [
+    (dict(stride=2, padding=1), (2, 4, 5, 6), (10, 12)),
+    (dict(stride=2, padding=1), (2, 4, 5, 6), (9, 11)),
+    (dict(stride=3, padding=(0, 2), dilation=(2, 1)), (1, 4, 4, 3), (1, 6, 15, 6)),   # the whole shape
+    (dict(stride=(3, 2), output_padding=(2, 1)), (2, 4, 3, 5), [9, 11]),    # output_padding overridden
+    (dict(stride=2, groups=2), (4, 5, 5), (4, 12, 12)),                   # unbatched: (C, H, W)
+    (dict(stride=2, groups=2), (4, 5, 5), np.array([11, 11])),
+])
+def test_conv_transpose2d_output_size_matches_pytorch(torch, kw, shape, output_size, dtype):
+    """ConvTranspose2d(x, output_size=...): the output padding that gives that size, as
+    PyTorch; outputs and gradients."""
+    fm, tm = twins(torch, lambda ns: ns.ConvTranspose2d(4, 6, 3, **kw), dtype)
+    x = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = tm(xt, output_size=list(output_size))
+    y = fm(x, output_size=output_size)
+    assert y.shape == tuple(yt.shape) and tuple(y.shape[-2:]) == tuple(output_size)[-2:]
+    np.testing.assert_allclose(y, yt.detach().numpy(), **TOLS[dtype])
+    g = np.cos(np.arange(y.size)).reshape(y.shape).astype(dtype)
+    yt.backward(torch.tensor(g))
+    np.testing.assert_allclose(fm.backward(g), xt.grad.numpy(), **TOLS[dtype])
+    np.testing.assert_allclose(fm.weight.grad, tm.weight.grad.numpy(), **TOLS[dtype])
+    np.testing.assert_allclose(fm.bias.grad, tm.bias.grad.numpy(), **TOLS[dtype])
+    assert fm(x).shape == tm(xt).shape   # without output_size: the layer's output_padding again
+
+
+def test_conv_transpose2d_output_size_out_of_range(torch):
+    fm = nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1)
+    tm = torch.nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1)
+    x = np.zeros((1, 2, 4, 4), np.float32)
+    for size in [(6, 7), (8, 9)]:
+        with pytest.raises(ValueError, match="requested an output size of"):
+            tm(torch.from_numpy(x), output_size=list(size))
+        with pytest.raises(ValueError, match=r"requested an output size of \(\d+, \d+\), but valid sizes range "
+                                             r"from \(7, 7\) to \(8, 8\)"):
+            fm(x, output_size=size)
+    with pytest.raises(ValueError, match="output_size must have 2 or 4 elements"):
+        fm(x, output_size=(1, 8, 8))
+    with pytest.raises(TypeError, match="output_size"):
+        fm(x, output_size=8)

@@ -291,13 +291,41 @@ class ConvTranspose2d(_ConvNd):
                  groups=1, bias=True, dilation=1, padding_mode="zeros", device=None, dtype=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias, padding_mode, output_padding, device, dtype)
+        self._op = self.output_padding   # the output padding of the last forward
 
-    def forward(self, x):
+    def _output_padding(self, x, output_size):
+        """The layer's output_padding, or, with ``output_size`` (the output's spatial size, or
+        its whole shape), the one that gives that size: PyTorch's rule, sizes from
+        (H - 1) * stride - 2 * padding + dilation * (kernel - 1) + 1 to stride - 1 more."""
+        if output_size is None:
+            return self.output_padding
+        lead = x.ndim - 2
+        if isinstance(output_size, np.ndarray):
+            output_size = output_size.tolist()
+        if not isinstance(output_size, (tuple, list)):
+            raise TypeError(f"{self!r}: output_size must be a tuple or list of ints, got {output_size!r}")
+        size = tuple(check_int(v, "output_size", 0) for v in output_size)
+        if len(size) == lead + 2:
+            size = size[lead:]
+        if len(size) != 2:
+            raise ValueError(f"{self!r}: for {x.ndim}-D input, output_size must have 2 or {lead + 2} elements, "
+                             f"got {output_size!r}")
+        lo = tuple((n - 1) * s - 2 * p + d * (k - 1) + 1 for n, s, p, d, k in
+                   zip(x.shape[-2:], self.stride, self._pad, self.dilation, self.kernel_size))
+        hi = tuple(m + s - 1 for m, s in zip(lo, self.stride))
+        if not all(a <= v <= b for v, a, b in zip(size, lo, hi)):
+            raise ValueError(f"{self!r}: requested an output size of {size}, but valid sizes range from {lo} to "
+                             f"{hi} (for an input of {x.shape[-2:]})")
+        return tuple(v - a for v, a in zip(size, lo))
+
+    def forward(self, x, output_size=None):
         x = self._prep(x)
+        op = self._output_padding(x, output_size)
         self._x = x
+        self._op = op
         b = self.bias
         return F.conv_transpose2d(x, self.weight.data, None if b is None else b.data, self.stride,
-                                  self._pad, self.output_padding, self.groups, self.dilation,
+                                  self._pad, op, self.groups, self.dilation,
                                   weight_cache=self._weight_cache(data=True))
 
     def backward(self, grad_out, need_input_grad=True):
@@ -306,7 +334,7 @@ class ConvTranspose2d(_ConvNd):
             raise _no_forward(self)
         w = self.weight.data
         g = _grad_as(grad_out, w.dtype)
-        gx, gw, gb = F.conv_transpose2d_backward(g, x, w, self.stride, self._pad, self.output_padding,
+        gx, gw, gb = F.conv_transpose2d_backward(g, x, w, self.stride, self._pad, self._op,
                                                  self.groups, self.dilation, need_grad_input=need_input_grad,
                                                  weight_cache=self._weight_cache())
         accumulate(self.weight, gw, owned=True)
