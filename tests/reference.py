@@ -1,4 +1,6 @@
 """Naive NumPy references for every kernel, written for clarity, not speed."""
+import itertools
+
 import numpy as np
 
 
@@ -202,6 +204,36 @@ def ref_interpolate_nearest(x, out, scales, exact, shortcuts):
     for pos in np.ndindex(*out):
         y[lead + pos] = x[lead + tuple(src(a, i) for a, i in enumerate(pos))]
     return y
+
+
+def ref_linear_source(i, n_in, n_out, scale, align_corners):
+    """(i0, i1, w0, w1): the inputs output position i mixes (interpolate, linear modes), in float64."""
+    if n_out == n_in:
+        return i, i, 1.0, 0.0
+    if align_corners:
+        pos = (n_in - 1) / (n_out - 1) * i if n_out > 1 else 0.0
+    else:
+        r = 1.0 / scale if scale is not None else n_in / n_out
+        pos = max(r * (i + 0.5) - 0.5, 0.0)
+    i0 = min(int(np.floor(pos)), n_in - 1)
+    w1 = min(max(pos - i0, 0.0), 1.0)
+    return i0, i0 + (i0 < n_in - 1), 1.0 - w1, w1
+
+
+def ref_interpolate_linear(x, out, scales, align_corners):
+    """x (N, C, L) or (N, C, H, W) resampled linearly to ``out`` with loops, in float64."""
+    spatial = x.shape[2:]
+    axes = [[ref_linear_source(i, n, o, v, align_corners) for i in range(o)]
+            for n, o, v in zip(spatial, out, scales)]
+    x64 = x.astype(np.float64)
+    y = np.zeros(x.shape[:2] + tuple(out))
+    lead = (slice(None), slice(None))
+    for pos in np.ndindex(*out):
+        terms = [[(a[i][0], a[i][2]), (a[i][1], a[i][3])] for a, i in zip(axes, pos)]
+        for combo in itertools.product(*terms):
+            w = np.prod([c[1] for c in combo])
+            y[lead + pos] += w * x64[lead + tuple(c[0] for c in combo)]
+    return y.astype(x.dtype)
 
 
 def ref_softmax(x, dim):

@@ -209,6 +209,10 @@ def _layer_cases():
         ("upsample-exact", lambda ns: ns.Upsample(scale_factor=(0.7, 2.5), mode="nearest-exact"), (2, 3, 5, 6)),
         ("upsample-recompute", lambda ns: ns.Upsample(scale_factor=1.7, recompute_scale_factor=True), (1, 2, 6, 6)),
         ("upsample-1d-fraction", lambda ns: ns.Upsample(scale_factor=1.5), (2, 3, 5)),
+        ("upsample-bilinear", lambda ns: ns.Upsample(scale_factor=2, mode="bilinear"), (2, 3, 4, 5)),
+        ("upsample-bilinear-corners", lambda ns: ns.Upsample(size=(7, 9), mode="bilinear", align_corners=True),
+         (2, 3, 4, 5)),
+        ("upsample-linear", lambda ns: ns.Upsample(scale_factor=1.5, mode="linear"), (2, 3, 5)),
         ("dropout-eval", lambda ns: ns.Dropout(0.5).eval(), (3, 8)),
         ("identity", lambda ns: ns.Identity(), (3, 8)),
     ]

@@ -286,6 +286,77 @@ def test_interpolate_thread_count_invariance(rng):
         assert y.tobytes() == outs[0][0].tobytes() and gx.tobytes() == outs[0][1].tobytes()
 
 
+LINEAR_CASES = [
+    ((2, 3, 5, 7), dict(scale_factor=2)),
+    ((2, 3, 5, 7), dict(scale_factor=2, align_corners=True)),
+    ((2, 3, 5, 7), dict(scale_factor=(1.5, 0.6), align_corners=False)),
+    ((1, 2, 9, 4), dict(size=(4, 11), align_corners=True)),
+    ((1, 2, 9, 4), dict(size=(9, 1), align_corners=True)),           # an axis copied; one position
+    ((1, 2, 9, 4), dict(size=(1, 13))),
+    ((2, 1, 6, 6), dict(scale_factor=1.7, recompute_scale_factor=True)),
+    ((1, 1, 40, 90), dict(scale_factor=(1.3, 3.383783909386838))),   # (single rounding of the positions)
+    ((1, 1, 1, 1), dict(scale_factor=3)),
+    ((0, 3, 5, 7), dict(scale_factor=1.5)),
+    ((2, 3, 11), dict(scale_factor=1.5)),
+    ((2, 3, 11), dict(size=4, align_corners=True)),
+    ((1, 2, 60), dict(scale_factor=2.7)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape,kw", LINEAR_CASES, ids=[f"{s}-{k}" for s, k in LINEAR_CASES])
+def test_interpolate_linear_matches_torch_and_reference(torch, rng, shape, kw, dtype):
+    mode = "linear" if len(shape) == 3 else "bilinear"
+    x = rng.standard_normal(shape).astype(dtype)
+    y = F.interpolate(x, mode=mode, **kw)
+    xt = torch.from_numpy(x).requires_grad_()
+    yt = torch.nn.functional.interpolate(xt, mode=mode, **kw)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-6, atol=1e-6)
+    assert y.dtype == dtype and y.shape == tuple(yt.shape)
+    np.testing.assert_allclose(y, yt.detach().numpy(), **tol)
+    dims = len(shape) - 2
+    sf = kw.get("scale_factor")
+    if "size" in kw:
+        out = kw["size"] if isinstance(kw["size"], tuple) else (kw["size"],) * dims
+        scales = (None,) * dims
+    else:
+        sf = sf if isinstance(sf, tuple) else (sf,) * dims
+        out = tuple(int(np.floor(n * v)) for n, v in zip(shape[2:], sf))
+        scales = (None,) * dims if kw.get("recompute_scale_factor") else sf
+    expected = ref.ref_interpolate_linear(x, out, scales, bool(kw.get("align_corners")))
+    # (the reference's positions are exact; float32 data has them in float32, as PyTorch)
+    np.testing.assert_allclose(y, expected, **(tol if dtype == np.float64 else dict(rtol=1e-4, atol=1e-4)))
+    g = rng.standard_normal(y.shape).astype(dtype)
+    gx = F.interpolate_backward(g, x.shape, mode=mode, **kw)
+    yt.backward(torch.from_numpy(g))
+    assert gx.dtype == dtype and gx.shape == x.shape
+    np.testing.assert_allclose(gx, xt.grad.numpy(), **(tol if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)))
+
+
+def test_interpolate_linear_finite_differences(rng):
+    for shape, kw in [((1, 2, 4, 5), dict(scale_factor=(1.5, 0.6), mode="bilinear")),
+                      ((1, 2, 4, 5), dict(size=(7, 3), mode="bilinear", align_corners=True)),
+                      ((1, 2, 7), dict(size=10, mode="linear"))]:
+        x = rng.standard_normal(shape)
+        y = F.interpolate(x, **kw)
+        g = rng.standard_normal(y.shape)
+        gx = F.interpolate_backward(g, x.shape, **kw)
+        num = numeric_grad(lambda: float((F.interpolate(x, **kw) * g).sum()), x)
+        np.testing.assert_allclose(gx, num, rtol=1e-7, atol=1e-8)
+
+
+def test_interpolate_linear_thread_count_invariance(rng):
+    x = rng.standard_normal((4, 16, 37, 35)).astype(np.float32)
+    g = rng.standard_normal((4, 16, 55, 24)).astype(np.float32)
+    kw = dict(size=(55, 24), mode="bilinear")
+    outs = []
+    for n in (1, 2, 3):
+        with fastcnn.threads(n):
+            outs.append((F.interpolate(x, **kw), F.interpolate_backward(g, x.shape, **kw)))
+    for y, gx in outs[1:]:
+        assert y.tobytes() == outs[0][0].tobytes() and gx.tobytes() == outs[0][1].tobytes()
+
+
 def test_interpolate_bad_arguments():
     x = np.zeros((1, 1, 4, 4), dtype=np.float32)
     with pytest.raises(ValueError, match="exactly one of size and scale_factor"):
@@ -293,7 +364,13 @@ def test_interpolate_bad_arguments():
     with pytest.raises(ValueError, match="exactly one of size and scale_factor"):
         F.interpolate(x, size=3, scale_factor=2)
     with pytest.raises(ValueError, match="mode must be one of"):
-        F.interpolate(x, scale_factor=2, mode="bilinear")
+        F.interpolate(x, scale_factor=2, mode="bicubic")
+    with pytest.raises(ValueError, match=r"mode 'linear' resamples \(N, C, L\) input, got 4-D input"):
+        F.interpolate(x, scale_factor=2, mode="linear")
+    with pytest.raises(ValueError, match=r"mode 'bilinear' resamples \(N, C, H, W\) input, got 3-D input"):
+        F.interpolate(x[0], scale_factor=2, mode="bilinear")
+    with pytest.raises(TypeError, match="align_corners must be a bool"):
+        F.interpolate(x, scale_factor=2, mode="bilinear", align_corners="yes")
     with pytest.raises(ValueError, match="align_corners"):
         F.interpolate(x, scale_factor=2, align_corners=False)
     with pytest.raises(ValueError, match="scale_factor must be positive"):

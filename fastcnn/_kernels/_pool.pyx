@@ -883,3 +883,95 @@ def nearest_backward(const floating[:, :, ::1] g, floating[:, :, ::1] gx, const 
     with nogil:
         for p in prange(P, schedule='static', num_threads=n_threads):
             _nearest_backward_plane(&g[p, 0, 0], &gx[p, 0, 0], H, W, OH, OW, &rows[0], &cols[0])
+
+
+# ---------------------------------------------------------------------------
+# linear resampling: output pixel (i, j) mixes the input rows r0[i], r1[i] with weights
+# a0[i], a1[i] and the columns c0[j], c1[j] with weights b0[j], b1[j]
+# ---------------------------------------------------------------------------
+
+cdef inline void _linear_plane(
+        const floating* x,      # IN READ-ONLY  (H, W)
+        floating* y,            # OUT           (OH, OW)
+        Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+        const Py_ssize_t* r0, const Py_ssize_t* r1, const floating* a0, const floating* a1,
+        const Py_ssize_t* c0, const Py_ssize_t* c1, const floating* b0, const floating* b1,
+        bint one_row) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef const floating* x0
+    cdef const floating* x1
+    cdef floating* out
+    for i in range(OH):
+        x0 = x + r0[i] * W
+        x1 = x + r1[i] * W
+        out = y + i * OW
+        if one_row:
+            for j in range(OW):
+                out[j] = b0[j] * x0[c0[j]] + b1[j] * x0[c1[j]]
+        else:
+            for j in range(OW):
+                out[j] = (a0[i] * (b0[j] * x0[c0[j]] + b1[j] * x0[c1[j]])
+                          + a1[i] * (b0[j] * x1[c0[j]] + b1[j] * x1[c1[j]]))
+
+
+cdef inline void _linear_backward_plane(
+        const floating* g,      # IN READ-ONLY  (OH, OW)
+        floating* gx,           # OUT           (H, W)
+        Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+        const Py_ssize_t* r0, const Py_ssize_t* r1, const floating* a0, const floating* a1,
+        const Py_ssize_t* c0, const Py_ssize_t* c1, const floating* b0, const floating* b1,
+        bint one_row) noexcept nogil:
+    # the output pixels in row-major order, each adding into its two (one row) or four inputs
+    cdef Py_ssize_t i, j
+    cdef const floating* src
+    cdef floating* acc0
+    cdef floating* acc1
+    cdef floating v
+    memset(gx, 0, H * W * sizeof(floating))
+    for i in range(OH):
+        src = g + i * OW
+        acc0 = gx + r0[i] * W
+        acc1 = gx + r1[i] * W
+        if one_row:
+            for j in range(OW):
+                acc0[c0[j]] += b0[j] * src[j]
+                acc0[c1[j]] += b1[j] * src[j]
+        else:
+            for j in range(OW):
+                v = src[j]
+                acc0[c0[j]] += a0[i] * b0[j] * v
+                acc0[c1[j]] += a0[i] * b1[j] * v
+                acc1[c0[j]] += a1[i] * b0[j] * v
+                acc1[c1[j]] += a1[i] * b1[j] * v
+
+
+def linear_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
+                   const Py_ssize_t[::1] r0, const Py_ssize_t[::1] r1, const floating[::1] a0, const floating[::1] a1,
+                   const Py_ssize_t[::1] c0, const Py_ssize_t[::1] c1, const floating[::1] b0, const floating[::1] b1,
+                   bint one_row, int n_threads):
+    """y[p, i, j] = a0[i] (b0[j] x[p, r0[i], c0[j]] + b1[j] x[p, r0[i], c1[j]]) + a1[i] (the same of
+    row r1[i]); with ``one_row``, b0[j] x[p, r0[i], c0[j]] + b1[j] x[p, r0[i], c1[j]]."""
+    cdef Py_ssize_t P = y.shape[0], OH = y.shape[1], OW = y.shape[2], W = x.shape[2], p
+    if P == 0 or OH == 0 or OW == 0:
+        return
+    with nogil:
+        for p in prange(P, schedule='static', num_threads=n_threads):
+            _linear_plane(&x[p, 0, 0], &y[p, 0, 0], W, OH, OW, &r0[0], &r1[0], &a0[0], &a1[0],
+                          &c0[0], &c1[0], &b0[0], &b1[0], one_row)
+
+
+def linear_backward(const floating[:, :, ::1] g, floating[:, :, ::1] gx,
+                    const Py_ssize_t[::1] r0, const Py_ssize_t[::1] r1, const floating[::1] a0,
+                    const floating[::1] a1, const Py_ssize_t[::1] c0, const Py_ssize_t[::1] c1,
+                    const floating[::1] b0, const floating[::1] b1, bint one_row, int n_threads):
+    """The adjoint of linear_forward: gx overwritten with the weighted sums of g."""
+    cdef Py_ssize_t P = gx.shape[0], H = gx.shape[1], W = gx.shape[2], OH = g.shape[1], OW = g.shape[2], p
+    if P == 0 or H == 0 or W == 0:
+        return
+    if OH == 0 or OW == 0:
+        memset(&gx[0, 0, 0], 0, P * H * W * sizeof(floating))
+        return
+    with nogil:
+        for p in prange(P, schedule='static', num_threads=n_threads):
+            _linear_backward_plane(&g[p, 0, 0], &gx[p, 0, 0], H, W, OH, OW, &r0[0], &r1[0], &a0[0], &a1[0],
+                                   &c0[0], &c1[0], &b0[0], &b1[0], one_row)

@@ -341,7 +341,8 @@ def upsample_nearest2d_backward(grad_out, scale_factor):
 # nearest resampling to any size (torch.nn.functional.interpolate)
 # ---------------------------------------------------------------------------
 
-INTERPOLATE_MODES = ("nearest", "nearest-exact")
+INTERPOLATE_MODES = ("nearest", "nearest-exact", "linear", "bilinear")
+_LINEAR_DIMS = {"linear": 1, "bilinear": 2}
 
 
 def _nearest_index(n_in, n_out, scale, exact, two_d, double):
@@ -397,6 +398,45 @@ def _interpolate_plan(spatial, out, scales, mode, double):
     return index, whole
 
 
+def _linear_weights(n_in, n_out, scale, align_corners, dtype):
+    """(i0, i1, w0, w1) of linear resampling along one axis, as PyTorch computes them in
+    the data's precision: output position i reads inputs i0[i], i1[i] with weights w0[i],
+    w1[i]; the source position is r * i (align_corners) or max(r * (i + 0.5) - 0.5, 0), r
+    = (n_in - 1) / (n_out - 1) or 1 / scale or n_in / n_out; i0 = its floor (after
+    rounding to float32), i1 = i0 + 1 but for the last input, w1 = position - i0 clipped
+    to [0, 1], w0 = 1 - w1. An axis of the input's size is copied."""
+    if n_out == n_in:
+        i = np.arange(n_out, dtype=np.intp)
+        return i, i.copy(), np.ones(n_out, dtype), np.zeros(n_out, dtype)
+    f = np.dtype(dtype).type
+    d = np.arange(n_out)
+    if align_corners:
+        r = f(n_in - 1) / f(n_out - 1) if n_out > 1 else f(0)
+        pos = r * d.astype(dtype)
+    else:
+        r = f(1.0 / scale) if scale is not None else f(n_in) / f(n_out)
+        # r * (i + 0.5) - 0.5 as one fused multiply-add (one rounding), as PyTorch's kernel
+        # computes it: exact in float64 for float32 operands, then rounded once
+        pos = (float(r) * (d + 0.5) - 0.5).astype(dtype)
+        pos = np.maximum(pos, f(0))
+    i0 = np.minimum(np.floor(pos.astype(np.float32)).astype(np.intp), n_in - 1)
+    w1 = np.clip(pos - i0.astype(dtype), f(0), f(1)).astype(dtype)
+    i1 = i0 + (i0 < n_in - 1)
+    return i0, i1, (f(1) - w1).astype(dtype), w1
+
+
+@functools.lru_cache(maxsize=256)
+def _linear_plan(spatial, out, scales, align_corners, double):
+    """(i0, i1, w0, w1) of each axis (read-only arrays, see _linear_weights)."""
+    dtype = np.float64 if double else np.float32
+    scales = scales or (None,) * len(spatial)
+    plan = tuple(_linear_weights(n, o, v, align_corners, dtype) for n, o, v in zip(spatial, out, scales))
+    for axis in plan:
+        for a in axis:
+            a.setflags(write=False)
+    return plan
+
+
 def _interpolate_args(x_ndim, spatial, dtype, size, scale_factor, mode, align_corners, recompute_scale_factor,
                       what="interpolate"):
     """(output spatial size, index of each axis, whole factors or None) of an interpolation,
@@ -405,7 +445,14 @@ def _interpolate_args(x_ndim, spatial, dtype, size, scale_factor, mode, align_co
         raise ValueError(f"{what}: expected 3-D (N, C, L) or 4-D (N, C, H, W) input, got {x_ndim}-D")
     if not isinstance(mode, str) or mode not in INTERPOLATE_MODES:
         raise ValueError(f"{what}: mode must be one of {INTERPOLATE_MODES}, got {mode!r}")
-    if align_corners is not None:
+    linear = mode in _LINEAR_DIMS
+    if linear:
+        if _LINEAR_DIMS[mode] != x_ndim - 2:
+            raise ValueError(f"{what}: mode {mode!r} resamples {'(N, C, L)' if mode == 'linear' else '(N, C, H, W)'}"
+                             f" input, got {x_ndim}-D input")
+        if align_corners is not None and not isinstance(align_corners, (bool, np.bool_)):
+            raise TypeError(f"{what}: align_corners must be a bool or None, got {align_corners!r}")
+    elif align_corners is not None:
         raise ValueError(f"{what}: align_corners is only valid for linear modes (must be None)")
     if (size is None) == (scale_factor is None):
         raise ValueError(f"{what}: give exactly one of size and scale_factor")
@@ -427,7 +474,22 @@ def _interpolate_args(x_ndim, spatial, dtype, size, scale_factor, mode, align_co
         if recompute_scale_factor:
             scales = None
     check_size(out, f"{what} output")
+    if linear:
+        return out, _linear_plan(tuple(spatial), out, scales, bool(align_corners), dtype == np.float64), None
     return (out,) + _interpolate_plan(tuple(spatial), out, scales, mode, dtype == np.float64)
+
+
+_ONE_ROW = {}
+
+
+def _linear_args(plan, dtype):
+    """linear_forward's / linear_backward's row and column maps, and whether there is one row."""
+    if len(plan) == 2:
+        return plan[0] + plan[1] + (False,)
+    rows = _ONE_ROW.get(dtype)
+    if rows is None:
+        rows = _ONE_ROW[dtype] = (np.zeros(1, np.intp), np.zeros(1, np.intp), np.ones(1, dtype), np.zeros(1, dtype))
+    return rows + plan[0] + (True,)
 
 
 def _as_2d(a, dims):
@@ -436,16 +498,21 @@ def _as_2d(a, dims):
 
 
 def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None, recompute_scale_factor=None):
-    """Nearest-neighbour resampling, as ``torch.nn.functional.interpolate`` in the modes
-    'nearest' and 'nearest-exact': of the last dimension of (N, C, L) input, of the last
-    two of (N, C, H, W) input, to ``size`` or by ``scale_factor`` (a number, or one per
-    spatial dimension; any positive size or factor, fractions and factors below one too).
+    """Resampling as ``torch.nn.functional.interpolate``: of the last dimension of (N, C, L)
+    input, of the last two of (N, C, H, W) input, to ``size`` or by ``scale_factor`` (a
+    number, or one per spatial dimension; any positive size or factor, fractions and
+    factors below one too). Along an axis of n inputs the output has ``size`` positions,
+    or floor(n * scale_factor).
 
-    Along an axis of n inputs the output has ``size`` positions, or floor(n * scale_factor);
-    output position i reads input min(floor(i * s), n - 1) ('nearest') or
-    min(floor((i + 0.5) * s), n - 1) ('nearest-exact'), with s = 1 / scale_factor, or
-    n / output size where ``size`` is given or ``recompute_scale_factor`` is true
-    (rounded as PyTorch rounds it).
+    Modes 'nearest' and 'nearest-exact': output position i reads input
+    min(floor(i * s), n - 1) ('nearest') or min(floor((i + 0.5) * s), n - 1)
+    ('nearest-exact'), with s = 1 / scale_factor, or n / output size where ``size`` is
+    given or ``recompute_scale_factor`` is true (rounded as PyTorch rounds it).
+
+    Modes 'linear' ((N, C, L) input) and 'bilinear' ((N, C, H, W) input): each output
+    position mixes its two nearest inputs along each axis, at the source position s * i
+    where ``align_corners`` (s = (n - 1) / (output size - 1)), else
+    max(s * (i + 0.5) - 0.5, 0) with s as above.
     """
     x = as_float_array(x, "x", ndim=(3, 4))
     return _interpolate(x, size, scale_factor, mode, align_corners, recompute_scale_factor, "interpolate")
@@ -455,6 +522,11 @@ def _interpolate(x, size, scale_factor, mode, align_corners, recompute_scale_fac
     dims = x.ndim - 2
     out, index, whole = _interpolate_args(x.ndim, x.shape[2:], x.dtype, size, scale_factor, mode, align_corners,
                                           recompute_scale_factor, what)
+    if mode in _LINEAR_DIMS:
+        y = np.empty(check_size(x.shape[:2] + out, f"{what} output"), dtype=x.dtype)
+        _kernels().linear_forward(_as_2d(x, dims), _as_2d(y, dims), *_linear_args(index, x.dtype),
+                                  _threads_for(x, y))
+        return y
     if whole is not None:
         if dims == 1:
             return upsample_nearest2d(x[:, :, None, :], (1, whole[0]))[:, :, 0, :]
@@ -488,6 +560,11 @@ def _interpolate_backward(g, shape, size, scale_factor, mode, align_corners, rec
     if g.shape[2:] != out:
         raise ValueError(f"{what}: grad_out must have shape {shape[:2] + out} (the output for input {shape}), "
                          f"got {g.shape}")
+    if mode in _LINEAR_DIMS:
+        gx = np.empty(shape, dtype=g.dtype)
+        _kernels().linear_backward(_as_2d(g, dims), _as_2d(gx, dims), *_linear_args(index, g.dtype),
+                                   _threads_for(g, gx))
+        return gx
     if whole is not None:
         if dims == 1:
             return upsample_nearest2d_backward(g[:, :, None, :], (1, whole[0]))[:, :, 0, :]

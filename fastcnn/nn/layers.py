@@ -796,10 +796,11 @@ class Unflatten(Module):
 
 
 class Upsample(Module):
-    """Nearest-neighbour resampling, as ``torch.nn.Upsample`` in the modes 'nearest' and
-    'nearest-exact' (see ``F.interpolate``): of the last dimension of (N, C, L) input, of
-    the last two of (N, C, H, W) input, to ``size`` or by ``scale_factor`` (a number, or
-    one per spatial dimension; fractions and factors below one too)."""
+    """Resampling as ``torch.nn.Upsample`` (see ``F.interpolate``): modes 'nearest' and
+    'nearest-exact', 'linear' of (N, C, L) input and 'bilinear' of (N, C, H, W) input (with
+    ``align_corners``); of the last dimension of (N, C, L) input, of the last two of
+    (N, C, H, W) input, to ``size`` or by ``scale_factor`` (a number, or one per spatial
+    dimension; fractions and factors below one too)."""
 
     def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None,
                  recompute_scale_factor=None):
@@ -807,12 +808,15 @@ class Upsample(Module):
         if not isinstance(mode, str) or mode not in INTERPOLATE_MODES:
             raise ValueError(f"Upsample: mode must be one of {INTERPOLATE_MODES} (the modes supported), "
                              f"got {mode!r}")
-        if align_corners is not None:
+        if mode in ("linear", "bilinear"):
+            if align_corners is not None and not isinstance(align_corners, (bool, np.bool_)):
+                raise TypeError(f"Upsample: align_corners must be a bool or None, got {align_corners!r}")
+        elif align_corners is not None:
             raise ValueError("Upsample: align_corners is only valid for linear modes (must be None)")
         if (size is None) == (scale_factor is None):
             raise ValueError("Upsample: give exactly one of size and scale_factor")
         self.mode = mode
-        self.align_corners = None
+        self.align_corners = None if align_corners is None else bool(align_corners)
         self.recompute_scale_factor = recompute_scale_factor
         self.size = None
         self.scale_factor = None
@@ -834,7 +838,7 @@ class Upsample(Module):
         if x.ndim not in (3, 4):
             raise ValueError(f"{self!r}: expected 3-D (N, C, L) or 4-D (N, C, H, W) input, got shape {x.shape}")
         x = as_float_array(x, "x", ndim=(3, 4))
-        y = _interpolate(x, self.size, self.scale_factor, self.mode, None, self.recompute_scale_factor,
+        y = _interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners, self.recompute_scale_factor,
                          repr(self))
         self._used = (x.shape, y.shape)
         return y
@@ -847,7 +851,7 @@ class Upsample(Module):
         shape, out = self._used
         _grad_shape(grad_out, out)
         g = as_float_array(grad_out, "grad_out", ndim=(3, 4))
-        return _interpolate_backward(g, shape, self.size, self.scale_factor, self.mode, None,
+        return _interpolate_backward(g, shape, self.size, self.scale_factor, self.mode, self.align_corners,
                                      self.recompute_scale_factor, repr(self))
 
     def extra_repr(self):
