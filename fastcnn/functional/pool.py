@@ -1,9 +1,10 @@
-"""Pooling and nearest upsampling: checks, allocation, kernel calls.
+"""Pooling and resampling (nearest, linear): checks, allocation, kernel calls.
 
 Inputs are (N, C, H, W) or (C, H, W) arrays, float32 or float64; outputs
 have the same number of dimensions. Semantics are PyTorch's (output sizes,
 ceil_mode, padding rules, argmax indices as flat positions within each
-H x W plane, ``count_include_pad``).
+H x W plane, ``count_include_pad``). ``interpolate`` takes (N, C, L) or
+(N, C, H, W) input, as PyTorch's.
 """
 import functools
 import math
@@ -338,7 +339,7 @@ def upsample_nearest2d_backward(grad_out, scale_factor):
 
 
 # ---------------------------------------------------------------------------
-# nearest resampling to any size (torch.nn.functional.interpolate)
+# resampling to any size (torch.nn.functional.interpolate): nearest and linear modes
 # ---------------------------------------------------------------------------
 
 INTERPOLATE_MODES = ("nearest", "nearest-exact", "linear", "bilinear")
