@@ -1,13 +1,13 @@
-"""Micro-benchmarks of pooling, batch norm, activations and losses.
+"""Micro-benchmarks of pooling, batch norm, activations, losses and resampling.
 
 As pytest-benchmark (groups per op, parametrised by thread count), from the
 repository root:
 
     python -m pytest bench/bench_pointwise.py
 
-As a script, a table fastcnn vs PyTorch on the three reference problems
-(same thread count for both, repetitions alternating between the engines,
-medians reported):
+As a script, a table fastcnn vs PyTorch on the three reference problems and
+two resamplings (same thread count for both, repetitions alternating between
+the engines, medians reported):
 
     python bench/bench_pointwise.py [--threads 2] [--repeats 9]
 """
@@ -88,10 +88,33 @@ def crossentropy_case(rng):
     return fc, torch_fn
 
 
+def interpolate_case(**kw):
+    def make(rng):
+        x = rng.standard_normal((64, 32, 28, 28), dtype=np.float32)
+
+        def fc():
+            y = F.interpolate(x, **kw)
+            return F.interpolate_backward(y, x.shape, **kw)
+
+        def torch_fn(torch):
+            xt = torch.from_numpy(x).requires_grad_()
+
+            def run():
+                y = torch.nn.functional.interpolate(xt, **kw)
+                y.backward(y.detach())
+                xt.grad = None
+            return run
+        return fc, torch_fn
+    return make
+
+
+# name -> (case, the speed-up over PyTorch its issue asks for, or None)
 CASES = {
     "max_pool2d 2x2 64x32x28x28 fwd+bwd": (maxpool_case, 10.0),
     "batch_norm2d 64x64x32x32 fwd+bwd": (batchnorm_case, 2.0),
     "cross_entropy 256x10 fwd+bwd": (crossentropy_case, 3.0),
+    "interpolate nearest x1.5 64x32x28x28 fwd+bwd": (interpolate_case(scale_factor=1.5), None),
+    "interpolate bilinear x2 64x32x28x28 fwd+bwd": (interpolate_case(scale_factor=2, mode="bilinear"), None),
 }
 
 
@@ -120,6 +143,14 @@ def bench_max_pool2d_fwd_bwd(benchmark, at_threads):
 def bench_avg_pool2d_fwd_bwd(benchmark, at_threads):
     x = np.random.default_rng(0).standard_normal((64, 32, 28, 28), dtype=np.float32)
     benchmark(lambda: F.avg_pool2d_backward(F.avg_pool2d(x, 2), x.shape, 2))
+
+
+@pytest.mark.benchmark(group="interpolate")
+@pytest.mark.parametrize("mode,scale", [("nearest", 1.5), ("bilinear", 2)])
+@per_threads
+def bench_interpolate_fwd_bwd(benchmark, at_threads, mode, scale):
+    fc, _ = interpolate_case(scale_factor=scale, mode=mode)(np.random.default_rng(0))
+    benchmark(fc)
 
 
 @pytest.mark.benchmark(group="batch_norm2d")
@@ -190,12 +221,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
     rows = compare(args.threads, args.repeats)
     print(f"threads={args.threads}, medians of {args.repeats} alternating repetitions")
-    print(f"{'problem':40s} {'fastcnn':>11s} {'PyTorch':>11s} {'speed-up':>9s} {'target':>7s} "
+    print(f"{'problem':44s} {'fastcnn':>11s} {'PyTorch':>11s} {'speed-up':>9s} {'target':>7s} "
           f"{'best/best':>9s}")
     for name, ta, tb, ratio, target, best in rows:
         def fmt(t):
             return f"{t * 1e3:8.3f} ms" if t >= 1e-3 else f"{t * 1e6:8.1f} us"
-        print(f"{name:40s} {fmt(ta):>11s} {fmt(tb):>11s} {ratio:8.2f}x {target:6.0f}x {best:8.2f}x")
+        goal = "-" if target is None else f"{target:.0f}x"
+        print(f"{name:44s} {fmt(ta):>11s} {fmt(tb):>11s} {ratio:8.2f}x {goal:>7s} {best:8.2f}x")
     print("times and speed-up: medians; best/best: ratio of the fastest repetitions "
           "(less sensitive to other processes on a shared machine)")
 
