@@ -421,10 +421,22 @@ def _random_layer(rng, n, c, h, w):
         name = str(rng.choice(["ReLU", "LeakyReLU", "Tanh", "Sigmoid"]))
         slope = float(rng.choice([0.2, -0.3, 1.5]))
         return (lambda ns: ns.LeakyReLU(slope)) if name == "LeakyReLU" else (lambda ns: getattr(ns, name)()), c, h, w
-    f = int(rng.integers(1, 4))
-    if h * f > 40 or w * f > 40:
+    if rng.random() < 0.5:
+        f = int(rng.integers(1, 4))
+        if h * f > 40 or w * f > 40:
+            return None
+        return lambda ns: ns.Upsample(scale_factor=f), c, h * f, w * f
+    # bilinear, to a size or by a factor (nearest to other sizes has its own tests: in float64
+    # PyTorch's backward reads positions in float32 arithmetic, its forward in float64)
+    oh, ow = int(rng.integers(1, 2 * h + 3)), int(rng.integers(1, 2 * w + 3))
+    ac = [None, True, False][int(rng.integers(0, 3))]
+    if rng.random() < 0.5:
+        return lambda ns: ns.Upsample(size=(oh, ow), mode="bilinear", align_corners=ac), c, oh, ow
+    f = (float(rng.choice([0.5, 1.5, 2.0, 2.5])), float(rng.choice([0.7, 1.0, 1.5, 3.0])))
+    oh, ow = int(h * f[0]), int(w * f[1])
+    if oh < 1 or ow < 1:
         return None
-    return lambda ns: ns.Upsample(scale_factor=f), c, h * f, w * f
+    return lambda ns: ns.Upsample(scale_factor=f, mode="bilinear", align_corners=ac), c, oh, ow
 
 
 def _random_layer_stack(seed):
