@@ -265,23 +265,29 @@ def test_interpolate_float64_positions_and_pytorch_gradient(torch):
     assert gx[0, 0, 30] == 1.0 and gx.sum() == 1.0
 
 
-def test_interpolate_finite_differences(rng):
-    for shape, kw in [((1, 2, 4, 5), dict(scale_factor=(1.5, 0.6))), ((1, 2, 7), dict(size=10, mode="nearest-exact"))]:
-        x = rng.standard_normal(shape)
-        y = F.interpolate(x, **kw)
-        g = rng.standard_normal(y.shape)
-        gx = F.interpolate_backward(g, x.shape, **kw)
-        num = numeric_grad(lambda: float((F.interpolate(x, **kw) * g).sum()), x)
-        np.testing.assert_allclose(gx, num, rtol=1e-7, atol=1e-8)
+@pytest.mark.parametrize("shape,kw", [((1, 2, 4, 5), dict(scale_factor=(1.5, 0.6))),
+                                      ((1, 2, 7), dict(size=10, mode="nearest-exact")),
+                                      ((1, 2, 4, 5), dict(scale_factor=(1.5, 0.6), mode="bilinear")),
+                                      ((1, 2, 4, 5), dict(size=(7, 3), mode="bilinear", align_corners=True)),
+                                      ((1, 2, 7), dict(size=10, mode="linear"))])
+def test_interpolate_finite_differences(rng, shape, kw):
+    x = rng.standard_normal(shape)
+    y = F.interpolate(x, **kw)
+    g = rng.standard_normal(y.shape)
+    gx = F.interpolate_backward(g, x.shape, **kw)
+    num = numeric_grad(lambda: float((F.interpolate(x, **kw) * g).sum()), x)
+    np.testing.assert_allclose(gx, num, rtol=1e-7, atol=1e-8)
 
 
-def test_interpolate_thread_count_invariance(rng):
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_interpolate_thread_count_invariance(rng, mode):
     x = rng.standard_normal((4, 16, 37, 35)).astype(np.float32)
     g = rng.standard_normal((4, 16, 55, 24)).astype(np.float32)
+    kw = dict(size=(55, 24), mode=mode)
     outs = []
     for n in (1, 2, 3):
         with fastcnn.threads(n):
-            outs.append((F.interpolate(x, size=(55, 24)), F.interpolate_backward(g, x.shape, size=(55, 24))))
+            outs.append((F.interpolate(x, **kw), F.interpolate_backward(g, x.shape, **kw)))
     for y, gx in outs[1:]:
         assert y.tobytes() == outs[0][0].tobytes() and gx.tobytes() == outs[0][1].tobytes()
 
@@ -331,30 +337,6 @@ def test_interpolate_linear_matches_torch_and_reference(torch, rng, shape, kw, d
     yt.backward(torch.from_numpy(g))
     assert gx.dtype == dtype and gx.shape == x.shape
     np.testing.assert_allclose(gx, xt.grad.numpy(), **(tol if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)))
-
-
-def test_interpolate_linear_finite_differences(rng):
-    for shape, kw in [((1, 2, 4, 5), dict(scale_factor=(1.5, 0.6), mode="bilinear")),
-                      ((1, 2, 4, 5), dict(size=(7, 3), mode="bilinear", align_corners=True)),
-                      ((1, 2, 7), dict(size=10, mode="linear"))]:
-        x = rng.standard_normal(shape)
-        y = F.interpolate(x, **kw)
-        g = rng.standard_normal(y.shape)
-        gx = F.interpolate_backward(g, x.shape, **kw)
-        num = numeric_grad(lambda: float((F.interpolate(x, **kw) * g).sum()), x)
-        np.testing.assert_allclose(gx, num, rtol=1e-7, atol=1e-8)
-
-
-def test_interpolate_linear_thread_count_invariance(rng):
-    x = rng.standard_normal((4, 16, 37, 35)).astype(np.float32)
-    g = rng.standard_normal((4, 16, 55, 24)).astype(np.float32)
-    kw = dict(size=(55, 24), mode="bilinear")
-    outs = []
-    for n in (1, 2, 3):
-        with fastcnn.threads(n):
-            outs.append((F.interpolate(x, **kw), F.interpolate_backward(g, x.shape, **kw)))
-    for y, gx in outs[1:]:
-        assert y.tobytes() == outs[0][0].tobytes() and gx.tobytes() == outs[0][1].tobytes()
 
 
 def test_interpolate_bad_arguments():

@@ -864,7 +864,7 @@ def nearest_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, const Py
                     const Py_ssize_t[::1] cols, int n_threads):
     """y[p, i, j] = x[p, rows[i], cols[j]]; rows and cols index x's rows and columns."""
     cdef Py_ssize_t P = y.shape[0], OH = y.shape[1], OW = y.shape[2], W = x.shape[2], p
-    if P == 0 or OH == 0 or OW == 0:
+    if P == 0:   # (the sizes are >= 1)
         return
     with nogil:
         for p in prange(P, schedule='static', num_threads=n_threads):
@@ -875,10 +875,7 @@ def nearest_backward(const floating[:, :, ::1] g, floating[:, :, ::1] gx, const 
                      const Py_ssize_t[::1] cols, int n_threads):
     """gx[p, rows[i], cols[j]] += g[p, i, j] over the output pixels (gx overwritten)."""
     cdef Py_ssize_t P = gx.shape[0], H = gx.shape[1], W = gx.shape[2], OH = g.shape[1], OW = g.shape[2], p
-    if P == 0 or H == 0 or W == 0:
-        return
-    if OH == 0 or OW == 0:
-        memset(&gx[0, 0, 0], 0, P * H * W * sizeof(floating))
+    if P == 0:   # (the sizes are >= 1)
         return
     with nogil:
         for p in prange(P, schedule='static', num_threads=n_threads):
@@ -952,7 +949,7 @@ def linear_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
     """y[p, i, j] = a0[i] (b0[j] x[p, r0[i], c0[j]] + b1[j] x[p, r0[i], c1[j]]) + a1[i] (the same of
     row r1[i]); with ``one_row``, b0[j] x[p, r0[i], c0[j]] + b1[j] x[p, r0[i], c1[j]]."""
     cdef Py_ssize_t P = y.shape[0], OH = y.shape[1], OW = y.shape[2], W = x.shape[2], p
-    if P == 0 or OH == 0 or OW == 0:
+    if P == 0:   # (the sizes are >= 1)
         return
     with nogil:
         for p in prange(P, schedule='static', num_threads=n_threads):
@@ -966,10 +963,7 @@ def linear_backward(const floating[:, :, ::1] g, floating[:, :, ::1] gx,
                     const floating[::1] b0, const floating[::1] b1, bint one_row, int n_threads):
     """The adjoint of linear_forward: gx overwritten with the weighted sums of g."""
     cdef Py_ssize_t P = gx.shape[0], H = gx.shape[1], W = gx.shape[2], OH = g.shape[1], OW = g.shape[2], p
-    if P == 0 or H == 0 or W == 0:
-        return
-    if OH == 0 or OW == 0:
-        memset(&gx[0, 0, 0], 0, P * H * W * sizeof(floating))
+    if P == 0:   # (the sizes are >= 1)
         return
     with nogil:
         for p in prange(P, schedule='static', num_threads=n_threads):

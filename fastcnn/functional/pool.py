@@ -520,22 +520,9 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
 
 
 def _interpolate(x, size, scale_factor, mode, align_corners, recompute_scale_factor, what):
-    dims = x.ndim - 2
-    out, index, whole = _interpolate_args(x.ndim, x.shape[2:], x.dtype, size, scale_factor, mode, align_corners,
-                                          recompute_scale_factor, what)
-    if mode in _LINEAR_DIMS:
-        y = np.empty(check_size(x.shape[:2] + out, f"{what} output"), dtype=x.dtype)
-        _kernels().linear_forward(_as_2d(x, dims), _as_2d(y, dims), *_linear_args(index, x.dtype),
-                                  _threads_for(x, y))
-        return y
-    if whole is not None:
-        if dims == 1:
-            return upsample_nearest2d(x[:, :, None, :], (1, whole[0]))[:, :, 0, :]
-        return upsample_nearest2d(x, whole)
-    y = np.empty(check_size(x.shape[:2] + out, f"{what} output"), dtype=x.dtype)
-    rows, cols = ((np.zeros(1, np.intp),) + index) if dims == 1 else index
-    _kernels().nearest_forward(_as_2d(x, dims), _as_2d(y, dims), rows, cols, _threads_for(x, y))
-    return y
+    out, maps, whole = _interpolate_args(x.ndim, x.shape[2:], x.dtype, size, scale_factor, mode, align_corners,
+                                         recompute_scale_factor, what)
+    return _resample(x, check_size(x.shape[:2] + out, f"{what} output"), mode, maps, whole, backward=False)
 
 
 def interpolate_backward(grad_out, input_shape, size=None, scale_factor=None, mode="nearest", align_corners=None,
@@ -555,22 +542,27 @@ def interpolate_backward(grad_out, input_shape, size=None, scale_factor=None, mo
 
 
 def _interpolate_backward(g, shape, size, scale_factor, mode, align_corners, recompute_scale_factor, what):
-    dims = g.ndim - 2
-    out, index, whole = _interpolate_args(g.ndim, shape[2:], g.dtype, size, scale_factor, mode, align_corners,
-                                          recompute_scale_factor, what)
+    out, maps, whole = _interpolate_args(g.ndim, shape[2:], g.dtype, size, scale_factor, mode, align_corners,
+                                         recompute_scale_factor, what)
     if g.shape[2:] != out:
         raise ValueError(f"{what}: grad_out must have shape {shape[:2] + out} (the output for input {shape}), "
                          f"got {g.shape}")
-    if mode in _LINEAR_DIMS:
-        gx = np.empty(shape, dtype=g.dtype)
-        _kernels().linear_backward(_as_2d(g, dims), _as_2d(gx, dims), *_linear_args(index, g.dtype),
-                                   _threads_for(g, gx))
-        return gx
+    return _resample(g, shape, mode, maps, whole, backward=True)
+
+
+def _resample(src, dst_shape, mode, maps, whole, backward):
+    """A new array of ``dst_shape``: ``src`` resampled with the maps of _interpolate_args,
+    or (``backward``) the gradient src of such a resampling taken back to its input."""
+    dims = src.ndim - 2
     if whole is not None:
-        if dims == 1:
-            return upsample_nearest2d_backward(g[:, :, None, :], (1, whole[0]))[:, :, 0, :]
-        return upsample_nearest2d_backward(g, whole)
-    gx = np.empty(shape, dtype=g.dtype)
-    rows, cols = ((np.zeros(1, np.intp),) + index) if dims == 1 else index
-    _kernels().nearest_backward(_as_2d(g, dims), _as_2d(gx, dims), rows, cols, _threads_for(g, gx))
-    return gx
+        up = upsample_nearest2d_backward if backward else upsample_nearest2d
+        return up(src[:, :, None, :], (1, whole[0]))[:, :, 0, :] if dims == 1 else up(src, whole)
+    k = _kernels()
+    if mode in _LINEAR_DIMS:
+        kernel, args = (k.linear_backward if backward else k.linear_forward), _linear_args(maps, src.dtype)
+    else:
+        kernel = k.nearest_backward if backward else k.nearest_forward
+        args = ((np.zeros(1, np.intp),) + maps) if dims == 1 else maps
+    dst = np.empty(dst_shape, dtype=src.dtype)
+    kernel(_as_2d(src, dims), _as_2d(dst, dims), *args, _threads_for(src, dst))
+    return dst
