@@ -355,6 +355,11 @@ def test_interpolate_bad_arguments():
         F.interpolate(x, scale_factor=2, mode="bilinear", align_corners="yes")
     with pytest.raises(ValueError, match="align_corners"):
         F.interpolate(x, scale_factor=2, align_corners=False)
+    with pytest.raises(ValueError, match="antialias=True is not supported"):
+        F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True)
+    with pytest.raises(TypeError, match="antialias must be a bool"):
+        F.interpolate(x, scale_factor=0.5, antialias=None)
+    assert F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=False).shape == (1, 1, 2, 2)
     with pytest.raises(ValueError, match="scale_factor must be positive"):
         F.interpolate(x, scale_factor=-2)
     with pytest.raises(ValueError, match="scale_factor must be positive"):

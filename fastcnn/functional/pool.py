@@ -498,7 +498,8 @@ def _as_2d(a, dims):
     return a.reshape(-1, 1, a.shape[-1]) if dims == 1 else _planes(a)
 
 
-def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None, recompute_scale_factor=None):
+def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None, recompute_scale_factor=None,
+                antialias=False):
     """Resampling as ``torch.nn.functional.interpolate``: of the last dimension of (N, C, L)
     input, of the last two of (N, C, H, W) input, to ``size`` or by ``scale_factor`` (a
     number, or one per spatial dimension; any positive size or factor, fractions and
@@ -513,10 +514,19 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
     Modes 'linear' ((N, C, L) input) and 'bilinear' ((N, C, H, W) input): each output
     position mixes its two nearest inputs along each axis, at the source position s * i
     where ``align_corners`` (s = (n - 1) / (output size - 1)), else
-    max(s * (i + 0.5) - 0.5, 0) with s as above.
+    max(s * (i + 0.5) - 0.5, 0) with s as above. ``antialias``: False only (PyTorch's
+    antialiased downsampling is not provided).
     """
+    _check_antialias(antialias)
     x = as_float_array(x, "x", ndim=(3, 4))
     return _interpolate(x, size, scale_factor, mode, align_corners, recompute_scale_factor, "interpolate")
+
+
+def _check_antialias(antialias):
+    if not isinstance(antialias, (bool, np.bool_)):
+        raise TypeError(f"interpolate: antialias must be a bool, got {antialias!r}")
+    if antialias:
+        raise ValueError("interpolate: antialias=True is not supported (antialias must be False)")
 
 
 def _interpolate(x, size, scale_factor, mode, align_corners, recompute_scale_factor, what):
@@ -526,9 +536,11 @@ def _interpolate(x, size, scale_factor, mode, align_corners, recompute_scale_fac
 
 
 def interpolate_backward(grad_out, input_shape, size=None, scale_factor=None, mode="nearest", align_corners=None,
-                         recompute_scale_factor=None):
+                         recompute_scale_factor=None, antialias=False):
     """Gradient of ``interpolate`` of an input of ``input_shape``: each input position sums
-    the gradients of the output positions that read it (in row-major order)."""
+    the gradients of the output positions that read it, with their weights (in row-major
+    order)."""
+    _check_antialias(antialias)
     g = as_float_array(grad_out, "grad_out", ndim=(3, 4))
     try:
         shape = tuple(check_int(v, "input_shape", 0) for v in input_shape)
