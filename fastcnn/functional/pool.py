@@ -382,20 +382,23 @@ def _per_axis(v, dims, name, kind, what):
 
 @functools.lru_cache(maxsize=256)
 def _interpolate_plan(spatial, out, scales, mode, double):
-    """(index of each axis (a tuple of read-only arrays), whole factors or None) of the
-    interpolation of ``spatial`` to ``out`` with ``scales`` (None, or one per axis,
-    None where the factor is not used as given), of float64 data where ``double``."""
+    """(the rows' and the columns' index (read-only arrays; (N, C, L) input has one row),
+    whole factors or None) of the nearest interpolation of ``spatial`` to ``out`` with
+    ``scales`` (None, or one per axis, None where the factor is not used as given), of
+    float64 data where ``double``."""
     exact = mode == "nearest-exact"
     scales = scales or (None,) * len(spatial)
     index = tuple(_nearest_index(n, o, v, exact, len(spatial) == 2, double)
                   for n, o, v in zip(spatial, out, scales))
     for a in index:
-        a.setflags(write=False)
+        _read_only(a)
     # whole factors where every axis reads as upsample_nearest2d does (its kernel copies rows)
     whole = tuple(o // n for n, o in zip(spatial, out))
     if any(f < 1 or o != n * f or not np.array_equal(a, np.arange(o) // f)
            for n, o, f, a in zip(spatial, out, whole, index)):
         whole = None
+    if len(spatial) == 1:   # (N, C, L) input: planes of one row
+        index = (_read_only(np.zeros(1, np.intp)),) + index
     return index, whole
 
 
@@ -428,35 +431,53 @@ def _linear_weights(n_in, n_out, scale, align_corners, dtype):
 
 @functools.lru_cache(maxsize=256)
 def _linear_plan(spatial, out, scales, align_corners, double):
-    """(i0, i1, w0, w1) of each axis (read-only arrays, see _linear_weights)."""
+    """(i0, i1, w0, w1) of the rows, then of the columns (read-only arrays, see
+    _linear_weights); (N, C, L) input has one row, read with weight 1."""
     dtype = np.float64 if double else np.float32
     scales = scales or (None,) * len(spatial)
     plan = tuple(_linear_weights(n, o, v, align_corners, dtype) for n, o, v in zip(spatial, out, scales))
-    for axis in plan:
-        for a in axis:
-            a.setflags(write=False)
-    return plan
+    if len(spatial) == 1:
+        plan = (_linear_weights(1, 1, None, False, dtype),) + plan
+    return tuple(_read_only(a) for axis in plan for a in axis)
 
 
-def _interpolate_args(x_ndim, spatial, dtype, size, scale_factor, mode, align_corners, recompute_scale_factor,
-                      what="interpolate"):
-    """(output spatial size, index of each axis, whole factors or None) of an interpolation,
-    its arguments checked (``what`` names the caller in messages)."""
-    if x_ndim not in (3, 4):
-        raise ValueError(f"{what}: expected 3-D (N, C, L) or 4-D (N, C, H, W) input, got {x_ndim}-D")
+def _read_only(a):
+    a.setflags(write=False)
+    return a
+
+
+def check_interpolate_options(mode, align_corners, size, scale_factor, what="interpolate"):
+    """The mode, align_corners (linear modes: a bool or None; else None) and that exactly
+    one of size and scale_factor is given, checked."""
     if not isinstance(mode, str) or mode not in INTERPOLATE_MODES:
         raise ValueError(f"{what}: mode must be one of {INTERPOLATE_MODES}, got {mode!r}")
-    linear = mode in _LINEAR_DIMS
-    if linear:
-        if _LINEAR_DIMS[mode] != x_ndim - 2:
-            raise ValueError(f"{what}: mode {mode!r} resamples {'(N, C, L)' if mode == 'linear' else '(N, C, H, W)'}"
-                             f" input, got {x_ndim}-D input")
+    if mode in _LINEAR_DIMS:
         if align_corners is not None and not isinstance(align_corners, (bool, np.bool_)):
             raise TypeError(f"{what}: align_corners must be a bool or None, got {align_corners!r}")
     elif align_corners is not None:
         raise ValueError(f"{what}: align_corners is only valid for linear modes (must be None)")
     if (size is None) == (scale_factor is None):
         raise ValueError(f"{what}: give exactly one of size and scale_factor")
+
+
+def check_scale(v, scale_factor, what="interpolate"):
+    """One factor ``v`` of ``scale_factor``, a positive finite number, as a float."""
+    v = check_float(v, "scale_factor")
+    if not 0 < v < math.inf:
+        raise ValueError(f"{what}: scale_factor must be positive and finite, got {scale_factor!r}")
+    return v
+
+
+def _interpolate_args(x_ndim, spatial, dtype, size, scale_factor, mode, align_corners, recompute_scale_factor,
+                      what="interpolate"):
+    """(output spatial size, the kernel's maps (rows then columns: see _interpolate_plan and
+    _linear_plan), whole factors or None) of an interpolation, its arguments checked
+    (``what`` names the caller in messages)."""
+    check_interpolate_options(mode, align_corners, size, scale_factor, what)
+    linear = mode in _LINEAR_DIMS
+    if linear and _LINEAR_DIMS[mode] != x_ndim - 2:
+        raise ValueError(f"{what}: mode {mode!r} resamples {'(N, C, L)' if mode == 'linear' else '(N, C, H, W)'}"
+                         f" input, got {x_ndim}-D input")
     if 0 in spatial:
         raise ValueError(f"{what}: input must have non-empty spatial dimensions, got {spatial}")
     dims = len(spatial)
@@ -464,10 +485,8 @@ def _interpolate_args(x_ndim, spatial, dtype, size, scale_factor, mode, align_co
     if size is not None:
         out = tuple(check_int(v, "size", 1) for v in _per_axis(size, dims, "size", "an int", what))
     else:
-        scales = tuple(check_float(v, "scale_factor")
+        scales = tuple(check_scale(v, scale_factor, what)
                        for v in _per_axis(scale_factor, dims, "scale_factor", "a number", what))
-        if not all(0 < v < math.inf for v in scales):
-            raise ValueError(f"{what}: scale_factor must be positive and finite, got {scale_factor!r}")
         out = tuple(int(math.floor(float(n) * v)) for n, v in zip(spatial, scales))
         if min(out) < 1:
             raise ValueError(f"{what}: scale_factor {scale_factor!r} makes an empty output {out} of input "
@@ -478,19 +497,6 @@ def _interpolate_args(x_ndim, spatial, dtype, size, scale_factor, mode, align_co
     if linear:
         return out, _linear_plan(tuple(spatial), out, scales, bool(align_corners), dtype == np.float64), None
     return (out,) + _interpolate_plan(tuple(spatial), out, scales, mode, dtype == np.float64)
-
-
-_ONE_ROW = {}
-
-
-def _linear_args(plan, dtype):
-    """linear_forward's / linear_backward's row and column maps, and whether there is one row."""
-    if len(plan) == 2:
-        return plan[0] + plan[1] + (False,)
-    rows = _ONE_ROW.get(dtype)
-    if rows is None:
-        rows = _ONE_ROW[dtype] = (np.zeros(1, np.intp), np.zeros(1, np.intp), np.ones(1, dtype), np.zeros(1, dtype))
-    return rows + plan[0] + (True,)
 
 
 def _as_2d(a, dims):
@@ -571,10 +577,9 @@ def _resample(src, dst_shape, mode, maps, whole, backward):
         return up(src[:, :, None, :], (1, whole[0]))[:, :, 0, :] if dims == 1 else up(src, whole)
     k = _kernels()
     if mode in _LINEAR_DIMS:
-        kernel, args = (k.linear_backward if backward else k.linear_forward), _linear_args(maps, src.dtype)
+        kernel, args = (k.linear_backward if backward else k.linear_forward), maps + (dims == 1,)
     else:
-        kernel = k.nearest_backward if backward else k.nearest_forward
-        args = ((np.zeros(1, np.intp),) + maps) if dims == 1 else maps
+        kernel, args = (k.nearest_backward if backward else k.nearest_forward), maps
     dst = np.empty(dst_shape, dtype=src.dtype)
     kernel(_as_2d(src, dims), _as_2d(dst, dims), *args, _threads_for(src, dst))
     return dst

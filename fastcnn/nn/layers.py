@@ -13,8 +13,8 @@ from .. import functional as F
 from .. import init
 from .._random import default_generator, resolve
 from ..functional._checks import as_float_array, check_float, check_int, pair
-from ..functional.pool import (INTERPOLATE_MODES, _interpolate, _interpolate_backward, _max_pool2d_2x2,
-                               _max_pool2d_2x2_backward, _padding_only_windows)
+from ..functional.pool import (_interpolate, _interpolate_backward, _max_pool2d_2x2, _max_pool2d_2x2_backward,
+                               _padding_only_windows, check_interpolate_options, check_scale)
 from ..functional.conv import InputCache, WeightCache
 from .module import Module, Parameter, _check_dtype, accumulate
 
@@ -805,16 +805,7 @@ class Upsample(Module):
     def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None,
                  recompute_scale_factor=None):
         super().__init__()
-        if not isinstance(mode, str) or mode not in INTERPOLATE_MODES:
-            raise ValueError(f"Upsample: mode must be one of {INTERPOLATE_MODES} (the modes supported), "
-                             f"got {mode!r}")
-        if mode in ("linear", "bilinear"):
-            if align_corners is not None and not isinstance(align_corners, (bool, np.bool_)):
-                raise TypeError(f"Upsample: align_corners must be a bool or None, got {align_corners!r}")
-        elif align_corners is not None:
-            raise ValueError("Upsample: align_corners is only valid for linear modes (must be None)")
-        if (size is None) == (scale_factor is None):
-            raise ValueError("Upsample: give exactly one of size and scale_factor")
+        check_interpolate_options(mode, align_corners, size, scale_factor, "Upsample")
         self.mode = mode
         self.align_corners = None if align_corners is None else bool(align_corners)
         self.recompute_scale_factor = recompute_scale_factor
@@ -824,12 +815,7 @@ class Upsample(Module):
             sizes = tuple(check_int(v, "size", 1) for v in _one_or_two(size, "size"))
             self.size = sizes if isinstance(size, (tuple, list)) else sizes[0]
         else:
-            scales = []
-            for v in _one_or_two(scale_factor, "scale_factor"):
-                v = check_float(v, "scale_factor")
-                if not 0 < v < math.inf:
-                    raise ValueError(f"Upsample: scale_factor must be positive and finite, got {scale_factor!r}")
-                scales.append(v)
+            scales = [check_scale(v, scale_factor, "Upsample") for v in _one_or_two(scale_factor, "scale_factor")]
             self.scale_factor = tuple(scales) if isinstance(scale_factor, (tuple, list)) else scales[0]
         self._used = None    # (input shape, output shape) of the last forward
 
