@@ -31,7 +31,10 @@
  * vectors of D1K output channels, the weight gradient its nine taps' sums over
  * DR rows at a time. Every output sums its taps in one fixed order (input
  * channel, tap row, tap column) whatever the task, so results do not depend on
- * the thread count. */
+ * the thread count. Tasks are shared out guided: a thread first takes a long run
+ * of consecutive tasks, whose outputs lie together in memory, then shorter runs
+ * while the others finish (one task at a time from a shared counter moves the
+ * lines of the output between the cores' caches on every call). */
 
 #define DR 4
 #define D3C (2 * D3W) /* columns of a block */
@@ -182,7 +185,7 @@ static int d3_one_output(const float *x, const float *w, const float *bias, floa
     memset(zrow, 0, (size_t)(W + 2 * D3W + 4) * sizeof(float));
     zrow += D3W;
 #if FC_OPENMP
-#pragma omp parallel for schedule(dynamic) num_threads(nthreads) if (nthreads > 1)
+#pragma omp parallel for schedule(guided) num_threads(nthreads) if (nthreads > 1)
 #endif
     for (long task = 0; task < ntasks; task++) {
         const int n = (int)(task / ((long)nrb * ncv));
@@ -343,7 +346,7 @@ static int d3_one_input(const float *x, const float *w, const float *bias, float
         int in_buf = -1;   /* the image in buf */
         float *buf = d3_pad_buf(&pd);
 #if FC_OPENMP
-#pragma omp for schedule(dynamic)
+#pragma omp for schedule(guided)
 #endif
         for (long task = 0; task < ntasks; task++) {
             const int n = (int)(task / ngb), g0 = (int)(task % ngb) * gk;
@@ -407,7 +410,7 @@ int D3_FN(direct3_wgrad)(const float *x, const float *dy, float *dw, float *db, 
         int in_buf = -1;   /* the image in buf */
         float *buf = d3_pad_buf(&pd);
 #if FC_OPENMP
-#pragma omp for schedule(dynamic, 8)
+#pragma omp for schedule(guided)
 #endif
         for (long task = 0; task < ntasks; task++) {
             const int n = (int)(task / K);

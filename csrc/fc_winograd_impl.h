@@ -18,7 +18,8 @@
  * The input is first laid out channels-last (a zero-padded copy of each
  * image, rows of pixels of C channels rounded up to a multiple of 16) so
  * that the transforms run on vectors of 16 consecutive channels. Tiles come
- * in blocks of FC_WINO_TILES fixed by the problem size; a block is one task,
+ * in blocks of FC_WINO_TILES fixed by the problem size; a block is one task
+ * (shared out guided: long runs of consecutive blocks first),
  * or, where that would load the threads unevenly, its tiles and its points
  * are shared among them. Each tile's and point's arithmetic is the same
  * either way, so results do not depend on the thread count. The transformed
@@ -752,7 +753,7 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
             T *V = task_ws + (long)tid * g.per + g.v_off;
             T *M = task_ws + (long)tid * g.per + g.m_off;
 #if FC_OPENMP
-#pragma omp for schedule(dynamic)
+#pragma omp for schedule(guided)
 #endif
             for (int bi = 0; bi < nb; bi++) {
                 const int t0 = bi * bt;
