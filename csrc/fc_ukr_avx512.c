@@ -177,6 +177,7 @@ static void trans_store_d(double *c, long ldc, const __m512d *cols, const fc_til
     for (long p = 0; p < k; p++) {                                                             \
         PRE_##AMODE                                                                            \
         const T *bp = (BROW);                                                                  \
+        PF_##AMODE(bp, NR)                                                                     \
         const VT b0 = LOADB(bp), b1 = LOADB(bp + W);                                           \
         VT ai;                                                                                 \
         ROWS8(FMA_ROW_##AMODE)                                                                 \
@@ -233,6 +234,13 @@ static void trans_store_d(double *c, long ldc, const __m512d *cols, const fc_til
     }
 
 #define PRE_PACKED
+/* B packed for a gathered A (Winograd products) comes from the shared cache once
+ * a call: its rows PF_AHEAD steps ahead are fetched while these are multiplied */
+#define PF_AHEAD 32
+#define PF_PACKED(bp, NR)
+#define PF_GATHER(bp, NR) _mm_prefetch((const char *)((bp) + PF_AHEAD * (NR)), _MM_HINT_T0); \
+    _mm_prefetch((const char *)((bp) + PF_AHEAD * (NR)) + 64, _MM_HINT_T0);
+#define PF_GATHERU PF_GATHER
 #define PRE_GATHER const long d = doff[p];
 #define PRE_GATHERU const long d = p;
 #define ADV_PACKED a += 8
