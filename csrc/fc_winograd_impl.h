@@ -726,13 +726,15 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
         const long share = (long)((g.nblocks + nth - 1) / nth) * FC_WINO_TILES;
         const int nbal = (g.nblocks + nth - 1) / nth * nth, bal = (g.ntiles + nbal - 1) / nbal;
         const int even = g.nblocks >= 8 * nth || 10 * share * nth <= 11L * g.ntiles;
-        /* fewer than 16 tiles a thread, in one block of small transforms, and weights
-         * of one depth block: the threads transform a share of the tiles each, then
-         * each makes the products and outputs of its own output channels over all
-         * the tiles (no product then has a few rows) */
+        /* fewer than FC_WINO_MIN_TILES tiles a thread, in one block of small
+         * transforms, and weights of one depth block: the threads transform a share of
+         * the tiles each, then each makes the products and outputs of its own output
+         * channels over all the tiles (no product then has a few rows). With more, a
+         * thread takes its own tiles end to end, reading no tile another thread
+         * transformed: on a mesh of cores that costs more than the rows it saves. */
         const int nr = GEMM_NR(), al = nr > FC_WINO_L ? nr : FC_WINO_L, kpanels = (K + al - 1) / al;
-        const int by_channels = nth > 1 && g.ntiles < 16 * nth && g.ntiles <= FC_WINO_TILES && kpanels >= nth
-                                && g.one_kb
+        const int by_channels = nth > 1 && g.ntiles < FC_WINO_MIN_TILES * nth && g.ntiles <= FC_WINO_TILES
+                                && kpanels >= nth && g.one_kb
                                 && (long)g.ntiles * g.Cs * WP * (long)sizeof(T) <= FC_WINO_KSPLIT_BYTES;
         if (by_channels) {
             const int kb = (int)((long)kpanels * tid / nth) * al, ke0 = (int)((long)kpanels * (tid + 1) / nth) * al;
