@@ -19,7 +19,8 @@
  * image, rows of pixels of C channels rounded up to a multiple of 16) so
  * that the transforms run on vectors of 16 consecutive channels. Tiles come
  * in blocks of FC_WINO_TILES fixed by the problem size; a block is one task
- * (shared out guided: long runs of consecutive blocks first),
+ * (shared out guided: long runs of consecutive blocks first; a few blocks a
+ * thread, as many for each, in fixed runs),
  * or, where that would load the threads unevenly, its tiles and its points
  * are shared among them. Each tile's and point's arithmetic is the same
  * either way, so results do not depend on the thread count. The transformed
@@ -754,8 +755,13 @@ int WN(wino)(const T *x, const T *w, const T *bias, T *y, int N, int C, int H, i
             const int bt = even ? FC_WINO_TILES : bal, nb = (g.ntiles + bt - 1) / bt;
             T *V = task_ws + (long)tid * g.per + g.v_off;
             T *M = task_ws + (long)tid * g.per + g.m_off;
+#ifdef _OPENMP
+            /* a few blocks each, as many for every thread: the same run of blocks for a
+             * thread on every call (its copied rows, its outputs stay in its caches) */
+            omp_set_schedule(nb % nth == 0 && nb <= 8 * nth ? omp_sched_static : omp_sched_guided, 0);
+#endif
 #if FC_OPENMP
-#pragma omp for schedule(guided)
+#pragma omp for schedule(runtime)
 #endif
             for (int bi = 0; bi < nb; bi++) {
                 const int t0 = bi * bt;
