@@ -33,8 +33,9 @@
  * of equal blocks of tiles in a fixed order, or, where there are too few
  * blocks for the threads, over the blocks in order, the points shared out
  * (a point a task). A few blocks whose transforms fit FC_WINO_ONE_BLOCK_BYTES
- * together are made as one block of every tile instead: one product a point
- * over all the tiles, and no partial sums.
+ * together are made as two blocks of half the tiles instead: two products a
+ * point and one partial sum, and on two threads each thread's tiles go end to
+ * end through its own transforms and products.
  * F(7x7, 2x2) makes a row of points at a time instead (the rows shared out
  * where the points are): each S_e, made into the thread's buffer, is at once
  * transformed along the row and added into the row's r sums, so that only
@@ -46,7 +47,7 @@
 #define FC_WINO_MIN_TILES 8                    /* the smallest block of shared-out tiles */
 #define FC_WINO_KSPLIT_BYTES (256 << 10)       /* the most transformed input a thread makes alone */
 #define FC_WINO_ONE_BLOCK_MAX 8                /* weight gradient: the fewest blocks kept as they are */
-#define FC_WINO_ONE_BLOCK_BYTES (8L << 20)     /* ... and the most transformed data made as one */
+#define FC_WINO_ONE_BLOCK_BYTES (8L << 20)     /* ... and the most transformed data made as two halves */
 #define FC_WINO_STREAM_BYTES (2L << 20)        /* transformed weights stored past the caches above this */
 #if defined(__AVX__)                           /* ... by the instruction set's streaming stores */
 #define FC_WINO_CAN_STREAM 1
@@ -889,11 +890,12 @@ static WN(wino_wgeom) WN(wino_wplan)(int N, int C, int K, int P, int Q)
     g.Hq = WM * g.f.th;
     g.Wq = WM * g.f.tw;
     g.bt = (g.f.ntiles + g.f.nblocks - 1) / (g.f.nblocks > 0 ? g.f.nblocks : 1);
-    /* a few blocks whose transforms fit FC_WINO_ONE_BLOCK_BYTES together: one block
-     * of every tile instead (no partial sums, and the points shared out one by one) */
-    if (g.f.nblocks > 1 && g.f.nblocks < FC_WINO_ONE_BLOCK_MAX
+    /* a few blocks whose transforms fit FC_WINO_ONE_BLOCK_BYTES together: two blocks
+     * of half the tiles instead (one partial sum; two threads make one each end to
+     * end, more share out each one's points) */
+    if (g.f.nblocks > 2 && g.f.nblocks < FC_WINO_ONE_BLOCK_MAX
             && (long)g.f.ntiles * WP * (g.f.Cs + g.f.Ks) * (long)sizeof(T) <= FC_WINO_ONE_BLOCK_BYTES)
-        g.bt = g.f.ntiles;
+        g.bt = (g.f.ntiles + 1) / 2;
     if (g.bt < 1) g.bt = 1;
     g.bmax = g.bt > FC_WINO_TILES ? g.bt : FC_WINO_TILES;
     g.nblocks = (g.f.ntiles + g.bt - 1) / g.bt;
@@ -1000,18 +1002,22 @@ int WN(wino_wgrad)(const T *x, const T *dy, T *dw, T *db, int N, int C, int H, i
 #pragma omp barrier
 #endif
         /* the bias gradient of each image, from its channels-last copy (pixels in order;
-         * those past P x Q are zero) */
-        if (db)
-            for (int n = (int)((long)N * tid / nth); n < (int)((long)N * (tid + 1) / nth); n++) {
-                T *restrict s = sums + (long)n * f->Ks;
-                const int ks = f->Ks;
-                for (int k = 0; k < ks; k++) s[k] = 0;
+         * those past P x Q are zero); with fewer images than threads, each image's
+         * channels in groups of FC_WINO_L shared out too */
+        if (db) {
+            const int ks = f->Ks, parts = N < nth ? ks / FC_WINO_L : 1, nk = ks / parts;
+            const long units = (long)N * parts;
+            for (long u = units * tid / nth; u < units * (tid + 1) / nth; u++) {
+                const int n = (int)(u / parts), k0 = (int)(u % parts) * nk;
+                T *restrict s = sums + (long)n * ks + k0;
+                for (int k = 0; k < nk; k++) s[k] = 0;
                 for (int i = 0; i < g.Hq; i++) {
-                    const T *restrict d = dyt + (long)n * g.dimg + (long)i * g.drow * ks;
+                    const T *restrict d = dyt + (long)n * g.dimg + (long)i * g.drow * ks + k0;
                     for (int j = 0; j < g.Wq; j++, d += ks)
-                        for (int k = 0; k < ks; k++) s[k] += d[k];
+                        for (int k = 0; k < nk; k++) s[k] += d[k];
                 }
             }
+        }
         /* a chunk a task while there are as many as threads; else each block's
          * tiles, then its points, shared out (the same sums either way) */
         const int shared = g.nchunks < nth;

@@ -746,16 +746,16 @@ def test_winograd_weight_gradient_with_whole_rows_copied_at_once(dtype, rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("xs, k, r, pad", [
-    ((3, 16, 28, 28), 24, 3, 1),     # 147 tiles: 3 blocks made as one
-    ((9, 5, 28, 28), 7, 3, 1),       # 441 tiles: 7 blocks made as one
+    ((3, 16, 28, 28), 24, 3, 1),     # 147 tiles: 3 blocks made as two halves
+    ((9, 5, 28, 28), 7, 3, 1),       # 441 tiles: 7 blocks made as two halves
     ((10, 5, 28, 28), 7, 3, 1),      # 490 tiles: 8 blocks, kept (chunks summed in order)
-    ((4, 128, 24, 24), 128, 3, 1),   # 144 tiles: as one in float32; in float64 past the bytes for that
-    ((13, 33, 15, 22), 20, 2, 0),    # F(7x7, 2x2), 78 tiles: 2 blocks made as one, a row of points a task
+    ((4, 128, 24, 24), 128, 3, 1),   # 144 tiles: as two halves in float32; in float64 past the bytes for that
+    ((13, 33, 15, 22), 20, 2, 0),    # F(7x7, 2x2), 78 tiles: 2 blocks, a row of points a task on 3 or 4 threads
 ], ids=["f43_3", "f43_7", "f43_8", "f43_wide", "f72_2"])
 def test_winograd_weight_gradient_of_a_few_blocks_for_any_thread_count(xs, k, r, pad, dtype, rng):
     """A weight gradient of a few blocks of tiles whose transforms fit together makes them
-    as one block, its points taken one by one by the threads: against the reference, and
-    bitwise the same for 1 to 4 threads."""
+    as two halves (on more than two threads, each half's points taken one by one by the
+    threads): against the reference, and bitwise the same for 1 to 4 threads."""
     from fastcnn._kernels import _conv
     N, C, H, W = xs
     x = rng.standard_normal(xs).astype(dtype)
@@ -870,13 +870,18 @@ def test_transposed_backward_shares_the_copy_of_its_output_gradient(rng, monkeyp
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", ["3x3", "4x4-stride2"])
-def test_winograd_weight_gradient_sums_the_bias_gradient(dtype, case, rng):
+@pytest.mark.parametrize("case", ["3x3", "3x3-batch1", "4x4-stride2"])
+def test_winograd_weight_gradient_sums_the_bias_gradient(dtype, case, rng, monkeypatch):
     """The Winograd weight gradients sum the bias gradient from their copy of the output
-    gradient: equal to the sum, the same bits for any thread count, and with a NaN."""
+    gradient: equal to the sum, the same bits for any thread count (one image: its
+    channels shared out among the threads), and with a NaN."""
     if case == "3x3":
         x = rng.standard_normal((37, 16, 14, 13)).astype(dtype)
         w = rng.standard_normal((24, 16, 3, 3)).astype(dtype)
+        stride, pad = 1, 1
+    elif case == "3x3-batch1":
+        x = rng.standard_normal((1, 16, 56, 55)).astype(dtype)
+        w = rng.standard_normal((40, 16, 3, 3)).astype(dtype)
         stride, pad = 1, 1
     else:
         x = rng.standard_normal((50, 16, 14, 14)).astype(dtype)
@@ -886,6 +891,7 @@ def test_winograd_weight_gradient_sums_the_bias_gradient(dtype, case, rng):
     g = rng.standard_normal(y.shape).astype(dtype)
     gw = np.empty_like(w)
     gb = np.full(w.shape[0], np.nan, dtype)
+    monkeypatch.setattr("fastcnn.functional._checks.WORK_PER_THREAD", 1)
     assert F.conv._backward_weight(x, g, gw, 1, (stride, stride), (pad, pad), (1, 1), 2, gb)
     tol = 1e-4 if dtype == np.float32 else 1e-10
     _close(gb, g.astype(np.float64).sum(axis=(0, 2, 3)), tol, "bias gradient")
@@ -894,7 +900,7 @@ def test_winograd_weight_gradient_sums_the_bias_gradient(dtype, case, rng):
         with fastcnn.threads(t):
             outs.append(F.conv2d_backward(g, x, w, stride, pad)[2])
     assert all(np.array_equal(o, gb) for o in outs)
-    g[3, 5, 2, 2] = np.nan
+    g[-1, 5, 2, 2] = np.nan
     gb2 = F.conv2d_backward(g, x, w, stride, pad)[2]
     assert np.isnan(gb2[5]) and np.isfinite(np.delete(gb2, 5)).all()
 
