@@ -32,7 +32,7 @@
  * V_e^T (C x tiles) . Z_e (tiles x K), summed over a fixed number of chunks
  * of equal blocks of tiles in a fixed order, or, where there are too few
  * blocks for the threads, over the blocks in order, the points shared out
- * (a point a task). A few blocks whose transforms fit FC_WINO_ONE_BLOCK_BYTES
+ * (a point a task). A few blocks whose transforms fit FC_WINO_HALVES_BYTES
  * together are made as two blocks of half the tiles instead: two products a
  * point and one partial sum, and on two threads each thread's tiles go end to
  * end through its own transforms and products.
@@ -46,8 +46,8 @@
 #define FC_WINO_TILES 64
 #define FC_WINO_MIN_TILES 8                    /* the smallest block of shared-out tiles */
 #define FC_WINO_KSPLIT_BYTES (256 << 10)       /* the most transformed input a thread makes alone */
-#define FC_WINO_ONE_BLOCK_MAX 8                /* weight gradient: the fewest blocks kept as they are */
-#define FC_WINO_ONE_BLOCK_BYTES (8L << 20)     /* ... and the most transformed data made as two halves */
+#define FC_WINO_HALVES_MAX 8                   /* weight gradient: the fewest blocks kept as they are */
+#define FC_WINO_HALVES_BYTES (8L << 20)        /* ... and the most transformed data made as two halves */
 #define FC_WINO_STREAM_BYTES (2L << 20)        /* transformed weights stored past the caches above this */
 #if defined(__AVX__)                           /* ... by the instruction set's streaming stores */
 #define FC_WINO_CAN_STREAM 1
@@ -890,11 +890,11 @@ static WN(wino_wgeom) WN(wino_wplan)(int N, int C, int K, int P, int Q)
     g.Hq = WM * g.f.th;
     g.Wq = WM * g.f.tw;
     g.bt = (g.f.ntiles + g.f.nblocks - 1) / (g.f.nblocks > 0 ? g.f.nblocks : 1);
-    /* a few blocks whose transforms fit FC_WINO_ONE_BLOCK_BYTES together: two blocks
+    /* a few blocks whose transforms fit FC_WINO_HALVES_BYTES together: two blocks
      * of half the tiles instead (one partial sum; two threads make one each end to
      * end, more share out each one's points) */
-    if (g.f.nblocks > 2 && g.f.nblocks < FC_WINO_ONE_BLOCK_MAX
-            && (long)g.f.ntiles * WP * (g.f.Cs + g.f.Ks) * (long)sizeof(T) <= FC_WINO_ONE_BLOCK_BYTES)
+    if (g.f.nblocks > 2 && g.f.nblocks < FC_WINO_HALVES_MAX
+            && (long)g.f.ntiles * WP * (g.f.Cs + g.f.Ks) * (long)sizeof(T) <= FC_WINO_HALVES_BYTES)
         g.bt = (g.f.ntiles + 1) / 2;
     if (g.bt < 1) g.bt = 1;
     g.bmax = g.bt > FC_WINO_TILES ? g.bt : FC_WINO_TILES;
