@@ -48,6 +48,35 @@ cdef extern from *:
        sign). */
     #define FC_BN_ACT(v, act, slope) ((act) == 1 ? ((v) <= 0 ? 0 : (v))                       \
                                       : (act) == 2 ? ((v) > 0 ? (v) : (v) * (slope)) : (v))
+    /* g[i] taken through the activation whose output is y (y NULL: g[i] as it is) */
+    #define FC_BN_DACT(T, g, y, i, act, slope) ((y) == NULL || (y)[i] > 0 ? (g)[i]             \
+                                                : (act) == 1 ? (T)0 : (g)[i] * (slope))
+    /* t[0 .. 8] = g[0 .. 8] taken through the activation (y not NULL), without
+       branches: the signs of y are as likely one way as the other */
+    #include <string.h>
+    #if defined(__GNUC__)
+    #define FC_DEFINE_BN_DACT8(T, SFX, IT)                                                     \
+    typedef T fc_v_##SFX __attribute__((vector_size(32)));                                     \
+    typedef IT fc_m_##SFX __attribute__((vector_size(32)));                                    \
+    static inline __attribute__((always_inline))                                               \
+    void fc_bn_dact8_##SFX(const T *g, const T *y, int act, T slope, T *t) {                   \
+        for (int h = 0; h < (int)(8 * sizeof(T) / 32); h++) {                                  \
+            fc_v_##SFX gv, yv;                                                                \
+            memcpy(&gv, g + h * (32 / sizeof(T)), 32);                                        \
+            memcpy(&yv, y + h * (32 / sizeof(T)), 32);                                        \
+            const fc_m_##SFX m = yv > (T)0, kept = m & (fc_m_##SFX)gv;                        \
+            const fc_m_##SFX r = act == 1 ? kept : kept | (~m & (fc_m_##SFX)(gv * slope));    \
+            memcpy(t + h * (32 / sizeof(T)), &r, 32);                                         \
+        }                                                                                     \
+    }
+    #else
+    #define FC_DEFINE_BN_DACT8(T, SFX, IT)                                                     \
+    static inline void fc_bn_dact8_##SFX(const T *g, const T *y, int act, T slope, T *t) {     \
+        for (int k = 0; k < 8; k++) t[k] = FC_BN_DACT(T, g, y, k, act, slope);                \
+    }
+    #endif
+    FC_DEFINE_BN_DACT8(float, f32, int32_t)
+    FC_DEFINE_BN_DACT8(double, f64, int64_t)
     #define FC_DEFINE_BN_ELEMENTWISE(T, SFX, VT, W, LOADU, SET1, ADD, SUB, MUL, CMPGT, CMPLE,   \
                                      AND, ANDNOT, OR, ZERO)                                    \
     FC_IF_STREAM(                                                                             \
@@ -56,6 +85,11 @@ cdef extern from *:
         if (act == 1) return ANDNOT(CMPLE(v, ZERO()), v);                                     \
         if (act == 2) { VT m = CMPGT(v, ZERO()); return OR(AND(m, v), ANDNOT(m, MUL(v, vslope))); } \
         return v;                                                                             \
+    }                                                                                         \
+    static inline __attribute__((always_inline))                                               \
+    VT fc_bn_vdact_##SFX(VT g, VT y, int act, VT vslope) {                                     \
+        const VT m = CMPGT(y, ZERO());                                                        \
+        return act == 1 ? AND(m, g) : OR(AND(m, g), ANDNOT(m, MUL(g, vslope)));               \
     })                                                                                        \
     static inline __attribute__((always_inline))                                               \
     void fc_bn_affine_##SFX(const T *restrict x, T *restrict y, Py_ssize_t n,                  \
@@ -80,27 +114,35 @@ cdef extern from *:
             for (; i < n; i++) y[i] = (x[i] - m) * s + t;                                     \
     }                                                                                         \
     static inline __attribute__((always_inline))                                               \
-    void fc_bn_grad_##SFX(const T *restrict g, const T *restrict x,                            \
-                          T *restrict gx, Py_ssize_t n, T a, T b, T m, T k, int stream) {      \
+    void fc_bn_grad_##SFX(const T *restrict g, const T *restrict y, int act, T slope,          \
+                          const T *restrict x, T *restrict gx, Py_ssize_t n, T a, T b, T m,    \
+                          T k, int stream) {                                                   \
         Py_ssize_t i = 0;                                                                     \
         FC_IF_STREAM(                                                                         \
         if (stream) {                                                                         \
             for (; i < n && ((uintptr_t)(gx + i) & 15); i++)                                  \
-                gx[i] = (g[i] - a - (x[i] - m) * b) * k;                                      \
-            VT va = SET1(a), vb = SET1(b), vm = SET1(m), vk = SET1(k);                        \
-            for (; i + W <= n; i += W)                                                        \
-                FC_STREAM_##SFX(gx + i, MUL(SUB(SUB(LOADU(g + i), va),                         \
-                                                MUL(SUB(LOADU(x + i), vm), vb)), vk));         \
+                gx[i] = (FC_BN_DACT(T, g, y, i, act, slope) - a - (x[i] - m) * b) * k;        \
+            VT va = SET1(a), vb = SET1(b), vm = SET1(m), vk = SET1(k), vsl = SET1(slope);     \
+            for (; i + W <= n; i += W) {                                                      \
+                VT vg = LOADU(g + i);                                                         \
+                if (y) vg = fc_bn_vdact_##SFX(vg, LOADU(y + i), act, vsl);                    \
+                FC_STREAM_##SFX(gx + i, MUL(SUB(SUB(vg, va), MUL(SUB(LOADU(x + i), vm), vb)), vk)); \
+            }                                                                                 \
         })                                                                                    \
-        for (; i < n; i++) gx[i] = (g[i] - a - (x[i] - m) * b) * k;                           \
+        if (y)                                                                                \
+            for (; i + 8 <= n; i += 8) {                                                      \
+                T t[8];                                                                       \
+                fc_bn_dact8_##SFX(g + i, y + i, act, slope, t);                               \
+                for (int e = 0; e < 8; e++) gx[i + e] = (t[e] - a - (x[i + e] - m) * b) * k;  \
+            }                                                                                 \
+        for (; i < n; i++) gx[i] = (FC_BN_DACT(T, g, y, i, act, slope) - a - (x[i] - m) * b) * k; \
     }                                                                                         \
     static inline __attribute__((always_inline))                                               \
     void fc_bn_dact_##SFX(const T *restrict g, const T *restrict y, T *restrict out,           \
                           Py_ssize_t n, int act, T slope) {                                    \
-        if (act == 1)                                                                         \
-            for (Py_ssize_t i = 0; i < n; i++) out[i] = y[i] > 0 ? g[i] : (T)0;               \
-        else                                                                                  \
-            for (Py_ssize_t i = 0; i < n; i++) out[i] = y[i] > 0 ? g[i] : g[i] * slope;       \
+        Py_ssize_t i = 0;                                                                     \
+        for (; i + 8 <= n; i += 8) fc_bn_dact8_##SFX(g + i, y + i, act, slope, out + i);      \
+        for (; i < n; i++) out[i] = FC_BN_DACT(T, g, y, i, act, slope);                       \
     }
     #if FC_STREAM
     #define FC_IF_STREAM(...) __VA_ARGS__
@@ -160,20 +202,26 @@ cdef extern from *:
         return FC_VSUM(s0, s1);                                                               \
     }                                                                                         \
     static inline __attribute__((always_inline))                                               \
-    void fc_bn_sum_g_gdev_##SFX(const T *restrict g, const T *restrict x,                      \
-                                Py_ssize_t n, double m,                                        \
+    void fc_bn_sum_g_gdev_##SFX(const T *restrict g, const T *restrict y, int act, T slope,    \
+                                const T *restrict x, Py_ssize_t n, double m,                   \
                                 double *restrict sg, double *restrict sgd) {                   \
         fc_v4d a0 = {0, 0, 0, 0}, a1 = {0, 0, 0, 0}, b0 = {0, 0, 0, 0}, b1 = {0, 0, 0, 0};    \
         fc_v4d g0, g1, x0, x1;                                                                \
         Py_ssize_t i = 0;                                                                     \
         for (; i + 8 <= n; i += 8) {                                                          \
-            FC_LOAD4_##T(g0, g + i); FC_LOAD4_##T(g1, g + i + 4);                             \
+            if (y) {                                                                          \
+                T t[8];                                                                       \
+                fc_bn_dact8_##SFX(g + i, y + i, act, slope, t);                               \
+                FC_LOAD4_##T(g0, t); FC_LOAD4_##T(g1, t + 4);                                 \
+            } else {                                                                          \
+                FC_LOAD4_##T(g0, g + i); FC_LOAD4_##T(g1, g + i + 4);                         \
+            }                                                                                 \
             FC_LOAD4_##T(x0, x + i); FC_LOAD4_##T(x1, x + i + 4);                             \
             a0 += g0; a1 += g1;                                                               \
             b0 += g0 * (x0 - m); b1 += g1 * (x1 - m);                                         \
         }                                                                                     \
         for (; i < n; i++) {                                                                  \
-            double gv = (double)g[i];                                                         \
+            double gv = (double)FC_BN_DACT(T, g, y, i, act, slope);                           \
             a0[0] += gv;                                                                      \
             b0[0] += gv * ((double)x[i] - m);                                                 \
         }                                                                                     \
@@ -195,12 +243,18 @@ cdef extern from *:
         for (; i < n; i++) { double d = (double)a[i] - m; s[0] += d * d; }                    \
         return (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));           \
     }                                                                                         \
-    static inline void fc_bn_sum_g_gdev_##SFX(const T *g, const T *x, Py_ssize_t n, double m,   \
-                                              double *sg, double *sgd) {                      \
+    static inline void fc_bn_sum_g_gdev_##SFX(const T *g, const T *y, int act, T slope, const T *x, \
+                                              Py_ssize_t n, double m, double *sg, double *sgd) { \
         double a[8] = {0}, b[8] = {0}; Py_ssize_t i = 0;                                      \
-        for (; i + 8 <= n; i += 8) for (int k = 0; k < 8; k++) {                              \
-            double gv = (double)g[i + k]; a[k] += gv; b[k] += gv * ((double)x[i + k] - m); }  \
-        for (; i < n; i++) { double gv = (double)g[i]; a[0] += gv; b[0] += gv * ((double)x[i] - m); } \
+        for (; i + 8 <= n; i += 8) {                                                          \
+            T t[8];                                                                           \
+            if (y) fc_bn_dact8_##SFX(g + i, y + i, act, slope, t); else memcpy(t, g + i, sizeof(t)); \
+            for (int k = 0; k < 8; k++) {                                                     \
+                double gv = (double)t[k]; a[k] += gv; b[k] += gv * ((double)x[i + k] - m); }  \
+        }                                                                                     \
+        for (; i < n; i++) {                                                                  \
+            double gv = (double)FC_BN_DACT(T, g, y, i, act, slope);                           \
+            a[0] += gv; b[0] += gv * ((double)x[i] - m); }                                    \
         *sg += (((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])));           \
         *sgd += (((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7])));          \
     }
@@ -211,8 +265,8 @@ cdef extern from *:
        r % C): a run's sum s[r] and its sum of squared deviations q[r] from its
        own mean; y = act((x - center[c]) scale[c] + shift[c]) (center NULL: 0); the gradient's sums sg[r] = sum(g),
        sgd[r] = sum(g (x - mean[c])); gx = (g - a[c] - (x - m[c]) b[c]) k[c]; with y
-       given, the sums' g is first taken through the activation act that made y,
-       and stored into gy (the gradient the other passes then read). */
+       given, g is first taken through the activation act that made y (and, for the
+       sums, stored into gy where given: the gradient a later pass then reads). */
     #define FC_DEFINE_BN_RUNS(T, SFX)                                                          \
     FC_NORM_CLONES void fc_bn_run_stats_##SFX(const T *restrict x, Py_ssize_t r0, Py_ssize_t r1, \
                                               Py_ssize_t L, double *restrict s,                \
@@ -238,20 +292,22 @@ cdef extern from *:
                                               Py_ssize_t C, Py_ssize_t L, const double *mean,  \
                                               double *restrict sg, double *restrict sgd) {     \
         for (Py_ssize_t r = r0; r < r1; r++) {                                                \
-            const T *gr = g + r * L;                                                          \
-            if (y) { fc_bn_dact_##SFX(gr, y + r * L, gy + r * L, L, act, slope); gr = gy + r * L; } \
+            const T *gr = g + r * L, *yr = y ? y + r * L : NULL;                              \
+            if (yr && gy) { fc_bn_dact_##SFX(gr, yr, gy + r * L, L, act, slope); gr = gy + r * L; yr = NULL; } \
             sg[r] = 0;                                                                        \
             sgd[r] = 0;                                                                       \
-            fc_bn_sum_g_gdev_##SFX(gr, x + r * L, L, mean[r % C], sg + r, sgd + r);           \
+            fc_bn_sum_g_gdev_##SFX(gr, yr, act, slope, x + r * L, L, mean[r % C], sg + r, sgd + r); \
         }                                                                                     \
     }                                                                                         \
-    FC_NORM_CLONES void fc_bn_grad_runs_##SFX(const T *restrict g, const T *restrict x,        \
+    FC_NORM_CLONES void fc_bn_grad_runs_##SFX(const T *restrict g, const T *restrict y, int act, \
+                                              T slope, const T *restrict x,                    \
                                               T *restrict gx, Py_ssize_t r0, Py_ssize_t r1,    \
                                               Py_ssize_t C, Py_ssize_t L, const T *a,          \
                                               const T *b, const T *m, const T *k, int stream) { \
         for (Py_ssize_t r = r0; r < r1; r++) {                                                \
             const Py_ssize_t c = r % C;                                                       \
-            fc_bn_grad_##SFX(g + r * L, x + r * L, gx + r * L, L, a[c], b[c], m[c], k[c], stream); \
+            fc_bn_grad_##SFX(g + r * L, y ? y + r * L : NULL, act, slope, x + r * L, gx + r * L, L, \
+                             a[c], b[c], m[c], k[c], stream);                                 \
         }                                                                                     \
         if (stream) fc_bn_sfence();                                                           \
     }
@@ -274,10 +330,12 @@ cdef extern from *:
     void fc_bn_run_gsums_f64(const double* g, const double* x, const double* y, int act, double slope,
                              double* gy, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C, Py_ssize_t L,
                              const double* mean, double* sg, double* sgd) noexcept nogil
-    void fc_bn_grad_runs_f32(const float* g, const float* x, float* gx, Py_ssize_t r0, Py_ssize_t r1,
+    void fc_bn_grad_runs_f32(const float* g, const float* y, int act, float slope, const float* x,
+                             float* gx, Py_ssize_t r0, Py_ssize_t r1,
                              Py_ssize_t C, Py_ssize_t L, const float* a, const float* b, const float* m,
                              const float* k, int stream) noexcept nogil
-    void fc_bn_grad_runs_f64(const double* g, const double* x, double* gx, Py_ssize_t r0, Py_ssize_t r1,
+    void fc_bn_grad_runs_f64(const double* g, const double* y, int act, double slope, const double* x,
+                             double* gx, Py_ssize_t r0, Py_ssize_t r1,
                              Py_ssize_t C, Py_ssize_t L, const double* a, const double* b, const double* m,
                              const double* k, int stream) noexcept nogil
 
@@ -407,10 +465,12 @@ def batch_norm_backward(const floating[:, :, ::1] g, const floating[:, :, ::1] x
     cdef floating *gyp = NULL
     dt = np.float32 if floating is float else np.float64
     if y is not None:
-        # the gradient through the activation, made by the first pass, read by the others
+        # the gradient through the activation: in training, taken again by each pass;
+        # in evaluation mode, made by the first pass and read by the other
         yp = &y[0, 0, 0]
-        gm = np.empty((N, C, L), dtype=dt)
-        gyp = &gm[0, 0, 0]
+        if not training:
+            gm = np.empty((N, C, L), dtype=dt)
+            gyp = &gm[0, 0, 0]
     cdef double[:, ::1] part = np.empty((2, R))
     cdef double[:, ::1] acc = np.zeros((2, C))
     cdef floating[:, ::1] coef = np.empty((4, C), dtype=dt)
@@ -426,6 +486,7 @@ def batch_norm_backward(const floating[:, :, ::1] g, const floating[:, :, ::1] x
                                     &mean[0], &part[0, 0], &part[1, 0])
         if gyp != NULL:
             gp = gyp
+            yp = NULL
         for n in range(N):
             for c in range(C):
                 acc[0, c] = acc[0, c] + part[0, n * C + c]
@@ -446,8 +507,8 @@ def batch_norm_backward(const floating[:, :, ::1] g, const floating[:, :, ::1] x
         else:
             for t in prange(nb, schedule='static', num_threads=n_threads):
                 if floating is float:
-                    fc_bn_grad_runs_f32(gp, &x[0, 0, 0], &gx[0, 0, 0], t * B, min(R, (t + 1) * B), C, L,
-                                        &coef[0, 0], &coef[1, 0], &coef[2, 0], &coef[3, 0], stream)
+                    fc_bn_grad_runs_f32(gp, yp, act, sl, &x[0, 0, 0], &gx[0, 0, 0], t * B, min(R, (t + 1) * B),
+                                        C, L, &coef[0, 0], &coef[1, 0], &coef[2, 0], &coef[3, 0], stream)
                 else:
-                    fc_bn_grad_runs_f64(gp, &x[0, 0, 0], &gx[0, 0, 0], t * B, min(R, (t + 1) * B), C, L,
-                                        &coef[0, 0], &coef[1, 0], &coef[2, 0], &coef[3, 0], stream)
+                    fc_bn_grad_runs_f64(gp, yp, act, sl, &x[0, 0, 0], &gx[0, 0, 0], t * B, min(R, (t + 1) * B),
+                                        C, L, &coef[0, 0], &coef[1, 0], &coef[2, 0], &coef[3, 0], stream)
