@@ -160,6 +160,22 @@ def bench_batch_norm_fwd_bwd(benchmark, at_threads):
     benchmark(fc)
 
 
+@pytest.mark.benchmark(group="batch_norm2d")
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+@per_threads
+def bench_batch_norm_activation_fwd_bwd(benchmark, at_threads, activation):
+    # a DCGAN-28 discriminator's BatchNorm2d(128) with its activation, one pass each way
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 128, 7, 7), dtype=np.float32)
+    g = rng.standard_normal(x.shape, dtype=np.float32)
+    w, b = np.ones(128, np.float32), np.zeros(128, np.float32)
+
+    def run():
+        y, m, s = F.batch_norm(x, None, None, w, b, training=True, activation=activation, negative_slope=0.2)
+        return F.batch_norm_backward(g, x, w, m, s, output=y, activation=activation, negative_slope=0.2)
+    benchmark(run)
+
+
 @pytest.mark.benchmark(group="relu")
 @per_threads
 def bench_relu_fwd_bwd(benchmark, at_threads):
